@@ -1,0 +1,45 @@
+# The two commands: `make run` and `make test`. Everything else builds on the same .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint proto proto-check clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "authsvc needs Python 3.11 or newer")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install authsvc with its dev tools
+
+run: $(STAMP) ## start the server (embedded PostgreSQL unless AUTHSVC_DATABASE_URL is set)
+	$(BIN)/authsvc serve
+
+test: $(STAMP) ## run the whole test suite
+	$(BIN)/pytest
+
+lint: $(STAMP) proto-check ## ruff, mypy and the generated-stub check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+proto: $(STAMP) ## regenerate the Python stubs in authsvc/v1 from protos/
+	PYTHON=$(BIN)/python scripts/gen_protos.sh
+
+proto-check: $(STAMP) ## fail when the committed stubs differ from what protos/ generate
+	@rm -rf .proto-check && PYTHON=$(BIN)/python scripts/gen_protos.sh .proto-check 2>/dev/null
+	@diff -r -q .proto-check/authsvc/v1 authsvc/v1 -x __pycache__ \
+	  || { echo "generated stubs are stale: run 'make proto' and commit"; rm -rf .proto-check; exit 1; }
+	@rm -rf .proto-check && echo "generated stubs match protos/"
+
+clean: ## remove the virtualenv and caches (keeps .authsvc data)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .proto-check
+
+-include mk/*.mk

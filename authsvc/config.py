@@ -1,0 +1,136 @@
+"""Settings: the one object that reads `AUTHSVC_*` environment variables and command-line overrides."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from authsvc.errors import ConfigError
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as `90s`, `15m`, `1h30m`, `7d` or a bare number of seconds."""
+    value = text.strip()
+    if not value:
+        raise ConfigError("empty duration; use e.g. 30s, 15m, 1h or 7d")
+    try:
+        seconds = float(value)
+    except ValueError:
+        pos, seconds = 0, 0.0
+        for match in _DURATION_PART.finditer(value):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            pos = match.end()
+        if pos != len(value) or pos == 0:
+            raise ConfigError(f"invalid duration {text!r}; use e.g. 30s, 15m, 1h30m or 7d") from None
+    if seconds < 0 or seconds != seconds or seconds == float("inf"):
+        raise ConfigError(f"invalid duration {text!r}; it must be a finite, non-negative time")
+    return seconds
+
+
+def _port(text: str, name: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a port number, not {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name} must be between 0 and 65535, not {port}")
+    return port
+
+
+def _positive_int(text: str, name: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, not {value}")
+    return value
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(text: str, name: str) -> str:
+    level = text.strip().upper()
+    if level not in _LOG_LEVELS:
+        raise ConfigError(f"{name} must be one of {', '.join(_LOG_LEVELS)}, not {text!r}")
+    return level
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of authsvc. Environment variable: `AUTHSVC_` + the field name in upper case."""
+
+    database_url: str | None = None
+    """PostgreSQL URL; unset starts an embedded PostgreSQL in data_dir."""
+    data_dir: Path = Path(".authsvc")
+    """Where the embedded PostgreSQL keeps its data."""
+    host: str = "0.0.0.0"
+    """Address the gRPC server listens on."""
+    port: int = 50051
+    """gRPC port; 0 picks a free one."""
+    issuer: str = "authsvc"
+    """The `iss` claim of minted tokens."""
+    clock_leeway: float = 5.0
+    """Seconds of clock skew tolerated for exp, nbf, iat and revocation times."""
+    log_level: str = "INFO"
+    """DEBUG, INFO, WARNING or ERROR."""
+    database_pool_size: int = 10
+    """Most connections one process holds to PostgreSQL."""
+    database_timeout: float = 5.0
+    """Seconds to wait for a database connection or query before answering UNAVAILABLE."""
+    shutdown_grace: float = 20.0
+    """Seconds calls in flight may take to finish after SIGTERM."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from `AUTHSVC_*` variables, then `overrides` (command-line flags) where not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+
+        def get(name: str) -> str | None:
+            value = env.get(f"AUTHSVC_{name.upper()}")
+            return value if value not in (None, "") else None
+
+        if (url := get("database_url")) is not None:
+            values["database_url"] = url
+        if (data_dir := get("data_dir")) is not None:
+            values["data_dir"] = Path(data_dir)
+        if (host := get("host")) is not None:
+            values["host"] = host
+        if (port := get("port")) is not None:
+            values["port"] = _port(port, "AUTHSVC_PORT")
+        if (issuer := get("issuer")) is not None:
+            values["issuer"] = issuer
+        if (leeway := get("clock_leeway")) is not None:
+            values["clock_leeway"] = parse_duration(leeway)
+        if (level := get("log_level")) is not None:
+            values["log_level"] = _log_level(level, "AUTHSVC_LOG_LEVEL")
+        if (pool := get("database_pool_size")) is not None:
+            values["database_pool_size"] = _positive_int(pool, "AUTHSVC_DATABASE_POOL_SIZE")
+        if (timeout := get("database_timeout")) is not None:
+            values["database_timeout"] = parse_duration(timeout)
+        if (grace := get("shutdown_grace")) is not None:
+            values["shutdown_grace"] = parse_duration(grace)
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        if not 0 <= settings.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, not {settings.port}")
+        return settings
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with some settings replaced."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})

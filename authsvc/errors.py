@@ -1,0 +1,74 @@
+"""Errors of authsvc: one root type, each subclass knowing its gRPC status code and reason.
+
+    AuthsvcError                      the root; never raised itself
+    ├── InvalidArgument               the request is wrong: fix it and retry
+    ├── Unauthenticated               the app credential is missing or wrong
+    ├── PermissionDenied              the credential is valid but not for this call or app
+    ├── NotFound                      the app (or another named thing) does not exist
+    ├── Unavailable                   the database is needed and down: retry with backoff
+    └── ConfigError                   a setting is wrong; raised at start-up, not over gRPC
+
+The servicer raises these; one interceptor (authsvc.interceptors) maps them to a gRPC status carrying a
+google.rpc.ErrorInfo with the reason and the domain "authsvc". Messages are meant for people and never
+contain a secret or a whole token.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+DOMAIN = "authsvc"
+
+
+class AuthsvcError(Exception):
+    """Root of every error authsvc raises on purpose."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    default_reason: str = "INTERNAL"
+
+    def __init__(self, message: str, reason: str | None = None, **metadata: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.metadata = metadata
+
+
+class InvalidArgument(AuthsvcError):
+    """The request is malformed or asks for something not allowed; the caller must change it."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    default_reason = "INVALID_ARGUMENT"
+
+
+class Unauthenticated(AuthsvcError):
+    """The app credential (x-api-key, authorization) is missing or does not check out."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "INVALID_CREDENTIAL"
+
+
+class PermissionDenied(AuthsvcError):
+    """The credential is genuine but belongs to another app, or is a user token."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    default_reason = "PERMISSION_DENIED"
+
+
+class NotFound(AuthsvcError):
+    """The named app does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    default_reason = "APP_NOT_FOUND"
+
+
+class Unavailable(AuthsvcError):
+    """The database is needed and cannot be reached; nothing was changed. Retry with backoff."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    default_reason = "DATABASE_UNAVAILABLE"
+
+
+class ConfigError(AuthsvcError):
+    """A setting or command-line value is invalid; the message says which and why."""
+
+    default_reason = "INVALID_SETTING"

@@ -1,0 +1,200 @@
+"""The gRPC handlers of authsvc.v1.AuthService: validate the request, call the domain, map the result.
+
+Errors are raised as authsvc.errors types; authsvc.interceptors turns them into statuses.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from authsvc import tokens
+from authsvc.clock import MICROS_PER_SECOND, Clock, Micros
+from authsvc.config import Settings
+from authsvc.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from authsvc.store import Store
+from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
+
+API_KEY_HEADER = "x-api-key"
+AUTHORIZATION_HEADER = "authorization"
+_BEARER = "bearer "
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _timestamp(micros: Micros | None) -> timestamp_pb2.Timestamp | None:
+    if micros is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMicroseconds(micros)
+    return stamp
+
+
+def _micros(stamp: timestamp_pb2.Timestamp, field: str) -> Micros:
+    # Timestamp's documented range is years 1 to 9999; anything else is a broken client.
+    if not -62135596800 <= stamp.seconds <= 253402300799 or not 0 <= stamp.nanos < 1_000_000_000:
+        raise InvalidArgument(f"{field} is not a valid timestamp", "INVALID_TIMESTAMP")
+    return stamp.seconds * MICROS_PER_SECOND + stamp.nanos // 1000
+
+
+def _struct(claims: Any) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(claims)
+    return struct
+
+
+def _plain_claims(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """Struct numbers are doubles; whole ones go back to integers so `1` stays `1` in the token."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            return int(value)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    result: dict[str, Any] = plain(json_format.MessageToDict(struct))
+    return result
+
+
+class AuthServicer(pb_grpc.AuthServiceServicer):
+    """Issues, verifies and revokes the user tokens of the app named by `x-api-key`."""
+
+    def __init__(self, store: Store, settings: Settings, clock: Clock) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._leeway = round(settings.clock_leeway * MICROS_PER_SECOND)
+
+    async def IssueToken(self, request: pb.IssueTokenRequest, context: Context) -> pb.IssueTokenResponse:
+        app = await self._authenticated_app(context)
+        now = self._clock()
+        expiry = request.WhichOneof("expiry")
+        ttl: Micros | None = None
+        expires_at: Micros | None = None
+        if expiry == "ttl":
+            ttl = request.ttl.ToMicroseconds()
+        elif expiry == "expires_at":
+            expires_at = _micros(request.expires_at, "expires_at")
+        issued = tokens.issue(
+            app,
+            request.user_id,
+            now=now,
+            issuer=self._settings.issuer,
+            jti=secrets.token_urlsafe(16),
+            expires_at=expires_at,
+            ttl=ttl,
+            claims=_plain_claims(request.claims) if request.HasField("claims") else None,
+        )
+        return pb.IssueTokenResponse(
+            token=issued.token,
+            issued_at=_timestamp(issued.issued_at),
+            expires_at=_timestamp(issued.expires_at),
+            key_id=issued.key_id,
+        )
+
+    async def VerifyToken(self, request: pb.VerifyTokenRequest, context: Context) -> pb.VerifyTokenResponse:
+        app = await self._app(context)
+        if not request.token:
+            raise InvalidArgument("token is empty; send the JWT the client presented", "MISSING_TOKEN")
+        presented = tokens.present(request.token)
+        user_revoked_before = (
+            await self._store.user_revoked_before(app.id, presented.user_id) if presented.user_id else None
+        )
+        result = tokens.verify(
+            presented, app, now=self._clock(), leeway=self._leeway, user_revoked_before=user_revoked_before
+        )
+        return pb.VerifyTokenResponse(
+            valid=result.valid,
+            outcome=result.outcome.value,  # type: ignore[arg-type]
+            user_id=result.user_id,
+            issued_at=_timestamp(result.issued_at),
+            expires_at=_timestamp(result.expires_at),
+            claims=_struct(result.claims) if result.claims else None,
+            dev_token=result.dev_token,
+        )
+
+    async def RevokeUser(self, request: pb.RevokeUserRequest, context: Context) -> pb.RevokeUserResponse:
+        app = await self._authenticated_app(context)
+        user_ids = tokens.validate_user_ids(list(request.user_ids))
+        revoke_before = tokens.revocation_time(
+            _micros(request.revoke_before, "revoke_before") if request.HasField("revoke_before") else None,
+            now=self._clock(),
+            leeway=self._leeway,
+        )
+        in_force = await self._store.revoke_users(app.id, user_ids, revoke_before)
+        return pb.RevokeUserResponse(
+            revocations=[
+                pb.UserRevocation(user_id=user_id, revoked_before=_timestamp(in_force[user_id])) for user_id in user_ids
+            ]
+        )
+
+    async def RevokeApp(self, request: pb.RevokeAppRequest, context: Context) -> pb.RevokeAppResponse:
+        app = await self._authenticated_app(context)
+        revoke_before = tokens.revocation_time(
+            _micros(request.revoke_before, "revoke_before") if request.HasField("revoke_before") else None,
+            now=self._clock(),
+            leeway=self._leeway,
+        )
+        in_force = await self._store.revoke_app(app.id, revoke_before)
+        return pb.RevokeAppResponse(revoked_before=_timestamp(in_force))
+
+    async def ClearRevocation(self, request: pb.ClearRevocationRequest, context: Context) -> pb.ClearRevocationResponse:
+        app = await self._authenticated_app(context)
+        target = request.WhichOneof("target")
+        if target == "users":
+            user_ids = tokens.validate_user_ids(list(request.users.user_ids))
+            cleared = await self._store.clear_user_revocations(app.id, user_ids)
+            return pb.ClearRevocationResponse(cleared_user_ids=[u for u in user_ids if u in set(cleared)])
+        if target == "app" and request.app:
+            return pb.ClearRevocationResponse(app_cleared=await self._store.clear_app_revocation(app.id))
+        raise InvalidArgument("say what to clear: users {user_ids: [...]} or app: true", "NO_REVOCATION_TARGET")
+
+    async def _app(self, context: Context) -> tokens.App:
+        api_key = _metadata(context, API_KEY_HEADER)
+        if not api_key:
+            raise Unauthenticated(f"send the app's API key as '{API_KEY_HEADER}' metadata", "MISSING_API_KEY")
+        app = await self._store.get_app(api_key)
+        if app is None:
+            raise NotFound("no app has this API key", "APP_NOT_FOUND")
+        return app
+
+    async def _authenticated_app(self, context: Context) -> tokens.App:
+        app = await self._app(context)
+        authorization = _metadata(context, AUTHORIZATION_HEADER)
+        if authorization is None:
+            raise Unauthenticated(
+                "this call needs 'authorization: Bearer <API secret or server token>' metadata",
+                "MISSING_CREDENTIAL",
+            )
+        if not authorization.lower().startswith(_BEARER):
+            raise Unauthenticated("authorization must be 'Bearer <credential>'", "INVALID_CREDENTIAL")
+        credential = authorization[len(_BEARER) :].strip()
+        try:
+            tokens.authenticate_backend(credential, app, now=self._clock(), leeway=self._leeway)
+        except Unauthenticated as exc:
+            if exc.reason == "INVALID_CREDENTIAL" and await self._belongs_to_another_app(credential, app):
+                raise PermissionDenied(
+                    "the credential belongs to another app than x-api-key names", "CREDENTIAL_OF_ANOTHER_APP"
+                ) from None
+            raise
+        return app
+
+    async def _belongs_to_another_app(self, credential: str, app: tokens.App) -> bool:
+        if not credential:
+            return False
+        others = [other for other in await self._store.list_apps() if other.id != app.id]
+        return any(tokens.belongs_to(credential, other) for other in others)
+
+
+def _metadata(context: Context, key: str) -> str | None:
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
+            return value if isinstance(value, str) else None
+    return None

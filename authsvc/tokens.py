@@ -1,0 +1,350 @@
+"""The token model of authsvc (see shared/TOKEN_MODEL.md) as pure functions: no I/O, no gRPC.
+
+Everything takes plain values (a token string, the app, a `now` in microseconds, the revocation times)
+and returns plain values, so every rule is testable exactly and fast.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from authsvc import jws
+from authsvc.clock import MICROS_PER_SECOND, Micros, micros_to_seconds, seconds_to_micros
+from authsvc.errors import InvalidArgument, PermissionDenied, Unauthenticated
+
+USER_ID_PATTERN = re.compile(r"[A-Za-z0-9@_-]{1,255}")
+"""What a user id may be: 1 to 255 letters, digits, `@`, `_` and `-`."""
+
+RESERVED_CLAIMS = frozenset({"user_id", "iat", "exp", "nbf", "aud", "iss", "sub", "jti", "server"})
+"""Claims a caller's extra claims can never set: the registered ones, and `server`."""
+
+MAX_CLAIMS_BYTES = 4096
+"""The largest JSON encoding of a caller's extra claims."""
+
+MAX_NUMERIC_DATE = 253402300799
+"""The last second of the year 9999: no expiry may lie beyond it."""
+
+DEV_SIGNATURE = "devtoken"
+"""The signature part of a developer token, accepted only by apps with auth checks disabled."""
+
+HS256 = "HS256"
+
+
+class Outcome(enum.Enum):
+    """The verdict of a verification; the values mirror authsvc.v1.VerifyOutcome."""
+
+    VALID = 1
+    MALFORMED = 2
+    INVALID_SIGNATURE = 3
+    UNKNOWN_KEY = 4
+    EXPIRED = 5
+    NOT_YET_VALID = 6
+    WRONG_AUDIENCE = 7
+    REVOKED = 8
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    """What the token rules need to know of an app (a tenant)."""
+
+    id: int
+    api_key: str
+    name: str
+    api_secret: str
+    key_id: str
+    algorithm: str = HS256
+    token_ttl_seconds: int | None = None
+    auth_checks_disabled: bool = False
+    require_iat: bool = False
+    revoked_before: Micros | None = None
+    created_at: Micros = 0
+
+    @property
+    def allowed_algorithms(self) -> frozenset[str]:
+        """The `alg` header values this app's keys verify, compared exactly."""
+        return frozenset({self.algorithm})
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A freshly minted user token and the facts a caller needs about it."""
+
+    token: str
+    issued_at: Micros
+    expires_at: Micros | None
+    key_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """A token as presented, parsed once; `jws` is None when it is not a well-formed JWS."""
+
+    jws: jws.CompactJws | None
+    user_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """The answer to a verification: the outcome and, once the signature checked out, what the token says."""
+
+    outcome: Outcome
+    user_id: str = ""
+    issued_at: Micros | None = None
+    expires_at: Micros | None = None
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    dev_token: bool = False
+
+    @property
+    def valid(self) -> bool:
+        """True exactly when the token is valid."""
+        return self.outcome is Outcome.VALID
+
+
+def validate_user_id(user_id: str) -> str:
+    """Returns the user id, or raises InvalidArgument saying what is wrong with it."""
+    if not user_id:
+        raise InvalidArgument("user_id is empty; give 1 to 255 characters", "INVALID_USER_ID")
+    if len(user_id) > 255:
+        raise InvalidArgument(
+            f"user_id is {len(user_id)} characters long; at most 255 are allowed", "INVALID_USER_ID"
+        )
+    if not USER_ID_PATTERN.fullmatch(user_id):
+        raise InvalidArgument("user_id may contain only letters, digits, '@', '_' and '-'", "INVALID_USER_ID")
+    return user_id
+
+
+def issue(
+    app: App,
+    user_id: str,
+    *,
+    now: Micros,
+    issuer: str,
+    jti: str,
+    expires_at: Micros | None = None,
+    ttl: Micros | None = None,
+    claims: Mapping[str, Any] | None = None,
+) -> IssuedToken:
+    """Mints a user token for `user_id` of `app`, issued at `now`.
+
+    The expiry is `expires_at`, else `now + ttl`, else the app's default lifetime, else none.
+    """
+    validate_user_id(user_id)
+    extra = _checked_claims(claims or {})
+    if expires_at is not None and ttl is not None:
+        raise InvalidArgument("give expires_at or ttl, not both", "CONFLICTING_EXPIRY")
+    if ttl is not None:
+        if ttl <= 0:
+            raise InvalidArgument("ttl must be positive", "INVALID_TTL")
+        expires_at = now + ttl
+    elif expires_at is None and app.token_ttl_seconds is not None:
+        expires_at = now + app.token_ttl_seconds * MICROS_PER_SECOND
+    if expires_at is not None:
+        if expires_at <= now:
+            raise InvalidArgument("expires_at is in the past; give a time in the future", "EXPIRY_IN_PAST")
+        if expires_at > MAX_NUMERIC_DATE * MICROS_PER_SECOND:
+            raise InvalidArgument("expires_at is beyond the year 9999", "EXPIRY_TOO_FAR")
+
+    payload: dict[str, Any] = dict(extra)
+    payload.update(user_id=user_id, iat=micros_to_seconds(now), aud=app.api_key, iss=issuer, jti=jti)
+    if expires_at is not None:
+        payload["exp"] = micros_to_seconds(expires_at)
+    token = jwt.encode(payload, app.api_secret, algorithm=HS256, headers={"kid": app.key_id})
+    return IssuedToken(token=token, issued_at=now, expires_at=expires_at, key_id=app.key_id)
+
+
+def _checked_claims(claims: Mapping[str, Any]) -> Mapping[str, Any]:
+    reserved = sorted(RESERVED_CLAIMS.intersection(claims))
+    if reserved:
+        raise InvalidArgument(
+            f"claims may not set the registered claim(s) {', '.join(reserved)}", "RESERVED_CLAIM"
+        )
+    size = len(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_CLAIMS_BYTES:
+        raise InvalidArgument(
+            f"claims take {size} bytes as JSON; at most {MAX_CLAIMS_BYTES} are allowed", "CLAIMS_TOO_LARGE"
+        )
+    return claims
+
+
+def present(token: str) -> Presented:
+    """Parses a presented token once; the user id it claims (unchecked) lets the caller fetch revocations."""
+    try:
+        parsed = jws.parse_compact(token)
+    except jws.MalformedToken:
+        return Presented(jws=None, user_id=None)
+    user_id = parsed.payload.get("user_id")
+    if not isinstance(user_id, str) or not USER_ID_PATTERN.fullmatch(user_id):
+        user_id = None
+    return Presented(jws=parsed, user_id=user_id)
+
+
+def verify(
+    presented: Presented,
+    app: App,
+    *,
+    now: Micros,
+    leeway: Micros,
+    user_revoked_before: Micros | None,
+) -> Verification:
+    """Runs the checks of the token model, in its order, and says the first that fails (or VALID)."""
+    token = presented.jws
+    if token is None:
+        return Verification(Outcome.MALFORMED)
+
+    dev_token = token.signature_segment == DEV_SIGNATURE
+    if dev_token:
+        if not app.auth_checks_disabled:
+            return Verification(Outcome.INVALID_SIGNATURE)
+    else:
+        if token.header["alg"] not in app.allowed_algorithms:
+            return Verification(Outcome.INVALID_SIGNATURE)
+        kid = token.header.get("kid")
+        if kid is not None and kid != app.key_id:
+            return Verification(Outcome.UNKNOWN_KEY)
+        if not _signature_matches(token, app.api_secret):
+            return Verification(Outcome.INVALID_SIGNATURE)
+
+    claims = token.payload
+    try:
+        iat = _micros_or_none(jws.numeric_date(claims, "iat"))
+        exp = _micros_or_none(jws.numeric_date(claims, "exp"))
+        nbf = _micros_or_none(jws.numeric_date(claims, "nbf"))
+    except jws.MalformedToken:
+        return Verification(Outcome.MALFORMED, claims=claims, dev_token=dev_token)
+    user_id = claims.get("user_id")
+    if not isinstance(user_id, str):
+        user_id = ""
+
+    def verdict(outcome: Outcome) -> Verification:
+        return Verification(outcome, user_id, iat, exp, claims, dev_token)
+
+    if exp is not None and now >= exp + leeway:
+        return verdict(Outcome.EXPIRED)
+    if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
+        return verdict(Outcome.NOT_YET_VALID)
+    if not _audience_matches(claims.get("aud", app.api_key), app.api_key):
+        return verdict(Outcome.WRONG_AUDIENCE)
+    if claims.get("server") is not None or not USER_ID_PATTERN.fullmatch(user_id):
+        # A server token (or anything without a proper user id) never passes for a user.
+        return verdict(Outcome.MALFORMED)
+    if app.revoked_before is not None and (iat is None or iat < app.revoked_before):
+        return verdict(Outcome.REVOKED)
+    if iat is None:
+        if app.require_iat:
+            return verdict(Outcome.REVOKED)
+    elif user_revoked_before is not None and iat < user_revoked_before:
+        return verdict(Outcome.REVOKED)
+    return verdict(Outcome.VALID)
+
+
+def _micros_or_none(seconds: float | None) -> Micros | None:
+    return None if seconds is None else seconds_to_micros(seconds)
+
+
+def _signature_matches(token: jws.CompactJws, secret: str) -> bool:
+    expected = hmac.new(secret.encode(), token.signing_input, hashlib.sha256).digest()
+    return hmac.compare_digest(expected, token.signature)
+
+
+def _audience_matches(aud: Any, api_key: str) -> bool:
+    if isinstance(aud, str):
+        return aud == api_key
+    if isinstance(aud, list):
+        return api_key in aud
+    return False
+
+
+class CredentialKind(enum.Enum):
+    """How a backend proved it speaks for an app."""
+
+    API_SECRET = "api_secret"
+    SERVER_TOKEN = "server_token"
+
+
+def authenticate_backend(credential: str, app: App, *, now: Micros, leeway: Micros) -> CredentialKind:
+    """Checks a backend credential (API secret or server token) for `app`.
+
+    Raises Unauthenticated when it is not a credential of this app, and PermissionDenied when it is a
+    genuine user token of this app (users may not act as the backend).
+    """
+    if not credential:
+        raise Unauthenticated(
+            "authorization metadata is empty; send 'Bearer <API secret or server token>'",
+            "MISSING_CREDENTIAL",
+        )
+    if hmac.compare_digest(credential.encode(), app.api_secret.encode()):
+        return CredentialKind.API_SECRET
+    try:
+        token = jws.parse_compact(credential)
+    except jws.MalformedToken:
+        raise Unauthenticated("the credential is not this app's API secret nor a server token") from None
+    if token.header["alg"] != HS256 or not _signature_matches(token, app.api_secret):
+        raise Unauthenticated("the credential is not signed with this app's API secret")
+    claims = token.payload
+    try:
+        exp = _micros_or_none(jws.numeric_date(claims, "exp"))
+        nbf = _micros_or_none(jws.numeric_date(claims, "nbf"))
+        iat = _micros_or_none(jws.numeric_date(claims, "iat"))
+    except jws.MalformedToken:
+        raise Unauthenticated("the server token has a malformed time claim") from None
+    if claims.get("server") is not True:
+        raise PermissionDenied(
+            "a user token cannot authorize this call; use the API secret or a server token",
+            "USER_TOKEN_NOT_ALLOWED",
+        )
+    if exp is not None and now >= exp + leeway:
+        raise Unauthenticated("the server token has expired", "CREDENTIAL_EXPIRED")
+    if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
+        raise Unauthenticated("the server token is not valid yet", "CREDENTIAL_NOT_YET_VALID")
+    return CredentialKind.SERVER_TOKEN
+
+
+def belongs_to(credential: str, app: App) -> bool:
+    """True when `credential` is `app`'s API secret or is signed with it: used to tell a caller that
+    presented another app's credential (PERMISSION_DENIED) from one presenting garbage (UNAUTHENTICATED)."""
+    if hmac.compare_digest(credential.encode(), app.api_secret.encode()):
+        return True
+    try:
+        token = jws.parse_compact(credential)
+    except jws.MalformedToken:
+        return False
+    return token.header["alg"] == HS256 and _signature_matches(token, app.api_secret)
+
+
+def revocation_time(requested: Micros | None, *, now: Micros, leeway: Micros) -> Micros:
+    """The time a revocation takes effect: `requested`, or now; a time in the future is refused."""
+    if requested is None:
+        return now
+    if requested > now + leeway:
+        raise InvalidArgument(
+            "revoke_before is in the future; give a past time or leave it unset for now",
+            "REVOCATION_IN_FUTURE",
+        )
+    return requested
+
+
+MAX_USER_IDS = 1000
+"""The most user ids one revocation request may name."""
+
+
+def validate_user_ids(user_ids: list[str]) -> list[str]:
+    """The distinct user ids of a request, in order; raises InvalidArgument for a bad list."""
+    if not user_ids:
+        raise InvalidArgument("user_ids is empty; give 1 to 1000 user ids", "NO_USER_IDS")
+    if len(user_ids) > MAX_USER_IDS:
+        raise InvalidArgument(
+            f"user_ids has {len(user_ids)} entries; at most {MAX_USER_IDS} are allowed per call",
+            "TOO_MANY_USER_IDS",
+        )
+    for user_id in user_ids:
+        validate_user_id(user_id)
+    return list(dict.fromkeys(user_ids))

@@ -1,0 +1,138 @@
+"""Fixtures that start real parts: a PostgreSQL database, the gRPC server on an ephemeral port, stubs.
+
+The database is the one AUTHSVC_TEST_DATABASE_URL points at, else an embedded PostgreSQL (pgserver) in a
+temporary directory. Either way each test session works in a fresh database of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import grpc
+import pytest
+
+from authsvc import apps, migrations
+from authsvc.config import Settings
+from authsvc.server import RunningServer, start_server
+from authsvc.store import Store
+from authsvc.tokens import App
+from authsvc.v1 import auth_service_pb2_grpc
+from tests.support import FakeClock
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a PostgreSQL server: AUTHSVC_TEST_DATABASE_URL, or an embedded one for this session."""
+    url = os.environ.get("AUTHSVC_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    import pgserver
+
+    # Unix socket paths are limited to ~100 bytes, so keep the data dir short.
+    pgdata = Path(tmp_path_factory.mktemp("pg", numbered=True))
+    server = pgserver.get_server(pgdata, cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test session, dropped at the end."""
+    name = f"authsvc_test_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = _with_database(server_url, name)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrations.apply(conn)
+    finally:
+        await conn.close()
+    yield url
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """An asyncpg pool on the session's database."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+def store(pool: asyncpg.Pool) -> Store:
+    """The real store over the session's database."""
+    return Store(pool)
+
+
+@pytest.fixture(scope="session")
+def session_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def clock(session_clock: FakeClock) -> Iterator[FakeClock]:
+    """The server's clock; reset to the wall clock after each test."""
+    yield session_clock
+    session_clock.reset()
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    """Settings of the test server: loopback, an ephemeral port, a 5 s clock leeway."""
+    return Settings(host="127.0.0.1", port=0, issuer="authsvc-test", clock_leeway=5.0)
+
+
+@pytest.fixture(scope="session")
+async def server(store: Store, settings: Settings, session_clock: FakeClock) -> AsyncIterator[RunningServer]:
+    """A real gRPC server on an ephemeral loopback port."""
+    running = await start_server(store, settings, session_clock)
+    yield running
+    await running.stop(None)
+
+
+@pytest.fixture(scope="session")
+async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to the test server."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield channel
+
+
+@pytest.fixture(scope="session")
+def stub(channel: grpc.aio.Channel) -> auth_service_pb2_grpc.AuthServiceStub:
+    """The generated AuthService stub, on the test server."""
+    return auth_service_pb2_grpc.AuthServiceStub(channel)
+
+
+NewApp = Callable[..., Awaitable[App]]
+
+
+@pytest.fixture
+def new_app(store: Store) -> NewApp:
+    """Creates an app (with fresh credentials) the way `authsvc apps create` does."""
+
+    async def create(name: str = "chat", **options: Any) -> App:
+        return await apps.create_app(store, name, **options)
+
+    return create

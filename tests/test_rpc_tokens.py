@@ -1,0 +1,174 @@
+"""IssueToken and VerifyToken over gRPC, against a real server and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import grpc
+import jwt
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+
+from authsvc.clock import MICROS_PER_SECOND as S
+from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1.auth_service_pb2_grpc import AuthServiceStub
+from tests.conftest import NewApp
+from tests.support import FakeClock, api_key_only, backend, expect_failure
+
+Outcome = pb.VerifyOutcome
+
+
+async def verify(stub: AuthServiceStub, app: Any, token: str) -> pb.VerifyTokenResponse:
+    response: pb.VerifyTokenResponse = await stub.VerifyToken(
+        pb.VerifyTokenRequest(token=token), metadata=api_key_only(app)
+    )
+    return response
+
+
+def dev_token(payload: dict[str, Any]) -> str:
+    def b64(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64(payload)}.devtoken"
+
+
+async def test_issue_then_verify(stub: AuthServiceStub, new_app: NewApp, clock: FakeClock) -> None:
+    app = await new_app()
+    now = clock.freeze()
+    issued = await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))
+    assert issued.issued_at.ToMicroseconds() == now
+    assert not issued.HasField("expires_at")
+    assert issued.key_id == app.key_id
+    result = await verify(stub, app, issued.token)
+    assert result.valid and result.outcome == Outcome.VERIFY_OUTCOME_VALID
+    assert result.user_id == "alice"
+    assert result.issued_at.ToMicroseconds() == now
+    assert not result.HasField("expires_at")
+    assert result.claims["aud"] == app.api_key and result.claims["iss"] == "authsvc-test"
+    assert not result.dev_token
+
+
+async def test_ttl_and_expires_at(stub: AuthServiceStub, new_app: NewApp, clock: FakeClock) -> None:
+    app = await new_app()
+    now = clock.freeze()
+    by_ttl = await stub.IssueToken(
+        pb.IssueTokenRequest(user_id="alice", ttl=duration_pb2.Duration(seconds=90)), metadata=backend(app)
+    )
+    assert by_ttl.expires_at.ToMicroseconds() == now + 90 * S
+    at = timestamp_pb2.Timestamp()
+    at.FromMicroseconds(now + 3600 * S)
+    by_time = await stub.IssueToken(pb.IssueTokenRequest(user_id="alice", expires_at=at), metadata=backend(app))
+    assert by_time.expires_at == at
+    assert (await verify(stub, app, by_time.token)).expires_at == at
+
+
+async def test_app_default_lifetime_and_expiry(stub: AuthServiceStub, new_app: NewApp, clock: FakeClock) -> None:
+    app = await new_app(token_ttl_seconds=60)
+    now = clock.freeze()
+    issued = await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))
+    assert issued.expires_at.ToMicroseconds() == now + 60 * S
+    clock.advance(60 * S + 5 * S)
+    result = await verify(stub, app, issued.token)
+    assert not result.valid and result.outcome == Outcome.VERIFY_OUTCOME_EXPIRED
+    assert result.user_id == "alice"
+
+
+async def test_extra_claims_round_trip(stub: AuthServiceStub, new_app: NewApp) -> None:
+    app = await new_app()
+    claims = struct_pb2.Struct()
+    claims.update({"role": "moderator", "level": 3, "channels": ["general", "random"]})
+    issued = await stub.IssueToken(pb.IssueTokenRequest(user_id="alice", claims=claims), metadata=backend(app))
+    payload = jwt.decode(issued.token, options={"verify_signature": False})
+    assert payload["level"] == 3 and isinstance(payload["level"], int)
+    result = await verify(stub, app, issued.token)
+    assert result.claims["role"] == "moderator" and list(result.claims["channels"]) == ["general", "random"]
+
+
+async def test_vendor_sdk_tokens_verify_unchanged(stub: AuthServiceStub, new_app: NewApp, clock: FakeClock) -> None:
+    app = await new_app()
+    now = clock.freeze() // S
+    for payload in (
+        {"user_id": "alice"},
+        {"user_id": "alice", "iat": now},
+        {"user_id": "alice", "exp": now + 3600},
+        {"user_id": "alice", "iat": now, "exp": now + 3600},
+    ):
+        token = jwt.encode(payload, app.api_secret, algorithm="HS256")
+        result = await verify(stub, app, token)
+        assert result.outcome == Outcome.VERIFY_OUTCOME_VALID, payload
+        assert result.user_id == "alice"
+
+
+async def test_each_failure_outcome(stub: AuthServiceStub, new_app: NewApp, clock: FakeClock) -> None:
+    app = await new_app()
+    now = clock.freeze() // S
+    secret = app.api_secret
+    cases = {
+        "not.a.jwt": Outcome.VERIFY_OUTCOME_MALFORMED,
+        jwt.encode({"iat": now}, secret, algorithm="HS256"): Outcome.VERIFY_OUTCOME_MALFORMED,
+        jwt.encode({"user_id": "a"}, "x" * 43, algorithm="HS256"): Outcome.VERIFY_OUTCOME_INVALID_SIGNATURE,
+        jwt.encode({"user_id": "a"}, secret, algorithm="HS256", headers={"kid": "nope"}): (
+            Outcome.VERIFY_OUTCOME_UNKNOWN_KEY
+        ),
+        jwt.encode({"user_id": "a", "exp": now - 60}, secret, algorithm="HS256"): Outcome.VERIFY_OUTCOME_EXPIRED,
+        jwt.encode({"user_id": "a", "nbf": now + 60}, secret, algorithm="HS256"): (
+            Outcome.VERIFY_OUTCOME_NOT_YET_VALID
+        ),
+        jwt.encode({"user_id": "a", "aud": "someone-else"}, secret, algorithm="HS256"): (
+            Outcome.VERIFY_OUTCOME_WRONG_AUDIENCE
+        ),
+        dev_token({"user_id": "a"}): Outcome.VERIFY_OUTCOME_INVALID_SIGNATURE,
+    }
+    for token, outcome in cases.items():
+        result = await verify(stub, app, token)
+        assert (result.outcome, result.valid) == (outcome, False), token
+
+
+async def test_token_of_one_app_is_never_valid_for_another(stub: AuthServiceStub, new_app: NewApp) -> None:
+    first, second = await new_app("first"), await new_app("second")
+    issued = await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(first))
+    assert (await verify(stub, first, issued.token)).valid
+    result = await verify(stub, second, issued.token)
+    # The kid names a key of the first app only.
+    assert not result.valid and result.outcome == Outcome.VERIFY_OUTCOME_UNKNOWN_KEY
+    vendor = jwt.encode({"user_id": "alice"}, first.api_secret, algorithm="HS256")
+    assert (await verify(stub, first, vendor)).valid
+    assert (await verify(stub, second, vendor)).outcome == Outcome.VERIFY_OUTCOME_INVALID_SIGNATURE
+
+
+async def test_developer_tokens(stub: AuthServiceStub, new_app: NewApp, clock: FakeClock) -> None:
+    dev_app = await new_app("dev", auth_checks_disabled=True)
+    prod_app = await new_app("prod")
+    token = dev_token({"user_id": "alice"})
+    result = await verify(stub, dev_app, token)
+    assert result.valid and result.dev_token and result.user_id == "alice"
+    assert (await verify(stub, prod_app, token)).outcome == Outcome.VERIFY_OUTCOME_INVALID_SIGNATURE
+    now = clock.freeze() // S
+    expired = await verify(stub, dev_app, dev_token({"user_id": "alice", "exp": now - 60}))
+    assert expired.outcome == Outcome.VERIFY_OUTCOME_EXPIRED
+    await stub.RevokeUser(pb.RevokeUserRequest(user_ids=["bob"]), metadata=backend(dev_app))
+    revoked = await verify(stub, dev_app, dev_token({"user_id": "bob", "iat": now - 60}))
+    assert revoked.outcome == Outcome.VERIFY_OUTCOME_REVOKED
+
+
+async def test_server_token_is_not_accepted_as_a_user(stub: AuthServiceStub, new_app: NewApp) -> None:
+    app = await new_app()
+    server_token = jwt.encode({"server": True}, app.api_secret, algorithm="HS256")
+    result = await verify(stub, app, server_token)
+    assert not result.valid and result.outcome == Outcome.VERIFY_OUTCOME_MALFORMED
+
+
+async def test_verify_needs_only_the_api_key(stub: AuthServiceStub, new_app: NewApp) -> None:
+    app = await new_app()
+    issued = await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))
+    failure = await expect_failure(stub.VerifyToken(pb.VerifyTokenRequest(token=issued.token)))
+    assert (failure.code, failure.reason, failure.domain) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "MISSING_API_KEY",
+        "authsvc",
+    )
+    unknown = await expect_failure(
+        stub.VerifyToken(pb.VerifyTokenRequest(token=issued.token), metadata=[("x-api-key", "nosuchapp")])
+    )
+    assert (unknown.code, unknown.reason) == (grpc.StatusCode.NOT_FOUND, "APP_NOT_FOUND")
