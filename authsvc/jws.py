@@ -26,11 +26,12 @@ kept raw in :attr:`CompactJws.signature_segment` and its :attr:`CompactJws.signa
 """
 
 import binascii
+import functools
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "DEV_SIGNATURE",
@@ -89,25 +90,29 @@ _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _PADDING = ("", "", "==", "=")
 _BAD_STRING_CHAR_RE = re.compile("[\x00\ud800-\udfff]")
 # A JSON string literal, to ignore brackets inside strings when measuring depth.
-_JSON_STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKET_RE = re.compile(r"[\[\]{}]")
+# Header values that a shallow copy fully separates from the cached header.
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+# Longer header segments are parsed every time: they are unusual, and the cache's memory stays small.
+_MAX_CACHED_HEADER_SEGMENT = 512
 
 
 def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
-        raise MalformedToken("duplicate JSON key")
+        raise MalformedToken("has a duplicate key")
     return obj
 
 
-def _reject_constant(_name: str) -> Any:
-    raise MalformedToken("non-finite JSON number")
+def _reject_constant(_name: str) -> NoReturn:
+    raise MalformedToken("has a non-finite number")
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if value in (float("inf"), float("-inf")):
-        raise MalformedToken("JSON number out of range")
+        raise MalformedToken("has a number out of range")
     return value
 
 
@@ -170,7 +175,13 @@ def _decode_json_object(raw: bytes, name: str) -> dict[str, Any]:
     if text.count("{") + text.count("[") > MAX_JSON_DEPTH and _json_depth(text) > MAX_JSON_DEPTH:
         raise MalformedToken(f"{name} JSON nested too deeply")
     try:
-        value = _DECODER.decode(text)
+        # raw_decode skips decode()'s whitespace handling; an object without surrounding whitespace is the norm.
+        if text.startswith("{") and text.endswith("}"):
+            value, end = _DECODER.raw_decode(text)
+            if end != len(text):
+                raise MalformedToken("is not valid JSON")
+        else:
+            value = _DECODER.decode(text)
     except MalformedToken as exc:
         raise MalformedToken(f"{name} {exc.reason}") from None
     except RecursionError:
@@ -199,6 +210,27 @@ def _check_header(header: dict[str, Any]) -> None:
         cty = cty.lower()
         if cty == "jwt" or cty == "application/jwt":
             raise MalformedToken("nested JWT is not supported")
+
+
+def _parse_header(segment: str) -> dict[str, Any]:
+    header = _decode_json_object(_decode_segment(segment, "header"), "header")
+    _check_header(header)
+    return header
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_header(segment: str) -> tuple[dict[str, Any], bool]:
+    header = _parse_header(segment)
+    return header, all(type(value) in _SCALARS for value in header.values())
+
+
+def _header(segment: str) -> dict[str, Any]:
+    # Most tokens an app sees share a handful of headers, so their decoding is cached; callers get a copy.
+    if len(segment) <= _MAX_CACHED_HEADER_SEGMENT:
+        header, flat = _cached_header(segment)
+        if flat:
+            return header.copy()
+    return _parse_header(segment)
 
 
 def _diagnose(token: str) -> MalformedToken:
@@ -234,8 +266,7 @@ def parse_compact(token: str) -> CompactJws:
         raise _diagnose(token)
     header_segment, payload_segment, signature_segment = match.groups()
 
-    header = _decode_json_object(_decode_segment(header_segment, "header"), "header")
-    _check_header(header)
+    header = _header(header_segment)
     payload = _decode_json_object(_decode_segment(payload_segment, "payload"), "payload")
     if signature_segment == DEV_SIGNATURE:
         signature = b""

@@ -114,9 +114,7 @@ def validate_user_id(user_id: str) -> str:
     if not user_id:
         raise InvalidArgument("user_id is empty; give 1 to 255 characters", "INVALID_USER_ID")
     if len(user_id) > 255:
-        raise InvalidArgument(
-            f"user_id is {len(user_id)} characters long; at most 255 are allowed", "INVALID_USER_ID"
-        )
+        raise InvalidArgument(f"user_id is {len(user_id)} characters long; at most 255 are allowed", "INVALID_USER_ID")
     if not USER_ID_PATTERN.fullmatch(user_id):
         raise InvalidArgument("user_id may contain only letters, digits, '@', '_' and '-'", "INVALID_USER_ID")
     return user_id
@@ -164,9 +162,7 @@ def issue(
 def _checked_claims(claims: Mapping[str, Any]) -> Mapping[str, Any]:
     reserved = sorted(RESERVED_CLAIMS.intersection(claims))
     if reserved:
-        raise InvalidArgument(
-            f"claims may not set the registered claim(s) {', '.join(reserved)}", "RESERVED_CLAIM"
-        )
+        raise InvalidArgument(f"claims may not set the registered claim(s) {', '.join(reserved)}", "RESERVED_CLAIM")
     size = len(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode())
     if size > MAX_CLAIMS_BYTES:
         raise InvalidArgument(
@@ -337,14 +333,15 @@ MAX_USER_IDS = 1000
 
 
 def validate_user_ids(user_ids: list[str]) -> list[str]:
-    """The distinct user ids of a request, in order; raises InvalidArgument for a bad list."""
-    if not user_ids:
+    """The distinct user ids of a request, in order (1 to 1,000); raises InvalidArgument for a bad list."""
+    distinct = list(dict.fromkeys(user_ids))
+    if not distinct:
         raise InvalidArgument("user_ids is empty; give 1 to 1000 user ids", "NO_USER_IDS")
-    if len(user_ids) > MAX_USER_IDS:
+    if len(distinct) > MAX_USER_IDS:
         raise InvalidArgument(
-            f"user_ids has {len(user_ids)} entries; at most {MAX_USER_IDS} are allowed per call",
+            f"user_ids names {len(distinct)} users; at most {MAX_USER_IDS} are allowed per call",
             "TOO_MANY_USER_IDS",
         )
-    for user_id in user_ids:
+    for user_id in distinct:
         validate_user_id(user_id)
-    return list(dict.fromkeys(user_ids))
+    return distinct

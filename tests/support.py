@@ -45,14 +45,18 @@ class FakeClock:
         self._frozen = None
 
 
-def api_key_only(app: App) -> list[tuple[str, str]]:
+Metadata = tuple[tuple[str, str], ...]
+"""Call metadata, as the stubs take it."""
+
+
+def api_key_only(app: App) -> Metadata:
     """Call metadata naming the app, as for VerifyToken."""
-    return [("x-api-key", app.api_key)]
+    return (("x-api-key", app.api_key),)
 
 
-def backend(app: App, credential: str | None = None) -> list[tuple[str, str]]:
+def backend(app: App, credential: str | None = None) -> Metadata:
     """Call metadata of the app's backend: API key and `Bearer <API secret>` (or another credential)."""
-    return [("x-api-key", app.api_key), ("authorization", f"Bearer {credential or app.api_secret}")]
+    return (("x-api-key", app.api_key), ("authorization", f"Bearer {credential or app.api_secret}"))
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ class RpcFailure:
 
 def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
     """Decodes the google.rpc.ErrorInfo of a failed call."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None, f"no rich status in {error.code()}: {error.details()}"
     infos = []
     for detail in status.details:

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import jwt
-from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from authsvc.clock import MICROS_PER_SECOND as S
 from authsvc.v1 import auth_service_pb2 as pb
-from authsvc.v1.auth_service_pb2_grpc import AuthServiceStub
 from tests.conftest import NewApp
+
+if TYPE_CHECKING:
+    from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
 from tests.support import FakeClock, api_key_only, backend, expect_failure
 
 Outcome = pb.VerifyOutcome
 
 
-async def verify(stub: AuthServiceStub, app: Any, token: str) -> pb.VerifyTokenResponse:
+async def verify(stub: AuthServiceAsyncStub, app: Any, token: str) -> pb.VerifyTokenResponse:
     response: pb.VerifyTokenResponse = await stub.VerifyToken(
         pb.VerifyTokenRequest(token=token), metadata=api_key_only(app)
     )
@@ -33,7 +35,7 @@ def dev_token(payload: dict[str, Any]) -> str:
     return f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64(payload)}.devtoken"
 
 
-async def test_issue_then_verify(stub: AuthServiceStub, new_app: NewApp, clock: FakeClock) -> None:
+async def test_issue_then_verify(stub: AuthServiceAsyncStub, new_app: NewApp, clock: FakeClock) -> None:
     app = await new_app()
     now = clock.freeze()
     issued = await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))
@@ -49,7 +51,7 @@ async def test_issue_then_verify(stub: AuthServiceStub, new_app: NewApp, clock: 
     assert not result.dev_token
 
 
-async def test_ttl_and_expires_at(stub: AuthServiceStub, new_app: NewApp, clock: FakeClock) -> None:
+async def test_ttl_and_expires_at(stub: AuthServiceAsyncStub, new_app: NewApp, clock: FakeClock) -> None:
     app = await new_app()
     now = clock.freeze()
     by_ttl = await stub.IssueToken(
@@ -63,7 +65,7 @@ async def test_ttl_and_expires_at(stub: AuthServiceStub, new_app: NewApp, clock:
     assert (await verify(stub, app, by_time.token)).expires_at == at
 
 
-async def test_app_default_lifetime_and_expiry(stub: AuthServiceStub, new_app: NewApp, clock: FakeClock) -> None:
+async def test_app_default_lifetime_and_expiry(stub: AuthServiceAsyncStub, new_app: NewApp, clock: FakeClock) -> None:
     app = await new_app(token_ttl_seconds=60)
     now = clock.freeze()
     issued = await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))
@@ -74,7 +76,7 @@ async def test_app_default_lifetime_and_expiry(stub: AuthServiceStub, new_app: N
     assert result.user_id == "alice"
 
 
-async def test_extra_claims_round_trip(stub: AuthServiceStub, new_app: NewApp) -> None:
+async def test_extra_claims_round_trip(stub: AuthServiceAsyncStub, new_app: NewApp) -> None:
     app = await new_app()
     claims = struct_pb2.Struct()
     claims.update({"role": "moderator", "level": 3, "channels": ["general", "random"]})
@@ -82,10 +84,13 @@ async def test_extra_claims_round_trip(stub: AuthServiceStub, new_app: NewApp) -
     payload = jwt.decode(issued.token, options={"verify_signature": False})
     assert payload["level"] == 3 and isinstance(payload["level"], int)
     result = await verify(stub, app, issued.token)
-    assert result.claims["role"] == "moderator" and list(result.claims["channels"]) == ["general", "random"]
+    carried = json_format.MessageToDict(result.claims)
+    assert carried["role"] == "moderator" and carried["channels"] == ["general", "random"]
 
 
-async def test_vendor_sdk_tokens_verify_unchanged(stub: AuthServiceStub, new_app: NewApp, clock: FakeClock) -> None:
+async def test_vendor_sdk_tokens_verify_unchanged(
+    stub: AuthServiceAsyncStub, new_app: NewApp, clock: FakeClock
+) -> None:
     app = await new_app()
     now = clock.freeze() // S
     for payload in (
@@ -100,7 +105,7 @@ async def test_vendor_sdk_tokens_verify_unchanged(stub: AuthServiceStub, new_app
         assert result.user_id == "alice"
 
 
-async def test_each_failure_outcome(stub: AuthServiceStub, new_app: NewApp, clock: FakeClock) -> None:
+async def test_each_failure_outcome(stub: AuthServiceAsyncStub, new_app: NewApp, clock: FakeClock) -> None:
     app = await new_app()
     now = clock.freeze() // S
     secret = app.api_secret
@@ -125,7 +130,7 @@ async def test_each_failure_outcome(stub: AuthServiceStub, new_app: NewApp, cloc
         assert (result.outcome, result.valid) == (outcome, False), token
 
 
-async def test_token_of_one_app_is_never_valid_for_another(stub: AuthServiceStub, new_app: NewApp) -> None:
+async def test_token_of_one_app_is_never_valid_for_another(stub: AuthServiceAsyncStub, new_app: NewApp) -> None:
     first, second = await new_app("first"), await new_app("second")
     issued = await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(first))
     assert (await verify(stub, first, issued.token)).valid
@@ -137,7 +142,7 @@ async def test_token_of_one_app_is_never_valid_for_another(stub: AuthServiceStub
     assert (await verify(stub, second, vendor)).outcome == Outcome.VERIFY_OUTCOME_INVALID_SIGNATURE
 
 
-async def test_developer_tokens(stub: AuthServiceStub, new_app: NewApp, clock: FakeClock) -> None:
+async def test_developer_tokens(stub: AuthServiceAsyncStub, new_app: NewApp, clock: FakeClock) -> None:
     dev_app = await new_app("dev", auth_checks_disabled=True)
     prod_app = await new_app("prod")
     token = dev_token({"user_id": "alice"})
@@ -152,14 +157,14 @@ async def test_developer_tokens(stub: AuthServiceStub, new_app: NewApp, clock: F
     assert revoked.outcome == Outcome.VERIFY_OUTCOME_REVOKED
 
 
-async def test_server_token_is_not_accepted_as_a_user(stub: AuthServiceStub, new_app: NewApp) -> None:
+async def test_server_token_is_not_accepted_as_a_user(stub: AuthServiceAsyncStub, new_app: NewApp) -> None:
     app = await new_app()
     server_token = jwt.encode({"server": True}, app.api_secret, algorithm="HS256")
     result = await verify(stub, app, server_token)
     assert not result.valid and result.outcome == Outcome.VERIFY_OUTCOME_MALFORMED
 
 
-async def test_verify_needs_only_the_api_key(stub: AuthServiceStub, new_app: NewApp) -> None:
+async def test_verify_needs_only_the_api_key(stub: AuthServiceAsyncStub, new_app: NewApp) -> None:
     app = await new_app()
     issued = await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))
     failure = await expect_failure(stub.VerifyToken(pb.VerifyTokenRequest(token=issued.token)))

@@ -44,9 +44,5 @@ async def apply(conn: asyncpg.Connection) -> list[str]:
 async def pending(conn: asyncpg.Connection) -> list[str]:
     """The versions shipped but not yet applied to this database."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
-    done = (
-        {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
-        if exists
-        else set()
-    )
+    done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")} if exists else set()
     return [version for version, _ in available() if version not in done]
