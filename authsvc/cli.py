@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
@@ -53,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--token-ttl", type=_ttl, help="default token lifetime, e.g. 1h (default: never expire)")
     create.add_argument("--disable-auth-checks", action="store_true", help="development only: accept dev tokens")
     create.add_argument("--require-iat", action="store_true", help="reject tokens without iat")
+    create.add_argument(
+        "--format",
+        choices=("json", "env"),
+        default="json",
+        help="json (default), or env: shell 'export API_KEY=... API_SECRET=...' lines for eval",
+    )
     apps_sub.add_parser("list", help="list apps as JSON (without secrets)")
     show = apps_sub.add_parser("show", help="show one app as JSON (without its secret)")
     show.add_argument("api_key")
@@ -81,7 +88,11 @@ async def _apps_command(args: argparse.Namespace, store: Store) -> int:
             auth_checks_disabled=args.disable_auth_checks,
             require_iat=args.require_iat,
         )
-        _print_json(apps.describe(app, with_secret=True))
+        if args.format == "env":
+            print(f"export API_KEY={shlex.quote(app.api_key)}")
+            print(f"export API_SECRET={shlex.quote(app.api_secret)}")
+        else:
+            _print_json(apps.describe(app, with_secret=True))
     elif args.apps_command == "list":
         _print_json([apps.describe(app) for app in await store.list_apps()])
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -33,6 +34,8 @@ def database_url(settings: Settings) -> Iterator[str]:
         log.info("using PostgreSQL at %s", describe(settings.database_url))
         yield settings.database_url
         return
+    # pgserver asks platformdirs for XDG_RUNTIME_DIR, which containers rarely set; the fallback is fine.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import pgserver  # only needed without a database URL
 
     pgdata = (settings.data_dir / "pgdata").resolve()

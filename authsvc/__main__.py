@@ -1,0 +1,5 @@
+"""`python -m authsvc` runs the command line."""
+
+from authsvc.cli import main
+
+main()

@@ -1,0 +1,136 @@
+"""A stand-in for the subset of grpcurl the README uses, driven purely by server reflection.
+
+grpcurl is a Go binary that no package registry reachable here ships, so the README test runs the README's
+commands with this on PATH as `grpcurl`. Like grpcurl it knows nothing of authsvc: it learns every type through
+the reflection service, reads the request as protojson, and prints the reply as protojson (lowerCamelCase
+names, false and empty values left out). Supported: `-plaintext`, `-H 'name: value'`, `-d JSON`, and the
+verbs `list`, `describe SYMBOL` and `SERVICE/METHOD` (or `SERVICE.METHOD`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+
+def _reflect(
+    channel: grpc.Channel, request: reflection_pb2.ServerReflectionRequest
+) -> reflection_pb2.ServerReflectionResponse:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    response: reflection_pb2.ServerReflectionResponse = next(iter(stub.ServerReflectionInfo(iter([request]))))
+    if response.HasField("error_response"):
+        raise LookupError(f"Symbol not found: {response.original_request.file_containing_symbol}")
+    return response
+
+
+def _pool_with(channel: grpc.Channel, symbol: str) -> descriptor_pool.DescriptorPool:
+    pool = descriptor_pool.DescriptorPool()
+    files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+
+    def add(response: reflection_pb2.ServerReflectionResponse) -> None:
+        for raw in response.file_descriptor_response.file_descriptor_proto:
+            proto = descriptor_pb2.FileDescriptorProto.FromString(raw)
+            files.setdefault(proto.name, proto)
+
+    add(_reflect(channel, reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol)))
+    missing = [d for f in list(files.values()) for d in f.dependency if d not in files]
+    while missing:
+        add(_reflect(channel, reflection_pb2.ServerReflectionRequest(file_by_filename=missing.pop())))
+        missing = [d for f in list(files.values()) for d in f.dependency if d not in files]
+
+    added: set[str] = set()
+
+    def add_file(name: str) -> None:
+        if name in added:
+            return
+        for dependency in files[name].dependency:
+            add_file(dependency)
+        pool.Add(files[name])
+        added.add(name)
+
+    for name in files:
+        add_file(name)
+    return pool
+
+
+def _signature(method: Any) -> str:
+    return f"rpc {method.name} ( .{method.input_type.full_name} ) returns ( .{method.output_type.full_name} );"
+
+
+def main(argv: list[str]) -> int:
+    headers: list[tuple[str, str]] = []
+    data = "{}"
+    args = list(argv)
+    positional: list[str] = []
+    while args:
+        arg = args.pop(0)
+        if arg == "-plaintext":
+            continue
+        if arg == "-H":
+            name, _, value = args.pop(0).partition(":")
+            headers.append((name.strip().lower(), value.strip()))
+        elif arg == "-d":
+            data = args.pop(0)
+        elif arg.startswith("-"):
+            print(f"grpcurl shim: unsupported flag {arg}", file=sys.stderr)
+            return 2
+        else:
+            positional.append(arg)
+    target, verb, *rest = positional
+    with grpc.insecure_channel(target) as channel:
+        if verb == "list":
+            response = _reflect(channel, reflection_pb2.ServerReflectionRequest(list_services=""))
+            for service in sorted(s.name for s in response.list_services_response.service):
+                print(service)
+            return 0
+        if verb == "describe":
+            symbol = rest[0]
+            try:
+                pool = _pool_with(channel, symbol)
+            except LookupError as exc:
+                print(f"Failed to resolve symbol {symbol!r}: {exc}", file=sys.stderr)
+                return 1
+            try:
+                found = pool.FindServiceByName(symbol)
+                print(f"{symbol} is a service:")
+                for method in found.methods:
+                    print("  " + _signature(method))
+                return 0
+            except KeyError:
+                pass
+            service_name, _, method_name = symbol.rpartition(".")
+            method = pool.FindServiceByName(service_name).methods_by_name[method_name]
+            print(f"{symbol} is a method:")
+            print(_signature(method))
+            return 0
+        service_name, _, method_name = verb.replace("/", ".").rpartition(".")
+        try:
+            pool = _pool_with(channel, service_name)
+        except LookupError as exc:
+            print(f"Error invoking method {verb!r}: {exc}", file=sys.stderr)
+            return 1
+        method = pool.FindServiceByName(service_name).methods_by_name[method_name]
+        request_class = message_factory.GetMessageClass(method.input_type)
+        response_class = message_factory.GetMessageClass(method.output_type)
+        request = json_format.Parse(data, request_class())
+        call: grpc.UnaryUnaryMultiCallable[Any, Any] = channel.unary_unary(
+            f"/{service_name}/{method_name}",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response_class.FromString,
+        )
+        try:
+            reply = call(request, metadata=tuple(headers))
+        except grpc.RpcError as error:
+            code = error.code()
+            print(f"ERROR:\n  Code: {code.name}\n  Message: {error.details()}", file=sys.stderr)
+            return 64 + code.value[0]
+        print(json_format.MessageToJson(reply, indent=2))
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

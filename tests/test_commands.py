@@ -1,0 +1,234 @@
+"""The `authsvc` command line as a user runs it: serve, migrate and apps, in real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from authsvc import migrations
+from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import auth_service_pb2_grpc
+from tests.conftest import _with_database
+
+AUTHSVC = [sys.executable, "-m", "authsvc"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+    env.update(extra)
+    return env
+
+
+def authsvc(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*AUTHSVC, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+async def fresh_database(server_url: str) -> AsyncIterator[str]:
+    """An empty database (no migrations applied), dropped after the test."""
+    name = f"authsvc_cmd_{os.urandom(4).hex()}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    yield _with_database(server_url, name)
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+def test_apps_create_list_show(database_url: str) -> None:
+    env = clean_env(AUTHSVC_DATABASE_URL=database_url)
+    created = authsvc("apps", "create", "my chat", "--token-ttl", "1h", "--require-iat", env=env)
+    assert created.returncode == 0, created.stderr
+    app = json.loads(created.stdout)
+    assert app["name"] == "my chat" and app["token_ttl_seconds"] == 3600 and app["require_iat"]
+    assert len(app["api_secret"]) >= 43 and app["api_key"]
+    listed = authsvc("apps", "list", env=env)
+    assert listed.returncode == 0
+    assert app["api_key"] in [a["api_key"] for a in json.loads(listed.stdout)]
+    assert app["api_secret"] not in listed.stdout
+    shown = authsvc("apps", "show", app["api_key"], env=env)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["name"] == "my chat"
+    assert app["api_secret"] not in shown.stdout
+    missing = authsvc("apps", "show", "no-such-key", env=env)
+    assert missing.returncode == 1 and "no app has API key" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env_extra", "message"),
+    [
+        (["apps", "create", "x", "--token-ttl", "forever"], {}, "invalid duration"),
+        (["apps", "create", "x", "--algorithm", "none"], {}, "invalid choice"),
+        (["apps", "frobnicate"], {}, "invalid choice"),
+        (["serve"], {"AUTHSVC_PORT": "http"}, "AUTHSVC_PORT must be a port number"),
+        (["serve"], {"AUTHSVC_LOG_LEVEL": "LOUD"}, "AUTHSVC_LOG_LEVEL must be one of"),
+        (["apps", "list"], {"AUTHSVC_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}, "database"),
+    ],
+    ids=["bad-ttl", "bad-algorithm", "bad-command", "bad-port", "bad-log-level", "database-down"],
+)
+def test_bad_flags_and_settings_give_one_line_and_nonzero_exit(
+    args: list[str], env_extra: dict[str, str], message: str
+) -> None:
+    result = authsvc(*args, env=clean_env(**env_extra))
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_migrate_applies_once(fresh_database: str) -> None:
+    env = clean_env(AUTHSVC_DATABASE_URL=fresh_database)
+    first = authsvc("migrate", env=env)
+    assert first.returncode == 0 and "applied 0001_initial" in first.stdout, first.stderr
+    again = authsvc("migrate", env=env)
+    assert again.returncode == 0 and "up to date" in again.stdout
+
+
+async def test_replicas_migrating_at_once_apply_each_migration_once(fresh_database: str) -> None:
+    conns = [await asyncpg.connect(fresh_database) for _ in range(6)]
+    try:
+        results = await asyncio.gather(*(migrations.apply(conn) for conn in conns))
+        versions = [v for v, _ in migrations.available()]
+        assert sorted(v for applied in results for v in applied) == versions
+        assert await migrations.pending(conns[0]) == []
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+class Served:
+    """A running `authsvc serve` process and its port."""
+
+    def __init__(self, process: asyncio.subprocess.Process, port: int, log: list[str]) -> None:
+        self.process = process
+        self.port = port
+        self.log = log
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@asynccontextmanager
+async def serve(env: dict[str, str], cwd: Path) -> AsyncIterator[Served]:
+    process = await asyncio.create_subprocess_exec(
+        *AUTHSVC, "serve", "--host", "127.0.0.1", "--port", "0",
+        env=env, cwd=cwd, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert process.stderr is not None
+    log: list[str] = []
+    port = 0
+    try:
+        async with asyncio.timeout(90):
+            while not port:
+                line = (await process.stderr.readline()).decode()
+                assert line, "authsvc serve exited early:\n" + "".join(log)
+                log.append(line)
+                if match := re.search(r"serving gRPC on [^:]+:(\d+)", line):
+                    port = int(match.group(1))
+        yield Served(process, port, log)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            rest = await asyncio.wait_for(process.stderr.read(), 60)
+            log.extend(rest.decode().splitlines(keepends=True))
+            await asyncio.wait_for(process.wait(), 60)
+
+
+def _postmaster_running(pgdata: Path) -> bool:
+    pid_file = pgdata / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text().split()[0])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def _health(target: str) -> Any:
+    async with grpc.aio.insecure_channel(target) as channel:
+        return await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
+
+
+async def _reflected_services(target: str) -> list[str]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        async for response in stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        ):
+            return [service.name for service in response.list_services_response.service]
+    return []
+
+
+@pytest.fixture
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    # A short path: the embedded PostgreSQL puts its unix socket in the data dir.
+    yield tmp_path_factory.mktemp("srv")
+
+
+async def test_serve_with_embedded_postgresql_keeps_data_and_stops_cleanly(workdir: Path) -> None:
+    env = clean_env()
+    pgdata = workdir / ".authsvc" / "pgdata"
+    async with serve(env, workdir) as served:
+        assert any("embedded PostgreSQL" in line for line in served.log)
+        assert (await _health(served.target)).status == health_pb2.HealthCheckResponse.SERVING
+        assert {"authsvc.v1.AuthService", "grpc.health.v1.Health"} <= set(await _reflected_services(served.target))
+        # The CLI works on the same data dir while the server runs.
+        created = await asyncio.to_thread(authsvc, "apps", "create", "embedded", env=env, cwd=workdir)
+        assert created.returncode == 0, created.stderr
+        app = json.loads(created.stdout)
+        async with grpc.aio.insecure_channel(served.target) as channel:
+            stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+            issued = await stub.IssueToken(
+                pb.IssueTokenRequest(user_id="alice"),
+                metadata=(("x-api-key", app["api_key"]), ("authorization", f"Bearer {app['api_secret']}")),
+            )
+        assert _postmaster_running(pgdata)
+    assert served.process.returncode == 0, "".join(served.log)
+    assert "Traceback" not in "".join(served.log)
+    assert not _postmaster_running(pgdata), "the embedded PostgreSQL must stop with the server"
+
+    async with serve(env, workdir) as served:
+        async with grpc.aio.insecure_channel(served.target) as channel:
+            stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+            result = await stub.VerifyToken(
+                pb.VerifyTokenRequest(token=issued.token), metadata=(("x-api-key", app["api_key"]),)
+            )
+        assert result.valid and result.user_id == "alice"
+    assert served.process.returncode == 0
+
+
+async def test_serve_with_a_database_url_starts_no_embedded_database(database_url: str, workdir: Path) -> None:
+    env = clean_env(AUTHSVC_DATABASE_URL=database_url)
+    async with serve(env, workdir) as served:
+        assert any("using PostgreSQL at" in line for line in served.log)
+        assert (await _health(served.target)).status == health_pb2.HealthCheckResponse.SERVING
+    assert served.process.returncode == 0
+    assert not (workdir / ".authsvc").exists()
+
+
+async def test_dev_mode_apps_are_warned_about_at_start(database_url: str, workdir: Path) -> None:
+    env = clean_env(AUTHSVC_DATABASE_URL=database_url)
+    created = await asyncio.to_thread(authsvc, "apps", "create", "sandbox", "--disable-auth-checks", env=env)
+    api_key = json.loads(created.stdout)["api_key"]
+    async with serve(env, workdir) as served:
+        pass
+    warnings = [line for line in served.log if "WARNING" in line and api_key in line]
+    assert warnings and "auth checks disabled" in warnings[0]
