@@ -58,7 +58,7 @@ DEV_SIGNATURE = "devtoken"
 
 
 class MalformedToken(ValueError):
-    """The token is not a well-formed compact JWS; `reason` says why in a few words (never includes the token)."""
+    """The token is not a well-formed compact JWS; `reason` says why in a few words (never the token)."""
 
     reason: str
 
@@ -85,12 +85,14 @@ _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 # zero for the encoding to be canonical; these are the characters whose low bits are zero.
 _CANONICAL_LAST_2 = frozenset("AQgw")
 _CANONICAL_LAST_3 = frozenset("AEIMQUYcgkosw048")
-# bytes.translate is several times faster than str.translate, and a2b_base64 skips urlsafe_b64decode's detours.
+# bytes.translate is several times faster than str.translate; a2b_base64 skips urlsafe_b64decode's detours.
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _PADDING = ("", "", "==", "=")
 _BAD_STRING_CHAR_RE = re.compile("[\x00\ud800-\udfff]")
-# A JSON string literal, to ignore brackets inside strings when measuring depth.
-_JSON_STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# A JSON string literal, to ignore brackets inside strings when measuring depth. The closing quote is
+# optional so that unterminated strings cost linear, not quadratic, time; json fails at such a string anyway,
+# before any bracket after it.
+_JSON_STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _BRACKET_RE = re.compile(r"[\[\]{}]")
 # Header values that a shallow copy fully separates from the cached header.
 _SCALARS = frozenset((str, int, float, bool, type(None)))
@@ -175,7 +177,7 @@ def _decode_json_object(raw: bytes, name: str) -> dict[str, Any]:
     if text.count("{") + text.count("[") > MAX_JSON_DEPTH and _json_depth(text) > MAX_JSON_DEPTH:
         raise MalformedToken(f"{name} JSON nested too deeply")
     try:
-        # raw_decode skips decode()'s whitespace handling; an object without surrounding whitespace is the norm.
+        # raw_decode skips decode()'s whitespace handling; tokens rarely have whitespace around the object.
         if text.startswith("{") and text.endswith("}"):
             value, end = _DECODER.raw_decode(text)
             if end != len(text):
@@ -202,9 +204,9 @@ def _check_header(header: dict[str, Any]) -> None:
     for param in ("typ", "kid", "cty"):
         if param in header and type(header[param]) is not str:
             raise MalformedToken(f"header {param} is not a string")
-    for param, why in (("crit", "crit is not supported"), ("b64", "b64 is not supported"), ("enc", "JWE")):
+    for param, why in (("crit", "is not supported"), ("b64", "is not supported"), ("enc", "means JWE")):
         if param in header:
-            raise MalformedToken(f"header {why}")
+            raise MalformedToken(f"header {param} {why}")
     cty = header.get("cty")
     if cty is not None:
         cty = cty.lower()
@@ -283,11 +285,11 @@ def parse_compact(token: str) -> CompactJws:
 
 
 def numeric_date(payload: Mapping[str, Any], claim: str) -> float | None:
-    """The claim as a NumericDate (seconds, float), None if absent; MalformedToken unless a number in range."""
+    """The claim as a NumericDate in seconds, None if absent; MalformedToken unless a number in range."""
     if claim not in payload:
         return None
     value = payload[claim]
-    # bool is an int subclass but true is not a date; ints are compared before float() as a huge one overflows.
+    # bool is an int subclass but no date; ints are range-checked before float(), which a huge one overflows.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MalformedToken(f"{claim} is not a number")
     # The chained comparison is False for NaN too.

@@ -63,6 +63,18 @@ def _plain_claims(struct: struct_pb2.Struct) -> dict[str, Any]:
     return result
 
 
+def _verify_response(result: tokens.Verification) -> pb.VerifyTokenResponse:
+    return pb.VerifyTokenResponse(
+        valid=result.valid,
+        outcome=result.outcome.value,  # type: ignore[arg-type]
+        user_id=result.user_id,
+        issued_at=_timestamp(result.issued_at),
+        expires_at=_timestamp(result.expires_at),
+        claims=_struct(result.claims) if result.claims else None,
+        dev_token=result.dev_token,
+    )
+
+
 class AuthServicer(pb_grpc.AuthServiceServicer):
     """Issues, verifies and revokes the user tokens of the app named by `x-api-key`."""
 
@@ -110,14 +122,26 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         result = tokens.verify(
             presented, app, now=self._clock(), leeway=self._leeway, user_revoked_before=user_revoked_before
         )
-        return pb.VerifyTokenResponse(
-            valid=result.valid,
-            outcome=result.outcome.value,  # type: ignore[arg-type]
-            user_id=result.user_id,
-            issued_at=_timestamp(result.issued_at),
-            expires_at=_timestamp(result.expires_at),
-            claims=_struct(result.claims) if result.claims else None,
-            dev_token=result.dev_token,
+        return _verify_response(result)
+
+    async def VerifyTokens(self, request: pb.VerifyTokensRequest, context: Context) -> pb.VerifyTokensResponse:
+        app = await self._app(context)
+        if not 1 <= len(request.tokens) <= tokens.MAX_BATCH_TOKENS:
+            raise InvalidArgument(
+                f"tokens has {len(request.tokens)} entries; send 1 to {tokens.MAX_BATCH_TOKENS}", "INVALID_BATCH_SIZE"
+            )
+        presented = [tokens.present(token) for token in request.tokens]
+        revoked = await self._store.user_revocations(app.id, {p.user_id for p in presented if p.user_id})
+        now = self._clock()
+        return pb.VerifyTokensResponse(
+            results=[
+                _verify_response(
+                    tokens.verify(
+                        p, app, now=now, leeway=self._leeway, user_revoked_before=revoked.get(p.user_id or "")
+                    )
+                )
+                for p in presented
+            ]
         )
 
     async def RevokeUser(self, request: pb.RevokeUserRequest, context: Context) -> pb.RevokeUserResponse:

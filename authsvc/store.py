@@ -133,6 +133,16 @@ class Store:
             )
         return None if value is None else from_datetime(value)
 
+    async def user_revocations(self, app_id: int, user_ids: Iterable[str]) -> dict[str, Micros]:
+        """The revocation times of those of `user_ids` that have one."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT user_id, revoked_before FROM user_revocations WHERE app_id = $1 AND user_id = ANY($2::text[])",
+                app_id,
+                list(user_ids),
+            )
+        return {row["user_id"]: from_datetime(row["revoked_before"]) for row in rows}
+
     async def revoke_users(self, app_id: int, user_ids: Iterable[str], revoke_before: Micros) -> dict[str, Micros]:
         """Revokes the users' tokens issued before `revoke_before`; never moves a revocation backwards.
 

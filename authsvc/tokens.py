@@ -328,6 +328,9 @@ def revocation_time(requested: Micros | None, *, now: Micros, leeway: Micros) ->
     return requested
 
 
+MAX_BATCH_TOKENS = 1000
+"""The most tokens one VerifyTokens call may carry."""
+
 MAX_USER_IDS = 1000
 """The most user ids one revocation request may name."""
 

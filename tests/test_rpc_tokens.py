@@ -177,3 +177,33 @@ async def test_verify_needs_only_the_api_key(stub: AuthServiceAsyncStub, new_app
         stub.VerifyToken(pb.VerifyTokenRequest(token=issued.token), metadata=[("x-api-key", "nosuchapp")])
     )
     assert (unknown.code, unknown.reason) == (grpc.StatusCode.NOT_FOUND, "APP_NOT_FOUND")
+
+
+async def test_verify_tokens_answers_each_token_in_order(
+    stub: AuthServiceAsyncStub, new_app: NewApp, clock: FakeClock
+) -> None:
+    app = await new_app()
+    clock.freeze()
+    alice = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
+    bob = (await stub.IssueToken(pb.IssueTokenRequest(user_id="bob"), metadata=backend(app))).token
+    clock.advance(S)
+    await stub.RevokeUser(pb.RevokeUserRequest(user_ids=["bob"]), metadata=backend(app))
+    response = await stub.VerifyTokens(
+        pb.VerifyTokensRequest(tokens=[alice, "junk", bob, alice]), metadata=api_key_only(app)
+    )
+    assert [r.outcome for r in response.results] == [
+        Outcome.VERIFY_OUTCOME_VALID,
+        Outcome.VERIFY_OUTCOME_MALFORMED,
+        Outcome.VERIFY_OUTCOME_REVOKED,
+        Outcome.VERIFY_OUTCOME_VALID,
+    ]
+    assert [r.user_id for r in response.results] == ["alice", "", "bob", "alice"]
+
+
+async def test_verify_tokens_batch_size_is_bounded(stub: AuthServiceAsyncStub, new_app: NewApp) -> None:
+    app = await new_app()
+    for size in (0, 1001):
+        failure = await expect_failure(
+            stub.VerifyTokens(pb.VerifyTokensRequest(tokens=["a.b.c"] * size), metadata=api_key_only(app))
+        )
+        assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_BATCH_SIZE")

@@ -27,15 +27,15 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61uthsvc/v1/auth_service.proto\x12\nauthsvc.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x01\n\x11IssueTokenRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x30\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12(\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\'\n\x06\x63laims\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructB\x08\n\x06\x65xpiry\"\x92\x01\n\x12IssueTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12-\n\tissued_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x04 \x01(\t\"#\n\x12VerifyTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\xfc\x01\n\x13VerifyTokenResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12*\n\x07outcome\x18\x02 \x01(\x0e\x32\x19.authsvc.v1.VerifyOutcome\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12-\n\tissued_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06\x63laims\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tdev_token\x18\x07 \x01(\x08\"X\n\x11RevokeUserRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\t\x12\x31\n\rrevoke_before\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x0eUserRevocation\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x32\n\x0erevoked_before\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"E\n\x12RevokeUserResponse\x12/\n\x0brevocations\x18\x01 \x03(\x0b\x32\x1a.authsvc.v1.UserRevocation\"E\n\x10RevokeAppRequest\x12\x31\n\rrevoke_before\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x11RevokeAppResponse\x12\x32\n\x0erevoked_before\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1b\n\x07UserIds\x12\x10\n\x08user_ids\x18\x01 \x03(\t\"W\n\x16\x43learRevocationRequest\x12$\n\x05users\x18\x01 \x01(\x0b\x32\x13.authsvc.v1.UserIdsH\x00\x12\r\n\x03\x61pp\x18\x02 \x01(\x08H\x00\x42\x08\n\x06target\"H\n\x17\x43learRevocationResponse\x12\x18\n\x10\x63leared_user_ids\x18\x01 \x03(\t\x12\x13\n\x0b\x61pp_cleared\x18\x02 \x01(\x08*\xaa\x02\n\rVerifyOutcome\x12\x1e\n\x1aVERIFY_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14VERIFY_OUTCOME_VALID\x10\x01\x12\x1c\n\x18VERIFY_OUTCOME_MALFORMED\x10\x02\x12$\n VERIFY_OUTCOME_INVALID_SIGNATURE\x10\x03\x12\x1e\n\x1aVERIFY_OUTCOME_UNKNOWN_KEY\x10\x04\x12\x1a\n\x16VERIFY_OUTCOME_EXPIRED\x10\x05\x12 \n\x1cVERIFY_OUTCOME_NOT_YET_VALID\x10\x06\x12!\n\x1dVERIFY_OUTCOME_WRONG_AUDIENCE\x10\x07\x12\x1a\n\x16VERIFY_OUTCOME_REVOKED\x10\x08\x32\x9d\x03\n\x0b\x41uthService\x12K\n\nIssueToken\x12\x1d.authsvc.v1.IssueTokenRequest\x1a\x1e.authsvc.v1.IssueTokenResponse\x12N\n\x0bVerifyToken\x12\x1e.authsvc.v1.VerifyTokenRequest\x1a\x1f.authsvc.v1.VerifyTokenResponse\x12K\n\nRevokeUser\x12\x1d.authsvc.v1.RevokeUserRequest\x1a\x1e.authsvc.v1.RevokeUserResponse\x12H\n\tRevokeApp\x12\x1c.authsvc.v1.RevokeAppRequest\x1a\x1d.authsvc.v1.RevokeAppResponse\x12Z\n\x0f\x43learRevocation\x12\".authsvc.v1.ClearRevocationRequest\x1a#.authsvc.v1.ClearRevocationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61uthsvc/v1/auth_service.proto\x12\nauthsvc.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x01\n\x11IssueTokenRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x30\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12(\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\'\n\x06\x63laims\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructB\x08\n\x06\x65xpiry\"\x92\x01\n\x12IssueTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12-\n\tissued_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x04 \x01(\t\"#\n\x12VerifyTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\xfc\x01\n\x13VerifyTokenResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12*\n\x07outcome\x18\x02 \x01(\x0e\x32\x19.authsvc.v1.VerifyOutcome\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12-\n\tissued_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06\x63laims\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tdev_token\x18\x07 \x01(\x08\"%\n\x13VerifyTokensRequest\x12\x0e\n\x06tokens\x18\x01 \x03(\t\"H\n\x14VerifyTokensResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.authsvc.v1.VerifyTokenResponse\"X\n\x11RevokeUserRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\t\x12\x31\n\rrevoke_before\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x0eUserRevocation\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x32\n\x0erevoked_before\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"E\n\x12RevokeUserResponse\x12/\n\x0brevocations\x18\x01 \x03(\x0b\x32\x1a.authsvc.v1.UserRevocation\"E\n\x10RevokeAppRequest\x12\x31\n\rrevoke_before\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x11RevokeAppResponse\x12\x32\n\x0erevoked_before\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1b\n\x07UserIds\x12\x10\n\x08user_ids\x18\x01 \x03(\t\"W\n\x16\x43learRevocationRequest\x12$\n\x05users\x18\x01 \x01(\x0b\x32\x13.authsvc.v1.UserIdsH\x00\x12\r\n\x03\x61pp\x18\x02 \x01(\x08H\x00\x42\x08\n\x06target\"H\n\x17\x43learRevocationResponse\x12\x18\n\x10\x63leared_user_ids\x18\x01 \x03(\t\x12\x13\n\x0b\x61pp_cleared\x18\x02 \x01(\x08*\xaa\x02\n\rVerifyOutcome\x12\x1e\n\x1aVERIFY_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14VERIFY_OUTCOME_VALID\x10\x01\x12\x1c\n\x18VERIFY_OUTCOME_MALFORMED\x10\x02\x12$\n VERIFY_OUTCOME_INVALID_SIGNATURE\x10\x03\x12\x1e\n\x1aVERIFY_OUTCOME_UNKNOWN_KEY\x10\x04\x12\x1a\n\x16VERIFY_OUTCOME_EXPIRED\x10\x05\x12 \n\x1cVERIFY_OUTCOME_NOT_YET_VALID\x10\x06\x12!\n\x1dVERIFY_OUTCOME_WRONG_AUDIENCE\x10\x07\x12\x1a\n\x16VERIFY_OUTCOME_REVOKED\x10\x08\x32\xf0\x03\n\x0b\x41uthService\x12K\n\nIssueToken\x12\x1d.authsvc.v1.IssueTokenRequest\x1a\x1e.authsvc.v1.IssueTokenResponse\x12N\n\x0bVerifyToken\x12\x1e.authsvc.v1.VerifyTokenRequest\x1a\x1f.authsvc.v1.VerifyTokenResponse\x12Q\n\x0cVerifyTokens\x12\x1f.authsvc.v1.VerifyTokensRequest\x1a .authsvc.v1.VerifyTokensResponse\x12K\n\nRevokeUser\x12\x1d.authsvc.v1.RevokeUserRequest\x1a\x1e.authsvc.v1.RevokeUserResponse\x12H\n\tRevokeApp\x12\x1c.authsvc.v1.RevokeAppRequest\x1a\x1d.authsvc.v1.RevokeAppResponse\x12Z\n\x0f\x43learRevocation\x12\".authsvc.v1.ClearRevocationRequest\x1a#.authsvc.v1.ClearRevocationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authsvc.v1.auth_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERIFYOUTCOME']._serialized_start=1348
-  _globals['_VERIFYOUTCOME']._serialized_end=1646
+  _globals['_VERIFYOUTCOME']._serialized_start=1461
+  _globals['_VERIFYOUTCOME']._serialized_end=1759
   _globals['_ISSUETOKENREQUEST']._serialized_start=141
   _globals['_ISSUETOKENREQUEST']._serialized_end=320
   _globals['_ISSUETOKENRESPONSE']._serialized_start=323
@@ -44,22 +44,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERIFYTOKENREQUEST']._serialized_end=506
   _globals['_VERIFYTOKENRESPONSE']._serialized_start=509
   _globals['_VERIFYTOKENRESPONSE']._serialized_end=761
-  _globals['_REVOKEUSERREQUEST']._serialized_start=763
-  _globals['_REVOKEUSERREQUEST']._serialized_end=851
-  _globals['_USERREVOCATION']._serialized_start=853
-  _globals['_USERREVOCATION']._serialized_end=938
-  _globals['_REVOKEUSERRESPONSE']._serialized_start=940
-  _globals['_REVOKEUSERRESPONSE']._serialized_end=1009
-  _globals['_REVOKEAPPREQUEST']._serialized_start=1011
-  _globals['_REVOKEAPPREQUEST']._serialized_end=1080
-  _globals['_REVOKEAPPRESPONSE']._serialized_start=1082
-  _globals['_REVOKEAPPRESPONSE']._serialized_end=1153
-  _globals['_USERIDS']._serialized_start=1155
-  _globals['_USERIDS']._serialized_end=1182
-  _globals['_CLEARREVOCATIONREQUEST']._serialized_start=1184
-  _globals['_CLEARREVOCATIONREQUEST']._serialized_end=1271
-  _globals['_CLEARREVOCATIONRESPONSE']._serialized_start=1273
-  _globals['_CLEARREVOCATIONRESPONSE']._serialized_end=1345
-  _globals['_AUTHSERVICE']._serialized_start=1649
-  _globals['_AUTHSERVICE']._serialized_end=2062
+  _globals['_VERIFYTOKENSREQUEST']._serialized_start=763
+  _globals['_VERIFYTOKENSREQUEST']._serialized_end=800
+  _globals['_VERIFYTOKENSRESPONSE']._serialized_start=802
+  _globals['_VERIFYTOKENSRESPONSE']._serialized_end=874
+  _globals['_REVOKEUSERREQUEST']._serialized_start=876
+  _globals['_REVOKEUSERREQUEST']._serialized_end=964
+  _globals['_USERREVOCATION']._serialized_start=966
+  _globals['_USERREVOCATION']._serialized_end=1051
+  _globals['_REVOKEUSERRESPONSE']._serialized_start=1053
+  _globals['_REVOKEUSERRESPONSE']._serialized_end=1122
+  _globals['_REVOKEAPPREQUEST']._serialized_start=1124
+  _globals['_REVOKEAPPREQUEST']._serialized_end=1193
+  _globals['_REVOKEAPPRESPONSE']._serialized_start=1195
+  _globals['_REVOKEAPPRESPONSE']._serialized_end=1266
+  _globals['_USERIDS']._serialized_start=1268
+  _globals['_USERIDS']._serialized_end=1295
+  _globals['_CLEARREVOCATIONREQUEST']._serialized_start=1297
+  _globals['_CLEARREVOCATIONREQUEST']._serialized_end=1384
+  _globals['_CLEARREVOCATIONRESPONSE']._serialized_start=1386
+  _globals['_CLEARREVOCATIONRESPONSE']._serialized_end=1458
+  _globals['_AUTHSERVICE']._serialized_start=1762
+  _globals['_AUTHSERVICE']._serialized_end=2258
 # @@protoc_insertion_point(module_scope)

@@ -81,6 +81,18 @@ class VerifyTokenResponse(_message.Message):
     dev_token: bool
     def __init__(self, valid: _Optional[bool] = ..., outcome: _Optional[_Union[VerifyOutcome, str]] = ..., user_id: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dev_token: _Optional[bool] = ...) -> None: ...
 
+class VerifyTokensRequest(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tokens: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VerifyTokensResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[VerifyTokenResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[VerifyTokenResponse, _Mapping]]] = ...) -> None: ...
+
 class RevokeUserRequest(_message.Message):
     __slots__ = ("user_ids", "revoke_before")
     USER_IDS_FIELD_NUMBER: _ClassVar[int]

@@ -45,6 +45,11 @@ class AuthServiceStub:
                 request_serializer=authsvc_dot_v1_dot_auth__service__pb2.VerifyTokenRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.VerifyTokenResponse.FromString,
                 _registered_method=True)
+        self.VerifyTokens = channel.unary_unary(
+                '/authsvc.v1.AuthService/VerifyTokens',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.VerifyTokensRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.VerifyTokensResponse.FromString,
+                _registered_method=True)
         self.RevokeUser = channel.unary_unary(
                 '/authsvc.v1.AuthService/RevokeUser',
                 request_serializer=authsvc_dot_v1_dot_auth__service__pb2.RevokeUserRequest.SerializeToString,
@@ -75,6 +80,13 @@ class AuthServiceServicer:
 
     def VerifyToken(self, request, context):
         """VerifyToken checks a token a chat client presented: signature, expiry, audience and revocation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyTokens(self, request, context):
+        """VerifyTokens checks up to 1,000 tokens in one call, for gateways; one answer per token, in order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,6 +125,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.VerifyToken,
                     request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.VerifyTokenRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_auth__service__pb2.VerifyTokenResponse.SerializeToString,
+            ),
+            'VerifyTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyTokens,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.VerifyTokensRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.VerifyTokensResponse.SerializeToString,
             ),
             'RevokeUser': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeUser,
@@ -185,6 +202,33 @@ class AuthService:
             '/authsvc.v1.AuthService/VerifyToken',
             authsvc_dot_v1_dot_auth__service__pb2.VerifyTokenRequest.SerializeToString,
             authsvc_dot_v1_dot_auth__service__pb2.VerifyTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/VerifyTokens',
+            authsvc_dot_v1_dot_auth__service__pb2.VerifyTokensRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.VerifyTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,

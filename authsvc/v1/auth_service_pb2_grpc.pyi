@@ -45,6 +45,8 @@ class AuthServiceStub:
     """IssueToken mints a user token (JWT) for one user of the app. Needs the app's credential."""
     VerifyToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyTokenRequest, _auth_service_pb2.VerifyTokenResponse]
     """VerifyToken checks a token a chat client presented: signature, expiry, audience and revocation."""
+    VerifyTokens: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyTokensRequest, _auth_service_pb2.VerifyTokensResponse]
+    """VerifyTokens checks up to 1,000 tokens in one call, for gateways; one answer per token, in order."""
     RevokeUser: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeUserRequest, _auth_service_pb2.RevokeUserResponse]
     """RevokeUser rejects every token of the listed users issued before a time. Needs the app's credential."""
     RevokeApp: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeAppRequest, _auth_service_pb2.RevokeAppResponse]
@@ -61,6 +63,8 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """IssueToken mints a user token (JWT) for one user of the app. Needs the app's credential."""
     VerifyToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyTokenRequest, _auth_service_pb2.VerifyTokenResponse]  # type: ignore[assignment]
     """VerifyToken checks a token a chat client presented: signature, expiry, audience and revocation."""
+    VerifyTokens: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyTokensRequest, _auth_service_pb2.VerifyTokensResponse]  # type: ignore[assignment]
+    """VerifyTokens checks up to 1,000 tokens in one call, for gateways; one answer per token, in order."""
     RevokeUser: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeUserRequest, _auth_service_pb2.RevokeUserResponse]  # type: ignore[assignment]
     """RevokeUser rejects every token of the listed users issued before a time. Needs the app's credential."""
     RevokeApp: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeAppRequest, _auth_service_pb2.RevokeAppResponse]  # type: ignore[assignment]
@@ -86,6 +90,14 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.VerifyTokenResponse, _abc.Awaitable[_auth_service_pb2.VerifyTokenResponse]]:
         """VerifyToken checks a token a chat client presented: signature, expiry, audience and revocation."""
+
+    @_abc_1.abstractmethod
+    def VerifyTokens(
+        self,
+        request: _auth_service_pb2.VerifyTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.VerifyTokensResponse, _abc.Awaitable[_auth_service_pb2.VerifyTokensResponse]]:
+        """VerifyTokens checks up to 1,000 tokens in one call, for gateways; one answer per token, in order."""
 
     @_abc_1.abstractmethod
     def RevokeUser(
