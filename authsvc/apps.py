@@ -40,6 +40,7 @@ async def create_app(
     token_ttl_seconds: int | None = None,
     auth_checks_disabled: bool = False,
     require_iat: bool = False,
+    max_token_lifetime_seconds: int | None = None,
 ) -> App:
     """Creates an app with a fresh API key, API secret and key id."""
     if not name.strip() or len(name) > 200:
@@ -51,6 +52,11 @@ async def create_app(
         )
     if token_ttl_seconds is not None and token_ttl_seconds < 1:
         raise InvalidArgument("the token lifetime must be at least one second", "INVALID_TTL")
+    if max_token_lifetime_seconds is not None:
+        if max_token_lifetime_seconds < 1:
+            raise InvalidArgument("the maximum token lifetime must be at least one second", "INVALID_TTL")
+        if token_ttl_seconds is not None and token_ttl_seconds > max_token_lifetime_seconds:
+            raise InvalidArgument("the default token lifetime exceeds the maximum", "INVALID_TTL")
     return await store.create_app(
         api_key=new_api_key(),
         name=name.strip(),
@@ -60,6 +66,7 @@ async def create_app(
         token_ttl_seconds=token_ttl_seconds,
         auth_checks_disabled=auth_checks_disabled,
         require_iat=require_iat,
+        max_token_lifetime_seconds=max_token_lifetime_seconds,
     )
 
 
@@ -73,6 +80,7 @@ def describe(app: App, *, with_secret: bool = False) -> dict[str, Any]:
         "token_ttl_seconds": app.token_ttl_seconds,
         "auth_checks_disabled": app.auth_checks_disabled,
         "require_iat": app.require_iat,
+        "max_token_lifetime_seconds": app.max_token_lifetime_seconds,
         "revoked_before": None if app.revoked_before is None else to_datetime(app.revoked_before).isoformat(),
         "created_at": to_datetime(app.created_at).isoformat(),
     }

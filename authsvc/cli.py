@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--disable-auth-checks", action="store_true", help="development only: accept dev tokens")
     create.add_argument("--require-iat", action="store_true", help="reject tokens without iat")
     create.add_argument(
+        "--max-token-lifetime",
+        type=_ttl,
+        help="tokens must carry exp at most this far past iat, e.g. 24h; older revocations are pruned",
+    )
+    create.add_argument(
         "--format",
         choices=("json", "env"),
         default="json",
@@ -87,6 +92,7 @@ async def _apps_command(args: argparse.Namespace, store: Store) -> int:
             token_ttl_seconds=args.token_ttl,
             auth_checks_disabled=args.disable_auth_checks,
             require_iat=args.require_iat,
+            max_token_lifetime_seconds=args.max_token_lifetime,
         )
         if args.format == "env":
             print(f"export API_KEY={shlex.quote(app.api_key)}")

@@ -90,6 +90,12 @@ class Settings:
     """Seconds to wait for a database connection or query before answering UNAVAILABLE."""
     shutdown_grace: float = 20.0
     """Seconds calls in flight may take to finish after SIGTERM."""
+    max_staleness: float = 30.0
+    """Seconds VerifyToken keeps answering from memory without reaching the database; then UNAVAILABLE."""
+    state_check_interval: float = 2.0
+    """Seconds between checks that the in-memory state is current (the safety net behind NOTIFY)."""
+    workers: int = 0
+    """Server processes sharing the gRPC port; 0 means one per CPU core."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -121,6 +127,12 @@ class Settings:
             values["database_timeout"] = parse_duration(timeout)
         if (grace := get("shutdown_grace")) is not None:
             values["shutdown_grace"] = parse_duration(grace)
+        if (staleness := get("max_staleness")) is not None:
+            values["max_staleness"] = parse_duration(staleness)
+        if (interval := get("state_check_interval")) is not None:
+            values["state_check_interval"] = parse_duration(interval)
+        if (workers := get("workers")) is not None:
+            values["workers"] = _positive_int(workers, "AUTHSVC_WORKERS")
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:

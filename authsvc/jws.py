@@ -118,18 +118,14 @@ def _finite_float(text: str) -> float:
     return value
 
 
-_DECODER = json.JSONDecoder(
-    object_pairs_hook=_object_pairs, parse_constant=_reject_constant, parse_float=_finite_float
-)
+_DECODER = json.JSONDecoder(object_pairs_hook=_object_pairs, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _decode_segment(segment: str, name: str) -> bytes:
     rem = len(segment) % 4
     if rem == 1:
         raise MalformedToken(f"{name} segment has an impossible base64url length")
-    if (rem == 2 and segment[-1] not in _CANONICAL_LAST_2) or (
-        rem == 3 and segment[-1] not in _CANONICAL_LAST_3
-    ):
+    if (rem == 2 and segment[-1] not in _CANONICAL_LAST_2) or (rem == 3 and segment[-1] not in _CANONICAL_LAST_3):
         raise MalformedToken(f"{name} segment is not canonical base64url")
     try:
         return binascii.a2b_base64((segment + _PADDING[rem]).encode("ascii").translate(_TO_STANDARD))

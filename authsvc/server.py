@@ -14,11 +14,12 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from authsvc import migrations
-from authsvc.clock import Clock, system_clock
+from authsvc.clock import MICROS_PER_SECOND, Clock, system_clock
 from authsvc.config import Settings
 from authsvc.database import database_url
 from authsvc.interceptors import ErrorInterceptor
 from authsvc.servicer import AuthServicer
+from authsvc.state import State
 from authsvc.store import Store, create_pool
 from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
 
@@ -41,10 +42,10 @@ class RunningServer:
         await self.server.stop(grace)
 
 
-async def start_server(store: Store, settings: Settings, clock: Clock = system_clock) -> RunningServer:
+async def start_server(store: Store, state: State, settings: Settings, clock: Clock = system_clock) -> RunningServer:
     """Starts a gRPC server on settings.host:settings.port serving AuthService, health and reflection."""
     server = grpc.aio.server(interceptors=[ErrorInterceptor()])
-    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(store, settings, clock), server)
+    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(store, state, settings, clock), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -69,17 +70,30 @@ async def open_store(url: str, settings: Settings) -> tuple[asyncpg.Pool, Store]
     return pool, Store(pool, acquire_timeout=settings.database_timeout)
 
 
+def new_state(store: Store, url: str, settings: Settings) -> State:
+    """The in-memory verification state of this process, following the database at `url`."""
+    return State(
+        store,
+        url,
+        max_staleness=settings.max_staleness,
+        check_interval=settings.state_check_interval,
+        leeway=round(settings.clock_leeway * MICROS_PER_SECOND),
+    )
+
+
 async def _serve(url: str, settings: Settings) -> None:
     pool, store = await open_store(url, settings)
+    state = new_state(store, url, settings)
     try:
-        for app in await store.list_apps():
+        await state.start()
+        for app in state.apps():
             if app.auth_checks_disabled:
                 log.warning(
                     "app %s (%s) has auth checks disabled: it accepts developer tokens; never use it in production",
                     app.api_key,
                     app.name,
                 )
-        running = await start_server(store, settings)
+        running = await start_server(store, state, settings)
         log.info("authsvc serving gRPC on %s:%d", settings.host, running.port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -89,6 +103,7 @@ async def _serve(url: str, settings: Settings) -> None:
         log.info("stopping: letting calls in flight finish within %.0fs", settings.shutdown_grace)
         await running.stop(settings.shutdown_grace)
     finally:
+        await state.stop()
         await pool.close()
     log.info("authsvc stopped")
 

@@ -15,6 +15,7 @@ from authsvc import tokens
 from authsvc.clock import MICROS_PER_SECOND, Clock, Micros
 from authsvc.config import Settings
 from authsvc.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from authsvc.state import State
 from authsvc.store import Store
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
@@ -78,8 +79,9 @@ def _verify_response(result: tokens.Verification) -> pb.VerifyTokenResponse:
 class AuthServicer(pb_grpc.AuthServiceServicer):
     """Issues, verifies and revokes the user tokens of the app named by `x-api-key`."""
 
-    def __init__(self, store: Store, settings: Settings, clock: Clock) -> None:
+    def __init__(self, store: Store, state: State, settings: Settings, clock: Clock) -> None:
         self._store = store
+        self._state = state
         self._settings = settings
         self._clock = clock
         self._leeway = round(settings.clock_leeway * MICROS_PER_SECOND)
@@ -112,37 +114,32 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         )
 
     async def VerifyToken(self, request: pb.VerifyTokenRequest, context: Context) -> pb.VerifyTokenResponse:
+        self._state.check_fresh()
         app = await self._app(context)
         if not request.token:
             raise InvalidArgument("token is empty; send the JWT the client presented", "MISSING_TOKEN")
         presented = tokens.present(request.token)
-        user_revoked_before = (
-            await self._store.user_revoked_before(app.id, presented.user_id) if presented.user_id else None
-        )
+        user_revoked_before = self._state.user_revoked_before(app.id, presented.user_id) if presented.user_id else None
         result = tokens.verify(
             presented, app, now=self._clock(), leeway=self._leeway, user_revoked_before=user_revoked_before
         )
         return _verify_response(result)
 
     async def VerifyTokens(self, request: pb.VerifyTokensRequest, context: Context) -> pb.VerifyTokensResponse:
+        self._state.check_fresh()
         app = await self._app(context)
         if not 1 <= len(request.tokens) <= tokens.MAX_BATCH_TOKENS:
             raise InvalidArgument(
                 f"tokens has {len(request.tokens)} entries; send 1 to {tokens.MAX_BATCH_TOKENS}", "INVALID_BATCH_SIZE"
             )
-        presented = [tokens.present(token) for token in request.tokens]
-        revoked = await self._store.user_revocations(app.id, {p.user_id for p in presented if p.user_id})
         now = self._clock()
-        return pb.VerifyTokensResponse(
-            results=[
-                _verify_response(
-                    tokens.verify(
-                        p, app, now=now, leeway=self._leeway, user_revoked_before=revoked.get(p.user_id or "")
-                    )
-                )
-                for p in presented
-            ]
-        )
+        results = []
+        for token in request.tokens:
+            presented = tokens.present(token)
+            revoked = self._state.user_revoked_before(app.id, presented.user_id) if presented.user_id else None
+            result = tokens.verify(presented, app, now=now, leeway=self._leeway, user_revoked_before=revoked)
+            results.append(_verify_response(result))
+        return pb.VerifyTokensResponse(results=results)
 
     async def RevokeUser(self, request: pb.RevokeUserRequest, context: Context) -> pb.RevokeUserResponse:
         app = await self._authenticated_app(context)
@@ -152,7 +149,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             now=self._clock(),
             leeway=self._leeway,
         )
-        in_force = await self._store.revoke_users(app.id, user_ids, revoke_before)
+        in_force, version = await self._store.revoke_users(app.id, user_ids, revoke_before)
+        await self._state.catch_up(version)
         return pb.RevokeUserResponse(
             revocations=[
                 pb.UserRevocation(user_id=user_id, revoked_before=_timestamp(in_force[user_id])) for user_id in user_ids
@@ -166,7 +164,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             now=self._clock(),
             leeway=self._leeway,
         )
-        in_force = await self._store.revoke_app(app.id, revoke_before)
+        in_force, version = await self._store.revoke_app(app.id, revoke_before)
+        await self._state.catch_up(version)
         return pb.RevokeAppResponse(revoked_before=_timestamp(in_force))
 
     async def ClearRevocation(self, request: pb.ClearRevocationRequest, context: Context) -> pb.ClearRevocationResponse:
@@ -174,17 +173,20 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         target = request.WhichOneof("target")
         if target == "users":
             user_ids = tokens.validate_user_ids(list(request.users.user_ids))
-            cleared = await self._store.clear_user_revocations(app.id, user_ids)
+            cleared, version = await self._store.clear_user_revocations(app.id, user_ids)
+            await self._state.catch_up(version)
             return pb.ClearRevocationResponse(cleared_user_ids=[u for u in user_ids if u in set(cleared)])
         if target == "app" and request.app:
-            return pb.ClearRevocationResponse(app_cleared=await self._store.clear_app_revocation(app.id))
+            had, version = await self._store.clear_app_revocation(app.id)
+            await self._state.catch_up(version)
+            return pb.ClearRevocationResponse(app_cleared=had)
         raise InvalidArgument("say what to clear: users {user_ids: [...]} or app: true", "NO_REVOCATION_TARGET")
 
     async def _app(self, context: Context) -> tokens.App:
         api_key = _metadata(context, API_KEY_HEADER)
         if not api_key:
             raise Unauthenticated(f"send the app's API key as '{API_KEY_HEADER}' metadata", "MISSING_API_KEY")
-        app = await self._store.get_app(api_key)
+        app = await self._state.find_app(api_key)
         if app is None:
             raise NotFound("no app has this API key", "APP_NOT_FOUND")
         return app
@@ -203,18 +205,17 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         try:
             tokens.authenticate_backend(credential, app, now=self._clock(), leeway=self._leeway)
         except Unauthenticated as exc:
-            if exc.reason == "INVALID_CREDENTIAL" and await self._belongs_to_another_app(credential, app):
+            if exc.reason == "INVALID_CREDENTIAL" and self._belongs_to_another_app(credential, app):
                 raise PermissionDenied(
                     "the credential belongs to another app than x-api-key names", "CREDENTIAL_OF_ANOTHER_APP"
                 ) from None
             raise
         return app
 
-    async def _belongs_to_another_app(self, credential: str, app: tokens.App) -> bool:
+    def _belongs_to_another_app(self, credential: str, app: tokens.App) -> bool:
         if not credential:
             return False
-        others = [other for other in await self._store.list_apps() if other.id != app.id]
-        return any(tokens.belongs_to(credential, other) for other in others)
+        return any(tokens.belongs_to(credential, other) for other in self._state.apps() if other.id != app.id)
 
 
 def _metadata(context: Context, key: str) -> str | None:

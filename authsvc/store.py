@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -31,8 +32,37 @@ _UNREACHABLE = (
 
 _APP_COLUMNS = (
     "id, api_key, name, algorithm, api_secret, key_id, token_ttl_seconds, auth_checks_disabled,"
-    " require_iat, revoked_before, created_at"
+    " require_iat, revoked_before, created_at, max_token_lifetime_seconds"
 )
+_APP_COLUMNS_OF_A = ", ".join(f"a.{column.strip()}" for column in _APP_COLUMNS.split(","))
+
+CHANNEL = "authsvc_state"
+"""NOTIFY channel announcing a new state version (authsvc.state listens)."""
+
+_MICROS = "(extract(epoch from {0}) * 1000000)::bigint"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One logged change of the verification state."""
+
+    version: int
+    app_id: int
+    kind: str
+    user_hashes: list[int]
+    times: list[int]
+    app: App | None
+    """For kind 'app': the app as it is now (None when it no longer exists)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The whole verification state at one version."""
+
+    version: int
+    apps: list[App]
+    revocations: dict[int, tuple[list[int], list[int]]]
+    """Per app id: user hashes (sorted) and their revocation times, in microseconds."""
 
 
 async def create_pool(dsn: str, *, max_size: int = 10, command_timeout: float = 5.0) -> asyncpg.Pool:
@@ -58,7 +88,32 @@ def _app(row: asyncpg.Record) -> App:
         require_iat=row["require_iat"],
         revoked_before=None if row["revoked_before"] is None else from_datetime(row["revoked_before"]),
         created_at=from_datetime(row["created_at"]),
+        max_token_lifetime_seconds=row["max_token_lifetime_seconds"],
     )
+
+
+async def _record(
+    conn: asyncpg.Connection,
+    app_id: int,
+    kind: str,
+    user_hashes: list[int] | None = None,
+    times: list[int] | None = None,
+) -> int:
+    """Logs a change in the caller's transaction and announces it at commit; returns its version.
+
+    The UPDATE takes the one row lock of state_version until commit, so versions commit in order, gap-free.
+    """
+    version: int = await conn.fetchval("UPDATE state_version SET version = version + 1 RETURNING version")
+    await conn.execute(
+        "INSERT INTO state_changes (version, app_id, kind, user_hashes, times) VALUES ($1, $2, $3, $4, $5)",
+        version,
+        app_id,
+        kind,
+        user_hashes or [],
+        times or [],
+    )
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(version))
+    return version
 
 
 class Store:
@@ -89,14 +144,15 @@ class Store:
         token_ttl_seconds: int | None,
         auth_checks_disabled: bool,
         require_iat: bool,
+        max_token_lifetime_seconds: int | None = None,
     ) -> App:
         """Creates an app; raises InvalidArgument when the API key is taken."""
-        async with self._connection() as conn:
+        async with self._connection() as conn, conn.transaction():
             try:
                 row = await conn.fetchrow(
                     "INSERT INTO apps (api_key, name, api_secret, key_id, algorithm, token_ttl_seconds,"
-                    " auth_checks_disabled, require_iat) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                    f" RETURNING {_APP_COLUMNS}",
+                    " auth_checks_disabled, require_iat, max_token_lifetime_seconds)"
+                    f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_APP_COLUMNS}",
                     api_key,
                     name,
                     api_secret,
@@ -105,10 +161,12 @@ class Store:
                     token_ttl_seconds,
                     auth_checks_disabled,
                     require_iat,
+                    max_token_lifetime_seconds,
                 )
             except asyncpg.UniqueViolationError:
                 raise InvalidArgument(f"an app with API key {api_key} exists", "APP_EXISTS") from None
-        assert row is not None
+            assert row is not None
+            await _record(conn, row["id"], "app")
         return _app(row)
 
     async def get_app(self, api_key: str) -> App | None:
@@ -133,65 +191,139 @@ class Store:
             )
         return None if value is None else from_datetime(value)
 
-    async def user_revocations(self, app_id: int, user_ids: Iterable[str]) -> dict[str, Micros]:
-        """The revocation times of those of `user_ids` that have one."""
-        async with self._connection() as conn:
-            rows = await conn.fetch(
-                "SELECT user_id, revoked_before FROM user_revocations WHERE app_id = $1 AND user_id = ANY($2::text[])",
-                app_id,
-                list(user_ids),
-            )
-        return {row["user_id"]: from_datetime(row["revoked_before"]) for row in rows}
-
-    async def revoke_users(self, app_id: int, user_ids: Iterable[str], revoke_before: Micros) -> dict[str, Micros]:
+    async def revoke_users(
+        self, app_id: int, user_ids: Iterable[str], revoke_before: Micros
+    ) -> tuple[dict[str, Micros], int]:
         """Revokes the users' tokens issued before `revoke_before`; never moves a revocation backwards.
 
-        Returns the revocation in force for each user. `user_ids` must be distinct.
+        Returns the revocation in force for each user, and the state version of the change. `user_ids` must
+        be distinct.
         """
-        async with self._connection() as conn:
+        async with self._connection() as conn, conn.transaction():
             rows = await conn.fetch(
                 "INSERT INTO user_revocations (app_id, user_id, revoked_before)"
                 " SELECT $1, u, $3 FROM unnest($2::text[]) AS u"
                 " ON CONFLICT (app_id, user_id) DO UPDATE SET"
                 "  revoked_before = GREATEST(user_revocations.revoked_before, EXCLUDED.revoked_before),"
                 "  updated_at = now()"
-                " RETURNING user_id, revoked_before",
+                " RETURNING user_id, user_hash, revoked_before",
                 app_id,
                 list(user_ids),
                 to_datetime(revoke_before),
             )
-        return {row["user_id"]: from_datetime(row["revoked_before"]) for row in rows}
+            in_force = {row["user_id"]: from_datetime(row["revoked_before"]) for row in rows}
+            version = await _record(
+                conn, app_id, "revoke", [row["user_hash"] for row in rows], [in_force[row["user_id"]] for row in rows]
+            )
+        return in_force, version
 
-    async def revoke_app(self, app_id: int, revoke_before: Micros) -> Micros:
+    async def revoke_app(self, app_id: int, revoke_before: Micros) -> tuple[Micros, int]:
         """Revokes every token of the app issued before `revoke_before` (or without iat); never backwards."""
-        async with self._connection() as conn:
+        async with self._connection() as conn, conn.transaction():
             value = await conn.fetchval(
                 "UPDATE apps SET revoked_before = GREATEST(revoked_before, $2), updated_at = now()"
                 " WHERE id = $1 RETURNING revoked_before",
                 app_id,
                 to_datetime(revoke_before),
             )
-        return _required(value)
+            in_force = _required(value)
+            version = await _record(conn, app_id, "app")
+        return in_force, version
 
-    async def clear_user_revocations(self, app_id: int, user_ids: Iterable[str]) -> list[str]:
-        """Removes the users' revocations; returns the users that had one."""
-        async with self._connection() as conn:
+    async def clear_user_revocations(self, app_id: int, user_ids: Iterable[str]) -> tuple[list[str], int]:
+        """Removes the users' revocations; returns the users that had one, and the state version."""
+        async with self._connection() as conn, conn.transaction():
             rows = await conn.fetch(
-                "DELETE FROM user_revocations WHERE app_id = $1 AND user_id = ANY($2::text[]) RETURNING user_id",
+                "DELETE FROM user_revocations WHERE app_id = $1 AND user_id = ANY($2::text[])"
+                " RETURNING user_id, user_hash",
                 app_id,
                 list(user_ids),
             )
-        return [row["user_id"] for row in rows]
+            version = await _record(conn, app_id, "clear", [row["user_hash"] for row in rows])
+        return [row["user_id"] for row in rows], version
 
-    async def clear_app_revocation(self, app_id: int) -> bool:
-        """Removes the app's revocation; returns whether it had one."""
-        async with self._connection() as conn:
+    async def clear_app_revocation(self, app_id: int) -> tuple[bool, int]:
+        """Removes the app's revocation; returns whether it had one, and the state version."""
+        async with self._connection() as conn, conn.transaction():
             had = await conn.fetchval(
                 "UPDATE apps SET revoked_before = NULL, updated_at = now()"
                 " WHERE id = $1 AND revoked_before IS NOT NULL RETURNING true",
                 app_id,
             )
-        return bool(had)
+            version = await _record(conn, app_id, "app")
+        return bool(had), version
+
+    async def snapshot(self) -> Snapshot:
+        """The whole verification state, read in one consistent transaction."""
+        async with self._connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            version = await conn.fetchval("SELECT version FROM state_version")
+            apps = [_app(row) for row in await conn.fetch(f"SELECT {_APP_COLUMNS} FROM apps ORDER BY id")]
+            # Aggregated server-side: a million revocations arrive as a few int8 arrays, not a million rows.
+            rows = await conn.fetch(
+                "SELECT app_id, array_agg(user_hash ORDER BY user_hash) AS hashes,"
+                " array_agg(micros ORDER BY user_hash) AS times"
+                f" FROM (SELECT app_id, user_hash, max({_MICROS.format('revoked_before')}) AS micros"
+                "  FROM user_revocations GROUP BY app_id, user_hash) AS r"
+                " GROUP BY app_id"
+            )
+        return Snapshot(
+            version=version, apps=apps, revocations={row["app_id"]: (row["hashes"], row["times"]) for row in rows}
+        )
+
+    async def changes_since(self, version: int) -> list[Change]:
+        """The changes logged after `version`, in order, with the current row of each changed app."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT c.version, c.app_id, c.kind, c.user_hashes, c.times, a.id IS NOT NULL AS app_exists,"
+                f" {_APP_COLUMNS_OF_A}"
+                " FROM state_changes c LEFT JOIN apps a ON a.id = c.app_id AND c.kind = 'app'"
+                " WHERE c.version > $1 ORDER BY c.version",
+                version,
+            )
+        return [
+            Change(
+                version=row["version"],
+                app_id=row["app_id"],
+                kind=row["kind"],
+                user_hashes=row["user_hashes"],
+                times=row["times"],
+                app=_app(row) if row["app_exists"] else None,
+            )
+            for row in rows
+        ]
+
+    async def prune_revocations(self, leeway: Micros) -> int | None:
+        """Deletes user revocations older than their app's maximum token lifetime (plus leeway).
+
+        No live token can predate them: such a token would have expired. Returns the state version of the
+        last change logged, or None when nothing was pruned.
+        """
+        async with self._connection() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "DELETE FROM user_revocations r USING apps a"
+                " WHERE r.app_id = a.id AND a.max_token_lifetime_seconds IS NOT NULL"
+                "  AND r.revoked_before < now() - make_interval(secs => a.max_token_lifetime_seconds + $1::float8)"
+                " RETURNING r.app_id, r.user_hash",
+                leeway / 1_000_000,
+            )
+            per_app: dict[int, list[int]] = {}
+            for row in rows:
+                per_app.setdefault(row["app_id"], []).append(row["user_hash"])
+            version = None
+            for app_id, hashes in per_app.items():
+                version = await _record(conn, app_id, "clear", hashes)
+        return version
+
+    async def prune_change_log(self, keep_seconds: float = 3600.0, keep_versions: int = 10_000) -> int:
+        """Deletes change-log rows that are both old and far behind; a process that far behind reloads."""
+        async with self._connection() as conn:
+            result: str = await conn.execute(
+                "DELETE FROM state_changes WHERE created_at < now() - make_interval(secs => $1::float8)"
+                " AND version < (SELECT version FROM state_version) - $2",
+                keep_seconds,
+                keep_versions,
+            )
+        return int(result.split()[-1])
 
 
 def _required(value: Any) -> Micros:

@@ -67,6 +67,7 @@ class App:
     require_iat: bool = False
     revoked_before: Micros | None = None
     created_at: Micros = 0
+    max_token_lifetime_seconds: int | None = None
 
     @property
     def allowed_algorithms(self) -> frozenset[str]:
@@ -133,7 +134,8 @@ def issue(
 ) -> IssuedToken:
     """Mints a user token for `user_id` of `app`, issued at `now`.
 
-    The expiry is `expires_at`, else `now + ttl`, else the app's default lifetime, else none.
+    The expiry is `expires_at`, else `now + ttl`, else the app's default lifetime, else its maximum lifetime,
+    else none.
     """
     validate_user_id(user_id)
     extra = _checked_claims(claims or {})
@@ -145,6 +147,15 @@ def issue(
         expires_at = now + ttl
     elif expires_at is None and app.token_ttl_seconds is not None:
         expires_at = now + app.token_ttl_seconds * MICROS_PER_SECOND
+    if app.max_token_lifetime_seconds is not None:
+        longest = now + app.max_token_lifetime_seconds * MICROS_PER_SECOND
+        if expires_at is None:
+            expires_at = longest
+        elif expires_at > longest:
+            raise InvalidArgument(
+                f"this app's tokens live at most {app.max_token_lifetime_seconds}s; ask for a shorter lifetime",
+                "LIFETIME_TOO_LONG",
+            )
     if expires_at is not None:
         if expires_at <= now:
             raise InvalidArgument("expires_at is in the past; give a time in the future", "EXPIRY_IN_PAST")
@@ -169,6 +180,14 @@ def _checked_claims(claims: Mapping[str, Any]) -> Mapping[str, Any]:
             f"claims take {size} bytes as JSON; at most {MAX_CLAIMS_BYTES} are allowed", "CLAIMS_TOO_LARGE"
         )
     return claims
+
+
+def user_hash(user_id: str) -> int:
+    """The compact key of a user inside an app: the first 8 bytes of SHA-256(user_id) as a signed integer.
+
+    PostgreSQL computes the same value (column user_revocations.user_hash).
+    """
+    return int.from_bytes(hashlib.sha256(user_id.encode()).digest()[:8], "big", signed=True)
 
 
 def present(token: str) -> Presented:
@@ -227,6 +246,11 @@ def verify(
         return verdict(Outcome.EXPIRED)
     if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
         return verdict(Outcome.NOT_YET_VALID)
+    if app.max_token_lifetime_seconds is not None and (
+        exp is None or (iat is not None and exp - iat > app.max_token_lifetime_seconds * MICROS_PER_SECOND)
+    ):
+        # A token that may outlive the app's maximum lifetime would also outlive pruned revocations.
+        return verdict(Outcome.MALFORMED)
     if not _audience_matches(claims.get("aud", app.api_key), app.api_key):
         return verdict(Outcome.WRONG_AUDIENCE)
     if claims.get("server") is not None or not USER_ID_PATTERN.fullmatch(user_id):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ import pytest
 
 from authsvc import apps, migrations
 from authsvc.config import Settings
-from authsvc.server import RunningServer, start_server
+from authsvc.server import RunningServer, new_state, start_server
+from authsvc.state import State
 from authsvc.store import Store
 from authsvc.tokens import App
 from authsvc.v1 import auth_service_pb2_grpc
@@ -32,7 +34,7 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """URL of a PostgreSQL server: AUTHSVC_TEST_DATABASE_URL, or an embedded one for this session."""
     url = os.environ.get("AUTHSVC_TEST_DATABASE_URL")
     if url:
@@ -40,8 +42,9 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     import pgserver
 
-    # Unix socket paths are limited to ~100 bytes, so keep the data dir short.
-    pgdata = Path(tmp_path_factory.mktemp("pg", numbered=True))
+    # Not under pytest's basetemp, which concurrent pytest runs prune; and short, because the unix socket
+    # lives in the data dir and socket paths are limited to ~100 bytes.
+    pgdata = Path(tempfile.mkdtemp(prefix="authsvc-pg-"))
     server = pgserver.get_server(pgdata, cleanup_mode="delete")
     try:
         yield server.get_uri()
@@ -105,9 +108,20 @@ def settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-async def server(store: Store, settings: Settings, session_clock: FakeClock) -> AsyncIterator[RunningServer]:
+async def state(store: Store, database_url: str, settings: Settings) -> AsyncIterator[State]:
+    """The test server's in-memory state, following the session's database."""
+    state = new_state(store, database_url, settings)
+    await state.start()
+    yield state
+    await state.stop()
+
+
+@pytest.fixture(scope="session")
+async def server(
+    store: Store, state: State, settings: Settings, session_clock: FakeClock
+) -> AsyncIterator[RunningServer]:
     """A real gRPC server on an ephemeral loopback port."""
-    running = await start_server(store, settings, session_clock)
+    running = await start_server(store, state, settings, session_clock)
     yield running
     await running.stop(None)
 

@@ -134,9 +134,7 @@ def test_key_and_certificate_url_headers_are_accepted_and_left_alone() -> None:
 
 
 def test_json_whitespace_unicode_and_surrogate_pairs_are_accepted() -> None:
-    payload = (
-        ' \n{ "user_id" : "alice", "name": "J\\u00f6rg \\ud83d\\ude00 \u00e9t\u00e9", "n": [ 1 , -0.5e3 ] }\t'
-    )
+    payload = ' \n{ "user_id" : "alice", "name": "J\\u00f6rg \\ud83d\\ude00 \u00e9t\u00e9", "n": [ 1 , -0.5e3 ] }\t'
     jws = parse_compact(raw_token(payload=payload.encode("utf-8")))
     assert jws.payload == {"user_id": "alice", "name": "J\u00f6rg \U0001f600 \u00e9t\u00e9", "n": [1, -500.0]}
 
@@ -190,6 +188,20 @@ def test_oversized_token_is_rejected_before_decoding(tok: str, reason: str) -> N
     assert reason in reject(tok).reason
 
 
+class _Tripwire(str):
+    """A string that fails the test if the parser looks at its characters."""
+
+    def isascii(self) -> bool:
+        raise AssertionError("characters inspected")
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        raise AssertionError("characters inspected")
+
+
+def test_oversized_token_is_refused_on_its_length_alone() -> None:
+    assert "too large" in reject(_Tripwire("\u00e9" * (MAX_TOKEN_BYTES + 1))).reason
+
+
 @pytest.mark.parametrize(
     ("tok", "reason"),
     [
@@ -204,9 +216,7 @@ def test_oversized_token_is_rejected_before_decoding(tok: str, reason: str) -> N
             id="jwe-five",
         ),
         pytest.param(
-            json.dumps(
-                {"payload": segment(PAYLOAD), "protected": segment({"alg": "HS256"}), "signature": SIG}
-            ),
+            json.dumps({"payload": segment(PAYLOAD), "protected": segment({"alg": "HS256"}), "signature": SIG}),
             "JSON serialization",
             id="flattened-json-serialization",
         ),
@@ -217,9 +227,7 @@ def test_oversized_token_is_rejected_before_decoding(tok: str, reason: str) -> N
         ),
         pytest.param(f".{segment(PAYLOAD)}.{SIG}", "header segment is empty", id="empty-header"),
         pytest.param(f"{segment({'alg': 'HS256'})}..{SIG}", "payload segment is empty", id="empty-payload"),
-        pytest.param(
-            f"{segment({'alg': 'none'})}.{segment(PAYLOAD)}.", "signature segment is empty", id="unsecured"
-        ),
+        pytest.param(f"{segment({'alg': 'none'})}.{segment(PAYLOAD)}.", "signature segment is empty", id="unsecured"),
         pytest.param("..", "header segment is empty", id="only-dots"),
     ],
 )
@@ -310,9 +318,7 @@ _DEEP_OBJECTS = '{"":' * 1200 + "1" + "}" * 1200
         pytest.param("true", "not a JSON object", id="true"),
         pytest.param(" ", "not valid JSON", id="whitespace-only"),
         pytest.param('{"user_id":"alice","user_id":"admin"}', "duplicate key", id="duplicate-key"),
-        pytest.param(
-            '{"user_id":"alice","user_\\u0069d":"admin"}', "duplicate key", id="duplicate-key-escaped"
-        ),
+        pytest.param('{"user_id":"alice","user_\\u0069d":"admin"}', "duplicate key", id="duplicate-key-escaped"),
         pytest.param('{"user_id":"alice","x":{"a":1,"a":2}}', "duplicate key", id="duplicate-key-nested"),
         pytest.param('{"user_id":"alice","x":[{"a":1,"a":2}]}', "duplicate key", id="duplicate-key-in-array"),
         pytest.param('{"user_id":"alice","exp":NaN}', "non-finite", id="nan"),
@@ -320,9 +326,7 @@ _DEEP_OBJECTS = '{"":' * 1200 + "1" + "}" * 1200
         pytest.param('{"user_id":"alice","iat":-Infinity}', "non-finite", id="minus-infinity"),
         pytest.param('{"user_id":"alice","exp":1e400}', "out of range", id="float-overflow"),
         pytest.param('{"user_id":"alice","exp":-1e400}', "out of range", id="negative-float-overflow"),
-        pytest.param(
-            '{"user_id":"alice","x":' + "[" * 32 + "]" * 32 + "}", "nested too deeply", id="depth-33"
-        ),
+        pytest.param('{"user_id":"alice","x":' + "[" * 32 + "]" * 32 + "}", "nested too deeply", id="depth-33"),
         pytest.param(_DEEP_ARRAYS, "nested too deeply", id="depth-2900-arrays"),
         pytest.param(_DEEP_OBJECTS, "nested too deeply", id="depth-1200-objects"),
         pytest.param('{"a":' + "[" * 4000, "nested too deeply", id="unclosed-depth-4000"),
@@ -341,6 +345,14 @@ _DEEP_OBJECTS = '{"":' * 1200 + "1" + "}" * 1200
 def test_malformed_payload_json_is_rejected(payload: str | bytes, reason: str) -> None:
     assert reason in reject(raw_token(payload=payload)).reason
     assert reason in reject(raw_token(header=payload, payload='{"user_id":"alice"}')).reason
+
+
+def test_depth_check_of_many_unterminated_strings_is_rejected() -> None:
+    # Enough brackets to trigger the exact depth scan, then ~2900 quotes that each open a string that never
+    # closes (a scanner that rescans from each quote turns quadratic here; bench it, don't time it in a test).
+    tok = raw_token(payload='{"a":' + "[" * 33 + '\\"' * 2900)
+    assert len(tok) <= MAX_TOKEN_BYTES
+    assert "nested too deeply" in reject(tok).reason
 
 
 def test_malformed_json_reason_names_the_segment() -> None:
@@ -391,9 +403,7 @@ def test_huge_integer_never_escapes_as_another_error() -> None:
         pytest.param({"alg": "HS256", "cty": "jwt"}, "nested JWT", id="cty-jwt-lower"),
         pytest.param({"alg": "HS256", "cty": "jWt"}, "nested JWT", id="cty-jwt-mixed"),
         pytest.param({"alg": "HS256", "cty": "application/JWT"}, "nested JWT", id="cty-application-jwt"),
-        pytest.param(
-            {"alg": "HS256", "cty": "Application/jwt"}, "nested JWT", id="cty-application-jwt-mixed"
-        ),
+        pytest.param({"alg": "HS256", "cty": "Application/jwt"}, "nested JWT", id="cty-application-jwt-mixed"),
     ],
 )
 def test_unsupported_or_ill_typed_header_is_rejected(header: dict[str, Any], reason: str) -> None:
@@ -504,8 +514,7 @@ def _fuzz_cases(rng: random.Random, valid: str) -> list[str]:
     cases += [_mutated(rng, valid) for _ in range(1000)]
     for _ in range(3000):  # properly encoded segments around random bytes or random, mutated JSON
         parts = [
-            b64(rng.randbytes(rng.randrange(40))) if rng.random() < 0.2 else _random_json_segment(rng)
-            for _ in range(2)
+            b64(rng.randbytes(rng.randrange(40))) if rng.random() < 0.2 else _random_json_segment(rng) for _ in range(2)
         ]
         parts.append(rng.choice([SIG, "devtoken", b64(rng.randbytes(rng.randrange(70))), ""]))
         cases.append(".".join(parts))

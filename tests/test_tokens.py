@@ -328,3 +328,26 @@ class TestBackendCredentials:
         assert tokens.belongs_to(SECRET, APP)
         assert tokens.belongs_to(vendor_token({"server": True}), APP)
         assert not tokens.belongs_to("x" * 43, APP)
+
+
+class TestMaximumLifetime:
+    APP = App(id=1, api_key="appkey123", name="c", api_secret=SECRET, key_id="k1", max_token_lifetime_seconds=3600)
+
+    def test_issue_caps_lifetime_and_defaults_to_it(self) -> None:
+        assert issue(self.APP).expires_at == NOW + 3600 * S
+        assert issue(self.APP, ttl=60 * S).expires_at == NOW + 60 * S
+        with pytest.raises(InvalidArgument) as info:
+            issue(self.APP, ttl=3601 * S)
+        assert info.value.reason == "LIFETIME_TOO_LONG"
+
+    def test_tokens_without_exp_or_living_too_long_are_refused(self) -> None:
+        assert check(vendor_token({"user_id": "alice"}), self.APP).outcome is Outcome.MALFORMED
+        too_long = vendor_token({"user_id": "alice", "iat": NOW // S, "exp": NOW // S + 3601})
+        assert check(too_long, self.APP).outcome is Outcome.MALFORMED
+        fine = vendor_token({"user_id": "alice", "iat": NOW // S, "exp": NOW // S + 3600})
+        assert check(fine, self.APP).outcome is Outcome.VALID
+
+
+def test_user_hash_is_stable_and_matches_postgresql() -> None:
+    # The value PostgreSQL computes for 'alice' in user_revocations.user_hash (see migration 0002).
+    assert tokens.user_hash("alice") == 3159282601090220207

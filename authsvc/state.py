@@ -1,0 +1,298 @@
+"""The in-memory verification state of one process: apps, keys, settings and revocations.
+
+VerifyToken reads only this. Every change is written to PostgreSQL with a version (see store.py); this module
+keeps the process's copy current:
+
+- at start, a full snapshot;
+- on `NOTIFY authsvc_state`, the changes logged since the local version, applied in version order;
+- after a write of this process, the same catch-up before the RPC answers (read-your-writes);
+- every `check_interval`, a version check that catches up whatever a lost notification missed;
+- a gap in the change log (pruned history) or a lost listener falls back to a full reload.
+
+The state is fresh as of the last successful contact with the database. Past `max_staleness` without one,
+`check_fresh` raises Unavailable: verification fails closed rather than trusting revocations it may have missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from authsvc.clock import Micros
+from authsvc.errors import AuthsvcError, Unavailable
+from authsvc.store import CHANNEL, Change, Snapshot, Store
+from authsvc.tokens import App, user_hash
+
+log = logging.getLogger(__name__)
+
+_ABSENT = object()
+
+
+class RevocationSet:
+    """User revocations of one app: user hash → revoked-before, in 16 bytes a user.
+
+    A sorted pair of int64 arrays holds the bulk; recent changes sit in a small dict (None marks a removal)
+    that is merged into the arrays once it grows past an eighth of them, so merging stays O(n) amortized.
+    """
+
+    __slots__ = ("_keys", "_times", "_recent")
+
+    def __init__(self, keys: Iterable[int] = (), times: Iterable[int] = ()) -> None:
+        self._keys = array("q", keys)
+        self._times = array("q", times)
+        self._recent: dict[int, int | None] = {}
+
+    def get(self, key: int) -> Micros | None:
+        """The revocation time of a user hash, or None."""
+        hit = self._recent.get(key, _ABSENT)
+        if hit is not _ABSENT:
+            return hit  # type: ignore[return-value]
+        keys = self._keys
+        i = bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            return self._times[i]
+        return None
+
+    def set(self, key: int, revoked_before: Micros) -> None:
+        """Records a user's revocation time (as the database has it in force)."""
+        self._recent[key] = revoked_before
+        self._maybe_merge()
+
+    def remove(self, key: int) -> None:
+        """Forgets a user's revocation."""
+        self._recent[key] = None
+        self._maybe_merge()
+
+    def __len__(self) -> int:
+        self._merge()
+        return len(self._keys)
+
+    def nbytes(self) -> int:
+        """Bytes held by the arrays (the dict of recent changes aside)."""
+        return self._keys.itemsize * len(self._keys) + self._times.itemsize * len(self._times)
+
+    def _maybe_merge(self) -> None:
+        if len(self._recent) > max(1024, len(self._keys) // 8):
+            self._merge()
+
+    def _merge(self) -> None:
+        if not self._recent:
+            return
+        keys, times = self._keys, self._times
+        merged_keys, merged_times = array("q"), array("q")
+        start = 0
+        for key, value in sorted(self._recent.items()):
+            i = bisect_left(keys, key, start)
+            merged_keys.extend(keys[start:i])
+            merged_times.extend(times[start:i])
+            if i < len(keys) and keys[i] == key:
+                i += 1
+            if value is not None:
+                merged_keys.append(key)
+                merged_times.append(value)
+            start = i
+        merged_keys.extend(keys[start:])
+        merged_times.extend(times[start:])
+        self._keys, self._times, self._recent = merged_keys, merged_times, {}
+
+
+@dataclass
+class _AppEntry:
+    app: App
+    revocations: RevocationSet = field(default_factory=RevocationSet)
+
+
+class State:
+    """One process's copy of what verification needs, kept current from PostgreSQL."""
+
+    def __init__(
+        self,
+        store: Store,
+        dsn: str,
+        *,
+        max_staleness: float = 30.0,
+        check_interval: float = 2.0,
+        prune_interval: float = 60.0,
+        leeway: Micros = 0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._dsn = dsn
+        self._max_staleness = max_staleness
+        self._check_interval = check_interval
+        self._prune_interval = prune_interval
+        self._leeway = leeway
+        self._monotonic = monotonic
+        self._by_key: dict[str, _AppEntry] = {}
+        self._by_id: dict[int, _AppEntry] = {}
+        self.version = 0
+        self._fresh_at = -float("inf")
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.reloads = 0
+        self._last_prune = monotonic()
+
+    # -- reading (the hot path: no I/O) --
+
+    def app(self, api_key: str) -> App | None:
+        """The app with this API key, as of the local state."""
+        entry = self._by_key.get(api_key)
+        return None if entry is None else entry.app
+
+    def apps(self) -> list[App]:
+        """Every app, as of the local state."""
+        return [entry.app for entry in self._by_id.values()]
+
+    def user_revoked_before(self, app_id: int, user_id: str) -> Micros | None:
+        """The user's revocation time, or None."""
+        entry = self._by_id.get(app_id)
+        return None if entry is None else entry.revocations.get(user_hash(user_id))
+
+    def staleness(self) -> float:
+        """Seconds since the state was last confirmed current against the database."""
+        return max(0.0, self._monotonic() - self._fresh_at)
+
+    def check_fresh(self) -> None:
+        """Raises Unavailable when the state is older than the maximum staleness (fail closed)."""
+        if self._monotonic() - self._fresh_at > self._max_staleness:
+            raise Unavailable(
+                f"authsvc has not reached its database for over {self._max_staleness:.0f}s and cannot vouch "
+                "for revocations; retry later",
+                "STATE_STALE",
+            )
+
+    def revocation_count(self) -> int:
+        """User revocations held in memory, over all apps."""
+        return sum(len(entry.revocations) for entry in self._by_id.values())
+
+    # -- keeping current --
+
+    async def find_app(self, api_key: str) -> App | None:
+        """The app with this API key; on a miss, catches up once first (an app another process just made)."""
+        app = self.app(api_key)
+        if app is None:
+            await self.catch_up()
+            app = self.app(api_key)
+        return app
+
+    async def load(self) -> None:
+        """Replaces the whole state with a snapshot of the database."""
+        async with self._lock:
+            await self._reload()
+
+    async def catch_up(self, version: int | None = None) -> None:
+        """Applies the changes logged since the local version (at least up to `version`, when given)."""
+        if version is not None and self.version >= version:
+            return
+        async with self._lock:
+            if version is not None and self.version >= version:
+                return
+            started = self._monotonic()
+            changes = await self._store.changes_since(self.version)
+            if changes and changes[0].version != self.version + 1:
+                log.info("state change log has a gap after version %d; reloading", self.version)
+                await self._reload()
+                return
+            for change in changes:
+                self._apply(change)
+            self._fresh_at = started
+
+    async def start(self) -> None:
+        """Loads the state and starts following changes."""
+        await self.load()
+        self._task = asyncio.create_task(self._follow(), name="authsvc-state")
+
+    async def stop(self) -> None:
+        """Stops following changes."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _reload(self) -> None:
+        started = self._monotonic()
+        snapshot: Snapshot = await self._store.snapshot()
+        by_id: dict[int, _AppEntry] = {}
+        for app in snapshot.apps:
+            keys, times = snapshot.revocations.get(app.id, ((), ()))
+            by_id[app.id] = _AppEntry(app, RevocationSet(keys, times))
+        self._by_id = by_id
+        self._by_key = {entry.app.api_key: entry for entry in by_id.values()}
+        self.version = snapshot.version
+        self._fresh_at = started
+        self.reloads += 1
+
+    def _apply(self, change: Change) -> None:
+        entry = self._by_id.get(change.app_id)
+        if change.kind == "app":
+            if change.app is None:  # deleted
+                if entry is not None:
+                    del self._by_id[change.app_id]
+                    self._by_key.pop(entry.app.api_key, None)
+            elif entry is None:
+                entry = _AppEntry(change.app)
+                self._by_id[change.app_id] = entry
+                self._by_key[change.app.api_key] = entry
+            else:
+                entry.app = change.app
+        elif entry is not None and change.kind == "revoke":
+            for key, revoked_before in zip(change.user_hashes, change.times, strict=True):
+                entry.revocations.set(key, revoked_before)
+        elif entry is not None and change.kind == "clear":
+            for key in change.user_hashes:
+                entry.revocations.remove(key)
+        self.version = change.version
+
+    async def _follow(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._follow_connection()
+                log.warning("lost the state listener connection; reconnecting")
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, AuthsvcError) as exc:
+                log.warning("cannot follow state changes (%s); retrying in %.1fs", type(exc).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _follow_connection(self) -> None:
+        """LISTENs on one connection and catches up on every wake-up or check, until the connection is lost."""
+        lost = asyncio.Event()
+        conn = await asyncpg.connect(self._dsn, timeout=5)
+        try:
+            await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
+            conn.add_termination_listener(lambda _: lost.set())
+            await self.catch_up()  # whatever happened while no one listened
+            while not lost.is_set():
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._check_interval)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+                await self.catch_up()
+                if self._monotonic() - self._last_prune >= self._prune_interval:
+                    self._last_prune = self._monotonic()
+                    await self.prune()
+        finally:
+            if not conn.is_closed():
+                conn.terminate()
+
+    async def prune(self) -> None:
+        """Deletes user revocations no live token can predate, and old change-log rows."""
+        version = await self._store.prune_revocations(self._leeway)
+        if version is not None:
+            await self.catch_up(version)
+        await self._store.prune_change_log()

@@ -1,0 +1,300 @@
+"""The in-memory verification state: compact revocations, propagation, read-your-writes, outages, pruning.
+
+No test here is timed: waits are bounded polls for an event, and staleness runs on an injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import grpc
+import pytest
+
+from authsvc import apps
+from authsvc.clock import MICROS_PER_SECOND as S
+from authsvc.config import Settings
+from authsvc.errors import Unavailable
+from authsvc.server import RunningServer, start_server
+from authsvc.state import RevocationSet, State
+from authsvc.store import Store
+from authsvc.tokens import App, user_hash
+from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import auth_service_pb2_grpc
+from tests.support import FakeClock, api_key_only, backend, expect_failure
+from tests.test_commands import clean_env, serve
+
+if TYPE_CHECKING:
+    from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
+
+
+class ManualMonotonic:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 15.0) -> None:
+    """Polls `check` until it holds; fails after `within` seconds (a bound on a hang, not a speed goal)."""
+    async with asyncio.timeout(within):
+        while not await check():  # noqa: ASYNC110 - the condition lives in another process
+            await asyncio.sleep(0.02)
+
+
+def test_revocation_set_matches_a_dict_under_random_changes() -> None:
+    rng = random.Random(7)
+    model: dict[int, int] = {}
+    keys = sorted({rng.randrange(-(2**63), 2**63) for _ in range(3000)})
+    revocations = RevocationSet(keys, [k % 1000 for k in keys])
+    model.update({k: k % 1000 for k in keys})
+    pool = keys + [rng.randrange(-(2**63), 2**63) for _ in range(3000)]
+    for step in range(20000):
+        key = rng.choice(pool)
+        if rng.random() < 0.3:
+            revocations.remove(key)
+            model.pop(key, None)
+        else:
+            revocations.set(key, step)
+            model[key] = step
+        if step % 997 == 0:
+            probe = rng.sample(pool, 200)
+            assert [revocations.get(k) for k in probe] == [model.get(k) for k in probe]
+    assert len(revocations) == len(model)
+    assert all(revocations.get(k) == v for k, v in model.items())
+    assert revocations.nbytes() == 16 * len(model)
+
+
+async def test_app_made_elsewhere_is_found_at_once(stub: AuthServiceAsyncStub, store: Store) -> None:
+    # Another process (here: the store directly, as the CLI does) creates an app; the very next call finds it.
+    app = await apps.create_app(store, "made-elsewhere")
+    response = await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))
+    assert response.token
+
+
+@pytest.fixture
+async def quiet_server(
+    store: Store, database_url: str, settings: Settings, session_clock: FakeClock
+) -> AsyncIterator[tuple[RunningServer, State]]:
+    """A second server whose state follows nothing on its own: no listener, no periodic check."""
+    state = State(store, database_url, check_interval=3600, max_staleness=3600)
+    await state.load()
+    running = await start_server(store, state, settings, session_clock)
+    yield running, state
+    await running.stop(None)
+
+
+async def test_read_your_writes_without_any_notification(
+    quiet_server: tuple[RunningServer, State], new_app: Callable[..., Awaitable[App]], clock: FakeClock
+) -> None:
+    running, state = quiet_server
+    app = await new_app()
+    clock.freeze()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+        token = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
+        clock.advance(S)
+        await stub.RevokeUser(pb.RevokeUserRequest(user_ids=["alice"]), metadata=backend(app))
+        # The state was brought up to the revocation's version before RevokeUser answered.
+        result = await stub.VerifyToken(pb.VerifyTokenRequest(token=token), metadata=api_key_only(app))
+        assert result.outcome == pb.VERIFY_OUTCOME_REVOKED
+
+
+async def test_revocation_propagates_to_another_process(
+    stub: AuthServiceAsyncStub, new_app: Callable[..., Awaitable[App]], database_url: str, tmp_path: Path
+) -> None:
+    app = await new_app()
+    token = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
+    env = clean_env(AUTHSVC_DATABASE_URL=database_url, AUTHSVC_STATE_CHECK_INTERVAL="1h")
+    async with serve(env, tmp_path) as other, grpc.aio.insecure_channel(other.target) as channel:
+        other_stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+
+        async def outcome() -> int:
+            response = await other_stub.VerifyToken(pb.VerifyTokenRequest(token=token), metadata=api_key_only(app))
+            value: int = response.outcome
+            return value
+
+        assert await outcome() == pb.VERIFY_OUTCOME_VALID
+        await asyncio.sleep(0.01)  # the token's iat must lie before the revocation
+        await stub.RevokeUser(pb.RevokeUserRequest(user_ids=["alice"]), metadata=backend(app))
+
+        async def revoked_there() -> bool:
+            return await outcome() == pb.VERIFY_OUTCOME_REVOKED
+
+        # With periodic checks off (1h), only LISTEN/NOTIFY can bring the change over.
+        await eventually(revoked_there)
+        await stub.ClearRevocation(
+            pb.ClearRevocationRequest(users=pb.UserIds(user_ids=["alice"])), metadata=backend(app)
+        )
+
+        async def restored_there() -> bool:
+            return await outcome() == pb.VERIFY_OUTCOME_VALID
+
+        await eventually(restored_there)
+
+
+async def test_verify_token_issues_no_query(
+    database_url: str, settings: Settings, session_clock: FakeClock, new_app: Callable[..., Awaitable[App]]
+) -> None:
+    queries: list[str] = []
+
+    async def log_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: queries.append(record.query))
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2, init=log_queries)
+    store = Store(pool)
+    # No background following (that queries on its own schedule): any query below would be the RPCs' own.
+    state = State(store, database_url, check_interval=3600, max_staleness=3600)
+    await state.load()
+    running = await start_server(store, state, settings, session_clock)
+    try:
+        app = await new_app()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+            token = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
+            await stub.RevokeUser(pb.RevokeUserRequest(user_ids=["bob"]), metadata=backend(app))
+            assert queries, "the query logger sees the writes"
+            queries.clear()
+            for _ in range(50):
+                result = await stub.VerifyToken(pb.VerifyTokenRequest(token=token), metadata=api_key_only(app))
+                assert result.valid
+            batch = await stub.VerifyTokens(pb.VerifyTokensRequest(tokens=[token] * 100), metadata=api_key_only(app))
+            assert all(r.valid for r in batch.results)
+            assert queries == []
+    finally:
+        await running.stop(None)
+        await state.stop()
+        await pool.close()
+
+
+async def test_old_revocations_are_pruned(store: Store, state: State) -> None:
+    app = await apps.create_app(store, "short-lived", max_token_lifetime_seconds=3600)
+    # Revoked two hours ago (beyond the 1 h lifetime) and just now.
+    async with asyncio.timeout(10):
+        _, old_version = await store.revoke_users(app.id, ["old"], await _db_now(store) - 7200 * S)
+        _, new_version = await store.revoke_users(app.id, ["new"], await _db_now(store))
+    await state.catch_up(new_version)
+    assert state.user_revoked_before(app.id, "old") is not None
+    await state.prune()
+    assert state.user_revoked_before(app.id, "old") is None
+    assert state.user_revoked_before(app.id, "new") is not None
+    assert await store.user_revoked_before(app.id, "old") is None
+    assert await store.user_revoked_before(app.id, "new") is not None
+    assert old_version < new_version
+
+
+async def _db_now(store: Store) -> int:
+    async with store._pool.acquire() as conn:  # noqa: SLF001 - the test needs the database's own clock
+        value: int = await conn.fetchval("SELECT (extract(epoch from now()) * 1000000)::bigint")
+    return value
+
+
+async def test_user_hash_in_postgresql_matches_the_process(store: Store) -> None:
+    app = await apps.create_app(store, "hash-check")
+    ids = ["alice", "bob@example.com", "a" * 255, "x_-@9"]
+    await store.revoke_users(app.id, ids, 0)
+    async with store._pool.acquire() as conn:  # noqa: SLF001
+        rows = await conn.fetch("SELECT user_id, user_hash FROM user_revocations WHERE app_id = $1", app.id)
+    assert {row["user_id"]: row["user_hash"] for row in rows} == {u: user_hash(u) for u in ids}
+
+
+@pytest.fixture
+def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A PostgreSQL of this test's own (embedded), so the test can stop and restart it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+    pgdata = tmp_path_factory.mktemp("own")
+    server = pgserver.get_server(pgdata, cleanup_mode="delete")
+    yield server, pgdata
+    server.cleanup()
+
+
+def _stop_postgres(pgdata: Path) -> None:
+    pid_file = pgdata / "postmaster.pid"
+    os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # fast shutdown
+    for _ in range(600):
+        if not pid_file.exists():
+            return
+        time.sleep(0.05)
+    raise AssertionError("PostgreSQL did not stop")
+
+
+async def test_database_outage_serves_from_memory_then_fails_closed_then_recovers(
+    own_postgres: Any, settings: Settings, session_clock: FakeClock
+) -> None:
+    server, pgdata = own_postgres
+    url = server.get_uri()
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    async with pool.acquire() as conn:
+        from authsvc import migrations
+
+        await migrations.apply(conn)
+    store = Store(pool, acquire_timeout=2)
+    monotonic = ManualMonotonic()
+    state = State(store, url, check_interval=0.2, max_staleness=30, monotonic=monotonic)
+    await state.start()
+    running = await start_server(store, state, settings, session_clock)
+    try:
+        app = await apps.create_app(store, "outage")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+            token = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
+
+            async def verify() -> pb.VerifyTokenResponse:
+                response: pb.VerifyTokenResponse = await stub.VerifyToken(
+                    pb.VerifyTokenRequest(token=token), metadata=api_key_only(app)
+                )
+                return response
+
+            await asyncio.to_thread(_stop_postgres, pgdata)
+            assert await _is_down(url)
+            # Within the staleness bound: answered from memory.
+            monotonic.now += 10
+            assert (await verify()).valid
+            # Writes are never acknowledged unless durable.
+            failure = await expect_failure(
+                stub.RevokeUser(pb.RevokeUserRequest(user_ids=["alice"]), metadata=backend(app))
+            )
+            assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
+            # Past it: fail closed.
+            monotonic.now += 25
+            with pytest.raises(Unavailable):
+                state.check_fresh()
+            stale = await expect_failure(verify())
+            assert (stale.code, stale.reason) == (grpc.StatusCode.UNAVAILABLE, "STATE_STALE")
+            # The database comes back: the process catches up by itself, without a restart.
+            await asyncio.to_thread(server.ensure_postgres_running)
+
+            async def fresh_again() -> bool:
+                return state.staleness() < 1
+
+            await eventually(fresh_again, within=30)
+            assert (await verify()).valid
+            await asyncio.sleep(0.01)
+            await stub.RevokeUser(pb.RevokeUserRequest(user_ids=["alice"]), metadata=backend(app))
+            assert (await verify()).outcome == pb.VERIFY_OUTCOME_REVOKED
+    finally:
+        await running.stop(None)
+        await state.stop()
+        await pool.close()
+
+
+async def _is_down(url: str) -> bool:
+    try:
+        conn = await asyncpg.connect(url, timeout=2)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return True
+    await conn.close()
+    return False
