@@ -96,6 +96,8 @@ class Settings:
     """Seconds between checks that the in-memory state is current (the safety net behind NOTIFY)."""
     workers: int = 0
     """Server processes sharing the gRPC port; 0 means one per CPU core."""
+    verify_cache_size: int = 10_000
+    """Tokens remembered after their signature checked out (expiry and revocation are still checked); 0: off."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -131,6 +133,8 @@ class Settings:
             values["max_staleness"] = parse_duration(staleness)
         if (interval := get("state_check_interval")) is not None:
             values["state_check_interval"] = parse_duration(interval)
+        if (cache := get("verify_cache_size")) is not None:
+            values["verify_cache_size"] = _positive_int(cache, "AUTHSVC_VERIFY_CACHE_SIZE") if cache != "0" else 0
         if (workers := get("workers")) is not None:
             values["workers"] = _positive_int(workers, "AUTHSVC_WORKERS")
         known = {f.name for f in fields(cls)}

@@ -19,6 +19,7 @@ from authsvc.state import State
 from authsvc.store import Store
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
+from authsvc.verifier import Verifier
 
 API_KEY_HEADER = "x-api-key"
 AUTHORIZATION_HEADER = "authorization"
@@ -82,6 +83,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     def __init__(self, store: Store, state: State, settings: Settings, clock: Clock) -> None:
         self._store = store
         self._state = state
+        self._verifier = Verifier(settings.verify_cache_size)
         self._settings = settings
         self._clock = clock
         self._leeway = round(settings.clock_leeway * MICROS_PER_SECOND)
@@ -133,13 +135,13 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
                 f"tokens has {len(request.tokens)} entries; send 1 to {tokens.MAX_BATCH_TOKENS}", "INVALID_BATCH_SIZE"
             )
         now = self._clock()
-        results = []
-        for token in request.tokens:
-            presented = tokens.present(token)
-            revoked = self._state.user_revoked_before(app.id, presented.user_id) if presented.user_id else None
-            result = tokens.verify(presented, app, now=now, leeway=self._leeway, user_revoked_before=revoked)
-            results.append(_verify_response(result))
-        return pb.VerifyTokensResponse(results=results)
+        verify, revoked_before = self._verifier.verify, self._state.user_revoked_before
+        return pb.VerifyTokensResponse(
+            results=[
+                _verify_response(verify(token, app, now=now, leeway=self._leeway, revoked_before=revoked_before))
+                for token in request.tokens
+            ]
+        )
 
     async def RevokeUser(self, request: pb.RevokeUserRequest, context: Context) -> pb.RevokeUserResponse:
         app = await self._authenticated_app(context)

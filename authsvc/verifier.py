@@ -1,0 +1,64 @@
+"""Verification on the hot path: each token parsed and signature-checked once, then remembered.
+
+A bounded cache keyed by the whole token holds tokens whose signature already checked out for an app's
+current key; a hit skips parsing and the signature, never the expiry, audience or revocation checks, which
+run on every call against the current state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from authsvc import tokens
+from authsvc.clock import Micros
+from authsvc.jws import CompactJws
+from authsvc.tokens import App, Outcome, Verification
+
+RevocationLookup = Callable[[int, str], Micros | None]
+"""(app id, user id) → the user's revocation time, or None."""
+
+
+class Verifier:
+    """Verifies tokens for apps, remembering up to `cache_size` tokens whose signature checked out."""
+
+    def __init__(self, cache_size: int = 10_000) -> None:
+        self._cache_size = cache_size
+        # token → (app id, the key material it was checked with, the parsed token)
+        self._checked: dict[str, tuple[int, str, str, CompactJws]] = {}
+
+    def verify(
+        self, token: str, app: App, *, now: Micros, leeway: Micros, revoked_before: RevocationLookup
+    ) -> Verification:
+        """The token model's verdict on `token` for `app` at `now`."""
+        hit = self._checked.get(token)
+        if hit is not None and hit[0] == app.id and hit[1] is app.api_secret and hit[2] is app.key_id:
+            parsed = hit[3]
+            if tokens.is_dev_token(parsed) and not app.auth_checks_disabled:
+                return Verification(Outcome.INVALID_SIGNATURE)
+        else:
+            presented = tokens.present(token)
+            if presented.jws is None:
+                return Verification(Outcome.MALFORMED)
+            parsed = presented.jws
+            failed = tokens.check_signature(parsed, app)
+            if failed is not None:
+                return Verification(failed)
+            self._remember(token, app, parsed)
+        user_id = parsed.payload.get("user_id")
+        user_revoked_before = (
+            revoked_before(app.id, user_id)
+            if isinstance(user_id, str) and tokens.USER_ID_PATTERN.fullmatch(user_id)
+            else None
+        )
+        return tokens.check_claims(parsed, app, now=now, leeway=leeway, user_revoked_before=user_revoked_before)
+
+    def _remember(self, token: str, app: App, parsed: CompactJws) -> None:
+        if self._cache_size <= 0:
+            return
+        checked = self._checked
+        if len(checked) >= self._cache_size:
+            del checked[next(iter(checked))]  # the oldest entry: insertion order
+        checked[token] = (app.id, app.api_secret, app.key_id, parsed)
+
+    def __len__(self) -> int:
+        return len(self._checked)

@@ -1,0 +1,96 @@
+"""The hot-path verifier: its cache never changes a verdict, only skips repeated parsing and signatures."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jwt
+
+from authsvc import tokens
+from authsvc.clock import MICROS_PER_SECOND as S
+from authsvc.tokens import App, Outcome
+from authsvc.verifier import Verifier
+
+NOW = 1_800_000_000 * S
+SECRET = "tjZbH3pX0c9bq1D2y8oW6kLr5sVnA4eQ7uTfGmJiRhE"
+APP = App(id=1, api_key="appkey123", name="chat", api_secret=SECRET, key_id="k1")
+
+
+def token(payload: dict[str, object], secret: str = SECRET) -> str:
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def test_cached_tokens_still_expire() -> None:
+    verifier = Verifier()
+    t = token({"user_id": "alice", "exp": NOW // S + 60})
+    no_revocations = lambda app_id, user_id: None  # noqa: E731
+    assert verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=no_revocations).valid
+    assert len(verifier) == 1
+    later = verifier.verify(t, APP, now=NOW + 61 * S, leeway=0, revoked_before=no_revocations)
+    assert later.outcome is Outcome.EXPIRED
+
+
+def test_cached_tokens_still_see_revocations() -> None:
+    verifier = Verifier()
+    t = token({"user_id": "alice", "iat": NOW // S})
+    assert verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: None).valid
+    revoked = verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: NOW + 1)
+    assert revoked.outcome is Outcome.REVOKED
+    app_revoked = dataclasses.replace(APP, revoked_before=NOW + 1)
+    assert verifier.verify(t, app_revoked, now=NOW, leeway=0, revoked_before=lambda a, u: None).outcome is (
+        Outcome.REVOKED
+    )
+
+
+def test_a_token_checked_for_one_app_is_checked_again_for_another() -> None:
+    verifier = Verifier()
+    t = token({"user_id": "alice"})
+    assert verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: None).valid
+    other = App(id=2, api_key="other", name="o", api_secret="x" * 43, key_id="k1")
+    result = verifier.verify(t, other, now=NOW, leeway=0, revoked_before=lambda a, u: None)
+    assert result.outcome is Outcome.INVALID_SIGNATURE
+
+
+def test_a_new_secret_invalidates_what_the_old_one_checked() -> None:
+    verifier = Verifier()
+    t = token({"user_id": "alice"})
+    assert verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: None).valid
+    rotated = dataclasses.replace(APP, api_secret="n" * 43)
+    assert verifier.verify(t, rotated, now=NOW, leeway=0, revoked_before=lambda a, u: None).outcome is (
+        Outcome.INVALID_SIGNATURE
+    )
+
+
+def test_dev_tokens_are_not_accepted_from_cache_once_auth_checks_are_back_on() -> None:
+    verifier = Verifier()
+    dev_app = dataclasses.replace(APP, auth_checks_disabled=True)
+    header, payload, _ = token({"user_id": "alice"}).split(".")
+    dev = f"{header}.{payload}.devtoken"
+    assert verifier.verify(dev, dev_app, now=NOW, leeway=0, revoked_before=lambda a, u: None).dev_token
+    assert verifier.verify(dev, APP, now=NOW, leeway=0, revoked_before=lambda a, u: None).outcome is (
+        Outcome.INVALID_SIGNATURE
+    )
+
+
+def test_invalid_tokens_are_not_remembered_and_the_cache_is_bounded() -> None:
+    verifier = Verifier(cache_size=3)
+    for i in range(10):
+        verifier.verify(token({"user_id": f"u{i}"}), APP, now=NOW, leeway=0, revoked_before=lambda a, u: None)
+    verifier.verify(token({"user_id": "x"}, "y" * 43), APP, now=NOW, leeway=0, revoked_before=lambda a, u: None)
+    assert len(verifier) == 3
+
+
+def test_same_verdicts_as_the_uncached_rules() -> None:
+    verifier = Verifier()
+    cases = [
+        token({"user_id": "alice", "iat": NOW // S - 10}),
+        token({"user_id": "alice", "exp": NOW // S - 10}),
+        token({"iat": NOW // S}),
+        token({"user_id": "bob", "aud": "elsewhere"}),
+        token({"user_id": "alice"}, "z" * 43),
+        "not-a-token",
+    ]
+    for t in cases * 2:  # the second round is served from the cache where it can be
+        cached = verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: NOW)
+        plain = tokens.verify(tokens.present(t), APP, now=NOW, leeway=0, user_revoked_before=NOW)
+        assert cached == plain
