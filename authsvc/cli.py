@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from authsvc import apps, migrations
 from authsvc.config import Settings, parse_duration
 from authsvc.database import database_url
-from authsvc.errors import AuthsvcError
+from authsvc.errors import AuthsvcError, ConfigError
 from authsvc.server import open_store, serve
 from authsvc.store import Store, create_pool
 
@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd = commands.add_parser("serve", help="run the gRPC server")
     serve_cmd.add_argument("--host", help="listen address (AUTHSVC_HOST, default 0.0.0.0)")
     serve_cmd.add_argument("--port", type=int, help="gRPC port (AUTHSVC_PORT, default 50051)")
+    serve_cmd.add_argument(
+        "--workers", type=int, help="server processes sharing the port (AUTHSVC_WORKERS, default one per core)"
+    )
 
     commands.add_parser("migrate", help="apply pending database migrations and exit")
 
@@ -125,7 +128,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     args = _parser().parse_args(argv)
     try:
-        settings = Settings.from_env(host=getattr(args, "host", None), port=getattr(args, "port", None))
+        settings = Settings.from_env(
+            host=getattr(args, "host", None), port=getattr(args, "port", None), workers=getattr(args, "workers", None)
+        )
+        if settings.workers < 0:
+            raise ConfigError("--workers must be at least 1")
         logging.basicConfig(
             level=settings.log_level if args.command == "serve" else "WARNING",
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",

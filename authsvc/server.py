@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import signal
+import socket
 from dataclasses import dataclass
 
 import asyncpg
@@ -42,9 +45,15 @@ class RunningServer:
         await self.server.stop(grace)
 
 
-async def start_server(store: Store, state: State, settings: Settings, clock: Clock = system_clock) -> RunningServer:
-    """Starts a gRPC server on settings.host:settings.port serving AuthService, health and reflection."""
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+async def start_server(
+    store: Store, state: State, settings: Settings, clock: Clock = system_clock, *, reuse_port: bool = False
+) -> RunningServer:
+    """Starts a gRPC server on settings.host:settings.port serving AuthService, health and reflection.
+
+    With `reuse_port`, several processes share the port (SO_REUSEPORT) and the kernel spreads connections
+    over them; without it, a port already in use is an error rather than silently shared.
+    """
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(store, state, settings, clock), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -81,20 +90,23 @@ def new_state(store: Store, url: str, settings: Settings) -> State:
     )
 
 
-async def _serve(url: str, settings: Settings) -> None:
+async def _serve(url: str, settings: Settings, worker: int = 0, workers: int = 1) -> None:
     pool, store = await open_store(url, settings)
     state = new_state(store, url, settings)
     try:
         await state.start()
-        for app in state.apps():
+        for app in state.apps() if worker == 0 else ():
             if app.auth_checks_disabled:
                 log.warning(
                     "app %s (%s) has auth checks disabled: it accepts developer tokens; never use it in production",
                     app.api_key,
                     app.name,
                 )
-        running = await start_server(store, state, settings)
-        log.info("authsvc serving gRPC on %s:%d", settings.host, running.port)
+        running = await start_server(store, state, settings, reuse_port=workers > 1)
+        if workers > 1:
+            log.info("worker %d of %d serving gRPC on %s:%d", worker + 1, workers, settings.host, running.port)
+        else:
+            log.info("authsvc serving gRPC on %s:%d", settings.host, running.port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -108,7 +120,70 @@ async def _serve(url: str, settings: Settings) -> None:
     log.info("authsvc stopped")
 
 
+def worker_count(settings: Settings) -> int:
+    """How many server processes to run: the setting, or one per CPU core available to this process."""
+    if settings.workers:
+        return settings.workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def serve(settings: Settings) -> None:
     """Runs the service until SIGINT or SIGTERM, with the embedded PostgreSQL when no URL is set."""
     with database_url(settings) as url:
-        asyncio.run(_serve(url, settings))
+        workers = worker_count(settings)
+        if workers == 1:
+            asyncio.run(_serve(url, settings))
+        else:
+            _serve_workers(url, settings, workers)
+
+
+def _worker_main(url: str, settings: Settings, worker: int, workers: int) -> None:
+    logging.basicConfig(
+        level=settings.log_level, format=f"%(asctime)s %(levelname)s [w{worker + 1}] %(name)s: %(message)s"
+    )
+    asyncio.run(_serve(url, settings, worker, workers))
+
+
+def _serve_workers(url: str, settings: Settings, workers: int) -> None:
+    """Runs `workers` server processes on one port; stops them all on SIGINT/SIGTERM or when one dies."""
+    asyncio.run(_migrate(url, settings))
+    if settings.port == 0:
+        # Every worker must bind the same port: reserve a free one (bound, never listening) for them.
+        reserved = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        reserved.bind((settings.host, 0))
+        settings = settings.with_overrides(port=reserved.getsockname()[1])
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_worker_main, args=(url, settings, i, workers), name=f"authsvc-worker-{i + 1}")
+        for i in range(workers)
+    ]
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    for process in processes:
+        process.start()
+    log.info("authsvc running %d workers on %s:%d", workers, settings.host, settings.port)
+    failed = False
+    while any(process.is_alive() for process in processes):
+        for process in processes:
+            process.join(timeout=0.2)
+            if not process.is_alive() and process.exitcode not in (0, None) and not stopping:
+                log.error("%s exited with %s; stopping the others", process.name, process.exitcode)
+                failed = True
+                stop(signal.SIGTERM, None)
+    if failed or any(process.exitcode != 0 for process in processes):
+        raise SystemExit(1)
+
+
+async def _migrate(url: str, settings: Settings) -> None:
+    pool, _ = await open_store(url, settings)
+    await pool.close()

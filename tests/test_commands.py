@@ -232,3 +232,50 @@ async def test_dev_mode_apps_are_warned_about_at_start(database_url: str, workdi
         pass
     warnings = [line for line in served.log if "WARNING" in line and api_key in line]
     assert warnings and "auth checks disabled" in warnings[0]
+
+
+async def test_workers_share_one_port_and_stop_together(database_url: str, workdir: Path) -> None:
+    env = clean_env(AUTHSVC_DATABASE_URL=database_url)
+    created = await asyncio.to_thread(authsvc, "apps", "create", "workers", env=env)
+    app = json.loads(created.stdout)
+    backend = (("x-api-key", app["api_key"]), ("authorization", f"Bearer {app['api_secret']}"))
+    process = await asyncio.create_subprocess_exec(
+        *AUTHSVC, "serve", "--host", "127.0.0.1", "--port", "0", "--workers", "2",
+        env=env, cwd=workdir, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    log: list[str] = []
+    try:
+        async with asyncio.timeout(90):
+            while sum("serving gRPC on" in line for line in log) < 2:
+                line = (await process.stderr.readline()).decode()
+                assert line, "".join(log)
+                log.append(line)
+        ports = {re.search(r"serving gRPC on [^:]+:(\d+)", line).group(1) for line in log if "serving gRPC" in line}  # type: ignore[union-attr]
+        assert len(ports) == 1, "both workers listen on the same port"
+        target = f"127.0.0.1:{ports.pop()}"
+        issued = []
+        for _ in range(8):  # separate channels: separate connections, spread over the workers by the kernel
+            async with grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+                stub = auth_service_pb2_grpc.AuthServiceStub(ch)
+                issued.append((await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend)).token)
+        await asyncio.sleep(0.01)
+        async with grpc.aio.insecure_channel(target) as ch:
+            await auth_service_pb2_grpc.AuthServiceStub(ch).RevokeUser(
+                pb.RevokeUserRequest(user_ids=["alice"]), metadata=backend
+            )
+        for _ in range(8):
+            async with grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+                stub = auth_service_pb2_grpc.AuthServiceStub(ch)
+                for token in issued:
+                    while True:  # the other worker learns of the revocation through NOTIFY
+                        result = await stub.VerifyToken(pb.VerifyTokenRequest(token=token), metadata=backend[:1])
+                        if result.outcome == pb.VERIFY_OUTCOME_REVOKED:
+                            break
+                        assert result.outcome == pb.VERIFY_OUTCOME_VALID
+                        await asyncio.sleep(0.01)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 60)
+    assert process.returncode == 0
