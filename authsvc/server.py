@@ -20,6 +20,7 @@ from authsvc import migrations
 from authsvc.clock import MICROS_PER_SECOND, Clock, system_clock
 from authsvc.config import Settings
 from authsvc.database import database_url
+from authsvc.errors import ConfigError
 from authsvc.interceptors import ErrorInterceptor
 from authsvc.servicer import AuthServicer
 from authsvc.state import State
@@ -127,8 +128,19 @@ def worker_count(settings: Settings) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def use_event_loop(settings: Settings) -> None:
+    """Installs uvloop as the event loop policy when the settings ask for it."""
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise ConfigError("AUTHSVC_EVENT_LOOP=uvloop, but uvloop is not installed") from None
+        uvloop.install()
+
+
 def serve(settings: Settings) -> None:
     """Runs the service until SIGINT or SIGTERM, with the embedded PostgreSQL when no URL is set."""
+    use_event_loop(settings)
     with database_url(settings) as url:
         workers = worker_count(settings)
         if workers == 1:
@@ -141,6 +153,7 @@ def _worker_main(url: str, settings: Settings, worker: int, workers: int) -> Non
     logging.basicConfig(
         level=settings.log_level, format=f"%(asctime)s %(levelname)s [w{worker + 1}] %(name)s: %(message)s"
     )
+    use_event_loop(settings)
     asyncio.run(_serve(url, settings, worker, workers))
 
 
