@@ -6,12 +6,15 @@ import secrets
 import string
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+
+from authsvc import keys
 from authsvc.clock import to_datetime
 from authsvc.errors import InvalidArgument
 from authsvc.store import Store
 from authsvc.tokens import HS256, App
 
-ALGORITHMS = (HS256,)
+ALGORITHMS = (HS256, *keys.ASYMMETRIC_ALGORITHMS)
 """Signing algorithms an app may use."""
 
 _KEY_ALPHABET = string.ascii_lowercase + string.digits
@@ -67,6 +70,7 @@ async def create_app(
         auth_checks_disabled=auth_checks_disabled,
         require_iat=require_iat,
         max_token_lifetime_seconds=max_token_lifetime_seconds,
+        private_key=keys.generate(algorithm) if algorithm in keys.ASYMMETRIC_ALGORITHMS else None,
     )
 
 
@@ -84,6 +88,10 @@ def describe(app: App, *, with_secret: bool = False) -> dict[str, Any]:
         "revoked_before": None if app.revoked_before is None else to_datetime(app.revoked_before).isoformat(),
         "created_at": to_datetime(app.created_at).isoformat(),
     }
+    if app.signing_key is not None:
+        result["public_key"] = app.signing_key.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
     if with_secret:
         result["api_secret"] = app.api_secret
     return result

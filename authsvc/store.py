@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from authsvc import keys
 from authsvc.clock import Micros, from_datetime, to_datetime
 from authsvc.errors import InvalidArgument, Unavailable
 from authsvc.tokens import App
@@ -32,7 +33,7 @@ _UNREACHABLE = (
 
 _APP_COLUMNS = (
     "id, api_key, name, algorithm, api_secret, key_id, token_ttl_seconds, auth_checks_disabled,"
-    " require_iat, revoked_before, created_at, max_token_lifetime_seconds"
+    " require_iat, revoked_before, created_at, max_token_lifetime_seconds, private_key"
 )
 _APP_COLUMNS_OF_A = ", ".join(f"a.{column.strip()}" for column in _APP_COLUMNS.split(","))
 
@@ -89,6 +90,7 @@ def _app(row: asyncpg.Record) -> App:
         revoked_before=None if row["revoked_before"] is None else from_datetime(row["revoked_before"]),
         created_at=from_datetime(row["created_at"]),
         max_token_lifetime_seconds=row["max_token_lifetime_seconds"],
+        signing_key=None if row["private_key"] is None else keys.load(row["algorithm"], row["private_key"]),
     )
 
 
@@ -145,14 +147,15 @@ class Store:
         auth_checks_disabled: bool,
         require_iat: bool,
         max_token_lifetime_seconds: int | None = None,
+        private_key: str | None = None,
     ) -> App:
         """Creates an app; raises InvalidArgument when the API key is taken."""
         async with self._connection() as conn, conn.transaction():
             try:
                 row = await conn.fetchrow(
                     "INSERT INTO apps (api_key, name, api_secret, key_id, algorithm, token_ttl_seconds,"
-                    " auth_checks_disabled, require_iat, max_token_lifetime_seconds)"
-                    f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_APP_COLUMNS}",
+                    " auth_checks_disabled, require_iat, max_token_lifetime_seconds, private_key)"
+                    f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_APP_COLUMNS}",
                     api_key,
                     name,
                     api_secret,
@@ -162,6 +165,7 @@ class Store:
                     auth_checks_disabled,
                     require_iat,
                     max_token_lifetime_seconds,
+                    private_key,
                 )
             except asyncpg.UniqueViolationError:
                 raise InvalidArgument(f"an app with API key {api_key} exists", "APP_EXISTS") from None

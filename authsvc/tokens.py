@@ -17,7 +17,7 @@ from typing import Any
 
 import jwt
 
-from authsvc import jws
+from authsvc import jws, keys
 from authsvc.clock import MICROS_PER_SECOND, Micros, micros_to_seconds, seconds_to_micros
 from authsvc.errors import InvalidArgument, PermissionDenied, Unauthenticated
 
@@ -68,6 +68,8 @@ class App:
     revoked_before: Micros | None = None
     created_at: Micros = 0
     max_token_lifetime_seconds: int | None = None
+    signing_key: keys.SigningKey | None = None
+    """The key pair, for EdDSA and ES256 apps; HS256 apps sign with the API secret."""
 
     @property
     def allowed_algorithms(self) -> frozenset[str]:
@@ -166,7 +168,8 @@ def issue(
     payload.update(user_id=user_id, iat=micros_to_seconds(now), aud=app.api_key, iss=issuer, jti=jti)
     if expires_at is not None:
         payload["exp"] = micros_to_seconds(expires_at)
-    token = jwt.encode(payload, app.api_secret, algorithm=HS256, headers={"kid": app.key_id})
+    signer: Any = app.api_secret if app.signing_key is None else app.signing_key.private_key
+    token = jwt.encode(payload, signer, algorithm=app.algorithm, headers={"kid": app.key_id})
     return IssuedToken(token=token, issued_at=now, expires_at=expires_at, key_id=app.key_id)
 
 
@@ -237,9 +240,11 @@ def check_signature(token: jws.CompactJws, app: App) -> Outcome | None:
     kid = token.header.get("kid")
     if kid is not None and kid != app.key_id:
         return Outcome.UNKNOWN_KEY
-    if not _signature_matches(token, app.api_secret):
-        return Outcome.INVALID_SIGNATURE
-    return None
+    if app.signing_key is not None:
+        matches = keys.signature_matches(app.signing_key, token.signing_input, token.signature)
+    else:
+        matches = app.algorithm == HS256 and _signature_matches(token, app.api_secret)
+    return None if matches else Outcome.INVALID_SIGNATURE
 
 
 def check_claims(

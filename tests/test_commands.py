@@ -5,12 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +19,7 @@ from authsvc import migrations
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import _with_database
-
-AUTHSVC = [sys.executable, "-m", "authsvc"]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
-    env.update(extra)
-    return env
-
-
-def authsvc(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*AUTHSVC, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+from tests.processes import authsvc, clean_env, serve, served_ports
 
 
 @pytest.fixture
@@ -111,45 +95,6 @@ async def test_replicas_migrating_at_once_apply_each_migration_once(fresh_databa
             await conn.close()
 
 
-class Served:
-    """A running `authsvc serve` process and its port."""
-
-    def __init__(self, process: asyncio.subprocess.Process, port: int, log: list[str]) -> None:
-        self.process = process
-        self.port = port
-        self.log = log
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
-@asynccontextmanager
-async def serve(env: dict[str, str], cwd: Path) -> AsyncIterator[Served]:
-    process = await asyncio.create_subprocess_exec(
-        *AUTHSVC, "serve", "--host", "127.0.0.1", "--port", "0",
-        env=env, cwd=cwd, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert process.stderr is not None
-    log: list[str] = []
-    port = 0
-    try:
-        async with asyncio.timeout(90):
-            while not port:
-                line = (await process.stderr.readline()).decode()
-                assert line, "authsvc serve exited early:\n" + "".join(log)
-                log.append(line)
-                if match := re.search(r"serving gRPC on [^:]+:(\d+)", line):
-                    port = int(match.group(1))
-        yield Served(process, port, log)
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            rest = await asyncio.wait_for(process.stderr.read(), 60)
-            log.extend(rest.decode().splitlines(keepends=True))
-            await asyncio.wait_for(process.wait(), 60)
-
-
 def _postmaster_running(pgdata: Path) -> bool:
     pid_file = pgdata / "postmaster.pid"
     if not pid_file.exists():
@@ -187,7 +132,7 @@ async def test_serve_with_embedded_postgresql_keeps_data_and_stops_cleanly(workd
     env = clean_env()
     pgdata = workdir / ".authsvc" / "pgdata"
     async with serve(env, workdir) as served:
-        assert any("embedded PostgreSQL" in line for line in served.log)
+        assert any("embedded PostgreSQL" in message for message in served.messages())
         assert (await _health(served.target)).status == health_pb2.HealthCheckResponse.SERVING
         assert {"authsvc.v1.AuthService", "grpc.health.v1.Health"} <= set(await _reflected_services(served.target))
         # The CLI works on the same data dir while the server runs.
@@ -212,13 +157,13 @@ async def test_serve_with_embedded_postgresql_keeps_data_and_stops_cleanly(workd
                 pb.VerifyTokenRequest(token=issued.token), metadata=(("x-api-key", app["api_key"]),)
             )
         assert result.valid and result.user_id == "alice"
-    assert served.process.returncode == 0
+    assert served.process.returncode == 0, "".join(served.log)
 
 
 async def test_serve_with_a_database_url_starts_no_embedded_database(database_url: str, workdir: Path) -> None:
     env = clean_env(AUTHSVC_DATABASE_URL=database_url)
     async with serve(env, workdir) as served:
-        assert any("using PostgreSQL at" in line for line in served.log)
+        assert any("using PostgreSQL at" in message for message in served.messages())
         assert (await _health(served.target)).status == health_pb2.HealthCheckResponse.SERVING
     assert served.process.returncode == 0
     assert not (workdir / ".authsvc").exists()
@@ -230,7 +175,7 @@ async def test_dev_mode_apps_are_warned_about_at_start(database_url: str, workdi
     api_key = json.loads(created.stdout)["api_key"]
     async with serve(env, workdir) as served:
         pass
-    warnings = [line for line in served.log if "WARNING" in line and api_key in line]
+    warnings = [r["message"] for r in served.records if r["level"] == "WARNING" and api_key in r["message"]]
     assert warnings and "auth checks disabled" in warnings[0]
 
 
@@ -239,21 +184,10 @@ async def test_workers_share_one_port_and_stop_together(database_url: str, workd
     created = await asyncio.to_thread(authsvc, "apps", "create", "workers", env=env)
     app = json.loads(created.stdout)
     backend = (("x-api-key", app["api_key"]), ("authorization", f"Bearer {app['api_secret']}"))
-    process = await asyncio.create_subprocess_exec(
-        *AUTHSVC, "serve", "--host", "127.0.0.1", "--port", "0", "--workers", "2",
-        env=env, cwd=workdir, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stderr is not None
-    log: list[str] = []
-    try:
-        async with asyncio.timeout(90):
-            while sum("serving gRPC on" in line for line in log) < 2:
-                line = (await process.stderr.readline()).decode()
-                assert line, "".join(log)
-                log.append(line)
-        ports = {re.search(r"serving gRPC on [^:]+:(\d+)", line).group(1) for line in log if "serving gRPC" in line}  # type: ignore[union-attr]
+    async with serve(env, workdir, workers=2) as served:
+        ports = set(served_ports(served.records, "gRPC"))
         assert len(ports) == 1, "both workers listen on the same port"
-        target = f"127.0.0.1:{ports.pop()}"
+        target = served.target
         issued = []
         for _ in range(8):  # separate channels: separate connections, spread over the workers by the kernel
             async with grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
@@ -274,8 +208,4 @@ async def test_workers_share_one_port_and_stop_together(database_url: str, workd
                             break
                         assert result.outcome == pb.VERIFY_OUTCOME_VALID
                         await asyncio.sleep(0.01)
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), 60)
-    assert process.returncode == 0
+    assert served.process.returncode == 0, served.output

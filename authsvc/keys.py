@@ -1,0 +1,70 @@
+"""Asymmetric signing keys (EdDSA with Ed25519, ES256 with P-256): generating, loading, verifying. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+EDDSA = "EdDSA"
+ES256 = "ES256"
+ASYMMETRIC_ALGORITHMS = (EDDSA, ES256)
+"""Algorithms whose tokens are signed with a private key and verified with its public key."""
+
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One key pair of an app."""
+
+    algorithm: str
+    private_key: PrivateKey
+    public_key: PublicKey
+
+
+def generate(algorithm: str) -> str:
+    """A fresh private key for `algorithm`, as unencrypted PKCS#8 PEM."""
+    key: PrivateKey
+    if algorithm == EDDSA:
+        key = ed25519.Ed25519PrivateKey.generate()
+    elif algorithm == ES256:
+        key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        raise ValueError(f"not an asymmetric algorithm: {algorithm}")
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def load(algorithm: str, private_pem: str) -> SigningKey:
+    """The key pair in `private_pem`, checked to fit `algorithm`."""
+    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    if algorithm == EDDSA and isinstance(key, ed25519.Ed25519PrivateKey):
+        return SigningKey(algorithm, key, key.public_key())
+    if algorithm == ES256 and isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1":
+        return SigningKey(algorithm, key, key.public_key())
+    raise ValueError(f"the stored key does not fit {algorithm}")
+
+
+def signature_matches(key: SigningKey, signing_input: bytes, signature: bytes) -> bool:
+    """True when `signature` (JWS encoding) is `key`'s signature of `signing_input`."""
+    public = key.public_key
+    try:
+        if isinstance(public, ed25519.Ed25519PublicKey):
+            public.verify(signature, signing_input)
+            return True
+        # JWS ES256 signatures are r || s, 32 bytes each; cryptography wants DER.
+        if len(signature) != 64:
+            return False
+        r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+        if r == 0 or s == 0:
+            return False
+        public.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(hashes.SHA256()))
+        return True
+    except InvalidSignature:
+        return False
