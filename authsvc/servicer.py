@@ -207,16 +207,17 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         try:
             tokens.authenticate_backend(credential, app, now=self._clock(), leeway=self._leeway)
         except Unauthenticated as exc:
-            if exc.reason == "INVALID_CREDENTIAL" and self._belongs_to_another_app(credential, app):
+            if exc.reason == "INVALID_CREDENTIAL" and await self._belongs_to_another_app(credential, app):
                 raise PermissionDenied(
                     "the credential belongs to another app than x-api-key names", "CREDENTIAL_OF_ANOTHER_APP"
                 ) from None
             raise
         return app
 
-    def _belongs_to_another_app(self, credential: str, app: tokens.App) -> bool:
+    async def _belongs_to_another_app(self, credential: str, app: tokens.App) -> bool:
         if not credential:
             return False
+        await self._state.catch_up()  # the owner may be an app made a moment ago elsewhere (failure path only)
         return any(tokens.belongs_to(credential, other) for other in self._state.apps() if other.id != app.id)
 
 
