@@ -1,0 +1,384 @@
+"""A small typed asyncio client for authsvc, over the generated grpc.aio stubs.
+
+    async with AuthClient("localhost:50051", api_key, api_secret) as client:
+        issued = await client.issue_token("alice", ttl=timedelta(hours=1))
+        result = await client.verify_token(issued.token)   # result.outcome is VerifyOutcome.VALID
+
+Every call sends `x-api-key`; the calls that need the app's credential (issue, revoke, clear) also send
+`authorization: Bearer <credential>`, and raise ValueError before any network traffic when the client was made
+without one. Every call has a deadline (`timeout`, covering its retries too). Failures raise AuthsvcClientError,
+decoded from the google.rpc.ErrorInfo authsvc puts in each error status.
+
+Retries: only calls that are safe to repeat are retried, and only on UNAVAILABLE (the server or the network is
+down, or authsvc answered DATABASE_UNAVAILABLE, which changes nothing), with a small bounded exponential backoff.
+VerifyToken and VerifyTokens read only; RevokeUser, RevokeApp and ClearRevocation are idempotent (revoking again
+never moves a revocation backwards; clearing twice clears nothing more). IssueToken is never retried: a lost
+answer may hide a minted token, and a retry would mint a second one.
+
+Nothing here logs; AuthClient's repr and IssuedToken's repr leave out the credential and the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
+
+import grpc
+from google.protobuf import duration_pb2, json_format, message, struct_pb2, timestamp_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
+
+__all__ = [
+    "ROUND_ROBIN",
+    "AuthClient",
+    "AuthsvcClientError",
+    "IssuedToken",
+    "Verification",
+    "VerifyOutcome",
+]
+
+API_KEY_HEADER: Final = "x-api-key"
+AUTHORIZATION_HEADER: Final = "authorization"
+ERROR_DOMAIN: Final = "authsvc"
+
+ROUND_ROBIN: Final[tuple[tuple[str, str], ...]] = (
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+)
+"""Channel options for client-side round robin over every address the target resolves to, e.g. with
+`dns:///authsvc-headless.<namespace>.svc.cluster.local:50051` (a headless Kubernetes Service)."""
+
+_Request = TypeVar("_Request", bound=message.Message)
+_Response = TypeVar("_Response", bound=message.Message)
+
+
+class VerifyOutcome(enum.Enum):
+    """The verdict of a verification: authsvc.v1.VerifyOutcome without the `VERIFY_OUTCOME_` prefix.
+
+    An outcome is an answer, not an error. On EXPIRED fetch a fresh token; on REVOKED or INVALID_SIGNATURE log
+    the user out. UNSPECIFIED is never sent by authsvc; this client also uses it for an outcome added to the
+    proto after it was built.
+    """
+
+    UNSPECIFIED = pb.VERIFY_OUTCOME_UNSPECIFIED
+    VALID = pb.VERIFY_OUTCOME_VALID
+    MALFORMED = pb.VERIFY_OUTCOME_MALFORMED
+    INVALID_SIGNATURE = pb.VERIFY_OUTCOME_INVALID_SIGNATURE
+    UNKNOWN_KEY = pb.VERIFY_OUTCOME_UNKNOWN_KEY
+    EXPIRED = pb.VERIFY_OUTCOME_EXPIRED
+    NOT_YET_VALID = pb.VERIFY_OUTCOME_NOT_YET_VALID
+    WRONG_AUDIENCE = pb.VERIFY_OUTCOME_WRONG_AUDIENCE
+    REVOKED = pb.VERIFY_OUTCOME_REVOKED
+
+    @classmethod
+    def from_proto(cls, value: int) -> VerifyOutcome:
+        """The outcome for a proto enum number; UNSPECIFIED for a number this client does not know."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNSPECIFIED
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A minted user token. Its repr leaves the token out, so logging the object does not leak it."""
+
+    token: str = field(repr=False)
+    issued_at: datetime
+    expires_at: datetime | None
+    key_id: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    """authsvc's verdict on one token.
+
+    `user_id`, the times and `claims` are filled in once the signature checked out (so an EXPIRED answer still
+    says whose token it was), else they are None / empty. Claim numbers that are whole come back as int.
+    """
+
+    outcome: VerifyOutcome
+    valid: bool
+    user_id: str | None
+    issued_at: datetime | None
+    expires_at: datetime | None
+    claims: dict[str, Any]
+    dev_token: bool
+
+
+class AuthsvcClientError(Exception):
+    """A failed call: the gRPC status code, the ErrorInfo reason (e.g. INVALID_USER_ID) and the message.
+
+    `reason` is empty when the status carried no authsvc ErrorInfo, as for a deadline or a connection failure
+    that never reached authsvc.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        reason: str,
+        message: str,
+        *,
+        domain: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{code.name} {reason or '(no reason)'}: {message}")
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.domain = domain
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.aio.AioRpcError) -> AuthsvcClientError:
+        """Decodes the google.rpc.Status (and its ErrorInfo) from a failed call's trailers."""
+        code = error.code()
+        message = error.details() or ""
+        try:
+            status = rpc_status.from_call(error)
+        except ValueError:  # the rich status disagrees with the call's code or message: trust the call
+            status = None
+        if status is None:
+            return cls(code, "", message)
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                return cls(code, info.reason, status.message, domain=info.domain, metadata=dict(info.metadata))
+        return cls(code, "", status.message)
+
+
+class AuthClient:
+    """An authsvc client for one app: `api_key` names the app, `credential` (the API secret or a server token)
+    authenticates the backend calls. Use it as `async with AuthClient(...) as client:`, or call `close()`.
+
+    `timeout` (seconds) bounds each method call, retries included. `channel_options` go to the gRPC channel
+    (for instance ROUND_ROBIN). `secure=True` uses TLS with the system roots, or pass `credentials`.
+    Retried calls make up to `retry_attempts` attempts, waiting `retry_backoff`, then twice that, and so on up
+    to `retry_max_backoff` between them, while the deadline allows.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        api_key: str,
+        credential: str | None = None,
+        *,
+        timeout: float = 5.0,
+        channel_options: Sequence[tuple[str, Any]] = (),
+        secure: bool = False,
+        credentials: grpc.ChannelCredentials | None = None,
+        retry_attempts: int = 3,
+        retry_backoff: float = 0.1,
+        retry_max_backoff: float = 1.0,
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key is empty; pass the app's API key")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if retry_attempts < 1:
+            raise ValueError("retry_attempts must be at least 1")
+        if retry_backoff < 0 or retry_max_backoff < 0:
+            raise ValueError("retry backoffs must not be negative")
+        self.target = target
+        self._api_key = api_key
+        self._credential = credential or None
+        self._timeout = timeout
+        self._retry_attempts = retry_attempts
+        self._retry_backoff = retry_backoff
+        self._retry_max_backoff = retry_max_backoff
+        options = list(channel_options)
+        if credentials is not None or secure:
+            self._channel = grpc.aio.secure_channel(target, credentials or grpc.ssl_channel_credentials(), options)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options)
+        self._stub: AuthServiceAsyncStub = pb_grpc.AuthServiceStub(self._channel)
+
+    def __repr__(self) -> str:
+        return f"AuthClient(target={self.target!r}, credential={'set' if self._credential else 'none'})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the channel; calls in flight are cancelled."""
+        await self._channel.close()
+
+    async def issue_token(
+        self,
+        user_id: str,
+        *,
+        ttl: timedelta | None = None,
+        expires_at: datetime | None = None,
+        claims: Mapping[str, Any] | None = None,
+    ) -> IssuedToken:
+        """Mints a token for `user_id` (IssueToken). Needs the credential.
+
+        `ttl` (counted from the issue time) or `expires_at` (an aware datetime) sets the expiry, else the app's
+        default lifetime applies. `claims` are extra JSON claims. Never retried: repeating it could mint twice.
+        """
+        if ttl is not None and expires_at is not None:
+            raise ValueError("pass ttl or expires_at, not both")
+        request = pb.IssueTokenRequest(user_id=user_id)
+        if ttl is not None:
+            duration = duration_pb2.Duration()
+            duration.FromTimedelta(ttl)
+            request.ttl.CopyFrom(duration)
+        if expires_at is not None:
+            request.expires_at.CopyFrom(_timestamp(expires_at, "expires_at"))
+        if claims is not None:
+            request.claims.update(dict(claims))
+        response = await self._call(self._stub.IssueToken, request, authorized=True, retry=False)
+        issued_at = _datetime(response, "issued_at")
+        assert issued_at is not None, "authsvc always sends issued_at"
+        return IssuedToken(response.token, issued_at, _datetime(response, "expires_at"), response.key_id)
+
+    async def verify_token(self, token: str) -> Verification:
+        """Verifies one token (VerifyToken). Needs only the API key. Retried on UNAVAILABLE: it only reads."""
+        response = await self._call(self._stub.VerifyToken, pb.VerifyTokenRequest(token=token), retry=True)
+        return _verification(response)
+
+    async def verify_tokens(self, tokens: Iterable[str]) -> list[Verification]:
+        """Verifies 1 to 1,000 tokens in one call (VerifyTokens), answering in order. Retried on UNAVAILABLE."""
+        request = pb.VerifyTokensRequest(tokens=_strings(tokens, "tokens"))
+        response = await self._call(self._stub.VerifyTokens, request, retry=True)
+        return [_verification(result) for result in response.results]
+
+    async def revoke_users(self, user_ids: Iterable[str], *, before: datetime | None = None) -> dict[str, datetime]:
+        """Revokes the tokens of 1 to 1,000 users issued before `before` (default: now, on the server).
+
+        Needs the credential. Answers the revocation in force per user, in request order. Retried on
+        UNAVAILABLE: revoking again never moves a revocation backwards (without `before`, a retry revokes up to
+        its own "now", a moment later than the first attempt's).
+        """
+        request = pb.RevokeUserRequest(user_ids=_strings(user_ids, "user_ids"))
+        if before is not None:
+            request.revoke_before.CopyFrom(_timestamp(before, "before"))
+        response = await self._call(self._stub.RevokeUser, request, authorized=True, retry=True)
+        return {r.user_id: r.revoked_before.ToDatetime(tzinfo=UTC) for r in response.revocations}
+
+    async def revoke_app(self, *, before: datetime | None = None) -> datetime:
+        """Revokes every token of the app issued before `before` (default now), and tokens without `iat`.
+
+        Needs the credential. Answers the app's revocation in force. Retried on UNAVAILABLE, like revoke_users.
+        """
+        request = pb.RevokeAppRequest()
+        if before is not None:
+            request.revoke_before.CopyFrom(_timestamp(before, "before"))
+        response = await self._call(self._stub.RevokeApp, request, authorized=True, retry=True)
+        return response.revoked_before.ToDatetime(tzinfo=UTC)
+
+    async def clear_user_revocations(self, user_ids: Iterable[str]) -> list[str]:
+        """Removes the revocation of these users (ClearRevocation); answers those that had one.
+
+        Needs the credential. Retried on UNAVAILABLE: clearing twice is harmless (a retry after a lost answer
+        may report fewer users, since the first attempt already cleared them).
+        """
+        request = pb.ClearRevocationRequest(users=pb.UserIds(user_ids=_strings(user_ids, "user_ids")))
+        response = await self._call(self._stub.ClearRevocation, request, authorized=True, retry=True)
+        return list(response.cleared_user_ids)
+
+    async def clear_app_revocation(self) -> bool:
+        """Removes the app's revocation (ClearRevocation); True when there was one. Needs the credential.
+        Retried on UNAVAILABLE, like clear_user_revocations."""
+        request = pb.ClearRevocationRequest(app=True)
+        response = await self._call(self._stub.ClearRevocation, request, authorized=True, retry=True)
+        return response.app_cleared
+
+    def _metadata(self, authorized: bool, method: str) -> tuple[tuple[str, str], ...]:
+        if not authorized:
+            return ((API_KEY_HEADER, self._api_key),)
+        if self._credential is None:
+            raise ValueError(
+                f"{method} needs the app's credential (its API secret or a server token): "
+                "pass credential= to AuthClient"
+            )
+        return ((API_KEY_HEADER, self._api_key), (AUTHORIZATION_HEADER, f"Bearer {self._credential}"))
+
+    async def _call(
+        self,
+        rpc: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+        *,
+        retry: bool,
+        authorized: bool = False,
+    ) -> _Response:
+        metadata = self._metadata(authorized, type(request).__name__.removesuffix("Request"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        attempts = self._retry_attempts if retry else 1
+        backoff = self._retry_backoff
+        for attempt in range(1, attempts + 1):
+            try:
+                return await rpc(request, metadata=metadata, timeout=max(deadline - loop.time(), 0.0))
+            except grpc.aio.AioRpcError as error:
+                retryable = error.code() == grpc.StatusCode.UNAVAILABLE and attempt < attempts
+                if not retryable or loop.time() + backoff >= deadline:
+                    raise AuthsvcClientError.from_rpc_error(error) from error
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self._retry_max_backoff)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _strings(values: Iterable[str], name: str) -> list[str]:
+    if isinstance(values, str | bytes):
+        raise TypeError(f"{name} must be a list of strings, not a single string")
+    return list(values)
+
+
+def _timestamp(value: datetime, name: str) -> timestamp_pb2.Timestamp:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be an aware datetime (e.g. datetime.now(UTC)), not a naive one")
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _datetime(response: message.Message, name: str) -> datetime | None:
+    if not response.HasField(name):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(response, name)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _plain(value: Any) -> Any:
+    """Struct numbers are doubles; whole ones come back as int, as they were in the token."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _claims(struct: struct_pb2.Struct) -> dict[str, Any]:
+    result: dict[str, Any] = _plain(json_format.MessageToDict(struct))
+    return result
+
+
+def _verification(response: pb.VerifyTokenResponse) -> Verification:
+    return Verification(
+        outcome=VerifyOutcome.from_proto(response.outcome),
+        valid=response.valid,
+        user_id=response.user_id or None,
+        issued_at=_datetime(response, "issued_at"),
+        expires_at=_datetime(response, "expires_at"),
+        claims=_claims(response.claims) if response.HasField("claims") else {},
+        dev_token=response.dev_token,
+    )

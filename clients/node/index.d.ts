@@ -1,0 +1,106 @@
+// Types of @authsvc/client (index.js). See README.md next to this file.
+import type { ChannelCredentials, ChannelOptions, status as GrpcStatus } from "@grpc/grpc-js";
+
+/** authsvc.v1.VerifyOutcome without the `VERIFY_OUTCOME_` prefix. An outcome is an answer, not an error. */
+export type VerifyOutcomeName =
+  | "UNSPECIFIED"
+  | "VALID"
+  | "MALFORMED"
+  | "INVALID_SIGNATURE"
+  | "UNKNOWN_KEY"
+  | "EXPIRED"
+  | "NOT_YET_VALID"
+  | "WRONG_AUDIENCE"
+  | "REVOKED";
+
+export declare const VerifyOutcome: Readonly<{ [Name in VerifyOutcomeName]: Name }>;
+
+/** Channel options for client-side round robin over every address the target resolves to. */
+export declare const ROUND_ROBIN: Readonly<ChannelOptions>;
+
+/** The calls retried on UNAVAILABLE: those safe to repeat. IssueToken is never retried (it would mint twice). */
+export declare const RETRIED_METHODS: readonly string[];
+
+/** The gRPC status codes (grpc.status of @grpc/grpc-js). */
+export declare const status: typeof GrpcStatus;
+
+export interface AuthClientOptions {
+  /** host:port, or any gRPC target such as dns:///authsvc-headless.<ns>.svc.cluster.local:50051 */
+  target: string;
+  /** The app's API key, sent as `x-api-key` on every call. */
+  apiKey: string;
+  /** The API secret or a server token, sent as `authorization: Bearer ...` by issue, revoke and clear. */
+  credential?: string;
+  /** The deadline of each call, in milliseconds, retries included (default 5000). */
+  timeoutMs?: number;
+  /** Attempts of the retried calls (RETRIED_METHODS) on UNAVAILABLE: 1 to 5, default 3; 1 turns retries off. */
+  retryAttempts?: number;
+  /** Default: insecure (plaintext); pass grpc.credentials.createSsl() for TLS. */
+  channelCredentials?: ChannelCredentials;
+  /** gRPC channel options, e.g. ROUND_ROBIN. */
+  channelOptions?: ChannelOptions;
+}
+
+export interface IssueTokenRequest {
+  userId: string;
+  /** Lifetime counted from the issue time; or give expiresAt; neither: the app's default lifetime. */
+  ttlSeconds?: number;
+  expiresAt?: Date;
+  /** Extra JSON claims; registered claims (user_id, iat, exp, ...) are refused with RESERVED_CLAIM. */
+  claims?: Record<string, unknown>;
+}
+
+export interface IssuedToken {
+  token: string;
+  issuedAt: Date;
+  /** null when the token never expires. */
+  expiresAt: Date | null;
+  keyId: string;
+}
+
+export interface Verification {
+  outcome: VerifyOutcomeName;
+  valid: boolean;
+  /** Set once the signature checked out (an EXPIRED answer still names the user); else null. */
+  userId: string | null;
+  issuedAt: Date | null;
+  expiresAt: Date | null;
+  claims: Record<string, unknown>;
+  devToken: boolean;
+}
+
+/** A failed call, decoded from the google.rpc.ErrorInfo in the `grpc-status-details-bin` trailer. */
+export declare class AuthsvcClientError extends Error {
+  /** The gRPC status code, as in `status`. */
+  readonly code: number;
+  /** The status code's name, e.g. "INVALID_ARGUMENT". */
+  readonly codeName: string;
+  /** The ErrorInfo reason, e.g. "INVALID_USER_ID"; "" when the status carried none (deadline, connection). */
+  readonly reason: string;
+  /** The ErrorInfo domain: "authsvc" for authsvc's own errors. */
+  readonly domain: string;
+  readonly metadata: Record<string, string>;
+  /** The status message, meant for people. */
+  readonly details: string;
+}
+
+export declare class AuthClient {
+  constructor(options: AuthClientOptions);
+  readonly target: string;
+  readonly timeoutMs: number;
+  /** IssueToken; needs the credential. */
+  issueToken(request: IssueTokenRequest): Promise<IssuedToken>;
+  /** VerifyToken; needs only the API key. */
+  verifyToken(token: string): Promise<Verification>;
+  /** VerifyTokens: 1 to 1,000 tokens, answered in order. */
+  verifyTokens(tokens: string[]): Promise<Verification[]>;
+  /** RevokeUser; needs the credential. Resolves to the revocation in force per user, in request order. */
+  revokeUsers(userIds: string[], options?: { before?: Date }): Promise<Map<string, Date>>;
+  /** RevokeApp; needs the credential. Resolves to the app's revocation in force. */
+  revokeApp(options?: { before?: Date }): Promise<Date>;
+  /** ClearRevocation of users; needs the credential. Resolves to the users that had a revocation. */
+  clearUserRevocations(userIds: string[]): Promise<string[]>;
+  /** ClearRevocation of the app; needs the credential. Resolves to true when it had one. */
+  clearAppRevocation(): Promise<boolean>;
+  close(): void;
+}

@@ -1,0 +1,227 @@
+"use strict";
+// Tests of the Node client. The first group runs against a running authsvc named by AUTHSVC_TARGET,
+// AUTHSVC_API_KEY and AUTHSVC_API_SECRET (tests/test_node_client.py sets them for the test server);
+// the second against a tiny grpc-js server in this file that never answers, or fails on purpose.
+
+const test = require("node:test");
+const assert = require("node:assert/strict");
+const path = require("node:path");
+const grpc = require("@grpc/grpc-js");
+const protoLoader = require("@grpc/proto-loader");
+const { AuthClient, AuthsvcClientError, ROUND_ROBIN, VerifyOutcome, status } = require("..");
+
+const { AUTHSVC_TARGET: target, AUTHSVC_API_KEY: apiKey, AUTHSVC_API_SECRET: apiSecret } = process.env;
+const skip =
+  target && apiKey && apiSecret ? false : "set AUTHSVC_TARGET, AUTHSVC_API_KEY and AUTHSVC_API_SECRET to a running authsvc";
+
+function rejectsWith(promise, { code, reason }) {
+  return assert.rejects(promise, (error) => {
+    assert.ok(error instanceof AuthsvcClientError, `not an AuthsvcClientError: ${error}`);
+    assert.equal(error.code, code);
+    assert.equal(error.reason, reason);
+    return true;
+  });
+}
+
+test.describe("AuthClient against a running authsvc", { skip }, () => {
+  let client;
+  const userId = `node-${process.pid}-${Date.now()}`;
+
+  test.before(() => {
+    client = new AuthClient({ target, apiKey, credential: apiSecret, timeoutMs: 10000 });
+  });
+  test.after(() => client.close());
+
+  test("issue, verify, revoke, verify again, clear", async () => {
+    const claims = { room: "general", level: 3, tags: ["a", "b"], nested: { ok: true }, nothing: null };
+    const issued = await client.issueToken({ userId, ttlSeconds: 3600, claims });
+    assert.equal(issued.token.split(".").length, 3);
+    assert.ok(issued.issuedAt instanceof Date);
+    assert.ok(Math.abs(issued.expiresAt - issued.issuedAt - 3600 * 1000) <= 1);
+    assert.ok(issued.keyId);
+
+    const valid = await client.verifyToken(issued.token);
+    assert.equal(valid.outcome, VerifyOutcome.VALID);
+    assert.equal(valid.valid, true);
+    assert.equal(valid.userId, userId);
+    assert.equal(valid.devToken, false);
+    assert.equal(valid.claims.aud, apiKey);
+    for (const [key, value] of Object.entries(claims)) assert.deepEqual(valid.claims[key], value);
+
+    const revoked = await client.revokeUsers([userId]);
+    assert.deepEqual([...revoked.keys()], [userId]);
+    assert.ok(revoked.get(userId) >= issued.issuedAt);
+    const afterRevoke = await client.verifyToken(issued.token);
+    assert.equal(afterRevoke.outcome, VerifyOutcome.REVOKED);
+    assert.equal(afterRevoke.valid, false);
+    assert.equal(afterRevoke.userId, userId);
+
+    assert.deepEqual(await client.clearUserRevocations([userId]), [userId]);
+    assert.equal((await client.verifyToken(issued.token)).outcome, VerifyOutcome.VALID);
+  });
+
+  test("verifyTokens answers in order", async () => {
+    const { token } = await client.issueToken({ userId });
+    const results = await client.verifyTokens([token, "not-a-jwt"]);
+    assert.deepEqual(
+      results.map((r) => [r.outcome, r.userId]),
+      [
+        [VerifyOutcome.VALID, userId],
+        [VerifyOutcome.MALFORMED, null],
+      ],
+    );
+  });
+
+  test("revokeApp, then clearAppRevocation", async () => {
+    const { token } = await client.issueToken({ userId });
+    const revokedBefore = await client.revokeApp();
+    assert.ok(revokedBefore instanceof Date);
+    assert.equal((await client.verifyToken(token)).outcome, VerifyOutcome.REVOKED);
+    assert.equal(await client.clearAppRevocation(), true);
+    assert.equal(await client.clearAppRevocation(), false);
+    assert.equal((await client.verifyToken(token)).outcome, VerifyOutcome.VALID);
+  });
+
+  test("an empty user id is INVALID_ARGUMENT with reason INVALID_USER_ID", async () => {
+    await assert.rejects(client.issueToken({ userId: "" }), (error) => {
+      assert.ok(error instanceof AuthsvcClientError);
+      assert.equal(error.code, status.INVALID_ARGUMENT);
+      assert.equal(error.codeName, "INVALID_ARGUMENT");
+      assert.equal(error.reason, "INVALID_USER_ID");
+      assert.equal(error.domain, "authsvc");
+      assert.ok(error.details.length > 0);
+      return true;
+    });
+  });
+
+  test("an unknown API key is NOT_FOUND with reason APP_NOT_FOUND", async () => {
+    const stranger = new AuthClient({ target, apiKey: "no-such-key" });
+    try {
+      await rejectsWith(stranger.verifyToken("a.b.c"), { code: status.NOT_FOUND, reason: "APP_NOT_FOUND" });
+    } finally {
+      stranger.close();
+    }
+  });
+
+  test("a wrong credential is UNAUTHENTICATED with reason INVALID_CREDENTIAL", async () => {
+    const impostor = new AuthClient({ target, apiKey, credential: "not-the-secret" });
+    try {
+      await rejectsWith(impostor.revokeUsers([userId]), { code: status.UNAUTHENTICATED, reason: "INVALID_CREDENTIAL" });
+    } finally {
+      impostor.close();
+    }
+  });
+});
+
+test.describe("AuthClient against a small grpc-js server of this file", () => {
+  let server;
+  let port;
+  let mode = "silent"; // "silent": never answers; "flaky": UNAVAILABLE for the first two calls of each method
+  const seen = [];
+  const calls = {};
+
+  test.before(async () => {
+    const definition = protoLoader.loadSync("authsvc/v1/auth_service.proto", {
+      includeDirs: [path.resolve(__dirname, "..", "..", "..", "protos")],
+      keepCase: true,
+    });
+    const { AuthService } = grpc.loadPackageDefinition(definition).authsvc.v1;
+    const handler = (name) => (call, callback) => {
+      seen.push(call.metadata.getMap());
+      calls[name] = (calls[name] || 0) + 1;
+      if (mode === "flaky") {
+        if (calls[name] <= 2) callback({ code: status.UNAVAILABLE, details: "down for a moment" });
+        else callback(null, name === "IssueToken" ? { token: "a.b.c", issued_at: { seconds: 1 } } : {});
+      }
+    };
+    const handlers = Object.fromEntries(Object.keys(AuthService.service).map((name) => [name, handler(name)]));
+    server = new grpc.Server();
+    server.addService(AuthService.service, handlers);
+    port = await new Promise((resolve, reject) =>
+      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, bound) =>
+        error ? reject(error) : resolve(bound),
+      ),
+    );
+  });
+  test.after(() => server.forceShutdown());
+  test.beforeEach(() => {
+    seen.length = 0;
+    for (const name of Object.keys(calls)) delete calls[name];
+  });
+
+  test("every call has a deadline, and sends the credential only where needed", async () => {
+    mode = "silent";
+    const client = new AuthClient({ target: `127.0.0.1:${port}`, apiKey: "key", credential: "secret", timeoutMs: 200 });
+    try {
+      const deadline = { code: status.DEADLINE_EXCEEDED, reason: "" };
+      await rejectsWith(client.issueToken({ userId: "alice" }), deadline);
+      await rejectsWith(client.verifyToken("a.b.c"), deadline);
+      await rejectsWith(client.verifyTokens(["a.b.c"]), deadline);
+      await rejectsWith(client.revokeUsers(["alice"]), deadline);
+      await rejectsWith(client.revokeApp(), deadline);
+      await rejectsWith(client.clearUserRevocations(["alice"]), deadline);
+      await rejectsWith(client.clearAppRevocation(), deadline);
+    } finally {
+      client.close();
+    }
+    assert.equal(seen.length, 7);
+    const authorized = seen.map((metadata) => [metadata["x-api-key"], metadata.authorization]);
+    assert.deepEqual(authorized, [
+      ["key", "Bearer secret"],
+      ["key", undefined],
+      ["key", undefined],
+      ["key", "Bearer secret"],
+      ["key", "Bearer secret"],
+      ["key", "Bearer secret"],
+      ["key", "Bearer secret"],
+    ]);
+  });
+
+  test("a call that needs the credential fails client-side without one", async () => {
+    const client = new AuthClient({ target: `127.0.0.1:${port}`, apiKey: "key" });
+    try {
+      await assert.rejects(client.issueToken({ userId: "alice" }), {
+        name: "TypeError",
+        message: /IssueToken needs the app's credential/,
+      });
+      await assert.rejects(client.revokeUsers(["alice"]), /RevokeUser needs the app's credential/);
+      await assert.rejects(client.revokeApp(), /RevokeApp needs the app's credential/);
+      await assert.rejects(client.clearUserRevocations(["alice"]), /ClearRevocation needs the app's credential/);
+    } finally {
+      client.close();
+    }
+    assert.equal(seen.length, 0, "nothing reached the server");
+  });
+
+  test("safe calls are retried on UNAVAILABLE, IssueToken never", async () => {
+    mode = "flaky";
+    const client = new AuthClient({
+      target: `127.0.0.1:${port}`,
+      apiKey: "key",
+      credential: "secret",
+      channelOptions: ROUND_ROBIN,
+    });
+    try {
+      await client.verifyToken("a.b.c");
+      await client.verifyTokens(["a.b.c"]);
+      await client.revokeUsers(["alice"]);
+      await client.revokeApp();
+      await client.clearUserRevocations(["alice"]);
+      await rejectsWith(client.issueToken({ userId: "alice" }), { code: status.UNAVAILABLE, reason: "" });
+    } finally {
+      client.close();
+    }
+    assert.deepEqual(calls, { VerifyToken: 3, VerifyTokens: 3, RevokeUser: 3, RevokeApp: 3, ClearRevocation: 3, IssueToken: 1 });
+  });
+
+  test("retryAttempts: 1 turns retries off", async () => {
+    mode = "flaky";
+    const client = new AuthClient({ target: `127.0.0.1:${port}`, apiKey: "key", retryAttempts: 1 });
+    try {
+      await rejectsWith(client.verifyToken("a.b.c"), { code: status.UNAVAILABLE, reason: "" });
+    } finally {
+      client.close();
+    }
+    assert.deepEqual(calls, { VerifyToken: 1 });
+  });
+});

@@ -1,0 +1,444 @@
+"""authsvc.client against the real test server, plus a tiny real gRPC peer for retries and deadlines.
+
+The peer is a grpc.aio server registered with the generated AuthServiceServicer: it speaks authsvc.v1 on the wire
+and answers UNAVAILABLE (with the ErrorInfo authsvc sends for DATABASE_UNAVAILABLE) as often as a test asks, so
+the retry rules are observed from the server side, by counting the calls that arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+import pytest
+
+from authsvc.client import (
+    ROUND_ROBIN,
+    AuthClient,
+    AuthsvcClientError,
+    Verification,
+    VerifyOutcome,
+)
+from authsvc.clock import MICROS_PER_SECOND as S
+from authsvc.clock import Micros
+from authsvc.errors import AuthsvcError, InvalidArgument, Unavailable
+from authsvc.interceptors import status_of
+from authsvc.server import RunningServer
+from authsvc.tokens import App
+from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
+from tests.conftest import NewApp
+from tests.support import FakeClock
+
+ROOT = Path(__file__).resolve().parent.parent
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def at(micros: Micros) -> datetime:
+    """The aware datetime of a clock reading."""
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def client_for(server: RunningServer, app: App, *, credential: str | None = None, **options: Any) -> AuthClient:
+    return AuthClient(f"127.0.0.1:{server.port}", app.api_key, credential or app.api_secret, **options)
+
+
+@pytest.fixture
+async def app(new_app: NewApp) -> App:
+    return await new_app()
+
+
+@pytest.fixture
+async def client(server: RunningServer, app: App) -> AsyncIterator[AuthClient]:
+    async with client_for(server, app) as client:
+        yield client
+
+
+# --- every method, against the real server ---------------------------------------------------------------------
+
+
+async def test_issue_then_verify(client: AuthClient, app: App, clock: FakeClock) -> None:
+    now = clock.freeze()
+    issued = await client.issue_token("alice", ttl=timedelta(seconds=90), claims={"room": "general", "level": 3})
+    assert issued.issued_at == at(now) and issued.issued_at.tzinfo is not None
+    assert issued.expires_at == at(now + 90 * S)
+    assert issued.key_id == app.key_id
+    assert issued.token.count(".") == 2 and issued.token not in repr(issued)
+
+    result = await client.verify_token(issued.token)
+    assert result.outcome is VerifyOutcome.VALID and result.valid
+    assert result.user_id == "alice"
+    assert result.issued_at == at(now) and result.expires_at == at(now + 90 * S)
+    assert result.claims["room"] == "general"
+    assert result.claims["level"] == 3 and isinstance(result.claims["level"], int)
+    assert result.claims["aud"] == app.api_key and result.claims["user_id"] == "alice"
+    assert not result.dev_token
+
+
+async def test_issue_with_expires_at_or_app_default(client: AuthClient, clock: FakeClock) -> None:
+    now = clock.freeze()
+    issued = await client.issue_token("alice", expires_at=at(now + 3600 * S))
+    assert issued.expires_at == at(now + 3600 * S)
+    forever = await client.issue_token("bob")
+    assert forever.expires_at is None
+    assert (await client.verify_token(forever.token)).expires_at is None
+
+
+async def test_issue_refuses_ambiguous_or_naive_times_client_side(client: AuthClient) -> None:
+    with pytest.raises(ValueError, match="ttl or expires_at"):
+        await client.issue_token("alice", ttl=timedelta(hours=1), expires_at=datetime.now(UTC) + timedelta(hours=1))
+    with pytest.raises(ValueError, match="aware datetime"):
+        await client.issue_token("alice", expires_at=datetime.now() + timedelta(hours=1))
+
+
+def test_outcome_enum_mirrors_the_proto_enum() -> None:
+    proto = {name.removeprefix("VERIFY_OUTCOME_"): number for name, number in pb.VerifyOutcome.items()}
+    assert {outcome.name: outcome.value for outcome in VerifyOutcome} == proto
+    assert VerifyOutcome.from_proto(pb.VERIFY_OUTCOME_REVOKED) is VerifyOutcome.REVOKED
+    assert VerifyOutcome.from_proto(max(proto.values()) + 1) is VerifyOutcome.UNSPECIFIED
+
+
+async def test_outcomes_other_than_valid(client: AuthClient, new_app: NewApp, clock: FakeClock) -> None:
+    assert (await client.verify_token("not-a-jwt")).outcome is VerifyOutcome.MALFORMED
+    other = await new_app()
+    foreign = jwt.encode({"user_id": "alice"}, other.api_secret, algorithm="HS256")
+    forged = await client.verify_token(foreign)
+    assert forged.outcome is VerifyOutcome.INVALID_SIGNATURE and not forged.valid
+    assert forged.user_id is None and forged.claims == {} and forged.issued_at is None
+
+    now = clock.freeze()
+    issued = await client.issue_token("alice", ttl=timedelta(seconds=60))
+    clock.advance(65 * S)
+    expired = await client.verify_token(issued.token)
+    assert expired.outcome is VerifyOutcome.EXPIRED and not expired.valid
+    assert expired.user_id == "alice", "an EXPIRED answer says whose token needs a refresh"
+    assert expired.expires_at == at(now + 60 * S)
+
+
+async def test_verify_tokens_answers_in_order(client: AuthClient, clock: FakeClock) -> None:
+    clock.freeze()
+    alice = await client.issue_token("alice")
+    bob = await client.issue_token("bob")
+    results = await client.verify_tokens([alice.token, "garbage", bob.token])
+    assert [r.outcome for r in results] == [VerifyOutcome.VALID, VerifyOutcome.MALFORMED, VerifyOutcome.VALID]
+    assert [r.user_id for r in results] == ["alice", None, "bob"]
+    assert all(isinstance(r, Verification) for r in results)
+
+
+async def test_revoke_users_then_clear(client: AuthClient, clock: FakeClock) -> None:
+    clock.freeze()
+    alice, bob = await client.issue_token("alice"), await client.issue_token("bob")
+    now = clock.advance(S)
+    revoked = await client.revoke_users(["alice", "carol"])
+    assert revoked == {"alice": at(now), "carol": at(now)}
+    assert list(revoked) == ["alice", "carol"]
+    assert (await client.verify_token(alice.token)).outcome is VerifyOutcome.REVOKED
+    assert (await client.verify_token(bob.token)).outcome is VerifyOutcome.VALID
+
+    # Revoking again with an earlier time never moves the revocation backwards.
+    again = await client.revoke_users(["alice"], before=at(now - 10 * S))
+    assert again == {"alice": at(now)}
+
+    assert await client.clear_user_revocations(["alice", "bob"]) == ["alice"]
+    assert await client.clear_user_revocations(["alice"]) == []
+    assert (await client.verify_token(alice.token)).outcome is VerifyOutcome.VALID
+
+
+async def test_revoke_app_then_clear(client: AuthClient, clock: FakeClock) -> None:
+    clock.freeze()
+    issued = await client.issue_token("alice")
+    now = clock.advance(S)
+    assert await client.revoke_app() == at(now)
+    assert await client.revoke_app(before=at(now - S)) == at(now)
+    assert (await client.verify_token(issued.token)).outcome is VerifyOutcome.REVOKED
+    assert await client.clear_app_revocation() is True
+    assert await client.clear_app_revocation() is False
+    assert (await client.verify_token(issued.token)).outcome is VerifyOutcome.VALID
+
+
+async def test_round_robin_channel_options_work(server: RunningServer, app: App) -> None:
+    target = f"ipv4:127.0.0.1:{server.port},127.0.0.1:{server.port}"
+    async with AuthClient(target, app.api_key, app.api_secret, channel_options=ROUND_ROBIN) as client:
+        issued = await client.issue_token("alice")
+        assert (await client.verify_token(issued.token)).outcome is VerifyOutcome.VALID
+
+
+# --- errors -------------------------------------------------------------------------------------------------------
+
+
+async def test_errors_carry_code_and_reason(client: AuthClient) -> None:
+    with pytest.raises(AuthsvcClientError) as info:
+        await client.issue_token("")
+    error = info.value
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.reason == "INVALID_USER_ID" and error.domain == "authsvc"
+    assert error.message and "INVALID_USER_ID" in str(error)
+    assert isinstance(error.__cause__, grpc.aio.AioRpcError)
+
+    with pytest.raises(AuthsvcClientError) as info:
+        await client.revoke_users([])
+    assert (info.value.code, info.value.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "NO_USER_IDS")
+    with pytest.raises(AuthsvcClientError) as info:
+        await client.verify_token("")
+    assert info.value.reason == "MISSING_TOKEN"
+
+
+async def test_credential_and_app_errors(server: RunningServer, app: App, new_app: NewApp) -> None:
+    async with client_for(server, app, credential="not-the-secret") as client:
+        with pytest.raises(AuthsvcClientError) as info:
+            await client.issue_token("alice")
+        assert (info.value.code, info.value.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIAL")
+    other = await new_app()
+    async with client_for(server, other) as client:
+        # A call naming the new app makes the server catch up with it (its app list follows the database);
+        # only an app it knows can be recognised as the owner of a credential.
+        assert (await client.verify_token("a.b.c")).outcome is VerifyOutcome.MALFORMED
+    async with client_for(server, app, credential=other.api_secret) as client:
+        with pytest.raises(AuthsvcClientError) as info:
+            await client.revoke_app()
+        assert (info.value.code, info.value.reason) == (grpc.StatusCode.PERMISSION_DENIED, "CREDENTIAL_OF_ANOTHER_APP")
+    async with AuthClient(f"127.0.0.1:{server.port}", "no-such-key") as client:
+        with pytest.raises(AuthsvcClientError) as info:
+            await client.verify_token("a.b.c")
+        assert (info.value.code, info.value.reason) == (grpc.StatusCode.NOT_FOUND, "APP_NOT_FOUND")
+
+
+async def test_single_string_is_refused_as_a_list(client: AuthClient) -> None:
+    with pytest.raises(TypeError, match="not a single string"):
+        await client.revoke_users("alice")
+    with pytest.raises(TypeError, match="not a single string"):
+        await client.verify_tokens("a.b.c")
+
+
+# --- a real peer: metadata, missing credential, retries, deadlines ----------------------------------------------
+
+
+class Peer(pb_grpc.AuthServiceServicer):
+    """A real authsvc.v1 server that counts calls, records their metadata, and fails or hangs on request."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.metadata: dict[str, dict[str, str]] = {}
+        self.failures = 0
+        self.error: AuthsvcError = Unavailable("the database is unavailable; nothing was changed")
+        self.hang = False
+
+    async def _answer(self, method: str, context: grpc.aio.ServicerContext[Any, Any], response: Any) -> Any:
+        self.calls[method] += 1
+        self.metadata[method] = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        if self.hang:
+            await asyncio.Event().wait()
+        if self.calls[method] <= self.failures:
+            await context.abort_with_status(status_of(self.error))
+        return response
+
+    async def IssueToken(self, request: pb.IssueTokenRequest, context: Any) -> pb.IssueTokenResponse:
+        response = pb.IssueTokenResponse(token="a.b.c", key_id="k")
+        response.issued_at.GetCurrentTime()
+        result: pb.IssueTokenResponse = await self._answer("IssueToken", context, response)
+        return result
+
+    async def VerifyToken(self, request: pb.VerifyTokenRequest, context: Any) -> pb.VerifyTokenResponse:
+        response = pb.VerifyTokenResponse(valid=True, outcome=pb.VERIFY_OUTCOME_VALID, user_id="alice")
+        result: pb.VerifyTokenResponse = await self._answer("VerifyToken", context, response)
+        return result
+
+    async def VerifyTokens(self, request: pb.VerifyTokensRequest, context: Any) -> pb.VerifyTokensResponse:
+        one = pb.VerifyTokenResponse(valid=True, outcome=pb.VERIFY_OUTCOME_VALID, user_id="alice")
+        response = pb.VerifyTokensResponse(results=[one for _ in request.tokens])
+        result: pb.VerifyTokensResponse = await self._answer("VerifyTokens", context, response)
+        return result
+
+    async def RevokeUser(self, request: pb.RevokeUserRequest, context: Any) -> pb.RevokeUserResponse:
+        response = pb.RevokeUserResponse(revocations=[pb.UserRevocation(user_id=u) for u in request.user_ids])
+        result: pb.RevokeUserResponse = await self._answer("RevokeUser", context, response)
+        return result
+
+    async def RevokeApp(self, request: pb.RevokeAppRequest, context: Any) -> pb.RevokeAppResponse:
+        result: pb.RevokeAppResponse = await self._answer("RevokeApp", context, pb.RevokeAppResponse())
+        return result
+
+    async def ClearRevocation(self, request: pb.ClearRevocationRequest, context: Any) -> pb.ClearRevocationResponse:
+        response = pb.ClearRevocationResponse(cleared_user_ids=request.users.user_ids, app_cleared=request.app)
+        result: pb.ClearRevocationResponse = await self._answer("ClearRevocation", context, response)
+        return result
+
+
+PeerServer = tuple[Peer, int]
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[PeerServer]:
+    servicer = Peer()
+    server = grpc.aio.server()
+    pb_grpc.add_AuthServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield servicer, port
+    await server.stop(None)
+
+
+def peer_client(peer: PeerServer, credential: str | None = "secret", **options: Any) -> AuthClient:
+    return AuthClient(f"127.0.0.1:{peer[1]}", "key", credential, retry_backoff=0.01, **options)
+
+
+async def call_every_method(client: AuthClient) -> None:
+    await client.issue_token("alice")
+    await client.verify_token("a.b.c")
+    await client.verify_tokens(["a.b.c"])
+    await client.revoke_users(["alice"])
+    await client.revoke_app()
+    await client.clear_user_revocations(["alice"])
+    await client.clear_app_revocation()
+
+
+async def test_metadata_sends_the_credential_only_where_needed(peer: PeerServer) -> None:
+    servicer, _ = peer
+    async with peer_client(peer) as client:
+        await call_every_method(client)
+    for method, metadata in servicer.metadata.items():
+        assert metadata["x-api-key"] == "key", method
+        if method.startswith("Verify"):
+            assert "authorization" not in metadata, method
+        else:
+            assert metadata["authorization"] == "Bearer secret", method
+
+
+async def test_missing_credential_fails_client_side(peer: PeerServer) -> None:
+    servicer, _ = peer
+    async with peer_client(peer, credential=None) as client:
+        assert "secret" not in repr(client)
+        with pytest.raises(ValueError, match="IssueToken needs the app's credential"):
+            await client.issue_token("alice")
+        with pytest.raises(ValueError, match="RevokeUser needs the app's credential"):
+            await client.revoke_users(["alice"])
+        with pytest.raises(ValueError, match="RevokeApp needs the app's credential"):
+            await client.revoke_app()
+        with pytest.raises(ValueError, match="ClearRevocation needs the app's credential"):
+            await client.clear_user_revocations(["alice"])
+        with pytest.raises(ValueError, match="ClearRevocation needs the app's credential"):
+            await client.clear_app_revocation()
+        assert not servicer.calls, "nothing reached the server"
+        assert (await client.verify_token("a.b.c")).outcome is VerifyOutcome.VALID, "verifying needs no credential"
+    assert servicer.calls == Counter({"VerifyToken": 1})
+
+
+async def test_read_only_call_is_retried_on_unavailable(peer: PeerServer) -> None:
+    servicer, _ = peer
+    servicer.failures = 2
+    async with peer_client(peer) as client:
+        result = await client.verify_token("a.b.c")
+        assert result.outcome is VerifyOutcome.VALID and result.user_id == "alice"
+        assert servicer.calls["VerifyToken"] == 3
+        assert len(await client.verify_tokens(["a.b.c", "d.e.f"])) == 2
+        assert servicer.calls["VerifyTokens"] == 3
+
+
+async def test_idempotent_calls_are_retried_on_unavailable(peer: PeerServer) -> None:
+    servicer, _ = peer
+    servicer.failures = 2
+    async with peer_client(peer) as client:
+        assert list(await client.revoke_users(["alice", "bob"])) == ["alice", "bob"]
+        await client.revoke_app()
+        assert await client.clear_user_revocations(["alice"]) == ["alice"]
+    assert servicer.calls == Counter({"RevokeUser": 3, "RevokeApp": 3, "ClearRevocation": 3})
+
+
+async def test_retries_are_bounded_and_the_last_error_is_decoded(peer: PeerServer) -> None:
+    servicer, _ = peer
+    servicer.failures = 100
+    async with peer_client(peer) as client:
+        with pytest.raises(AuthsvcClientError) as info:
+            await client.verify_token("a.b.c")
+    assert (info.value.code, info.value.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
+    assert servicer.calls["VerifyToken"] == 3
+    async with peer_client(peer, retry_attempts=5) as client:
+        with pytest.raises(AuthsvcClientError):
+            await client.clear_app_revocation()
+    assert servicer.calls["ClearRevocation"] == 5
+
+
+async def test_issue_token_is_never_retried(peer: PeerServer) -> None:
+    servicer, _ = peer
+    servicer.failures = 1
+    async with peer_client(peer) as client:
+        with pytest.raises(AuthsvcClientError) as info:
+            await client.issue_token("alice")
+        assert info.value.code is grpc.StatusCode.UNAVAILABLE
+        assert servicer.calls["IssueToken"] == 1, "one attempt only: a retry could mint a second token"
+        issued = await client.issue_token("alice")
+    assert issued.token == "a.b.c" and servicer.calls["IssueToken"] == 2
+
+
+async def test_other_errors_are_not_retried(peer: PeerServer) -> None:
+    servicer, _ = peer
+    servicer.failures = 1
+    servicer.error = InvalidArgument("user_id is empty", "INVALID_USER_ID")
+    async with peer_client(peer) as client:
+        with pytest.raises(AuthsvcClientError) as info:
+            await client.revoke_users(["alice"])
+    assert info.value.reason == "INVALID_USER_ID"
+    assert servicer.calls["RevokeUser"] == 1
+
+
+async def test_a_connection_failure_is_unavailable_without_reason() -> None:
+    async with AuthClient("127.0.0.1:1", "key", retry_backoff=0.01) as client:
+        with pytest.raises(AuthsvcClientError) as info:
+            await client.verify_token("a.b.c")
+    assert info.value.code is grpc.StatusCode.UNAVAILABLE and info.value.reason == ""
+
+
+async def test_every_call_has_a_deadline(peer: PeerServer) -> None:
+    servicer, _ = peer
+    servicer.hang = True
+    async with peer_client(peer, timeout=0.2) as client:
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "IssueToken": lambda: client.issue_token("alice"),
+            "VerifyToken": lambda: client.verify_token("a.b.c"),
+            "VerifyTokens": lambda: client.verify_tokens(["a.b.c"]),
+            "RevokeUser": lambda: client.revoke_users(["alice"]),
+            "RevokeApp": lambda: client.revoke_app(),
+            "ClearRevocation": lambda: client.clear_user_revocations(["alice"]),
+        }
+        for method, call in calls.items():
+            with pytest.raises(AuthsvcClientError) as info:
+                await call()
+            assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED, method
+            assert info.value.reason == ""
+    assert all(count == 1 for count in servicer.calls.values()), "a deadline is not retried"
+    assert len(servicer.calls) == 6
+
+
+# --- the README example -------------------------------------------------------------------------------------------
+
+
+def readme_python_example() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Calling authsvc from code", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1, "the section has one Python example"
+    return str(blocks[0])
+
+
+async def test_readme_python_example_works_as_printed(server: RunningServer, app: App, tmp_path: Path) -> None:
+    example = readme_python_example()
+    assert "localhost:50051" in example
+    script = tmp_path / "example.py"
+    script.write_text(example.replace("localhost:50051", f"localhost:{server.port}"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+    env.update(API_KEY=app.api_key, API_SECRET=app.api_secret)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert out.decode() == "VALID alice\nREVOKED\n"

@@ -1,0 +1,109 @@
+"""The Node.js client (clients/node) passes its own tests against the session's real test server.
+
+Needs `node` on PATH (skipped otherwise) and, when clients/node/node_modules is missing, `npm` and the npm
+registry for `npm ci`. The README's Node example runs as printed, too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from authsvc.server import RunningServer
+from tests.conftest import NewApp
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_CLIENT = ROOT / "clients" / "node"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("node") is None, reason="node is not on PATH; the Node client needs Node.js 18+"),
+]
+
+
+async def run(*args: str, cwd: Path, env: dict[str, str], limit: float) -> tuple[int, str, str]:
+    """Runs a command to its end, killing it after `limit` seconds."""
+    process = await asyncio.create_subprocess_exec(
+        *args, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(limit):
+            out, err = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+
+
+@pytest.fixture(scope="module")
+async def node_modules() -> Path:
+    """clients/node/node_modules, installed from the lockfile by `npm ci` when missing."""
+    modules = NODE_CLIENT / "node_modules"
+    if not (modules / "@grpc" / "grpc-js").is_dir():
+        npm = shutil.which("npm")
+        assert npm is not None, "node is on PATH but npm is not; install npm to fetch the Node client's dependencies"
+        code, out, err = await run(npm, "ci", "--no-audit", "--no-fund", cwd=NODE_CLIENT, env=base_env(), limit=300)
+        assert code == 0, f"npm ci failed:\n{out}\n{err}"
+    return modules
+
+
+def tap_summary(output: str) -> dict[str, int]:
+    """The counts of node's TAP summary: `# tests 9`, `# pass 9`, `# fail 0`, ..."""
+    return {name: int(count) for name, count in re.findall(r"^# (\w+) (\d+)$", output, flags=re.M)}
+
+
+async def test_node_client_tests_pass(server: RunningServer, new_app: NewApp, node_modules: Path) -> None:
+    app = await new_app("node-client")
+    env = base_env()
+    env.update(
+        AUTHSVC_TARGET=f"127.0.0.1:{server.port}", AUTHSVC_API_KEY=app.api_key, AUTHSVC_API_SECRET=app.api_secret
+    )
+    node = shutil.which("node")
+    assert node is not None
+    code, out, err = await run(
+        node, "--test", "--test-reporter=tap", "clients/node/test/", cwd=ROOT, env=env, limit=120
+    )
+    summary = tap_summary(out)
+    print(out)  # the TAP report (test names and counts; no secrets): shown with pytest -rP
+    assert code == 0, f"node --test failed:\n{out}\n{err}"
+    assert summary.get("fail") == 0 and summary.get("cancelled", 0) == 0, out
+    assert summary.get("skipped", 0) == 0 and "# SKIP" not in out, f"nothing may be skipped against authsvc:\n{out}"
+    assert summary.get("pass", 0) >= 10, out
+
+
+def readme_node_example() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Calling authsvc from code", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```js\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1, "the section has one Node example"
+    return str(blocks[0])
+
+
+async def test_readme_node_example_works_as_printed(
+    server: RunningServer, new_app: NewApp, node_modules: Path, tmp_path: Path
+) -> None:
+    app = await new_app("node-readme")
+    example = readme_node_example()
+    assert 'require("@authsvc/client")' in example and "localhost:50051" in example
+    # The README installs the package (npm install ./clients/node); here it is required from the source tree.
+    script = example.replace('require("@authsvc/client")', f"require({str(NODE_CLIENT)!r})")
+    script = script.replace("localhost:50051", f"localhost:{server.port}")
+    (tmp_path / "example.js").write_text(script)
+    env = base_env()
+    env.update(API_KEY=app.api_key, API_SECRET=app.api_secret)
+    node = shutil.which("node")
+    assert node is not None
+    code, out, err = await run(node, str(tmp_path / "example.js"), cwd=tmp_path, env=env, limit=60)
+    assert code == 0, err
+    assert out == "VALID alice\nREVOKED\n"
