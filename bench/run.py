@@ -1,0 +1,1171 @@
+"""`make bench`: every scenario against real `authsvc serve` processes, side by side, in one report.
+
+    .venv/bin/python -m bench.run [--duration SECONDS] [--quick] [--output docs/performance.md]
+
+Scenarios (each: calls/s, p50 and p99 latency, server CPU µs per call): (a) the ceiling, Health/Check;
+(b) VerifyToken HS256 with a repeated pool of 100 tokens and with a fresh token every call (and EdDSA when the
+build has it); (c) VerifyTokens with 100 fresh tokens a call; (d) IssueToken; (e) RevokeUser; (f) a baseline
+server (PyJWT + one query a call, bench/baseline_server.py) under the load of (b); (g) revocation propagation
+between two processes; (h) one million revoked users: memory, start-up time and throughput.
+
+Load comes from separate processes (bench/load.py) to 127.0.0.1 only, for a bounded time. Everything runs in
+fresh databases (on AUTHSVC_BENCH_DATABASE_URL's server, else an embedded PostgreSQL) that are dropped at the end,
+and every process started is stopped on any exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import datetime
+import importlib.util
+import json
+import math
+import os
+import shlex
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import IO, Any
+
+if __package__ in (None, ""):  # run as `python bench/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import asyncpg  # noqa: E402
+import grpc  # noqa: E402
+
+from authsvc.config import Settings  # noqa: E402
+from authsvc.v1 import auth_service_pb2 as pb  # noqa: E402
+from authsvc.v1 import auth_service_pb2_grpc as pb_grpc  # noqa: E402
+from bench import report  # noqa: E402
+from bench.load import CHANNEL_OPTIONS, issue_tokens, mint_hs256  # noqa: E402
+from bench.report import Row, Target  # noqa: E402
+from bench.servers import (  # noqa: E402
+    AUTHSVC,
+    CLK_TCK,
+    REPO,
+    PostgresServer,
+    ServerExited,
+    ServerProcess,
+    clean_env,
+    fresh_database,
+    json_object_with,
+    kill_all_children,
+    machine_ticks,
+    memory_kib,
+    postgres_server,
+    register,
+    run_command,
+    running,
+    tree_cpu_seconds,
+    unregister,
+)
+
+LOG_LEVEL = "WARNING"
+REPEATED_POOL = 100
+BATCH_SIZE = 100
+MILLION = 1_000_000
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Options:
+    duration: float
+    warmup: float
+    quick: bool
+    generators: int
+    channels: int
+    concurrency: int
+    fresh_tokens: int
+    batch_tokens: int
+    revoke_requests: int
+    eddsa_fresh_tokens: int
+    propagation_iterations: int
+    revocations: int
+    repeat: int
+    quiet_cores: float
+    quiet_budget: float
+    output: Path | None
+
+
+@dataclass
+class AppCredentials:
+    api_key: str
+    api_secret: str
+
+    @property
+    def verify_md(self) -> list[list[str]]:
+        return [["x-api-key", self.api_key]]
+
+    @property
+    def credential_md(self) -> list[list[str]]:
+        return [["x-api-key", self.api_key], ["authorization", f"Bearer {self.api_secret}"]]
+
+
+@dataclass
+class Bench:
+    opts: Options
+    pg: PostgresServer
+    tmp: Path
+    iat: int
+    rows: list[Row]
+    notes: list[str]
+    failures: list[str]
+    """The bench could not measure something, or an answer was wrong: `make bench` exits non-zero."""
+    findings: list[str] = field(default_factory=list)
+    """Something about authsvc worth a headline that is not a target (a start-up failure, say)."""
+    quiet_waited: float = 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def authsvc_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of every authsvc process the bench starts."""
+    env = clean_env(
+        AUTHSVC_DATABASE_URL=database_url,
+        AUTHSVC_WORKERS="1",
+        AUTHSVC_LOG_LEVEL=LOG_LEVEL,
+        AUTHSVC_SHUTDOWN_GRACE="2s",
+    )
+    # Side ports (a metrics endpoint, say) must not collide when two servers run at once.
+    for f in fields(Settings):
+        if f.name.endswith("_port") and f.name != "port":
+            env[f"AUTHSVC_{f.name.upper()}"] = str(free_port())
+    env.update(extra)
+    return env
+
+
+def authsvc_server(name: str, database_url: str, **extra: str) -> ServerProcess:
+    argv = [*AUTHSVC, "serve", "--host", "127.0.0.1", "--port", "0"]
+    loop_field = next((f.name for f in fields(Settings) if "loop" in f.name), None)
+    if loop_field is not None:  # say it: "without uvloop" must not depend on a default
+        extra = {f"AUTHSVC_{loop_field.upper()}": "asyncio", **extra}
+    return ServerProcess(name, argv, authsvc_env(database_url, **extra))
+
+
+async def authsvc_cli(database_url: str, *args: str) -> tuple[int, str, str]:
+    return await run_command([*AUTHSVC, *args], authsvc_env(database_url))
+
+
+async def create_app(database_url: str, name: str, *extra: str) -> AppCredentials:
+    code, out, err = await authsvc_cli(database_url, "apps", "create", name, *extra, "--format", "json")
+    created = json_object_with(out, "api_secret") if code == 0 else None
+    if created is None:
+        raise RuntimeError(f"authsvc apps create {name} {' '.join(extra)} failed ({code}): {err.strip() or out}")
+    return AppCredentials(created["api_key"], created["api_secret"])
+
+
+async def migrate(database_url: str) -> None:
+    code, out, err = await authsvc_cli(database_url, "migrate")
+    if code != 0:
+        raise RuntimeError(f"authsvc migrate failed ({code}): {err.strip() or out}")
+
+
+# -- one load measurement --
+
+
+def _open_for_writing(path: Path) -> IO[bytes]:
+    return open(path, "wb")
+
+
+def _read_latencies(path: Path) -> array[int]:
+    values = array("q")
+    with open(path, "rb") as f:
+        values.frombytes(f.read())
+    return values
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def percentile(sorted_values: list[int], q: float) -> float:
+    """Nearest-rank percentile."""
+    if not sorted_values:
+        return math.nan
+    return float(sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
+def _for_attempt(spec: dict[str, Any], attempt: int) -> dict[str, Any]:
+    """The spec with its user-id prefixes made unique to the attempt, so a repeat never re-sends a fresh token."""
+    spec = dict(spec)
+    if "prefix" in spec:
+        spec["prefix"] = f"{spec['prefix']}r{attempt}-"
+    if isinstance(spec.get("tokens"), dict) and "prefix" in spec["tokens"]:
+        spec["tokens"] = {**spec["tokens"], "prefix": f"{spec['tokens']['prefix']}r{attempt}-"}
+    return spec
+
+
+def _attempt_specs(spec_for: Callable[[int], dict[str, Any]], attempt: int) -> Callable[[int], dict[str, Any]]:
+    return lambda i: _for_attempt(spec_for(i), attempt)
+
+
+async def wait_for_quiet(bench: Bench) -> float:
+    """Waits (within what is left of the run's budget) until the machine is nearly idle; returns its busy cores.
+
+    Other jobs on a 2-core machine skew every figure; a short wait for them to finish is cheaper than a bad row.
+    """
+    started = time.monotonic()
+    while True:
+        busy0, _ = machine_ticks()
+        await asyncio.sleep(0.5)
+        busy1, _ = machine_ticks()
+        busy = (busy1 - busy0) / CLK_TCK / 0.5
+        waited = time.monotonic() - started
+        if busy < bench.opts.quiet_cores or bench.quiet_waited + waited >= bench.opts.quiet_budget:
+            bench.quiet_waited += waited
+            return busy
+
+
+async def measure(bench: Bench, row: Row, server: ServerProcess, spec_for: Callable[[int], dict[str, Any]]) -> Row:
+    """Runs the generators against `server` `repeat` times and keeps the run with the most calls/s in `row`.
+
+    A failure is recorded in the row (one scenario's failure must not hide the others' figures).
+    """
+    trials: list[Row] = []
+    for attempt in range(bench.opts.repeat):
+        trial = replace(row, notes=[])
+        busy = await wait_for_quiet(bench)
+        if busy >= bench.opts.quiet_cores:
+            trial.notes.append(f"started while the machine was {busy * 100:.0f}% busy (of one core)")
+        try:
+            await _measure(bench, trial, server, _attempt_specs(spec_for, attempt))
+        except Exception as exc:
+            trial.error = _first_line(exc)
+            log(f"{row.label}: FAILED: {exc}")
+        trials.append(trial)
+    ok = [t for t in trials if t.error is None and t.calls_per_s is not None]
+    if not ok:
+        best = trials[-1]
+        bench.failures.append(f"{row.label}: {best.error}")
+    else:
+        best = max(ok, key=lambda t: t.calls_per_s or 0.0)
+        if len(trials) > 1:
+            runs = ", ".join("failed" if t.error else f"{t.calls_per_s:,.0f}" for t in trials)
+            best.notes.insert(0, f"best of {len(trials)} runs (calls/s: {runs})")
+    bench.rows.append(best)
+    return best
+
+
+async def _measure(bench: Bench, row: Row, server: ServerProcess, spec_for: Callable[[int], dict[str, Any]]) -> None:
+    opts = bench.opts
+    n = opts.generators
+    common: dict[str, Any] = {
+        "target": server.target,
+        "channels": max(1, opts.channels // n),
+        "concurrency": max(1, opts.concurrency // n),
+        "warmup": opts.warmup,
+        "duration": opts.duration,
+        "max_seconds": opts.warmup + opts.duration + 300,
+    }
+    generators: list[asyncio.subprocess.Process] = []
+    err_paths: list[Path] = []
+    lat_paths: list[Path] = []
+    results: list[dict[str, Any]] = []
+    log(f"{row.label}: {server.name} at {server.target}")
+    try:
+        for i in range(n):
+            spec = {**common, **spec_for(i)}
+            lat_paths.append(bench.tmp / f"{row.key}-{i}.lat")
+            err_paths.append(bench.tmp / f"{row.key}-{i}.err")
+            spec["latency_file"] = str(lat_paths[-1])
+            with _open_for_writing(err_paths[-1]) as err:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "bench.load",
+                    cwd=REPO, env=clean_env(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    stderr=err, start_new_session=True,
+                )  # fmt: skip
+            register(process.pid, f"bench.load {row.key} {i}")
+            generators.append(process)
+            assert process.stdin is not None
+            process.stdin.write(json.dumps(spec).encode() + b"\n")
+            await process.stdin.drain()
+
+        def failure(i: int, what: str) -> RuntimeError:
+            tail = _read_text(err_paths[i]).strip().splitlines()[-5:]
+            return RuntimeError(f"generator {i} {what}: " + (" | ".join(tail) or "no output"))
+
+        for i, process in enumerate(generators):
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), common["max_seconds"])
+            if line.strip() != b"ready":
+                raise failure(i, "did not get ready")
+        cpu0 = tree_cpu_seconds(server.pid)
+        db0 = bench.pg.cpu_seconds()
+        busy0, _ = machine_ticks()
+        t0 = time.monotonic()
+        for process in generators:
+            assert process.stdin is not None
+            process.stdin.write(b"go\n")
+        await asyncio.gather(*(p.stdin.drain() for p in generators if p.stdin is not None))
+        await asyncio.sleep(opts.duration)
+        cpu1 = tree_cpu_seconds(server.pid)
+        db1 = bench.pg.cpu_seconds()
+        busy1, _ = machine_ticks()
+        t1 = time.monotonic()
+        for i, process in enumerate(generators):
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), 60)
+            if not line.strip():
+                raise failure(i, "gave no result")
+            results.append(json.loads(line))
+            await asyncio.wait_for(process.wait(), 30)
+    finally:
+        for process in generators:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+            unregister(process.pid)
+
+    latencies: list[int] = []
+    for path in lat_paths:
+        latencies.extend(_read_latencies(path))
+    latencies.sort()
+    wall = t1 - t0
+    row.calls = sum(r["calls"] for r in results)
+    row.window_s = sum(r["window_seconds"] for r in results) / len(results)
+    if row.calls == 0:
+        errors = {k: v for r in results for k, v in {**r["warmup_errors"], **r["errors"]}.items()}
+        raise RuntimeError(f"no call succeeded in the window (errors: {errors or 'none'})")
+    row.calls_per_s = sum(r["calls"] / r["window_seconds"] for r in results)
+    per_call = results[0]["tokens_per_call"]
+    if per_call:
+        row.tokens_per_s = row.calls_per_s * per_call
+    row.p50_ms = percentile(latencies, 0.50) / 1e6
+    row.p99_ms = percentile(latencies, 0.99) / 1e6
+    calls_in_wall = row.calls_per_s * wall
+    server_cpu = cpu1 - cpu0
+    row.server_cpu_us = server_cpu / calls_in_wall * 1e6
+    row.server_cpu_pct = server_cpu / wall * 100
+    db_cpu = None if db0 is None or db1 is None else db1 - db0
+    if db_cpu is not None:
+        row.db_cpu_us = db_cpu / calls_in_wall * 1e6
+    gen_cpu = sum(r["cpu_seconds"] for r in results)
+    row.gen_cpu_pct = gen_cpu / row.window_s * 100
+    machine_cpu = (busy1 - busy0) / CLK_TCK
+    row.other_cpu_pct = (
+        max(0.0, machine_cpu - server_cpu - gen_cpu * wall / row.window_s - (db_cpu or 0.0)) / wall * 100
+    )
+
+    errors_total = sum(sum(r["errors"].values()) for r in results)
+    if errors_total:
+        merged: dict[str, int] = {}
+        for r in results:
+            for code, count in r["errors"].items():
+                merged[code] = merged.get(code, 0) + count
+        row.notes.append(f"{errors_total} calls failed in the window: {merged}")
+        bench.failures.append(f"{row.label}: {errors_total} calls failed: {merged}")
+    bad = sum(r["bad_answers"] for r in results)
+    if bad:
+        row.notes.append(f"{bad} answers were not the expected outcome")
+        bench.failures.append(f"{row.label}: {bad} answers were not the expected outcome")
+    for i, r in enumerate(results):
+        if r["wrapped"]:
+            row.notes.append(
+                f"generator {i} went through its {r['requests']:,} distinct requests "
+                f"{r['requests_used'] / r['requests']:.1f} times"
+            )
+    log(
+        f"{row.label}: {row.calls_per_s:,.0f} calls/s, p50 {row.p50_ms:.2f} ms, p99 {row.p99_ms:.2f} ms, "
+        f"server {row.server_cpu_us:,.0f} µs/call ({row.server_cpu_pct:.0f}% of a core), "
+        f"generators {row.gen_cpu_pct:.0f}%, other {row.other_cpu_pct:.0f}%"
+    )
+
+
+# -- scenarios --
+
+
+def verify_specs(app: AppCredentials, repeated: list[str], bench: Bench) -> dict[str, Callable[[int], dict[str, Any]]]:
+    """The VerifyToken load of (b), reused unchanged for the baseline (f) and for (h)."""
+    opts = bench.opts
+
+    def rep(_: int) -> dict[str, Any]:
+        return {"kind": "verify", "metadata": app.verify_md, "tokens": {"source": "list", "tokens": repeated}}
+
+    def fresh(i: int) -> dict[str, Any]:
+        tokens = {"source": "mint", "secret": app.api_secret, "prefix": f"fresh-g{i}-", "count": opts.fresh_tokens}
+        return {"kind": "verify", "distinct": True, "metadata": app.verify_md, "tokens": {**tokens, "iat": bench.iat}}
+
+    return {"repeated": rep, "fresh": fresh}
+
+
+async def eddsa_scenarios(bench: Bench, server: ServerProcess, database_url: str) -> None:
+    """(b) with EdDSA tokens, when `apps create --algorithm EdDSA` works in this build."""
+    code, out, err = await authsvc_cli(
+        database_url, "apps", "create", "bench-eddsa", "--algorithm", "EdDSA", "--format", "json"
+    )
+    created = json_object_with(out, "api_secret") if code == 0 else None
+    if created is None:
+        reason = (err.strip() or out.strip()).splitlines()[-1] if (err.strip() or out.strip()) else f"exit {code}"
+        bench.notes.append(
+            f"EdDSA: not supported by this build (`authsvc apps create NAME --algorithm EdDSA` said: {reason})"
+        )
+        log("EdDSA: not supported by this build")
+        return
+    app = AppCredentials(created["api_key"], created["api_secret"])
+    credential = [(k, v) for k, v in app.credential_md]
+    repeated = await issue_tokens(server.target, credential, [f"ed-rep-{i}" for i in range(REPEATED_POOL)])
+    await measure(
+        bench,
+        Row("b-eddsa-rep", "(b) VerifyToken EdDSA, repeated (100 tokens)", "b EdDSA rep", "authsvc"),
+        server,
+        lambda _: {"kind": "verify", "metadata": app.verify_md, "tokens": {"source": "list", "tokens": repeated}},
+    )
+    await measure(
+        bench,
+        Row("b-eddsa-fresh", "(b) VerifyToken EdDSA, fresh token per call", "b EdDSA fresh", "authsvc"),
+        server,
+        lambda i: {
+            "kind": "verify",
+            "distinct": True,
+            "metadata": app.verify_md,
+            "tokens": {
+                "source": "issue",
+                "prefix": f"ed-fresh-g{i}-",
+                "count": bench.opts.eddsa_fresh_tokens,
+                "metadata": app.credential_md,
+            },
+        },
+    )
+    bench.notes.append(
+        f"EdDSA fresh tokens were minted through IssueToken before the window "
+        f"({bench.opts.eddsa_fresh_tokens:,} per generator)."
+    )
+
+
+async def propagation(bench: Bench, a: ServerProcess, b: ServerProcess, app: AppCredentials) -> dict[str, Any]:
+    """(g): RevokeUser on A, then VerifyToken on B in a tight loop until REVOKED; latency from A's reply."""
+    n = bench.opts.propagation_iterations
+    users = [f"prop-{i}" for i in range(n)]
+    tokens = mint_hs256(app.api_secret, users, int(time.time()) - 2)
+    verify_md = (("x-api-key", app.api_key),)
+    credential_md = (*verify_md, ("authorization", f"Bearer {app.api_secret}"))
+    latencies: list[float] = []
+    revoke_latencies: list[float] = []
+    polls: list[int] = []
+    timeouts = 0
+    not_valid_before = 0
+    log(f"(g) propagation: {n} revocations on {a.target}, watched on {b.target}")
+    async with (
+        grpc.aio.insecure_channel(a.target, options=CHANNEL_OPTIONS) as channel_a,
+        grpc.aio.insecure_channel(b.target, options=CHANNEL_OPTIONS) as channel_b,
+    ):
+        stub_a = pb_grpc.AuthServiceStub(channel_a)
+        stub_b = pb_grpc.AuthServiceStub(channel_b)
+        for user, token in zip(users, tokens, strict=True):
+            request = pb.VerifyTokenRequest(token=token)
+            before = await stub_b.VerifyToken(request, metadata=verify_md, timeout=5)
+            if before.outcome != pb.VERIFY_OUTCOME_VALID:
+                not_valid_before += 1
+                continue
+            sent = time.perf_counter()
+            await stub_a.RevokeUser(pb.RevokeUserRequest(user_ids=[user]), metadata=credential_md, timeout=10)
+            replied = time.perf_counter()
+            revoke_latencies.append(replied - sent)
+            count = 0
+            while True:
+                answer = await stub_b.VerifyToken(request, metadata=verify_md, timeout=5)
+                count += 1
+                if answer.outcome == pb.VERIFY_OUTCOME_REVOKED:
+                    latencies.append(time.perf_counter() - replied)
+                    polls.append(count)
+                    break
+                if time.perf_counter() - replied > 5:
+                    timeouts += 1
+                    break
+    ordered = sorted(latencies)
+    revokes = sorted(revoke_latencies)
+    result = {
+        "iterations": n,
+        "observed": len(ordered),
+        "timeouts (> 5 s)": timeouts,
+        "not VALID on B before the revocation": not_valid_before,
+        "p50_ms": percentile([round(x * 1e9) for x in ordered], 0.5) / 1e6 if ordered else None,
+        "p99_ms": percentile([round(x * 1e9) for x in ordered], 0.99) / 1e6 if ordered else None,
+        "max_ms": ordered[-1] * 1e3 if ordered else None,
+        "revoke_p50_ms": percentile([round(x * 1e9) for x in revokes], 0.5) / 1e6 if revokes else None,
+        "polls_p50": sorted(polls)[len(polls) // 2] if polls else None,
+        "first_poll_revoked": sum(1 for p in polls if p == 1),
+    }
+    if timeouts or not_valid_before:
+        bench.failures.append(f"(g) propagation: {timeouts} timeouts, {not_valid_before} tokens not VALID before")
+    log(f"(g) propagation: p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, max {result['max_ms']} ms")
+    return result
+
+
+def _memory(server: ServerProcess) -> dict[str, int]:
+    total = {"VmRSS": 0, "VmHWM": 0}
+    for key, value in memory_kib(server.pid).items():
+        total[key] += value
+    return total
+
+
+async def million(bench: Bench) -> dict[str, Any]:
+    """(h): a fresh database; a server with no revocations, then with a million; memory, start-up, throughput."""
+    out: dict[str, Any] = {}
+    async with fresh_database(bench.pg, "1m") as url:
+        await migrate(url)
+        app = await create_app(url, "bench-1m")
+        repeated = mint_hs256(app.api_secret, [f"rep-{i}" for i in range(REPEATED_POOL)], bench.iat)
+        specs = verify_specs(app, repeated, bench)
+        for label, count in (("empty", 0), ("revoked", bench.opts.revocations)):
+            if count:
+                conn = await asyncpg.connect(url)
+                try:
+                    started = time.monotonic()
+                    app_id = await conn.fetchval("SELECT id FROM apps WHERE api_key = $1", app.api_key)
+                    await conn.execute(
+                        "INSERT INTO user_revocations (app_id, user_id, revoked_before)"
+                        " SELECT $1, 'bulk-' || g, now() FROM generate_series(1, $2::int) AS g",
+                        app_id,
+                        count,
+                    )
+                    out["insert_seconds"] = time.monotonic() - started
+                    out["rows"] = await conn.fetchval("SELECT count(*) FROM user_revocations WHERE app_id = $1", app_id)
+                finally:
+                    await conn.close()
+                log(f"(h) inserted {count:,} revocations in {out['insert_seconds']:.1f}s")
+            server = authsvc_server(f"authsvc ({label})", url)
+            state: dict[str, Any] = {}
+            pg_before = bench.pg.cpu_seconds()
+            try:
+                await server.start()
+            except ServerExited as exc:
+                await server.stop()
+                # The default AUTHSVC_DATABASE_TIMEOUT (5 s) bounds the start-up snapshot query too.
+                state["default_settings_failed"] = str(exc)
+                bench.findings.append(
+                    f"(h) with {count:,} revocations the server did not start with the default settings: {exc}"
+                )
+                log(f"(h) {label}: {exc}; again with AUTHSVC_DATABASE_TIMEOUT=60s")
+                server = authsvc_server(f"authsvc ({label}, 60 s timeout)", url, AUTHSVC_DATABASE_TIMEOUT="60s")
+                try:
+                    await server.start()
+                except BaseException:
+                    await server.stop()
+                    raise
+                state["settings"] = "AUTHSVC_DATABASE_TIMEOUT=60s"
+            except BaseException:
+                await server.stop()
+                raise
+            async with contextlib.AsyncExitStack() as stack:
+                stack.push_async_callback(server.stop)
+                state.update(
+                    serving_after=server.serving_after,
+                    log_line_after=server.log_line_after,
+                    after_start=_memory(server),
+                    start_cpu=tree_cpu_seconds(server.pid),
+                    start_db_cpu=None
+                    if pg_before is None or (pg_now := bench.pg.cpu_seconds()) is None
+                    else pg_now - pg_before,
+                )
+                if count:
+                    # The snapshot is really in memory: a revoked user's token is refused.
+                    token = mint_hs256(app.api_secret, ["bulk-7"], bench.iat)[0]
+                    async with grpc.aio.insecure_channel(server.target) as channel:
+                        answer = await pb_grpc.AuthServiceStub(channel).VerifyToken(
+                            pb.VerifyTokenRequest(token=token), metadata=(("x-api-key", app.api_key),), timeout=10
+                        )
+                    state["revoked_user_answer"] = pb.VerifyOutcome.Name(answer.outcome)
+                    if answer.outcome != pb.VERIFY_OUTCOME_REVOKED:
+                        bench.failures.append(f"(h) a revoked user's token answered {state['revoked_user_answer']}")
+                title = "no revocations" if not count else f"{count:,} revoked users"
+                row = await measure(
+                    bench,
+                    Row(f"h-{label}", f"(h) VerifyToken HS256 repeated, {title}", f"h {label}", "authsvc"),
+                    server,
+                    specs["repeated"],
+                )
+                state["after_load"] = _memory(server)
+                state["calls_per_s"] = row.calls_per_s
+                out[label] = state
+                log(
+                    f"(h) {label}: SERVING after {server.serving_after:.2f}s, "
+                    f"RSS {state['after_load']['VmRSS'] / 1024:.1f} MiB after load"
+                )
+    return out
+
+
+def uvloop_status() -> tuple[str | None, str]:
+    """(settings field, reason): the server's event-loop option when uvloop can be tried, else why not."""
+    loop_fields = [f.name for f in fields(Settings) if "loop" in f.name]
+    has_uvloop = importlib.util.find_spec("uvloop") is not None
+    if not loop_fields:
+        return None, (
+            "uvloop: not measured — authsvc.config.Settings has no event-loop option (no AUTHSVC_EVENT_LOOP or "
+            f"similar) in this build; uvloop is {'importable' if has_uvloop else 'not installed'} in .venv"
+        )
+    if not has_uvloop:
+        return None, f"uvloop: not measured — the server has `{loop_fields[0]}` but uvloop is not installed in .venv"
+    return loop_fields[0], ""
+
+
+# -- the run --
+
+
+async def run(opts: Options) -> tuple[Bench, dict[str, Any]]:
+    extra: dict[str, Any] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="authsvc-bench-"))
+    try:
+        return await _run(opts, tmp, extra)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, dict[str, Any]]:
+    async with postgres_server() as pg:
+        bench = Bench(opts, pg, tmp, int(time.time()) - 60, [], [], [])
+        extra["postgres"] = pg
+        log(f"PostgreSQL {pg.version} ({'embedded' if pg.embedded else 'AUTHSVC_BENCH_DATABASE_URL'})")
+        async with fresh_database(pg, "main") as url:
+            await migrate(url)
+            verify_app = await create_app(url, "bench-verify")
+            revoke_app = await create_app(url, "bench-revoke")
+            repeated = mint_hs256(verify_app.api_secret, [f"rep-{i}" for i in range(REPEATED_POOL)], bench.iat)
+            specs = verify_specs(verify_app, repeated, bench)
+            async with running(authsvc_server("authsvc", url)) as server:
+                extra["main_start"] = {"serving_after": server.serving_after, "log_line_after": server.log_line_after}
+                extra["main_rss_after_start"] = _memory(server)
+                await measure(
+                    bench,
+                    Row("a", "(a) Health/Check — the ceiling", "a ceiling", "authsvc"),
+                    server,
+                    lambda _: {"kind": "health", "metadata": []},
+                )
+                await measure(
+                    bench,
+                    Row("b-rep", "(b) VerifyToken HS256, repeated (100 tokens)", "b rep", "authsvc"),
+                    server,
+                    specs["repeated"],
+                )
+                loop_field, reason = uvloop_status()
+                if loop_field is not None:
+                    try:
+                        async with running(
+                            authsvc_server("authsvc (uvloop)", url, **{f"AUTHSVC_{loop_field.upper()}": "uvloop"})
+                        ) as uv_server:
+                            await measure(
+                                bench,
+                                Row(
+                                    "b-rep-uvloop", "(b) VerifyToken HS256 repeated, uvloop", "b rep uvloop", "authsvc"
+                                ),
+                                uv_server,
+                                specs["repeated"],
+                            )
+                    except Exception as exc:
+                        bench.failures.append(f"uvloop server: {_first_line(exc)}")
+                        log(f"uvloop server FAILED: {exc}")
+                else:
+                    bench.notes.append(reason)
+                    log(reason)
+                await measure(
+                    bench,
+                    Row("b-fresh", "(b) VerifyToken HS256, fresh token per call", "b fresh", "authsvc"),
+                    server,
+                    specs["fresh"],
+                )
+                await eddsa_scenarios(bench, server, url)
+                await measure(
+                    bench,
+                    Row("c", "(c) VerifyTokens, 100 fresh HS256 tokens per call", "c batch", "authsvc"),
+                    server,
+                    lambda i: {
+                        "kind": "verify_batch",
+                        "distinct": True,
+                        "batch": BATCH_SIZE,
+                        "metadata": verify_app.verify_md,
+                        "tokens": {
+                            "source": "mint",
+                            "secret": verify_app.api_secret,
+                            "prefix": f"batch-g{i}-",
+                            "count": opts.batch_tokens,
+                            "iat": bench.iat,
+                        },
+                    },
+                )
+                await measure(
+                    bench,
+                    Row("d", "(d) IssueToken", "d issue", "authsvc"),
+                    server,
+                    lambda i: {"kind": "issue", "prefix": f"issue-g{i}-", "metadata": verify_app.credential_md},
+                )
+                await measure(
+                    bench,
+                    Row("e", "(e) RevokeUser, one new user per call", "e revoke", "authsvc"),
+                    server,
+                    lambda i: {
+                        "kind": "revoke",
+                        "distinct": True,
+                        "prefix": f"rv-g{i}-",
+                        "count": opts.revoke_requests,
+                        "metadata": revoke_app.credential_md,
+                    },
+                )
+                async with running(
+                    ServerProcess(
+                        "baseline",
+                        [sys.executable, "-m", "bench.baseline_server", "--database-url", url, "--port", "0"],
+                        clean_env(),
+                    )
+                ) as baseline:
+                    await measure(
+                        bench,
+                        Row("f-rep", "(f) baseline VerifyToken, repeated (100 tokens)", "f base rep", "baseline"),
+                        baseline,
+                        specs["repeated"],
+                    )
+                    await measure(
+                        bench,
+                        Row("f-fresh", "(f) baseline VerifyToken, fresh token per call", "f base fresh", "baseline"),
+                        baseline,
+                        specs["fresh"],
+                    )
+                try:
+                    async with running(authsvc_server("authsvc B", url)) as server_b:
+                        extra["propagation"] = await propagation(bench, server, server_b, verify_app)
+                except Exception as exc:
+                    bench.failures.append(f"(g) propagation: {exc}")
+                    log(f"(g) propagation FAILED: {exc}")
+                extra["main_rss_at_end"] = _memory(server)
+        try:
+            extra["million"] = await million(bench)
+        except Exception as exc:
+            bench.failures.append(f"(h) 1M revocations: {exc}")
+            log(f"(h) FAILED: {exc}")
+    return bench, extra
+
+
+# -- the report --
+
+
+def _row(bench: Bench, key: str) -> Row | None:
+    for row in bench.rows:
+        if row.key == key and row.error is None:
+            return row
+    return None
+
+
+def _v(row: Row | None, attr: str) -> float | None:
+    """A figure of a row that ran, else None."""
+    if row is None:
+        return None
+    value = getattr(row, attr)
+    return None if value is None else float(value)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def targets(bench: Bench, extra: dict[str, Any]) -> list[Target]:
+    ceiling, rep, fresh, batch = (_row(bench, k) for k in ("a", "b-rep", "b-fresh", "c"))
+    result = [
+        Target(
+            "VerifyToken HS256 repeated calls/s ÷ ceiling calls/s",
+            _ratio(_v(rep, "calls_per_s"), _v(ceiling, "calls_per_s")),
+            0.9,
+            True,
+        ),
+        Target(
+            "VerifyToken HS256 fresh calls/s ÷ ceiling calls/s",
+            _ratio(_v(fresh, "calls_per_s"), _v(ceiling, "calls_per_s")),
+            0.8,
+            True,
+        ),
+        Target(
+            "server CPU per VerifyToken ÷ ceiling's",
+            _ratio(_v(rep, "server_cpu_us"), _v(ceiling, "server_cpu_us")),
+            1.2,
+            False,
+            detail="repeated tokens",
+        ),
+        Target(
+            "server CPU per VerifyToken ÷ ceiling's",
+            _ratio(_v(fresh, "server_cpu_us"), _v(ceiling, "server_cpu_us")),
+            1.2,
+            False,
+            detail="fresh tokens",
+        ),
+        Target(
+            "VerifyTokens tokens/s ÷ VerifyToken calls/s",
+            _ratio(_v(batch, "tokens_per_s"), _v(fresh, "calls_per_s")),
+            10,
+            True,
+            detail="both fresh HS256",
+        ),
+        Target(
+            "VerifyTokens tokens/s ÷ VerifyToken calls/s",
+            _ratio(_v(batch, "tokens_per_s"), _v(rep, "calls_per_s")),
+            10,
+            True,
+            detail="vs repeated",
+        ),
+    ]
+    prop = extra.get("propagation")
+    result.append(Target("(g) revocation propagation p99", prop and prop["p99_ms"], 25, False, " ms"))
+    m = extra.get("million")
+    empty, full = (m or {}).get("empty"), (m or {}).get("revoked")
+    extra_rss = load_time = ratio = None
+    if empty and full:
+        extra_rss = (full["after_load"]["VmRSS"] - empty["after_load"]["VmRSS"]) * 1024 / 1e6  # MB, not MiB
+        load_time = full["serving_after"] - empty["serving_after"]
+        ratio = _ratio(full["calls_per_s"], empty["calls_per_s"])
+    n = f"{bench.opts.revocations:,} revocations"
+    result += [
+        Target(f"{n}: extra RSS per server process", extra_rss, 64, False, " MB", "VmRSS after start and load"),
+        Target(f"{n}: load time", load_time, 3, False, " s", "start-up to SERVING, minus the empty state's"),
+        Target(f"{n}: VerifyToken throughput ÷ empty state's", ratio, 0.95, True),
+    ]
+    if full and full.get("default_settings_failed"):
+        for t in result[-3:]:
+            note = "with AUTHSVC_DATABASE_TIMEOUT=60s: the default settings failed to start"
+            t.detail = f"{t.detail}; {note}" if t.detail else note
+    if full:
+        result.append(
+            Target(f"{n}: whole start-up to SERVING", full["serving_after"], 3, False, " s", "process start included")
+        )
+    return result
+
+
+def render(bench: Bench, extra: dict[str, Any], command: str, started: datetime.datetime, took: float) -> str:
+    opts = bench.opts
+    pg: PostgresServer = extra["postgres"]
+    lines = [
+        "# Performance",
+        "",
+        f"Figures from one run of `{command}` on {started:%Y-%m-%d %H:%M} UTC ({took / 60:.1f} min). "
+        "`make bench` writes this file; run it again to refresh the figures on your machine.",
+        "",
+        "## Machine and versions",
+        "",
+        *report.key_value_table({**report.machine(), **report.versions(pg.version)}, ("", "")),
+        "",
+        "## How it was measured",
+        "",
+        "- Servers: `authsvc serve --host 127.0.0.1 --port 0` subprocesses with `AUTHSVC_WORKERS=1` (one process), "
+        f"`AUTHSVC_LOG_LEVEL={LOG_LEVEL}`, on a fresh database created for the run and dropped after it "
+        f"({'an embedded PostgreSQL (pgserver)' if pg.embedded else 'the server AUTHSVC_BENCH_DATABASE_URL names'}).",
+        f"- Log level: {LOG_LEVEL}. {access_log_note()}",
+        f"- Load: {opts.generators} generator processes (`bench/load.py`, grpc.aio), "
+        f"{max(1, opts.channels // opts.generators)} channels (TCP connections) and "
+        f"{max(1, opts.concurrency // opts.generators)} calls in flight each — {opts.concurrency} in flight over "
+        f"{opts.channels} connections in all. Requests are serialized before the window and sent as raw bytes. "
+        f"Each scenario: {opts.warmup:g} s warm-up, then a {opts.duration:g} s measured window.",
+        "- Latency: per call, from just before the call to its answer, in the generator; p50/p99 over every call "
+        "of the window (all generators). At saturation, p50 ≈ calls in flight ÷ throughput (Little's law): "
+        "latency here measures queueing as much as service time.",
+        "- Server CPU: utime + stime of the server process (all threads) from `/proc/<pid>/stat`, read before and "
+        f"after the window (resolution {1000 / CLK_TCK:.0f} ms), divided by the calls of the window. "
+        "*Server CPU %* is of one core. *PostgreSQL CPU* is the postmaster and its backends (including exited ones) "
+        "the same way; *other CPU* is the rest of the machine's busy time (`/proc/stat`) in the window.",
+        f'- Tokens: `{{"user_id": ..., "iat": ...}}` HS256 with the app\'s API secret, as PyJWT makes them '
+        f"(minted by the generator before the window, checked byte for byte against `jwt.encode`). *Repeated*: "
+        f"the same {REPEATED_POOL} tokens cycled. *Fresh*: a token never sent before on every call "
+        f"({opts.fresh_tokens:,} per generator). VerifyTokens: {BATCH_SIZE} fresh tokens per call "
+        f"({opts.batch_tokens:,} per generator). RevokeUser: one user never revoked before per call.",
+        "- Baseline (f): `bench/baseline_server.py`, a minimal grpc.aio server on the same stubs: "
+        '`jwt.decode(token, secret, algorithms=["HS256"], options={"verify_aud": False})` and one asyncpg query '
+        "(`SELECT revoked_before FROM user_revocations WHERE app_id=$1 AND user_id=$2`, pool of 10) per call; "
+        "same load, same tokens as (b).",
+        *contention_notes(bench),
+        "",
+        "## Results",
+        "",
+        *report.results_table(bench.rows),
+        "",
+    ]
+    notes = [(r.label, n) for r in bench.rows for n in r.notes]
+    if notes:
+        lines += [f"- {label}: {note}" for label, note in notes] + [""]
+    lines += ["## Targets", "", *report.targets_table(targets(bench, extra)), ""]
+    base_rep, base_fresh = _row(bench, "f-rep"), _row(bench, "f-fresh")
+    rep, fresh = _row(bench, "b-rep"), _row(bench, "b-fresh")
+    lines += [
+        "Baseline (f) ÷ authsvc (b), same load and tokens (no target). Below 1 for calls/s, above 1 for CPU and "
+        "latency: authsvc does better.",
+        "",
+        "| baseline ÷ authsvc | repeated tokens | fresh tokens |",
+        "| --- | ---: | ---: |",
+        f"| calls/s | {_fmt_ratio(_v(base_rep, 'calls_per_s'), _v(rep, 'calls_per_s'))} | "
+        f"{_fmt_ratio(_v(base_fresh, 'calls_per_s'), _v(fresh, 'calls_per_s'))} |",
+        f"| server CPU µs/call | {_fmt_ratio(_v(base_rep, 'server_cpu_us'), _v(rep, 'server_cpu_us'))} | "
+        f"{_fmt_ratio(_v(base_fresh, 'server_cpu_us'), _v(fresh, 'server_cpu_us'))} |",
+        f"| server + PostgreSQL CPU µs/call | {_fmt_ratio(_total_cpu(base_rep), _total_cpu(rep))} | "
+        f"{_fmt_ratio(_total_cpu(base_fresh), _total_cpu(fresh))} |",
+        f"| p99 latency | {_fmt_ratio(_v(base_rep, 'p99_ms'), _v(rep, 'p99_ms'))} | "
+        f"{_fmt_ratio(_v(base_fresh, 'p99_ms'), _v(fresh, 'p99_ms'))} |",
+        "",
+        "## Charts",
+        "",
+        "Calls per second (VerifyTokens carries 100 tokens a call) and p99 latency, per scenario:",
+        "",
+        *report.charts(bench.rows),
+        "",
+    ]
+    lines += propagation_section(extra.get("propagation"))
+    lines += million_section(extra.get("million"), bench.opts.revocations)
+    lines += ["## Not measured, and other notes", ""]
+    lines += [f"- {note}" for note in bench.notes]
+    main_start = extra.get("main_start")
+    if main_start:
+        line_note = (
+            f"{main_start['log_line_after']:.2f} s to its 'serving gRPC' line"
+            if main_start["log_line_after"] is not None
+            else f"no 'serving gRPC' line at {LOG_LEVEL}: the port was read from its listening socket"
+        )
+        lines.append(
+            f"- The main server answered SERVING {main_start['serving_after']:.2f} s after its process started "
+            f"— {line_note}; RSS {extra['main_rss_after_start']['VmRSS'] / 1024:.1f} MiB after start, "
+            f"{extra['main_rss_at_end']['VmRSS'] / 1024:.1f} MiB after every scenario."
+            if "main_rss_at_end" in extra
+            else f"- The main server answered SERVING {main_start['serving_after']:.2f} s after its process started."
+        )
+    if bench.findings:
+        lines += ["", "**Findings:**", ""] + [f"- {f}" for f in bench.findings]
+    if bench.failures:
+        lines += ["", "**Failures in this run** (the bench could not measure these, or got wrong answers):", ""]
+        lines += [f"- {f}" for f in bench.failures]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def contention_notes(bench: Bench) -> list[str]:
+    """What shared the CPU with the server during the run, from the run's own readings."""
+    opts = bench.opts
+    ceiling = _row(bench, "a")
+    others = sorted(r.other_cpu_pct for r in bench.rows if r.error is None and r.other_cpu_pct is not None)
+    lines = [
+        f"- Each scenario ran {opts.repeat} time(s); the table keeps the run with the most calls/s (every run's "
+        "calls/s is in the notes under the table). Before each run the bench waited for the machine to go idle "
+        f"(under {opts.quiet_cores * 100:.0f}% of a core busy), {opts.quiet_budget:g} s at most in all; it waited "
+        f"{bench.quiet_waited:.0f} s in this run.",
+    ]
+    if ceiling is not None and ceiling.server_cpu_pct is not None and ceiling.gen_cpu_pct is not None:
+        bound = (
+            "so the single-process server, at about one full core, was the bottleneck"
+            if ceiling.server_cpu_pct >= 85
+            else "so the server was not saturated: the generators or other jobs held the run back"
+        )
+        lines.append(
+            f"- **The load generators share the machine's {os.cpu_count()} cores with the server** (and with "
+            f"PostgreSQL). At the ceiling they used {ceiling.gen_cpu_pct:.0f}% of a core while the server used "
+            f"{ceiling.server_cpu_pct:.0f}%, {bound}. A generator process on the other core keeps them apart only "
+            "while nothing else runs."
+        )
+    if others:
+        lines.append(
+            f"- **Other jobs ran on this machine during the run**: *other CPU %* (busy time in `/proc/stat` not "
+            f"charged to the server, the generators or PostgreSQL; it includes kernel networking time) was "
+            f"{others[len(others) // 2]:.0f}% of a core in the median window, {others[-1]:.0f}% at most. They take "
+            "CPU from the server and the generators, so calls/s and latency move by tens of percent from run to "
+            "run; *server CPU µs/call* moves least, and the CPU ratio is the steadiest of the targets."
+        )
+    return lines
+
+
+def _total_cpu(row: Row | None) -> float | None:
+    if row is None or row.server_cpu_us is None:
+        return None
+    return row.server_cpu_us + (row.db_cpu_us or 0.0)
+
+
+def _fmt_ratio(a: float | None, b: float | None) -> str:
+    r = _ratio(a, b)
+    return "—" if r is None else f"{r:.2f}"
+
+
+def access_log_note() -> str:
+    try:
+        from authsvc import logs
+    except ImportError:
+        return "This build has no per-call logging."
+    if hasattr(logs, "log_call"):
+        return (
+            "At INFO this build writes one access-log line per call (`authsvc.logs.log_call`); WARNING keeps "
+            "that out of the figures, as a production deployment that ships no access log would."
+        )
+    return "This build has no per-call access log."
+
+
+def propagation_section(prop: dict[str, Any] | None) -> list[str]:
+    lines = ["## Revocation propagation between two processes (g)", ""]
+    if prop is None:
+        return [*lines, "Not measured (see failures).", ""]
+    lines += [
+        f"{prop['iterations']} iterations: RevokeUser on process A, then VerifyToken on process B in a tight loop "
+        "(its own channel) until REVOKED; latency from RevokeUser's reply to B's first REVOKED answer.",
+        "",
+        "| p50 | p99 | max | RevokeUser p50 on A | B answered REVOKED on its first poll | timeouts |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {_ms_or(prop['p50_ms'])} | {_ms_or(prop['p99_ms'])} | {_ms_or(prop['max_ms'])} | "
+        f"{_ms_or(prop['revoke_p50_ms'])} | {prop['first_poll_revoked']} of {prop['observed']} | "
+        f"{prop['timeouts (> 5 s)']} |",
+        "",
+    ]
+    return lines
+
+
+def _ms_or(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f} ms"
+
+
+def million_section(m: dict[str, Any] | None, count: int) -> list[str]:
+    lines = [f"## {count:,} revoked users (h)", ""]
+    if not m or "empty" not in m or "revoked" not in m:
+        return [*lines, "Not measured (see failures).", ""]
+    lines += [
+        f"A second fresh database, one app. First a server with no revocations; then {count:,} rows inserted "
+        f"into `user_revocations` with one `INSERT ... SELECT generate_series` ({m['insert_seconds']:.1f} s, "
+        f"{m['rows']:,} rows) and a new server, which loads them in its start-up snapshot "
+        f"(a revoked user's token then answered {m['revoked'].get('revoked_user_answer', '?')}).",
+        "",
+        *(
+            [
+                f"**With the default settings the server did not start** ({m['revoked']['default_settings_failed']}); "
+                "the figures below are with AUTHSVC_DATABASE_TIMEOUT=60s.",
+                "",
+            ]
+            if m["revoked"].get("default_settings_failed")
+            else []
+        ),
+        "| state | start-up to SERVING | server CPU by then | PostgreSQL CPU meanwhile | RSS after start | "
+        "RSS after load | peak RSS | VerifyToken calls/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key, title in (("empty", "no revocations"), ("revoked", f"{count:,} revocations")):
+        s = m[key]
+        db = "—" if s.get("start_db_cpu") is None else f"{s['start_db_cpu']:.2f} s"
+        calls = "failed" if s.get("calls_per_s") is None else f"{s['calls_per_s']:,.0f}"
+        lines.append(
+            f"| {title} | {s['serving_after']:.2f} s | {s['start_cpu']:.2f} s | {db} | "
+            f"{s['after_start']['VmRSS'] / 1024:.1f} MiB | {s['after_load']['VmRSS'] / 1024:.1f} MiB | "
+            f"{s['after_load']['VmHWM'] / 1024:.1f} MiB | {calls} |"
+        )
+    lines += [
+        "",
+        "Start-up is from the process's start to the first SERVING answer of grpc.health.v1.Health/Check"
+        + (
+            f" (the 'serving gRPC' log line came after {m['revoked']['log_line_after']:.2f} s)."
+            if m["revoked"].get("log_line_after") is not None
+            else f" (no 'serving gRPC' log line is written at {LOG_LEVEL})."
+        )
+        + " RSS is VmRSS of the server process from "
+        "`/proc/<pid>/status`, peak RSS its VmHWM (MiB; the target is in MB, 10⁶ bytes).",
+        "",
+    ]
+    return lines
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description="Run every authsvc benchmark.")
+    parser.add_argument("--duration", type=float, help="measured seconds per scenario (default 5; --quick: 1)")
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run of every scenario (~1 s each)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="write the markdown report here (default docs/performance.md; with --quick, no file unless given)",
+    )
+    parser.add_argument("--generators", type=int, default=2, help="load generator processes (default 2)")
+    parser.add_argument("--channels", type=int, default=4, help="channels (connections) in all (default 4)")
+    parser.add_argument("--concurrency", type=int, default=64, help="calls in flight in all (default 64)")
+    parser.add_argument("--revocations", type=int, help="revoked users for (h) (default 1000000; --quick: 100000)")
+    parser.add_argument("--repeat", type=int, help="runs per scenario, the best kept (default 2; --quick: 1)")
+    parser.add_argument(
+        "--quiet-budget",
+        type=float,
+        help="seconds in all to wait for other jobs to leave the CPU before runs (default 60; --quick: 10)",
+    )
+    args = parser.parse_args(argv)
+    quick = bool(args.quick)
+    duration = args.duration if args.duration is not None else (1.0 if quick else 5.0)
+    if duration <= 0 or args.generators < 1 or args.channels < 1 or args.concurrency < 1:
+        parser.error("--duration, --generators, --channels and --concurrency must be positive")
+    output = args.output
+    if output is None and not quick:
+        output = REPO / "docs" / "performance.md"
+    return Options(
+        duration=duration,
+        warmup=0.5 if quick else 1.0,
+        quick=quick,
+        generators=args.generators,
+        channels=args.channels,
+        concurrency=args.concurrency,
+        fresh_tokens=30_000 if quick else 100_000,
+        batch_tokens=30_000 if quick else 150_000,
+        revoke_requests=10_000 if quick else 50_000,
+        eddsa_fresh_tokens=2_000 if quick else 6_000,
+        propagation_iterations=50 if quick else 200,
+        revocations=args.revocations if args.revocations is not None else (100_000 if quick else MILLION),
+        repeat=args.repeat if args.repeat is not None else (1 if quick else 2),
+        quiet_cores=0.3,
+        quiet_budget=args.quiet_budget if args.quiet_budget is not None else (10.0 if quick else 60.0),
+        output=output,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    atexit.register(kill_all_children)
+    command = os.environ.get("BENCH_COMMAND") or shlex.join(
+        [os.path.relpath(sys.executable, REPO) if sys.executable.startswith(str(REPO)) else sys.executable]
+        + ["-m", "bench.run", *(sys.argv[1:] if argv is None else argv)]
+    )
+    started = datetime.datetime.now(datetime.UTC)
+    clock = time.monotonic()
+
+    async def guarded() -> tuple[Bench, dict[str, Any]]:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        # Bounded: the default run takes ~3 minutes; nothing may keep it going for ever.
+        return await asyncio.wait_for(run(opts), 1800)
+
+    try:
+        bench, extra = asyncio.run(guarded())
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        log("interrupted; every process the bench started has been stopped")
+        return 130
+    finally:
+        kill_all_children()
+    text = render(bench, extra, command, started, time.monotonic() - clock)
+    print(text)
+    if opts.output is not None:
+        opts.output.parent.mkdir(parents=True, exist_ok=True)
+        opts.output.write_text(text)
+        log(f"report written to {opts.output}")
+    if bench.failures:
+        log(f"{len(bench.failures)} failure(s): " + "; ".join(bench.failures))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

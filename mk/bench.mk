@@ -1,0 +1,19 @@
+# `make bench`: every benchmark scenario against real `authsvc serve` processes, one report (docs/performance.md).
+# Included by the main Makefile, which defines PYTHON, VENV, BIN and STAMP.
+#
+#   make bench                          default run (~5 s a scenario, a few minutes); writes docs/performance.md
+#   make bench BENCH_ARGS=--quick       smoke run (~1 s a scenario); prints the report, writes no file
+#   make bench-quick                    the same
+#
+# AUTHSVC_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres runs on that PostgreSQL server (in a
+# fresh database the bench creates and drops); unset, the bench starts an embedded one.
+
+BENCH_ARGS ?=
+
+.PHONY: bench bench-quick
+
+bench: $(STAMP) ## run the benchmarks and write docs/performance.md (BENCH_ARGS=--quick for a smoke run)
+	BENCH_COMMAND="make bench$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-quick: $(STAMP) ## smoke-run every benchmark scenario (~1 s each); prints the report only
+	BENCH_COMMAND="make bench-quick" $(BIN)/python -m bench.run --quick $(BENCH_ARGS)
