@@ -48,6 +48,11 @@ class RevocationSet:
         self._keys = array("q", keys)
         self._times = array("q", times)
         self._recent: dict[int, int | None] = {}
+        if any(a > b for a, b in zip(self._keys, self._keys[1:], strict=False)):
+            # The snapshot query delivers hashes in order; this only guards against a plan that does not.
+            pairs = sorted(zip(self._keys, self._times, strict=True))
+            self._keys = array("q", (k for k, _ in pairs))
+            self._times = array("q", (t for _, t in pairs))
 
     def get(self, key: int) -> Micros | None:
         """The revocation time of a user hash, or None."""

@@ -262,12 +262,13 @@ class Store:
         async with self._connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             version = await conn.fetchval("SELECT version FROM state_version")
             apps = [_app(row) for row in await conn.fetch(f"SELECT {_APP_COLUMNS} FROM apps ORDER BY id")]
-            # Aggregated server-side: a million revocations arrive as a few int8 arrays, not a million rows.
+            # Aggregated server-side from an index-only scan in (app, hash) order: a million revocations
+            # arrive as a few int8 arrays, not a million rows, with no sort.
             rows = await conn.fetch(
-                "SELECT app_id, array_agg(user_hash ORDER BY user_hash) AS hashes,"
-                " array_agg(micros ORDER BY user_hash) AS times"
-                f" FROM (SELECT app_id, user_hash, max({_MICROS.format('revoked_before')}) AS micros"
-                "  FROM user_revocations GROUP BY app_id, user_hash) AS r"
+                "SELECT app_id, array_agg(user_hash) AS hashes,"
+                f" array_agg({_MICROS.format('revoked_before')}) AS times"
+                " FROM (SELECT app_id, user_hash, revoked_before FROM user_revocations"
+                "  ORDER BY app_id, user_hash) AS r"
                 " GROUP BY app_id"
             )
         return Snapshot(
