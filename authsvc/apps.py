@@ -9,8 +9,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from authsvc import keys
-from authsvc.clock import to_datetime
-from authsvc.errors import InvalidArgument
+from authsvc.clock import MICROS_PER_SECOND, Micros, to_datetime
+from authsvc.errors import InvalidArgument, NotFound
 from authsvc.store import Store
 from authsvc.tokens import HS256, App
 
@@ -44,8 +44,15 @@ async def create_app(
     auth_checks_disabled: bool = False,
     require_iat: bool = False,
     max_token_lifetime_seconds: int | None = None,
+    api_secret: str | None = None,
 ) -> App:
-    """Creates an app with a fresh API key, API secret and key id."""
+    """Creates an app with a fresh API key, key ids and keys.
+
+    `api_secret` imports an existing secret (say, a chat vendor's), so tokens already minted with it verify;
+    it must be long and random.
+    """
+    if api_secret is not None:
+        check_imported_secret(api_secret)
     if not name.strip() or len(name) > 200:
         raise InvalidArgument("the app name must be 1 to 200 characters", "INVALID_APP_NAME")
     if algorithm not in ALGORITHMS:
@@ -63,15 +70,95 @@ async def create_app(
     return await store.create_app(
         api_key=new_api_key(),
         name=name.strip(),
-        api_secret=new_api_secret(),
+        api_secret=api_secret or new_api_secret(),
         key_id=new_key_id(),
         algorithm=algorithm,
         token_ttl_seconds=token_ttl_seconds,
         auth_checks_disabled=auth_checks_disabled,
         require_iat=require_iat,
         max_token_lifetime_seconds=max_token_lifetime_seconds,
-        private_key=keys.generate(algorithm) if algorithm in keys.ASYMMETRIC_ALGORITHMS else None,
+        key_pair=(new_key_id(), keys.generate(algorithm)) if algorithm in keys.ASYMMETRIC_ALGORITHMS else None,
     )
+
+
+_WEAK_SECRETS = ("secret", "password", "changeme", "change-me", "default", "example", "test", "qwerty", "letmein")
+MIN_SECRET_LENGTH = 32
+
+
+def check_imported_secret(secret: str) -> None:
+    """Refuses an imported API secret that is short, well known or visibly not random."""
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise InvalidArgument(
+            f"the API secret is {len(secret)} characters; at least {MIN_SECRET_LENGTH} random ones are needed",
+            "WEAK_SECRET",
+        )
+    lowered = secret.lower()
+    if any(word in lowered for word in _WEAK_SECRETS) or len(set(secret)) < 16 or not secret.isprintable():
+        raise InvalidArgument(
+            "the API secret looks well known or not random; generate one (e.g. 32 random bytes, base64)",
+            "WEAK_SECRET",
+        )
+    if any(secret[i:].startswith(secret[i : i + 4] * 3) for i in range(len(secret) - 11)):
+        raise InvalidArgument("the API secret repeats a pattern; generate a random one", "WEAK_SECRET")
+
+
+async def rotate_api_secret(
+    store: Store, app: App, *, overlap_seconds: float, new_secret: str | None = None
+) -> tuple[str, str, int]:
+    """Gives the app a new current API secret; the old ones keep working for `overlap_seconds`.
+
+    Returns the new secret's kid, the secret (shown once) and the state version.
+    """
+    if overlap_seconds < 0:
+        raise InvalidArgument("the overlap must not be negative", "INVALID_OVERLAP")
+    if new_secret is not None:
+        check_imported_secret(new_secret)
+    key_id, secret = new_key_id(), new_secret or new_api_secret()
+    version = await store.rotate_secret(
+        app, new_key_id=key_id, new_secret=secret, overlap=round(overlap_seconds * MICROS_PER_SECOND)
+    )
+    return key_id, secret, version
+
+
+async def rotate_key(store: Store, app: App, *, delay_seconds: float, now: Micros) -> tuple[str, int]:
+    """Publishes a new key pair for an EdDSA/ES256 app at once; it signs after `delay_seconds`.
+
+    Returns its kid and the state version.
+    """
+    if app.algorithm not in keys.ASYMMETRIC_ALGORITHMS:
+        raise InvalidArgument(
+            "HS256 apps sign with their API secret: rotate the API secret instead", "NOT_AN_ASYMMETRIC_APP"
+        )
+    if delay_seconds < 0:
+        raise InvalidArgument("the delay must not be negative", "INVALID_DELAY")
+    key_id = new_key_id()
+    version = await store.add_key_pair(
+        app,
+        key_id=key_id,
+        private_pem=keys.generate(app.algorithm),
+        signs_from=now + round(delay_seconds * MICROS_PER_SECOND),
+    )
+    return key_id, version
+
+
+async def retire_key(store: Store, app: App, key_id: str, *, now: Micros) -> int:
+    """Stops a key verifying. The current API secret and the last signing key pair cannot be retired."""
+    if key_id == app.secrets[0].key_id:
+        raise InvalidArgument("this is the current API secret: rotate it first", "KEY_IN_USE")
+    pairs = [pair for pair in app.key_pairs if pair.key_id != key_id]
+    if app.key_pairs and len(pairs) == len(app.key_pairs) - 1 and not any(p.signs_from <= now for p in pairs):
+        raise InvalidArgument(
+            "this key pair is the only one signing now: rotate in another and let it start signing first",
+            "KEY_IN_USE",
+        )
+    version = await store.retire_key(app, key_id)
+    if version is None:
+        raise NotFound(f"the app has no live key {key_id!r}", "KEY_NOT_FOUND")
+    return version
+
+
+def _iso(micros: Micros | None) -> str | None:
+    return None if micros is None else to_datetime(micros).isoformat()
 
 
 def describe(app: App, *, with_secret: bool = False) -> dict[str, Any]:
@@ -81,6 +168,19 @@ def describe(app: App, *, with_secret: bool = False) -> dict[str, Any]:
         "name": app.name,
         "algorithm": app.algorithm,
         "key_id": app.key_id,
+        "keys": [
+            {"key_id": secret.key_id, "kind": "api_secret", "expires_at": _iso(secret.expires_at)}
+            for secret in app.secrets
+        ]
+        + [
+            {
+                "key_id": pair.key_id,
+                "kind": "key_pair",
+                "algorithm": pair.key.algorithm,
+                "signs_from": _iso(pair.signs_from),
+            }
+            for pair in app.key_pairs
+        ],
         "token_ttl_seconds": app.token_ttl_seconds,
         "auth_checks_disabled": app.auth_checks_disabled,
         "require_iat": app.require_iat,

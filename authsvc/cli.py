@@ -15,6 +15,7 @@ from authsvc import apps, migrations
 from authsvc.config import Settings, parse_duration
 from authsvc.database import database_url
 from authsvc.errors import AuthsvcError, ConfigError
+from authsvc.logs import configure_logging
 from authsvc.server import open_store, serve
 from authsvc.store import Store, create_pool
 
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd = commands.add_parser("serve", help="run the gRPC server")
     serve_cmd.add_argument("--host", help="listen address (AUTHSVC_HOST, default 0.0.0.0)")
     serve_cmd.add_argument("--port", type=int, help="gRPC port (AUTHSVC_PORT, default 50051)")
+    serve_cmd.add_argument("--http-port", type=int, help="HTTP port of /metrics (AUTHSVC_HTTP_PORT, default 8080)")
     serve_cmd.add_argument(
         "--workers", type=int, help="server processes sharing the port (AUTHSVC_WORKERS, default one per core)"
     )
@@ -129,17 +131,18 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env(
-            host=getattr(args, "host", None), port=getattr(args, "port", None), workers=getattr(args, "workers", None)
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+            http_port=getattr(args, "http_port", None),
+            workers=getattr(args, "workers", None),
         )
         if settings.workers < 0:
             raise ConfigError("--workers must be at least 1")
-        logging.basicConfig(
-            level=settings.log_level if args.command == "serve" else "WARNING",
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
         if args.command == "serve":
+            configure_logging(settings.log_level)
             serve(settings)
             return 0
+        logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         with database_url(settings) as url:
             if args.command == "migrate":
                 return asyncio.run(_migrate(url, settings))

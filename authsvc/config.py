@@ -71,6 +71,10 @@ class Settings:
     """Every setting of authsvc. Environment variable: `AUTHSVC_` + the field name in upper case."""
 
     database_url: str | None = None
+    kek: str | None = None
+    """Key-encryption keys (base64 of 32 bytes), comma-separated: the first seals, all open."""
+    kek_file: Path | None = None
+    """A file of key-encryption keys, one per line (a mounted Kubernetes Secret); read after AUTHSVC_KEK."""
     """PostgreSQL URL; unset starts an embedded PostgreSQL in data_dir."""
     data_dir: Path = Path(".authsvc")
     """Where the embedded PostgreSQL keeps its data."""
@@ -78,6 +82,8 @@ class Settings:
     """Address the gRPC server listens on."""
     port: int = 50051
     """gRPC port; 0 picks a free one."""
+    http_port: int = 8080
+    """HTTP port of /metrics; 0 picks a free one."""
     issuer: str = "authsvc"
     """The `iss` claim of minted tokens."""
     clock_leeway: float = 5.0
@@ -113,12 +119,18 @@ class Settings:
 
         if (url := get("database_url")) is not None:
             values["database_url"] = url
+        if (kek := get("kek")) is not None:
+            values["kek"] = kek
+        if (kek_file := get("kek_file")) is not None:
+            values["kek_file"] = Path(kek_file)
         if (data_dir := get("data_dir")) is not None:
             values["data_dir"] = Path(data_dir)
         if (host := get("host")) is not None:
             values["host"] = host
         if (port := get("port")) is not None:
             values["port"] = _port(port, "AUTHSVC_PORT")
+        if (http_port := get("http_port")) is not None:
+            values["http_port"] = _port(http_port, "AUTHSVC_HTTP_PORT")
         if (issuer := get("issuer")) is not None:
             values["issuer"] = issuer
         if (leeway := get("clock_leeway")) is not None:
@@ -151,6 +163,8 @@ class Settings:
         settings = cls(**values)
         if not 0 <= settings.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, not {settings.port}")
+        if not 0 <= settings.http_port <= 65535:
+            raise ConfigError(f"HTTP port must be between 0 and 65535, not {settings.http_port}")
         return settings
 
     def with_overrides(self, **overrides: Any) -> Settings:

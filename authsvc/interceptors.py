@@ -1,9 +1,12 @@
-"""gRPC server interceptors: the one place where errors become gRPC statuses."""
+"""gRPC server interceptors: the one place where errors become gRPC statuses, and the one that observes calls."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 import grpc
@@ -12,6 +15,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from authsvc.errors import DOMAIN, AuthsvcError
+from authsvc.logs import REQUEST_ID_HEADER, current_request_id, log_call, request_id
+from authsvc.metrics import MethodMetrics, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,12 @@ def _internal_status() -> grpc.Status:
     return status_of(AuthsvcError(_INTERNAL_MESSAGE, "INTERNAL"))
 
 
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> None:
+    # abort_with_status would replace the trailing metadata set before (the request id); keep it.
+    kept = tuple(context.trailing_metadata() or ())
+    await context.abort(status.code, status.details, kept + tuple(status.trailing_metadata))
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns AuthsvcError into its status, and anything unexpected into a bare INTERNAL (logged here)."""
 
@@ -50,15 +61,165 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             try:
                 return await inner(request, context)
             except AuthsvcError as error:
-                await context.abort_with_status(status_of(error))
+                await _abort(context, status_of(error))
             except grpc.aio.AbortError:
                 raise
             except Exception:
                 log.exception("unexpected error in %s", method)
-                await context.abort_with_status(_internal_status())
+                await _abort(context, _internal_status())
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+_API_KEY_HEADER = "x-api-key"
+_OK = grpc.StatusCode.OK
+_UNKNOWN = grpc.StatusCode.UNKNOWN
+_CANCELLED = grpc.StatusCode.CANCELLED
+
+
+class _Method:
+    """What the observer keeps per method: its metric children, log level and handler shape."""
+
+    __slots__ = ("metrics", "name", "level", "generator")
+
+    def __init__(self, metrics: MethodMetrics, name: str, generator: bool) -> None:
+        self.metrics = metrics
+        self.name = name
+        # Health probes (every few seconds per pod) and reflection would drown the call log at INFO.
+        self.level = logging.DEBUG if name.startswith("grpc.") else logging.INFO
+        self.generator = generator
+
+
+class ObservingInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times every call (authsvc.metrics), writes its one access-log line (authsvc.logs), and
+    gives it a request id, sent back as `x-request-id` trailing metadata.
+
+    Put it first among the server's interceptors, so that it sees the status the ErrorInterceptor chose.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._methods: dict[str, _Method] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = self._methods.get(handler_call_details.method) or self._new_method(handler_call_details, handler)
+        api_key: str | None = None
+        sent_id: str | None = None
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == _API_KEY_HEADER and isinstance(value, str):
+                api_key = value
+            elif key == REQUEST_ID_HEADER and isinstance(value, str):
+                sent_id = value
+        rid = request_id(sent_id)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _observed(handler.unary_unary, method, rid, api_key),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                _observed(handler.stream_unary, method, rid, api_key),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        inner: Any = handler.unary_stream or handler.stream_stream
+        wrapped = (_observed_generator if method.generator else _observed)(inner, method, rid, api_key)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                wrapped,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _new_method(self, details: grpc.HandlerCallDetails, handler: grpc.RpcMethodHandler[Any, Any]) -> _Method:
+        behavior = handler.unary_stream or handler.stream_stream
+        method = _Method(
+            self._metrics.method(details.method, handler),
+            details.method.lstrip("/"),
+            generator=behavior is not None and inspect.isasyncgenfunction(behavior),
+        )
+        self._methods[details.method] = method
+        return method
+
+
+def _finish(method: _Method, code: grpc.StatusCode, started: float, api_key: str | None) -> None:
+    seconds = perf_counter() - started
+    metrics = method.metrics
+    metrics.handled(code).inc()
+    metrics.handling.observe(seconds)
+    log_call(method.level, method.name, code.name, seconds, api_key)
+
+
+def _observed(
+    inner: Callable[[Any, Any], Awaitable[Any]], method: _Method, rid: str, api_key: str | None
+) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+    """Wraps a behavior that returns its answer (unary and client-streaming, or writing with context.write)."""
+
+    async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        token = current_request_id.set(rid)
+        started = perf_counter()
+        code = _UNKNOWN
+        method.metrics.started.inc()
+        try:
+            # Trailing, not initial: it rides with the status; initial metadata would cost a write of its own.
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
+            response = await inner(request, context)
+            code = context.code() or _OK
+            return response
+        except grpc.aio.AbortError:
+            code = context.code() or _UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            code = _CANCELLED
+            raise
+        finally:
+            _finish(method, code, started, api_key)
+            current_request_id.reset(token)
+
+    return observed
+
+
+def _observed_generator(
+    inner: Callable[[Any, Any], AsyncIterator[Any]], method: _Method, rid: str, api_key: str | None
+) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
+    """Wraps a behavior that yields its answers (server- and bidi-streaming written as async generators)."""
+
+    async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        # No reset: a generator may be closed from another context, and each call's task has a context of its own.
+        current_request_id.set(rid)
+        started = perf_counter()
+        code = _UNKNOWN
+        method.metrics.started.inc()
+        try:
+            # Trailing, not initial: it rides with the status; initial metadata would cost a write of its own.
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
+            async for response in inner(request, context):
+                yield response
+            code = context.code() or _OK
+        except grpc.aio.AbortError:
+            code = context.code() or _UNKNOWN
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = _CANCELLED
+            raise
+        finally:
+            _finish(method, code, started, api_key)
+
+    return observed

@@ -1,4 +1,4 @@
-"""Wiring: the gRPC server with AuthService, health and reflection, and the `serve` lifecycle."""
+"""Wiring: the gRPC server with AuthService, health and reflection, the HTTP port, and the `serve` lifecycle."""
 
 from __future__ import annotations
 
@@ -14,14 +14,18 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from authsvc import migrations
 from authsvc.clock import MICROS_PER_SECOND, Clock, system_clock
 from authsvc.config import Settings
 from authsvc.database import database_url
 from authsvc.errors import ConfigError
-from authsvc.interceptors import ErrorInterceptor
+from authsvc.http import HttpServer, Routes, metrics_handler
+from authsvc.interceptors import ErrorInterceptor, ObservingInterceptor
+from authsvc.logs import configure_logging
+from authsvc.metrics import Metrics
+from authsvc.reflection import enable_reflection
+from authsvc.sealing import Keyring, generated_keyring, keyring_from
 from authsvc.servicer import AuthServicer
 from authsvc.state import State
 from authsvc.store import Store, create_pool
@@ -34,50 +38,108 @@ SERVICE_NAME = auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_
 
 @dataclass
 class RunningServer:
-    """A started gRPC server and the port it listens on."""
+    """A started gRPC server and the port it listens on, with its HTTP server (/metrics) and metrics."""
 
     server: grpc.aio.Server
     port: int
     health: HealthServicer
+    http: HttpServer
+    http_port: int
+    metrics: Metrics
+
+    async def mark_serving(self) -> None:
+        """Turns health SERVING (for "" and AuthService): call it once the process is ready to answer."""
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float | None) -> None:
-        """Marks the service NOT_SERVING, then stops, letting calls in flight finish within `grace`."""
+        """Turns health NOT_SERVING for good, refuses new calls, lets calls in flight finish within `grace`."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        await self.http.close()
 
 
 async def start_server(
-    store: Store, state: State, settings: Settings, clock: Clock = system_clock, *, reuse_port: bool = False
+    store: Store,
+    state: State,
+    settings: Settings,
+    clock: Clock = system_clock,
+    *,
+    reuse_port: bool = False,
+    metrics: Metrics | None = None,
+    serving: bool = True,
 ) -> RunningServer:
-    """Starts a gRPC server on settings.host:settings.port serving AuthService, health and reflection.
+    """Starts a gRPC server on settings.host:settings.port serving AuthService, health and reflection, and
+    the HTTP server (/metrics) on settings.http_port.
 
     With `reuse_port`, several processes share the port (SO_REUSEPORT) and the kernel spreads connections
-    over them; without it, a port already in use is an error rather than silently shared.
+    over them; without it, a port already in use is an error rather than silently shared. Health answers
+    NOT_SERVING from the moment the port is bound; SERVING once `serving` is true, else once the caller calls
+    `mark_serving()`.
     """
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
+    metrics = Metrics() if metrics is None else metrics
+    metrics.set_version_source(lambda: state.version)
+    metrics.set_staleness_source(state.staleness)
+    # The observer comes first, so that it counts and logs the status the ErrorInterceptor chose.
+    server = grpc.aio.server(
+        interceptors=[ObservingInterceptor(metrics), ErrorInterceptor()],
+        options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
+    )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(store, state, settings, clock), server)
     health = HealthServicer()
+    # The stock servicer starts with "" SERVING; a probe must not see that before the process is ready.
+    for name in ("", SERVICE_NAME):
+        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
+    enable_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+    routes = Routes()
+    routes.add("/metrics", metrics_handler(metrics.registry))
+    http = HttpServer(routes)
+    http_port = await http.start(settings.host, settings.http_port)
     await server.start()
-    for name in ("", SERVICE_NAME):
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health)
+    running = RunningServer(server, port, health, http, http_port, metrics)
+    if serving:
+        await running.mark_serving()
+    return running
+
+
+def keyring_for(settings: Settings) -> Keyring:
+    """The key-encryption keys from the settings; for the embedded database only, one kept in the data dir.
+
+    With an external database and no key configured, authsvc refuses to start: it would otherwise have to
+    keep secrets in plain text, or make a key that other replicas cannot know.
+    """
+    keyring = keyring_from(settings.kek, settings.kek_file)
+    if keyring is not None:
+        return keyring
+    if settings.database_url:
+        raise ConfigError(
+            "no key-encryption key: set AUTHSVC_KEK or AUTHSVC_KEK_FILE (base64 of 32 random bytes; "
+            "'authsvc keys new-kek' prints one). API secrets and private keys are sealed with it."
+        )
+    keyring, created = generated_keyring(settings.data_dir)
+    log.warning(
+        "no key-encryption key configured: %s %s for the embedded database; set AUTHSVC_KEK_FILE in production",
+        "generated" if created else "using",
+        settings.data_dir / "kek",
+    )
+    return keyring
 
 
 async def open_store(url: str, settings: Settings) -> tuple[asyncpg.Pool, Store]:
     """Migrates the database at `url` and returns a pool and the store over it."""
+    keyring = keyring_for(settings)
     pool = await create_pool(url, max_size=settings.database_pool_size, command_timeout=settings.database_timeout)
     async with pool.acquire() as conn:
         for version in await migrations.apply(conn):
             log.info("database migrated to %s", version)
-    return pool, Store(pool, acquire_timeout=settings.database_timeout)
+    store = Store(pool, keyring, acquire_timeout=settings.database_timeout)
+    if sealed := await store.reseal(only_plain=True):
+        log.info("sealed %d keys carried over in plain text", sealed)
+    return pool, store
 
 
 def new_state(store: Store, url: str, settings: Settings) -> State:
@@ -92,6 +154,11 @@ def new_state(store: Store, url: str, settings: Settings) -> State:
 
 
 async def _serve(url: str, settings: Settings, worker: int = 0, workers: int = 1) -> None:
+    # Installed first: a SIGTERM during start-up (bounded by the database timeouts) stops cleanly once started.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     pool, store = await open_store(url, settings)
     state = new_state(store, url, settings)
     try:
@@ -103,15 +170,18 @@ async def _serve(url: str, settings: Settings, worker: int = 0, workers: int = 1
                     app.api_key,
                     app.name,
                 )
-        running = await start_server(store, state, settings, reuse_port=workers > 1)
+        metrics = Metrics()
+        metrics.register_pool(pool)
+        if workers > 1 and settings.http_port:
+            # One metrics endpoint per worker (a Prometheus target each): a shared port would mix their counters.
+            settings = settings.with_overrides(http_port=settings.http_port + worker)
+        running = await start_server(store, state, settings, reuse_port=workers > 1, metrics=metrics)
         if workers > 1:
             log.info("worker %d of %d serving gRPC on %s:%d", worker + 1, workers, settings.host, running.port)
+            log.info("worker %d of %d serving HTTP on %s:%d", worker + 1, workers, settings.host, running.http_port)
         else:
             log.info("authsvc serving gRPC on %s:%d", settings.host, running.port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            log.info("authsvc serving HTTP on %s:%d", settings.host, running.http_port)
         await stop.wait()
         log.info("stopping: letting calls in flight finish within %.0fs", settings.shutdown_grace)
         await running.stop(settings.shutdown_grace)
@@ -150,9 +220,7 @@ def serve(settings: Settings) -> None:
 
 
 def _worker_main(url: str, settings: Settings, worker: int, workers: int) -> None:
-    logging.basicConfig(
-        level=settings.log_level, format=f"%(asctime)s %(levelname)s [w{worker + 1}] %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, worker=worker + 1)
     use_event_loop(settings)
     asyncio.run(_serve(url, settings, worker, workers))
 

@@ -218,7 +218,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         if not credential:
             return False
         await self._state.catch_up()  # the owner may be an app made a moment ago elsewhere (failure path only)
-        return any(tokens.belongs_to(credential, other) for other in self._state.apps() if other.id != app.id)
+        now = self._clock()
+        return any(tokens.belongs_to(credential, other, now=now) for other in self._state.apps() if other.id != app.id)
 
 
 def _metadata(context: Context, key: str) -> str | None:

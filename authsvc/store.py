@@ -16,8 +16,9 @@ import asyncpg
 
 from authsvc import keys
 from authsvc.clock import Micros, from_datetime, to_datetime
-from authsvc.errors import InvalidArgument, Unavailable
-from authsvc.tokens import App
+from authsvc.errors import ConfigError, InvalidArgument, Unavailable
+from authsvc.sealing import Keyring, SealError
+from authsvc.tokens import App, KeyPair, Secret
 
 # Errors that mean "the database cannot be reached right now", as opposed to a bug in a query.
 _UNREACHABLE = (
@@ -32,10 +33,16 @@ _UNREACHABLE = (
 )
 
 _APP_COLUMNS = (
-    "id, api_key, name, algorithm, api_secret, key_id, token_ttl_seconds, auth_checks_disabled,"
-    " require_iat, revoked_before, created_at, max_token_lifetime_seconds, private_key"
+    "id, api_key, name, algorithm, token_ttl_seconds, auth_checks_disabled,"
+    " require_iat, revoked_before, created_at, max_token_lifetime_seconds"
 )
-_APP_COLUMNS_OF_A = ", ".join(f"a.{column.strip()}" for column in _APP_COLUMNS.split(","))
+# Live keys of the given apps: API secrets current-first, key pairs newest-signing-first.
+_KEYS_QUERY = (
+    "SELECT app_id, key_id, kind, algorithm, sealed, signs_from, expires_at FROM app_keys"
+    " WHERE app_id = ANY($1::bigint[]) AND retired_at IS NULL"
+    " ORDER BY app_id, kind, expires_at IS NOT NULL, signs_from DESC, created_at DESC, key_id"
+)
+_LEGACY_PREFIX = "plain:"
 
 CHANNEL = "authsvc_state"
 """NOTIFY channel announcing a new state version (authsvc.state listens)."""
@@ -76,22 +83,51 @@ async def create_pool(dsn: str, *, max_size: int = 10, command_timeout: float = 
         raise Unavailable(f"cannot reach the database: {type(exc).__name__}") from exc
 
 
-def _app(row: asyncpg.Record) -> App:
+def _build_app(row: asyncpg.Record, key_rows: list[asyncpg.Record], keyring: Keyring) -> App:
+    secrets: list[Secret] = []
+    pairs: list[KeyPair] = []
+    for key in key_rows:
+        material = _unseal(keyring, key["sealed"], row["api_key"], key["key_id"])
+        if key["kind"] == "secret":
+            expires = None if key["expires_at"] is None else from_datetime(key["expires_at"])
+            secrets.append(Secret(key["key_id"], material, expires))
+        else:
+            loaded = keys.load(key["algorithm"], material)
+            pairs.append(KeyPair(key["key_id"], loaded, from_datetime(key["signs_from"])))
     return App(
         id=row["id"],
         api_key=row["api_key"],
         name=row["name"],
         algorithm=row["algorithm"],
-        api_secret=row["api_secret"],
-        key_id=row["key_id"],
+        secrets=tuple(secrets),
+        key_pairs=tuple(pairs),
         token_ttl_seconds=row["token_ttl_seconds"],
         auth_checks_disabled=row["auth_checks_disabled"],
         require_iat=row["require_iat"],
         revoked_before=None if row["revoked_before"] is None else from_datetime(row["revoked_before"]),
         created_at=from_datetime(row["created_at"]),
         max_token_lifetime_seconds=row["max_token_lifetime_seconds"],
-        signing_key=None if row["private_key"] is None else keys.load(row["algorithm"], row["private_key"]),
     )
+
+
+def _unseal(keyring: Keyring, sealed: str, api_key: str, key_id: str) -> str:
+    if sealed.startswith(_LEGACY_PREFIX):  # carried over by migration 0005; sealed at the next start
+        return sealed[len(_LEGACY_PREFIX) :]
+    try:
+        return keyring.open(sealed, app=api_key, key_id=key_id)
+    except SealError as exc:
+        raise ConfigError(
+            f"cannot open the keys of app {api_key}: {exc}; check AUTHSVC_KEK / AUTHSVC_KEK_FILE"
+        ) from exc
+
+
+async def _load_apps(conn: asyncpg.Connection, keyring: Keyring, where: str = "", *args: Any) -> list[App]:
+    rows = await conn.fetch(f"SELECT {_APP_COLUMNS} FROM apps {where} ORDER BY id", *args)
+    key_rows = await conn.fetch(_KEYS_QUERY, [row["id"] for row in rows])
+    by_app: dict[int, list[asyncpg.Record]] = {}
+    for key in key_rows:
+        by_app.setdefault(key["app_id"], []).append(key)
+    return [_build_app(row, by_app.get(row["id"], []), keyring) for row in rows]
 
 
 async def _record(
@@ -121,8 +157,9 @@ async def _record(
 class Store:
     """The queries of authsvc over an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float = 5.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, keyring: Keyring, *, acquire_timeout: float = 5.0) -> None:
         self._pool = pool
+        self._keyring = keyring
         self._acquire_timeout = acquire_timeout
 
     @asynccontextmanager
@@ -147,43 +184,128 @@ class Store:
         auth_checks_disabled: bool,
         require_iat: bool,
         max_token_lifetime_seconds: int | None = None,
-        private_key: str | None = None,
+        key_pair: tuple[str, str] | None = None,
     ) -> App:
-        """Creates an app; raises InvalidArgument when the API key is taken."""
+        """Creates an app with its API secret (kid `key_id`) and, for EdDSA/ES256, a (kid, private PEM) pair.
+
+        Raises InvalidArgument when the API key is taken.
+        """
         async with self._connection() as conn, conn.transaction():
             try:
-                row = await conn.fetchrow(
-                    "INSERT INTO apps (api_key, name, api_secret, key_id, algorithm, token_ttl_seconds,"
-                    " auth_checks_disabled, require_iat, max_token_lifetime_seconds, private_key)"
-                    f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_APP_COLUMNS}",
+                app_id = await conn.fetchval(
+                    "INSERT INTO apps (api_key, name, algorithm, token_ttl_seconds,"
+                    " auth_checks_disabled, require_iat, max_token_lifetime_seconds)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
                     api_key,
                     name,
-                    api_secret,
-                    key_id,
                     algorithm,
                     token_ttl_seconds,
                     auth_checks_disabled,
                     require_iat,
                     max_token_lifetime_seconds,
-                    private_key,
                 )
             except asyncpg.UniqueViolationError:
                 raise InvalidArgument(f"an app with API key {api_key} exists", "APP_EXISTS") from None
-            assert row is not None
-            await _record(conn, row["id"], "app")
-        return _app(row)
+            await self._insert_key(conn, app_id, api_key, key_id, "secret", "HS256", api_secret)
+            if key_pair is not None:
+                await self._insert_key(conn, app_id, api_key, key_pair[0], "key_pair", algorithm, key_pair[1])
+            await _record(conn, app_id, "app")
+            (app,) = await _load_apps(conn, self._keyring, "WHERE id = $1", app_id)
+        return app
+
+    async def _insert_key(
+        self,
+        conn: asyncpg.Connection,
+        app_id: int,
+        api_key: str,
+        key_id: str,
+        kind: str,
+        algorithm: str,
+        material: str,
+        *,
+        signs_from: Micros | None = None,
+    ) -> None:
+        await conn.execute(
+            "INSERT INTO app_keys (app_id, key_id, kind, algorithm, sealed, signs_from)"
+            " VALUES ($1, $2, $3, $4, $5, coalesce($6, now()))",
+            app_id,
+            key_id,
+            kind,
+            algorithm,
+            self._keyring.seal(material, app=api_key, key_id=key_id),
+            None if signs_from is None else to_datetime(signs_from),
+        )
 
     async def get_app(self, api_key: str) -> App | None:
         """The app with this API key, or None."""
         async with self._connection() as conn:
-            row = await conn.fetchrow(f"SELECT {_APP_COLUMNS} FROM apps WHERE api_key = $1", api_key)
-        return None if row is None else _app(row)
+            found = await _load_apps(conn, self._keyring, "WHERE api_key = $1", api_key)
+        return found[0] if found else None
 
     async def list_apps(self) -> list[App]:
         """Every app, oldest first."""
         async with self._connection() as conn:
-            rows = await conn.fetch(f"SELECT {_APP_COLUMNS} FROM apps ORDER BY id")
-        return [_app(row) for row in rows]
+            return await _load_apps(conn, self._keyring)
+
+    async def rotate_secret(self, app: App, *, new_key_id: str, new_secret: str, overlap: Micros) -> int:
+        """Makes `new_secret` the app's current API secret; the others stay valid for `overlap`, then expire.
+
+        Returns the state version of the change.
+        """
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE app_keys SET expires_at = least(coalesce(expires_at, 'infinity'),"
+                " now() + make_interval(secs => $2::float8))"
+                " WHERE app_id = $1 AND kind = 'secret' AND retired_at IS NULL",
+                app.id,
+                overlap / 1_000_000,
+            )
+            await self._insert_key(conn, app.id, app.api_key, new_key_id, "secret", "HS256", new_secret)
+            return await _record(conn, app.id, "app")
+
+    async def add_key_pair(self, app: App, *, key_id: str, private_pem: str, signs_from: Micros) -> int:
+        """Publishes a new key pair at once; it signs from `signs_from`. Returns the state version."""
+        async with self._connection() as conn, conn.transaction():
+            await self._insert_key(
+                conn, app.id, app.api_key, key_id, "key_pair", app.algorithm, private_pem, signs_from=signs_from
+            )
+            return await _record(conn, app.id, "app")
+
+    async def retire_key(self, app: App, key_id: str) -> int | None:
+        """Stops a key verifying; returns the state version, or None when no such live key exists."""
+        async with self._connection() as conn, conn.transaction():
+            retired = await conn.fetchval(
+                "UPDATE app_keys SET retired_at = now() WHERE app_id = $1 AND key_id = $2 AND retired_at IS NULL"
+                " RETURNING true",
+                app.id,
+                key_id,
+            )
+            if not retired:
+                return None
+            return await _record(conn, app.id, "app")
+
+    async def reseal(self, *, only_plain: bool = False) -> int:
+        """Seals every key under the first key-encryption key (with `only_plain`: the rows carried over in
+        plain text by migration 0005). Returns how many rows were rewritten."""
+        count = 0
+        async with self._connection() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT k.app_id, k.key_id, k.sealed, a.api_key FROM app_keys k JOIN apps a ON a.id = k.app_id"
+                " FOR UPDATE OF k"
+            )
+            for row in rows:
+                plain = row["sealed"].startswith(_LEGACY_PREFIX)
+                if (only_plain and not plain) or (not plain and self._keyring.sealed_by_primary(row["sealed"])):
+                    continue
+                material = _unseal(self._keyring, row["sealed"], row["api_key"], row["key_id"])
+                await conn.execute(
+                    "UPDATE app_keys SET sealed = $3 WHERE app_id = $1 AND key_id = $2",
+                    row["app_id"],
+                    row["key_id"],
+                    self._keyring.seal(material, app=row["api_key"], key_id=row["key_id"]),
+                )
+                count += 1
+        return count
 
     async def user_revoked_before(self, app_id: int, user_id: str) -> Micros | None:
         """The user's revocation time, or None when the user has no revocation."""
@@ -261,7 +383,7 @@ class Store:
         """The whole verification state, read in one consistent transaction."""
         async with self._connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             version = await conn.fetchval("SELECT version FROM state_version")
-            apps = [_app(row) for row in await conn.fetch(f"SELECT {_APP_COLUMNS} FROM apps ORDER BY id")]
+            apps = await _load_apps(conn, self._keyring)
             # Aggregated server-side from an index-only scan in (app, hash) order: a million revocations
             # arrive as a few int8 arrays, not a million rows, with no sort.
             rows = await conn.fetch(
@@ -276,14 +398,18 @@ class Store:
         )
 
     async def changes_since(self, version: int) -> list[Change]:
-        """The changes logged after `version`, in order, with the current row of each changed app."""
+        """The changes logged after `version`, in order, with the current state of each changed app."""
         async with self._connection() as conn:
             rows = await conn.fetch(
-                f"SELECT c.version, c.app_id, c.kind, c.user_hashes, c.times, a.id IS NOT NULL AS app_exists,"
-                f" {_APP_COLUMNS_OF_A}"
-                " FROM state_changes c LEFT JOIN apps a ON a.id = c.app_id AND c.kind = 'app'"
-                " WHERE c.version > $1 ORDER BY c.version",
+                "SELECT version, app_id, kind, user_hashes, times FROM state_changes WHERE version > $1"
+                " ORDER BY version",
                 version,
+            )
+            changed = sorted({row["app_id"] for row in rows if row["kind"] == "app"})
+            apps = (
+                {app.id: app for app in await _load_apps(conn, self._keyring, "WHERE id = ANY($1::bigint[])", changed)}
+                if changed
+                else {}
             )
         return [
             Change(
@@ -292,7 +418,7 @@ class Store:
                 kind=row["kind"],
                 user_hashes=row["user_hashes"],
                 times=row["times"],
-                app=_app(row) if row["app_exists"] else None,
+                app=apps.get(row["app_id"]) if row["kind"] == "app" else None,
             )
             for row in rows
         ]

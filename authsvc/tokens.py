@@ -53,28 +53,91 @@ class Outcome(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Secret:
+    """An API secret: it authenticates the app's backend and, for HS256 apps, signs user tokens."""
+
+    key_id: str
+    value: str
+    expires_at: Micros | None = None
+    """Set once the secret is rotated out: it stays valid until then (the overlap window)."""
+
+    def active(self, now: Micros) -> bool:
+        """True while the secret is valid."""
+        return self.expires_at is None or now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    """A key pair of an EdDSA or ES256 app: published (and verifying) at once, signing from `signs_from`."""
+
+    key_id: str
+    key: keys.SigningKey
+    signs_from: Micros = 0
+
+
+@dataclass(frozen=True, slots=True)
 class App:
     """What the token rules need to know of an app (a tenant)."""
 
     id: int
     api_key: str
     name: str
-    api_secret: str
-    key_id: str
+    secrets: tuple[Secret, ...]
+    """The API secrets that are not retired, the current one first."""
     algorithm: str = HS256
+    key_pairs: tuple[KeyPair, ...] = ()
+    """For EdDSA and ES256 apps: the key pairs that are not retired, newest first."""
     token_ttl_seconds: int | None = None
     auth_checks_disabled: bool = False
     require_iat: bool = False
     revoked_before: Micros | None = None
     created_at: Micros = 0
     max_token_lifetime_seconds: int | None = None
-    signing_key: keys.SigningKey | None = None
-    """The key pair, for EdDSA and ES256 apps; HS256 apps sign with the API secret."""
+
+    @property
+    def api_secret(self) -> str:
+        """The current API secret."""
+        return self.secrets[0].value
+
+    @property
+    def key_id(self) -> str:
+        """The kid of the newest signing key: the current secret (HS256) or the newest key pair."""
+        return self.key_pairs[0].key_id if self.key_pairs else self.secrets[0].key_id
+
+    @property
+    def signing_key(self) -> keys.SigningKey | None:
+        """The newest key pair, for EdDSA and ES256 apps."""
+        return self.key_pairs[0].key if self.key_pairs else None
 
     @property
     def allowed_algorithms(self) -> frozenset[str]:
         """The `alg` header values this app's keys verify, compared exactly."""
         return frozenset({self.algorithm})
+
+    def active_secrets(self, now: Micros) -> list[Secret]:
+        """The API secrets valid at `now`, the current one first."""
+        return [secret for secret in self.secrets if secret.active(now)]
+
+    def signer(self, now: Micros) -> tuple[str, Any]:
+        """The kid and key that sign tokens issued at `now`.
+
+        A rotated-in key pair signs only from its `signs_from`, so verifiers that cache key sets learn it first.
+        """
+        if not self.key_pairs:
+            return self.secrets[0].key_id, self.secrets[0].value
+        for pair in self.key_pairs:
+            if pair.signs_from <= now:
+                return pair.key_id, pair.key.private_key
+        oldest = self.key_pairs[-1]
+        return oldest.key_id, oldest.key.private_key
+
+    def verifying_keys(self, kid: str | None, now: Micros) -> list[Secret] | list[KeyPair]:
+        """The keys that may have signed a token with this `kid` header (None: every key)."""
+        if self.key_pairs or self.algorithm != HS256:
+            pairs = list(self.key_pairs)
+            return pairs if kid is None else [pair for pair in pairs if pair.key_id == kid]
+        secrets = self.active_secrets(now)
+        return secrets if kid is None else [secret for secret in secrets if secret.key_id == kid]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +231,9 @@ def issue(
     payload.update(user_id=user_id, iat=micros_to_seconds(now), aud=app.api_key, iss=issuer, jti=jti)
     if expires_at is not None:
         payload["exp"] = micros_to_seconds(expires_at)
-    signer: Any = app.api_secret if app.signing_key is None else app.signing_key.private_key
-    token = jwt.encode(payload, signer, algorithm=app.algorithm, headers={"kid": app.key_id})
-    return IssuedToken(token=token, issued_at=now, expires_at=expires_at, key_id=app.key_id)
+    key_id, signer = app.signer(now)
+    token = jwt.encode(payload, signer, algorithm=app.algorithm, headers={"kid": key_id})
+    return IssuedToken(token=token, issued_at=now, expires_at=expires_at, key_id=key_id)
 
 
 def _checked_claims(claims: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -217,7 +280,7 @@ def verify(
     token = presented.jws
     if token is None:
         return Verification(Outcome.MALFORMED)
-    failed = check_signature(token, app)
+    failed, _ = check_signature(token, app, now=now)
     if failed is not None:
         return Verification(failed)
     return check_claims(token, app, now=now, leeway=leeway, user_revoked_before=user_revoked_before)
@@ -228,23 +291,28 @@ def is_dev_token(token: jws.CompactJws) -> bool:
     return token.signature_segment == DEV_SIGNATURE
 
 
-def check_signature(token: jws.CompactJws, app: App) -> Outcome | None:
-    """Steps 2 and 3: the header's alg and kid, then the signature. None when they check out.
+def check_signature(token: jws.CompactJws, app: App, *, now: Micros) -> tuple[Outcome | None, Secret | KeyPair | None]:
+    """Steps 2 and 3: the header's alg and kid, then the signature.
 
-    A developer token passes only for an app with auth checks disabled.
+    Returns (None, the key that signed) when they check out, else (the outcome, None). A developer token
+    passes, with no key, only for an app with auth checks disabled.
     """
     if is_dev_token(token):
-        return None if app.auth_checks_disabled else Outcome.INVALID_SIGNATURE
+        return (None, None) if app.auth_checks_disabled else (Outcome.INVALID_SIGNATURE, None)
     if token.header["alg"] not in app.allowed_algorithms:
-        return Outcome.INVALID_SIGNATURE
+        return Outcome.INVALID_SIGNATURE, None
     kid = token.header.get("kid")
-    if kid is not None and kid != app.key_id:
-        return Outcome.UNKNOWN_KEY
-    if app.signing_key is not None:
-        matches = keys.signature_matches(app.signing_key, token.signing_input, token.signature)
-    else:
-        matches = app.algorithm == HS256 and _signature_matches(token, app.api_secret)
-    return None if matches else Outcome.INVALID_SIGNATURE
+    candidates = app.verifying_keys(kid, now)
+    if not candidates:
+        return (Outcome.UNKNOWN_KEY if kid is not None else Outcome.INVALID_SIGNATURE), None
+    for candidate in candidates:
+        if isinstance(candidate, KeyPair):
+            matches = keys.signature_matches(candidate.key, token.signing_input, token.signature)
+        else:
+            matches = _signature_matches(token, candidate.value)
+        if matches:
+            return None, candidate
+    return Outcome.INVALID_SIGNATURE, None
 
 
 def check_claims(
@@ -322,21 +390,25 @@ class CredentialKind(enum.Enum):
 def authenticate_backend(credential: str, app: App, *, now: Micros, leeway: Micros) -> CredentialKind:
     """Checks a backend credential (API secret or server token) for `app`.
 
-    Raises Unauthenticated when it is not a credential of this app, and PermissionDenied when it is a
-    genuine user token of this app (users may not act as the backend).
+    Every API secret still in its overlap window counts. Raises Unauthenticated when it is not a credential
+    of this app, and PermissionDenied when it is a genuine user token of this app (users may not act as the
+    backend).
     """
     if not credential:
         raise Unauthenticated(
             "authorization metadata is empty; send 'Bearer <API secret or server token>'",
             "MISSING_CREDENTIAL",
         )
-    if hmac.compare_digest(credential.encode(), app.api_secret.encode()):
+    secrets = app.active_secrets(now)
+    given = credential.encode()
+    # Compare against every secret (no early exit), each in constant time.
+    if sum(hmac.compare_digest(given, secret.value.encode()) for secret in secrets):
         return CredentialKind.API_SECRET
     try:
         token = jws.parse_compact(credential)
     except jws.MalformedToken:
         raise Unauthenticated("the credential is not this app's API secret nor a server token") from None
-    if token.header["alg"] != HS256 or not _signature_matches(token, app.api_secret):
+    if token.header["alg"] != HS256 or not any(_signature_matches(token, secret.value) for secret in secrets):
         raise Unauthenticated("the credential is not signed with this app's API secret")
     claims = token.payload
     try:
@@ -357,16 +429,18 @@ def authenticate_backend(credential: str, app: App, *, now: Micros, leeway: Micr
     return CredentialKind.SERVER_TOKEN
 
 
-def belongs_to(credential: str, app: App) -> bool:
-    """True when `credential` is `app`'s API secret or is signed with it: used to tell a caller that
-    presented another app's credential (PERMISSION_DENIED) from one presenting garbage (UNAUTHENTICATED)."""
-    if hmac.compare_digest(credential.encode(), app.api_secret.encode()):
+def belongs_to(credential: str, app: App, *, now: Micros) -> bool:
+    """True when `credential` is one of `app`'s API secrets or is signed with one: used to tell a caller
+    that presented another app's credential (PERMISSION_DENIED) from one presenting garbage (UNAUTHENTICATED)."""
+    secrets = app.active_secrets(now)
+    given = credential.encode()
+    if sum(hmac.compare_digest(given, secret.value.encode()) for secret in secrets):
         return True
     try:
         token = jws.parse_compact(credential)
     except jws.MalformedToken:
         return False
-    return token.header["alg"] == HS256 and _signature_matches(token, app.api_secret)
+    return token.header["alg"] == HS256 and any(_signature_matches(token, secret.value) for secret in secrets)
 
 
 def revocation_time(requested: Micros | None, *, now: Micros, leeway: Micros) -> Micros:

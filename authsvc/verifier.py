@@ -12,7 +12,7 @@ from collections.abc import Callable
 from authsvc import tokens
 from authsvc.clock import Micros
 from authsvc.jws import CompactJws
-from authsvc.tokens import App, Outcome, Verification
+from authsvc.tokens import App, KeyPair, Outcome, Secret, Verification
 
 RevocationLookup = Callable[[int, str], Micros | None]
 """(app id, user id) → the user's revocation time, or None."""
@@ -23,27 +23,26 @@ class Verifier:
 
     def __init__(self, cache_size: int = 10_000) -> None:
         self._cache_size = cache_size
-        # token → (app id, the key material it was checked with, the parsed token)
-        self._checked: dict[str, tuple[int, str, str, CompactJws]] = {}
+        # token → (the app as it was when checked, the key that signed it, the parsed token). Any change of an
+        # app replaces its App object, so an entry for an older one no longer matches.
+        self._checked: dict[str, tuple[App, Secret | KeyPair | None, CompactJws]] = {}
 
     def verify(
         self, token: str, app: App, *, now: Micros, leeway: Micros, revoked_before: RevocationLookup
     ) -> Verification:
         """The token model's verdict on `token` for `app` at `now`."""
         hit = self._checked.get(token)
-        if hit is not None and hit[0] == app.id and hit[1] is app.api_secret and hit[2] is app.key_id:
-            parsed = hit[3]
-            if tokens.is_dev_token(parsed) and not app.auth_checks_disabled:
-                return Verification(Outcome.INVALID_SIGNATURE)
+        if hit is not None and hit[0] is app and (not isinstance(hit[1], Secret) or hit[1].active(now)):
+            parsed = hit[2]
         else:
             presented = tokens.present(token)
             if presented.jws is None:
                 return Verification(Outcome.MALFORMED)
             parsed = presented.jws
-            failed = tokens.check_signature(parsed, app)
+            failed, key = tokens.check_signature(parsed, app, now=now)
             if failed is not None:
                 return Verification(failed)
-            self._remember(token, app, parsed)
+            self._remember(token, app, key, parsed)
         user_id = parsed.payload.get("user_id")
         user_revoked_before = (
             revoked_before(app.id, user_id)
@@ -52,13 +51,13 @@ class Verifier:
         )
         return tokens.check_claims(parsed, app, now=now, leeway=leeway, user_revoked_before=user_revoked_before)
 
-    def _remember(self, token: str, app: App, parsed: CompactJws) -> None:
+    def _remember(self, token: str, app: App, key: Secret | KeyPair | None, parsed: CompactJws) -> None:
         if self._cache_size <= 0:
             return
         checked = self._checked
         if len(checked) >= self._cache_size:
             del checked[next(iter(checked))]  # the oldest entry: insertion order
-        checked[token] = (app.id, app.api_secret, app.key_id, parsed)
+        checked[token] = (app, key, parsed)
 
     def __len__(self) -> int:
         return len(self._checked)

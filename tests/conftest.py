@@ -20,12 +20,16 @@ import pytest
 
 from authsvc import apps, migrations
 from authsvc.config import Settings
+from authsvc.sealing import Keyring, parse_kek
 from authsvc.server import RunningServer, new_state, start_server
 from authsvc.state import State
 from authsvc.store import Store
 from authsvc.tokens import App
 from authsvc.v1 import auth_service_pb2_grpc
+from tests.processes import TEST_KEK
 from tests.support import FakeClock
+
+TEST_KEYRING = Keyring((parse_kek(TEST_KEK),))
 
 
 def _with_database(url: str, name: str) -> str:
@@ -86,7 +90,7 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture(scope="session")
 def store(pool: asyncpg.Pool) -> Store:
     """The real store over the session's database."""
-    return Store(pool)
+    return Store(pool, TEST_KEYRING)
 
 
 @pytest.fixture(scope="session")
@@ -103,8 +107,8 @@ def clock(session_clock: FakeClock) -> Iterator[FakeClock]:
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    """Settings of the test server: loopback, an ephemeral port, a 5 s clock leeway."""
-    return Settings(host="127.0.0.1", port=0, issuer="authsvc-test", clock_leeway=5.0)
+    """Settings of the test server: loopback, ephemeral gRPC and HTTP ports, a 5 s clock leeway."""
+    return Settings(host="127.0.0.1", port=0, http_port=0, issuer="authsvc-test", clock_leeway=5.0)
 
 
 @pytest.fixture(scope="session")

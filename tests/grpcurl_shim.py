@@ -4,7 +4,7 @@ grpcurl is a Go binary that no package registry reachable here ships, so the REA
 commands with this on PATH as `grpcurl`. Like grpcurl it knows nothing of authsvc: it learns every type through
 the reflection service, reads the request as protojson, and prints the reply as protojson (lowerCamelCase
 names, false and empty values left out). Supported: `-plaintext`, `-H 'name: value'`, `-d JSON`, and the
-verbs `list`, `describe SYMBOL` and `SERVICE/METHOD` (or `SERVICE.METHOD`).
+verbs `list`, `describe SYMBOL` (a service, a method or a message) and `SERVICE/METHOD` (or `SERVICE.METHOD`).
 """
 
 from __future__ import annotations
@@ -61,6 +61,42 @@ def _signature(method: Any) -> str:
     return f"rpc {method.name} ( .{method.input_type.full_name} ) returns ( .{method.output_type.full_name} );"
 
 
+def _describe(channel: grpc.Channel, symbol: str) -> int:
+    # As grpcurl: one file_containing_symbol request for the symbol as given (a method's full name included),
+    # then the symbol is looked up, by kind, in the files the server sent.
+    try:
+        pool = _pool_with(channel, symbol)
+    except LookupError as exc:
+        print(f"Failed to resolve symbol {symbol!r}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        service = pool.FindServiceByName(symbol)
+    except KeyError:
+        pass
+    else:
+        print(f"{symbol} is a service:")
+        for method in service.methods:
+            print("  " + _signature(method))
+        return 0
+    try:
+        method = pool.FindMethodByName(symbol)
+    except KeyError:
+        pass
+    else:
+        print(f"{symbol} is a method:")
+        print(_signature(method))
+        return 0
+    try:
+        message = pool.FindMessageTypeByName(symbol)
+    except KeyError:
+        print(f"Failed to resolve symbol {symbol!r}: not a service, method or message", file=sys.stderr)
+        return 1
+    print(f"{symbol} is a message:")
+    for field in message.fields:
+        print(f"  {field.name} = {field.number};")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     headers: list[tuple[str, str]] = []
     data = "{}"
@@ -88,25 +124,7 @@ def main(argv: list[str]) -> int:
                 print(service)
             return 0
         if verb == "describe":
-            symbol = rest[0]
-            try:
-                pool = _pool_with(channel, symbol)
-            except LookupError as exc:
-                print(f"Failed to resolve symbol {symbol!r}: {exc}", file=sys.stderr)
-                return 1
-            try:
-                found = pool.FindServiceByName(symbol)
-                print(f"{symbol} is a service:")
-                for method in found.methods:
-                    print("  " + _signature(method))
-                return 0
-            except KeyError:
-                pass
-            service_name, _, method_name = symbol.rpartition(".")
-            method = pool.FindServiceByName(service_name).methods_by_name[method_name]
-            print(f"{symbol} is a method:")
-            print(_signature(method))
-            return 0
+            return _describe(channel, rest[0])
         service_name, _, method_name = verb.replace("/", ".").rpartition(".")
         try:
             pool = _pool_with(channel, service_name)

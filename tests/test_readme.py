@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from authsvc.server import RunningServer
+from tests.processes import clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,8 +40,7 @@ async def test_readme_quickstart_works_as_printed(server: RunningServer, databas
     shim = tmp_path / "grpcurl"
     shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "tests" / "grpcurl_shim.py"}" "$@"\n')
     shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
-    env.update(PATH=f"{tmp_path}:{env['PATH']}", AUTHSVC_DATABASE_URL=database_url)
+    env = clean_env(PATH=f"{tmp_path}:{os.environ['PATH']}", AUTHSVC_DATABASE_URL=database_url)
     script = "set -euo pipefail\n" + "\necho '-----'\n".join(blocks[1:])
     script = script.replace("localhost:50051", f"localhost:{server.port}")
     script = script.replace(".venv/bin/authsvc", f'"{sys.executable}" -m authsvc')

@@ -29,8 +29,9 @@ from authsvc.store import Store
 from authsvc.tokens import App, user_hash
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
+from tests.conftest import TEST_KEYRING
+from tests.processes import clean_env, serve
 from tests.support import FakeClock, api_key_only, backend, expect_failure
-from tests.test_commands import clean_env, serve
 
 if TYPE_CHECKING:
     from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
@@ -153,7 +154,7 @@ async def test_verify_token_issues_no_query(
         conn.add_query_logger(lambda record: queries.append(record.query))
 
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2, init=log_queries)
-    store = Store(pool)
+    store = Store(pool, TEST_KEYRING)
     # No background following (that queries on its own schedule): any query below would be the RPCs' own.
     state = State(store, database_url, check_interval=3600, max_staleness=3600)
     await state.load()
@@ -241,7 +242,7 @@ async def test_database_outage_serves_from_memory_then_fails_closed_then_recover
         from authsvc import migrations
 
         await migrations.apply(conn)
-    store = Store(pool, acquire_timeout=2)
+    store = Store(pool, TEST_KEYRING, acquire_timeout=2)
     monotonic = ManualMonotonic()
     state = State(store, url, check_interval=0.2, max_staleness=30, monotonic=monotonic)
     await state.start()
@@ -298,3 +299,8 @@ async def _is_down(url: str) -> bool:
         return True
     await conn.close()
     return False
+
+
+def test_revocation_set_sorts_unsorted_input() -> None:
+    revocations = RevocationSet([5, -3, 9], [50, -30, 90])
+    assert [revocations.get(k) for k in (9, 5, -3, 4)] == [90, 50, -30, None]

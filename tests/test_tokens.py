@@ -12,12 +12,12 @@ import pytest
 from authsvc import tokens
 from authsvc.clock import MICROS_PER_SECOND as S
 from authsvc.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from authsvc.tokens import App, Outcome
+from authsvc.tokens import App, Outcome, Secret
 
 NOW = 1_800_000_000 * S
 LEEWAY = 5 * S
 SECRET = "tjZbH3pX0c9bq1D2y8oW6kLr5sVnA4eQ7uTfGmJiRhE"
-APP = App(id=1, api_key="appkey123", name="chat", api_secret=SECRET, key_id="k1")
+APP = App(id=1, api_key="appkey123", name="chat", secrets=(Secret("k1", SECRET),))
 
 
 def vendor_token(payload: dict[str, Any], secret: str = SECRET, **headers: Any) -> str:
@@ -68,7 +68,7 @@ class TestIssue:
         assert check(issued.token).issued_at == NOW + 123_456
 
     def test_without_expiry_the_app_default_lifetime_applies(self) -> None:
-        app = App(id=1, api_key="appkey123", name="chat", api_secret=SECRET, key_id="k1", token_ttl_seconds=60)
+        app = App(id=1, api_key="appkey123", name="chat", secrets=(Secret("k1", SECRET),), token_ttl_seconds=60)
         assert issue(app).expires_at == NOW + 60 * S
 
     def test_an_app_without_default_lifetime_issues_tokens_that_never_expire(self) -> None:
@@ -202,11 +202,13 @@ class TestVerifyOutcomes:
         assert check(token).outcome is Outcome.INVALID_SIGNATURE
 
     def test_token_of_one_app_never_verifies_for_another(self) -> None:
-        other = App(id=2, api_key="other", name="o", api_secret="another-secret-of-another-app-0123456789", key_id="k1")
+        other = App(
+            id=2, api_key="other", name="o", secrets=(Secret("k1", "another-secret-of-another-app-0123456789"),)
+        )
         token = issue(app=other).token
         assert check(token).outcome is Outcome.INVALID_SIGNATURE
         # Even with the same secret, the audience pins the token to its app.
-        twin = App(id=3, api_key="twin", name="t", api_secret=SECRET, key_id="k1")
+        twin = App(id=3, api_key="twin", name="t", secrets=(Secret("k1", SECRET),))
         assert check(issue(app=twin).token).outcome is Outcome.WRONG_AUDIENCE
 
 
@@ -233,14 +235,14 @@ class TestRevocation:
         assert check(vendor_token({"user_id": "alice"}), user_revoked_before=NOW).outcome is Outcome.VALID
 
     def test_require_iat_rejects_tokens_without_iat(self) -> None:
-        app = App(id=1, api_key="appkey123", name="c", api_secret=SECRET, key_id="k1", require_iat=True)
+        app = App(id=1, api_key="appkey123", name="c", secrets=(Secret("k1", SECRET),), require_iat=True)
         token = vendor_token({"user_id": "alice"})
         assert check(token, app, user_revoked_before=NOW).outcome is Outcome.REVOKED
         assert check(token, app).outcome is Outcome.REVOKED
         assert check(vendor_token({"user_id": "alice", "iat": NOW // S}), app).outcome is Outcome.VALID
 
     def test_app_revocation_rejects_older_tokens_and_tokens_without_iat(self) -> None:
-        app = App(id=1, api_key="appkey123", name="c", api_secret=SECRET, key_id="k1", revoked_before=NOW - S)
+        app = App(id=1, api_key="appkey123", name="c", secrets=(Secret("k1", SECRET),), revoked_before=NOW - S)
         assert check(issue(now=NOW - 2 * S).token, app).outcome is Outcome.REVOKED
         assert check(vendor_token({"user_id": "alice"}), app).outcome is Outcome.REVOKED
         assert check(issue(now=NOW).token, app).outcome is Outcome.VALID
@@ -266,7 +268,7 @@ class TestRevocation:
 
 
 class TestDeveloperTokens:
-    DEV = App(id=1, api_key="appkey123", name="c", api_secret=SECRET, key_id="k1", auth_checks_disabled=True)
+    DEV = App(id=1, api_key="appkey123", name="c", secrets=(Secret("k1", SECRET),), auth_checks_disabled=True)
 
     def dev_token(self, payload: dict[str, Any]) -> str:
         return unsigned({"alg": "HS256", "typ": "JWT"}, payload, "devtoken")
@@ -325,13 +327,13 @@ class TestBackendCredentials:
             self.authenticate(token)
 
     def test_belongs_to_tells_the_owner_of_a_credential(self) -> None:
-        assert tokens.belongs_to(SECRET, APP)
-        assert tokens.belongs_to(vendor_token({"server": True}), APP)
-        assert not tokens.belongs_to("x" * 43, APP)
+        assert tokens.belongs_to(SECRET, APP, now=NOW)
+        assert tokens.belongs_to(vendor_token({"server": True}), APP, now=NOW)
+        assert not tokens.belongs_to("x" * 43, APP, now=NOW)
 
 
 class TestMaximumLifetime:
-    APP = App(id=1, api_key="appkey123", name="c", api_secret=SECRET, key_id="k1", max_token_lifetime_seconds=3600)
+    APP = App(id=1, api_key="appkey123", name="c", secrets=(Secret("k1", SECRET),), max_token_lifetime_seconds=3600)
 
     def test_issue_caps_lifetime_and_defaults_to_it(self) -> None:
         assert issue(self.APP).expires_at == NOW + 3600 * S

@@ -8,12 +8,12 @@ import jwt
 
 from authsvc import tokens
 from authsvc.clock import MICROS_PER_SECOND as S
-from authsvc.tokens import App, Outcome
+from authsvc.tokens import App, Outcome, Secret
 from authsvc.verifier import Verifier
 
 NOW = 1_800_000_000 * S
 SECRET = "tjZbH3pX0c9bq1D2y8oW6kLr5sVnA4eQ7uTfGmJiRhE"
-APP = App(id=1, api_key="appkey123", name="chat", api_secret=SECRET, key_id="k1")
+APP = App(id=1, api_key="appkey123", name="chat", secrets=(Secret("k1", SECRET),))
 
 
 def token(payload: dict[str, object], secret: str = SECRET) -> str:
@@ -46,7 +46,7 @@ def test_a_token_checked_for_one_app_is_checked_again_for_another() -> None:
     verifier = Verifier()
     t = token({"user_id": "alice"})
     assert verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: None).valid
-    other = App(id=2, api_key="other", name="o", api_secret="x" * 43, key_id="k1")
+    other = App(id=2, api_key="other", name="o", secrets=(Secret("k1", "x" * 43),))
     result = verifier.verify(t, other, now=NOW, leeway=0, revoked_before=lambda a, u: None)
     assert result.outcome is Outcome.INVALID_SIGNATURE
 
@@ -55,7 +55,7 @@ def test_a_new_secret_invalidates_what_the_old_one_checked() -> None:
     verifier = Verifier()
     t = token({"user_id": "alice"})
     assert verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: None).valid
-    rotated = dataclasses.replace(APP, api_secret="n" * 43)
+    rotated = dataclasses.replace(APP, secrets=(Secret("k1", "n" * 43),))
     assert verifier.verify(t, rotated, now=NOW, leeway=0, revoked_before=lambda a, u: None).outcome is (
         Outcome.INVALID_SIGNATURE
     )

@@ -1,0 +1,102 @@
+"""Structured logs: one JSON object per line on stdout, and the one access-log line of every gRPC call.
+
+A line holds `time`, `level`, `logger`, `message`, the `extra` fields of the call to the logger, and the
+`request_id` of the gRPC call it was written in. Tokens, secrets and the authorization header are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from contextvars import ContextVar
+from typing import Any, TextIO
+
+REQUEST_ID_HEADER = "x-request-id"
+
+current_request_id: ContextVar[str | None] = ContextVar("authsvc_request_id", default=None)
+"""The request id of the gRPC call being handled (each call runs in a task, with a context, of its own)."""
+
+access_log = logging.getLogger("authsvc.access")
+"""The logger of the one line per call."""
+
+# A caller's id is echoed into logs and metadata, so only a plain, bounded one is taken (no dots: never a JWT).
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_:-]{1,64}")
+# API keys are lowercase letters and digits; a caller that swaps its headers sends a secret or a token instead.
+_API_KEY = re.compile(r"[a-z0-9]{1,64}")
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+def request_id(sent: str | None) -> str:
+    """The caller's request id when it is a plain one (at most 64 letters, digits, `_:-`), else a fresh one."""
+    if sent is not None and _REQUEST_ID.fullmatch(sent):
+        return sent
+    return os.urandom(8).hex()
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object: time, level, logger, message, `fields`, request_id, `extra` fields."""
+
+    def __init__(self, fields: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self._fields = fields or {}
+
+    def format(self, record: logging.LogRecord) -> str:
+        seconds = int(record.created)
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **self._fields,
+        }
+        if (rid := current_request_id.get()) is not None:
+            entry["request_id"] = rid
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_FIELDS:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str, separators=(",", ":"))
+
+
+def configure_logging(level: str, stream: TextIO | None = None, **fields: Any) -> None:
+    """Sends every log record at `level` and above to stdout (or `stream`), one JSON object per line, each
+    with `fields` (such as the worker number) added."""
+    handler = logging.StreamHandler(sys.stdout if stream is None else stream)
+    handler.setFormatter(JsonFormatter(fields))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)
+
+
+def loggable_api_key(sent: str | None) -> str | None:
+    """The API key as the access log shows it: as sent when it looks like one, else `[redacted]`."""
+    if sent is None or _API_KEY.fullmatch(sent):
+        return sent
+    return "[redacted]"
+
+
+def log_call(level: int, method: str, code: str, seconds: float, api_key: str | None) -> None:
+    """Writes the access-log line of one finished call (the request id comes from the call's context)."""
+    if access_log.isEnabledFor(level):
+        access_log.log(
+            level,
+            "%s %s",
+            method,
+            code,
+            extra={
+                "method": method,
+                "code": code,
+                "duration_ms": round(seconds * 1000, 3),
+                "api_key": loggable_api_key(api_key),
+            },
+        )

@@ -1,0 +1,163 @@
+"""Structured logs: JSON lines on stdout, one access line per call with its request id, and no secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+
+from authsvc.logs import JsonFormatter, current_request_id, loggable_api_key, request_id
+from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import auth_service_pb2_grpc
+from tests.conftest import NewApp
+from tests.processes import clean_env, serve
+from tests.support import api_key_only, backend, failure
+
+if TYPE_CHECKING:
+    from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
+
+
+def test_a_record_is_one_json_object_with_its_extra_fields_and_request_id() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter({"worker": 2}))
+    logger = logging.getLogger("tests.logs.formatter")
+    logger.addHandler(handler)
+    logger.propagate = False
+    token = current_request_id.set("req-1")
+    try:
+        logger.warning("app %s is %s", "k1", "odd", extra={"api_key": "k1", "count": 3})
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logger.exception("failed\nbadly")
+    finally:
+        current_request_id.reset(token)
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2, "a multi-line message or traceback still makes one line"
+    first, second = (json.loads(line) for line in lines)
+    assert first["time"].endswith("Z") and first["time"][10] == "T"
+    del first["time"]
+    assert first == {
+        "level": "WARNING",
+        "logger": "tests.logs.formatter",
+        "message": "app k1 is odd",
+        "worker": 2,
+        "request_id": "req-1",
+        "api_key": "k1",
+        "count": 3,
+    }
+    assert second["level"] == "ERROR" and second["message"] == "failed\nbadly"
+    assert "RuntimeError: boom" in second["exception"]
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("req-42", True),
+        ("7f0c9a1e-3b2d-4c5e-9f60-1a2b3c4d5e6f", True),
+        (None, False),
+        ("", False),
+        ("x" * 65, False),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJ1c2VyX2lkIjoiYSJ9.c2ln", False),  # a token pasted into the wrong header
+        ("two words", False),
+    ],
+)
+def test_a_plain_request_id_is_kept_anything_else_replaced(sent: str | None, kept: bool) -> None:
+    chosen = request_id(sent)
+    if kept:
+        assert chosen == sent
+    else:
+        assert chosen != sent and len(chosen) == 16 and int(chosen, 16) >= 0
+
+
+@pytest.mark.parametrize(
+    ("sent", "logged"),
+    [
+        ("k3x9q2m7a1b5c8d0e4f6", "k3x9q2m7a1b5c8d0e4f6"),
+        (None, None),
+        ("Zq3-_secretlooking0123456789abcdefghijklmnop", "[redacted]"),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJ1c2VyX2lkIjoiYSJ9.c2ln", "[redacted]"),
+    ],
+)
+def test_only_what_looks_like_an_api_key_is_logged_as_one(sent: str | None, logged: str | None) -> None:
+    assert loggable_api_key(sent) == logged
+
+
+async def test_the_request_id_comes_back_in_trailing_metadata(stub: AuthServiceAsyncStub, new_app: NewApp) -> None:
+    app = await new_app()
+    call = stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=(*backend(app), ("x-request-id", "r-1")))
+    await call
+    assert ("x-request-id", "r-1") in list(await call.trailing_metadata())
+    call = stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))
+    await call
+    fresh = dict(await call.trailing_metadata())["x-request-id"]
+    assert isinstance(fresh, str) and len(fresh) == 16
+    # An error keeps both the request id and its rich status (ErrorInfo).
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await stub.VerifyToken(pb.VerifyTokenRequest(), metadata=(*api_key_only(app), ("x-request-id", "r-2")))
+    assert ("x-request-id", "r-2") in list(failed.value.trailing_metadata() or ())
+    assert failure(failed.value).reason == "MISSING_TOKEN"
+
+
+async def test_serve_logs_one_json_line_per_call_and_never_a_secret(
+    database_url: str, new_app: NewApp, tmp_path: Path
+) -> None:
+    app = await new_app("logged")
+    env = clean_env(AUTHSVC_DATABASE_URL=database_url)
+    async with serve(env, tmp_path, workers=1) as served:
+        async with grpc.aio.insecure_channel(served.target) as channel:
+            stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+            issued = await stub.IssueToken(
+                pb.IssueTokenRequest(user_id="alice"), metadata=(*backend(app), ("x-request-id", "issue-1"))
+            )
+            await stub.VerifyToken(
+                pb.VerifyTokenRequest(token=issued.token), metadata=(*api_key_only(app), ("x-request-id", "verify-1"))
+            )
+            with pytest.raises(grpc.aio.AioRpcError):  # a user token where a backend credential goes
+                await stub.IssueToken(
+                    pb.IssueTokenRequest(user_id="alice"),
+                    metadata=(*backend(app, issued.token), ("x-request-id", "bad-credential")),
+                )
+            with pytest.raises(grpc.aio.AioRpcError):  # the secret sent where the API key goes
+                await stub.VerifyToken(
+                    pb.VerifyTokenRequest(token=issued.token),
+                    metadata=(("x-api-key", app.api_secret), ("x-request-id", "swapped")),
+                )
+        await served.wait_for(lambda records: any(r.get("request_id") == "swapped" for r in records))
+    assert served.process.returncode == 0, served.output
+
+    assert all(not record.get("not_json") for record in served.records), served.output
+    access = {r["request_id"]: r for r in served.records if r.get("logger") == "authsvc.access"}
+    assert set(access) == {"issue-1", "verify-1", "bad-credential", "swapped"}
+    for record in access.values():
+        assert record["level"] == "INFO"
+        assert isinstance(record["duration_ms"], float) and record["duration_ms"] >= 0
+    assert access["issue-1"] | {"duration_ms": 0, "time": ""} == {
+        "time": "",
+        "level": "INFO",
+        "logger": "authsvc.access",
+        "message": "authsvc.v1.AuthService/IssueToken OK",
+        "request_id": "issue-1",
+        "method": "authsvc.v1.AuthService/IssueToken",
+        "code": "OK",
+        "duration_ms": 0,
+        "api_key": app.api_key,
+    }
+    assert (access["verify-1"]["method"], access["verify-1"]["code"]) == ("authsvc.v1.AuthService/VerifyToken", "OK")
+    assert access["bad-credential"]["code"] == "PERMISSION_DENIED"
+    assert access["bad-credential"]["api_key"] == app.api_key
+    assert (access["swapped"]["code"], access["swapped"]["api_key"]) == ("NOT_FOUND", "[redacted]")
+
+    output = served.output
+    assert issued.token not in output
+    for part in issued.token.split("."):
+        assert part not in output, "no piece of a token is logged"
+    assert app.api_secret not in output
+    assert "Bearer" not in output

@@ -1,0 +1,195 @@
+"""Prometheus metrics, scraped over HTTP from a running server after real calls."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from authsvc.server import RunningServer
+from authsvc.state import State
+from authsvc.v1 import auth_service_pb2 as pb
+from tests.conftest import NewApp
+from tests.support import api_key_only, backend
+
+if TYPE_CHECKING:
+    from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub as Stub
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def _get(url: str, method: str = "GET", accept: str | None = None) -> tuple[int, str, bytes]:
+    request = urllib.request.Request(url, method=method, headers={"Accept": accept} if accept else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.headers["Content-Type"], error.read()
+
+
+async def http_get(
+    server: RunningServer, path: str, method: str = "GET", accept: str | None = None
+) -> tuple[int, str, bytes]:
+    """An HTTP request to the server, from a thread: the server answers on this test's event loop."""
+    return await asyncio.to_thread(_get, f"http://127.0.0.1:{server.http_port}{path}", method, accept)
+
+
+async def scrape(server: RunningServer) -> Samples:
+    """Every sample of /metrics, keyed by name and labels, parsed by the Prometheus client's own parser."""
+    status, _, body = await http_get(server, "/metrics")
+    assert status == 200
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def grpc_labels(method: str, service: str = "authsvc.v1.AuthService", kind: str = "unary") -> Mapping[str, str]:
+    return {"grpc_type": kind, "grpc_service": service, "grpc_method": method}
+
+
+async def test_calls_are_counted_by_method_and_code(server: RunningServer, stub: Stub, new_app: NewApp) -> None:
+    app = await new_app()
+    token = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
+    before = await scrape(server)
+    for _ in range(5):
+        assert (await stub.VerifyToken(pb.VerifyTokenRequest(token=token), metadata=api_key_only(app))).valid
+    for _ in range(2):
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.VerifyToken(pb.VerifyTokenRequest(token=token))  # no API key
+        assert failed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.IssueToken(pb.IssueTokenRequest(user_id="bob"), metadata=backend(app, "not the secret"))
+    after = await scrape(server)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    verify = grpc_labels("VerifyToken")
+    assert moved("grpc_server_started_total", **verify) == 7
+    assert moved("grpc_server_handled_total", **verify, grpc_code="OK") == 5
+    assert moved("grpc_server_handled_total", **verify, grpc_code="UNAUTHENTICATED") == 2
+    assert moved("grpc_server_handling_seconds_count", **verify) == 7
+    assert moved("grpc_server_handling_seconds_bucket", **verify, le="+Inf") == 7
+    assert moved("grpc_server_handling_seconds_sum", **verify) > 0
+    issue = grpc_labels("IssueToken")
+    assert moved("grpc_server_started_total", **issue) == 1
+    assert moved("grpc_server_handled_total", **issue, grpc_code="UNAUTHENTICATED") == 1
+    assert moved("grpc_server_handled_total", **issue, grpc_code="OK") == 0
+
+
+async def test_streams_are_counted_with_their_type_and_a_cancelled_one_as_cancelled(
+    server: RunningServer, channel: grpc.aio.Channel
+) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    watch_labels = grpc_labels("Watch", "grpc.health.v1.Health", "server_stream")
+    reflection_labels = grpc_labels("ServerReflectionInfo", "grpc.reflection.v1alpha.ServerReflection", "bidi_stream")
+    before = await scrape(server)
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    assert len([r async for r in reflection.ServerReflectionInfo(iter([request]))]) == 1
+    async with asyncio.timeout(30):
+        while True:  # the server learns of the cancellation after the client: wait until it has counted it
+            after = await scrape(server)
+            cancelled = value(after, "grpc_server_handled_total", **watch_labels, grpc_code="CANCELLED")
+            if cancelled - value(before, "grpc_server_handled_total", **watch_labels, grpc_code="CANCELLED") >= 1:
+                break
+            await asyncio.sleep(0.01)
+    assert (
+        value(after, "grpc_server_started_total", **watch_labels)
+        - value(before, "grpc_server_started_total", **watch_labels)
+        == 1
+    )
+    assert (
+        value(after, "grpc_server_handled_total", **reflection_labels, grpc_code="OK")
+        - value(before, "grpc_server_handled_total", **reflection_labels, grpc_code="OK")
+        == 1
+    )
+
+
+async def test_domain_metrics_and_the_pool_are_read_at_scrape_time(
+    server: RunningServer, state: State, pool: asyncpg.Pool
+) -> None:
+    metrics = server.metrics
+    before = await scrape(server)
+    metrics.count_outcome("EXPIRED")
+    metrics.count_outcome("EXPIRED")
+    metrics.count_outcome("REVOKED", 3)
+    metrics.count_revocation("user", 4)
+    metrics.count_revocation("app")
+    metrics.count_revocation("clear", 2)
+    metrics.register_pool(pool)
+    with pytest.raises(ValueError, match="revocation kind"):
+        metrics.count_revocation("everyone")
+    async with pool.acquire():
+        after = await scrape(server)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("authsvc_verify_outcomes_total", outcome="EXPIRED") == 2
+    assert moved("authsvc_verify_outcomes_total", outcome="REVOKED") == 3
+    assert moved("authsvc_revocations_total", kind="user") == 4
+    assert moved("authsvc_revocations_total", kind="app") == 1
+    assert moved("authsvc_revocations_total", kind="clear") == 2
+    assert value(after, "authsvc_state_version") == state.version
+    # The server's state follows the session database, so it was confirmed current moments ago.
+    assert 0 <= value(after, "authsvc_state_staleness_seconds") < 3600
+    assert value(after, "authsvc_db_pool_size") == pool.get_size() >= 1
+    assert 1 <= value(after, "authsvc_db_pool_in_use") <= value(after, "authsvc_db_pool_size")
+
+
+async def test_metrics_speak_both_exposition_formats(server: RunningServer) -> None:
+    status, content_type, body = await http_get(server, "/metrics")
+    assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
+    assert b"# TYPE grpc_server_handled_total counter" in body
+    status, content_type, body = await http_get(server, "/metrics", accept="application/openmetrics-text")
+    assert status == 200 and content_type.startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "status"),
+    [
+        ("/", "GET", 404),
+        ("/metrics/extra", "GET", 404),
+        ("/.well-known/jwks/somekey.json", "GET", 404),
+        ("/metrics", "POST", 405),
+        ("/metrics", "HEAD", 200),
+    ],
+)
+async def test_other_paths_and_methods_are_refused(server: RunningServer, path: str, method: str, status: int) -> None:
+    got, _, body = await http_get(server, path, method)
+    assert got == status
+    if method == "HEAD":
+        assert body == b""
+
+
+@pytest.mark.parametrize("request_line", [b"garbage\r\n\r\n", b"GET /metrics SPDY/3\r\n\r\n", b"\r\n"])
+async def test_a_malformed_request_gets_400(server: RunningServer, request_line: bytes) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.http_port)
+    try:
+        writer.write(request_line)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
