@@ -9,6 +9,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from authsvc import keys
+from authsvc.audit import SYSTEM, Actor
 from authsvc.clock import MICROS_PER_SECOND, Micros, to_datetime
 from authsvc.errors import InvalidArgument, NotFound
 from authsvc.store import Store
@@ -45,6 +46,7 @@ async def create_app(
     require_iat: bool = False,
     max_token_lifetime_seconds: int | None = None,
     api_secret: str | None = None,
+    actor: Actor = SYSTEM,
 ) -> App:
     """Creates an app with a fresh API key, key ids and keys.
 
@@ -78,6 +80,7 @@ async def create_app(
         require_iat=require_iat,
         max_token_lifetime_seconds=max_token_lifetime_seconds,
         key_pair=(new_key_id(), keys.generate(algorithm)) if algorithm in keys.ASYMMETRIC_ALGORITHMS else None,
+        actor=actor,
     )
 
 
@@ -103,7 +106,7 @@ def check_imported_secret(secret: str) -> None:
 
 
 async def rotate_api_secret(
-    store: Store, app: App, *, overlap_seconds: float, new_secret: str | None = None
+    store: Store, app: App, *, overlap_seconds: float, actor: Actor, new_secret: str | None = None
 ) -> tuple[str, str, int]:
     """Gives the app a new current API secret; the old ones keep working for `overlap_seconds`.
 
@@ -115,12 +118,12 @@ async def rotate_api_secret(
         check_imported_secret(new_secret)
     key_id, secret = new_key_id(), new_secret or new_api_secret()
     version = await store.rotate_secret(
-        app, new_key_id=key_id, new_secret=secret, overlap=round(overlap_seconds * MICROS_PER_SECOND)
+        app, new_key_id=key_id, new_secret=secret, overlap=round(overlap_seconds * MICROS_PER_SECOND), actor=actor
     )
     return key_id, secret, version
 
 
-async def rotate_key(store: Store, app: App, *, delay_seconds: float, now: Micros) -> tuple[str, int]:
+async def rotate_key(store: Store, app: App, *, delay_seconds: float, now: Micros, actor: Actor) -> tuple[str, int]:
     """Publishes a new key pair for an EdDSA/ES256 app at once; it signs after `delay_seconds`.
 
     Returns its kid and the state version.
@@ -137,11 +140,12 @@ async def rotate_key(store: Store, app: App, *, delay_seconds: float, now: Micro
         key_id=key_id,
         private_pem=keys.generate(app.algorithm),
         signs_from=now + round(delay_seconds * MICROS_PER_SECOND),
+        actor=actor,
     )
     return key_id, version
 
 
-async def retire_key(store: Store, app: App, key_id: str, *, now: Micros) -> int:
+async def retire_key(store: Store, app: App, key_id: str, *, now: Micros, actor: Actor) -> int:
     """Stops a key verifying. The current API secret and the last signing key pair cannot be retired."""
     if key_id == app.secrets[0].key_id:
         raise InvalidArgument("this is the current API secret: rotate it first", "KEY_IN_USE")
@@ -151,7 +155,7 @@ async def retire_key(store: Store, app: App, key_id: str, *, now: Micros) -> int
             "this key pair is the only one signing now: rotate in another and let it start signing first",
             "KEY_IN_USE",
         )
-    version = await store.retire_key(app, key_id)
+    version = await store.retire_key(app, key_id, actor=actor)
     if version is None:
         raise NotFound(f"the app has no live key {key_id!r}", "KEY_NOT_FOUND")
     return version

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
 from authsvc import apps, migrations
+from authsvc.audit import cli_actor
 from authsvc.config import Settings, parse_duration
 from authsvc.database import database_url
 from authsvc.errors import AuthsvcError, ConfigError
@@ -98,6 +99,7 @@ async def _apps_command(args: argparse.Namespace, store: Store) -> int:
             auth_checks_disabled=args.disable_auth_checks,
             require_iat=args.require_iat,
             max_token_lifetime_seconds=args.max_token_lifetime,
+            actor=cli_actor(),
         )
         if args.format == "env":
             print(f"export API_KEY={shlex.quote(app.api_key)}")

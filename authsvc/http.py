@@ -113,7 +113,9 @@ class HttpServer:
         assert task is not None
         self._connections.add(task)
         try:
-            request = await asyncio.wait_for(_read_request(reader), _READ_TIMEOUT)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (close()) that races a result.
+            async with asyncio.timeout(_READ_TIMEOUT):
+                request = await _read_request(reader)
             response = Response(400, b"bad request\n") if request is None else await self._respond(request)
             writer.write(_head(response) + (b"" if request is not None and request.method == "HEAD" else response.body))
             await writer.drain()

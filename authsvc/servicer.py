@@ -12,6 +12,7 @@ import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from authsvc import tokens
+from authsvc.audit import Actor
 from authsvc.clock import MICROS_PER_SECOND, Clock, Micros
 from authsvc.config import Settings
 from authsvc.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
@@ -89,7 +90,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         self._leeway = round(settings.clock_leeway * MICROS_PER_SECOND)
 
     async def IssueToken(self, request: pb.IssueTokenRequest, context: Context) -> pb.IssueTokenResponse:
-        app = await self._authenticated_app(context)
+        app, actor = await self._authenticated_app(context)
         now = self._clock()
         expiry = request.WhichOneof("expiry")
         ttl: Micros | None = None
@@ -144,14 +145,14 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         )
 
     async def RevokeUser(self, request: pb.RevokeUserRequest, context: Context) -> pb.RevokeUserResponse:
-        app = await self._authenticated_app(context)
+        app, actor = await self._authenticated_app(context)
         user_ids = tokens.validate_user_ids(list(request.user_ids))
         revoke_before = tokens.revocation_time(
             _micros(request.revoke_before, "revoke_before") if request.HasField("revoke_before") else None,
             now=self._clock(),
             leeway=self._leeway,
         )
-        in_force, version = await self._store.revoke_users(app.id, user_ids, revoke_before)
+        in_force, version = await self._store.revoke_users(app.id, user_ids, revoke_before, actor=actor)
         await self._state.catch_up(version)
         return pb.RevokeUserResponse(
             revocations=[
@@ -160,26 +161,26 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         )
 
     async def RevokeApp(self, request: pb.RevokeAppRequest, context: Context) -> pb.RevokeAppResponse:
-        app = await self._authenticated_app(context)
+        app, actor = await self._authenticated_app(context)
         revoke_before = tokens.revocation_time(
             _micros(request.revoke_before, "revoke_before") if request.HasField("revoke_before") else None,
             now=self._clock(),
             leeway=self._leeway,
         )
-        in_force, version = await self._store.revoke_app(app.id, revoke_before)
+        in_force, version = await self._store.revoke_app(app.id, revoke_before, actor=actor)
         await self._state.catch_up(version)
         return pb.RevokeAppResponse(revoked_before=_timestamp(in_force))
 
     async def ClearRevocation(self, request: pb.ClearRevocationRequest, context: Context) -> pb.ClearRevocationResponse:
-        app = await self._authenticated_app(context)
+        app, actor = await self._authenticated_app(context)
         target = request.WhichOneof("target")
         if target == "users":
             user_ids = tokens.validate_user_ids(list(request.users.user_ids))
-            cleared, version = await self._store.clear_user_revocations(app.id, user_ids)
+            cleared, version = await self._store.clear_user_revocations(app.id, user_ids, actor=actor)
             await self._state.catch_up(version)
             return pb.ClearRevocationResponse(cleared_user_ids=[u for u in user_ids if u in set(cleared)])
         if target == "app" and request.app:
-            had, version = await self._store.clear_app_revocation(app.id)
+            had, version = await self._store.clear_app_revocation(app.id, actor=actor)
             await self._state.catch_up(version)
             return pb.ClearRevocationResponse(app_cleared=had)
         raise InvalidArgument("say what to clear: users {user_ids: [...]} or app: true", "NO_REVOCATION_TARGET")
@@ -193,7 +194,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             raise NotFound("no app has this API key", "APP_NOT_FOUND")
         return app
 
-    async def _authenticated_app(self, context: Context) -> tokens.App:
+    async def _authenticated_app(self, context: Context) -> tuple[tokens.App, Actor]:
         app = await self._app(context)
         authorization = _metadata(context, AUTHORIZATION_HEADER)
         if authorization is None:
@@ -205,14 +206,14 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             raise Unauthenticated("authorization must be 'Bearer <credential>'", "INVALID_CREDENTIAL")
         credential = authorization[len(_BEARER) :].strip()
         try:
-            tokens.authenticate_backend(credential, app, now=self._clock(), leeway=self._leeway)
+            kind = tokens.authenticate_backend(credential, app, now=self._clock(), leeway=self._leeway)
         except Unauthenticated as exc:
             if exc.reason == "INVALID_CREDENTIAL" and await self._belongs_to_another_app(credential, app):
                 raise PermissionDenied(
                     "the credential belongs to another app than x-api-key names", "CREDENTIAL_OF_ANOTHER_APP"
                 ) from None
             raise
-        return app
+        return app, Actor(f"{kind.value}:{app.api_key}", context.peer())
 
     async def _belongs_to_another_app(self, credential: str, app: tokens.App) -> bool:
         if not credential:

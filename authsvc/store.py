@@ -7,6 +7,7 @@ Every method either completes against PostgreSQL or raises Unavailable; a write 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from authsvc import keys
+from authsvc.audit import SYSTEM, Actor, AuditEvent
 from authsvc.clock import Micros, from_datetime, to_datetime
 from authsvc.errors import ConfigError, InvalidArgument, Unavailable
 from authsvc.sealing import Keyring, SealError
@@ -154,6 +156,21 @@ async def _record(
     return version
 
 
+async def _audit(
+    conn: asyncpg.Connection, actor: Actor, action: str, app_id: int | None, details: dict[str, Any] | None = None
+) -> None:
+    """Records a change in the caller's transaction, so it is durable exactly when the change is."""
+    await conn.execute(
+        "INSERT INTO audit_events (actor, action, app_id, api_key, peer, details)"
+        " VALUES ($1, $2, $3, (SELECT api_key FROM apps WHERE id = $3), $4, $5::jsonb)",
+        actor.id,
+        action,
+        app_id,
+        actor.peer,
+        json.dumps(details or {}),
+    )
+
+
 class Store:
     """The queries of authsvc over an asyncpg pool."""
 
@@ -185,6 +202,7 @@ class Store:
         require_iat: bool,
         max_token_lifetime_seconds: int | None = None,
         key_pair: tuple[str, str] | None = None,
+        actor: Actor,
     ) -> App:
         """Creates an app with its API secret (kid `key_id`) and, for EdDSA/ES256, a (kid, private PEM) pair.
 
@@ -210,6 +228,7 @@ class Store:
             if key_pair is not None:
                 await self._insert_key(conn, app_id, api_key, key_pair[0], "key_pair", algorithm, key_pair[1])
             await _record(conn, app_id, "app")
+            await _audit(conn, actor, "app.created", app_id, {"name": name, "algorithm": algorithm})
             (app,) = await _load_apps(conn, self._keyring, "WHERE id = $1", app_id)
         return app
 
@@ -247,7 +266,7 @@ class Store:
         async with self._connection() as conn:
             return await _load_apps(conn, self._keyring)
 
-    async def rotate_secret(self, app: App, *, new_key_id: str, new_secret: str, overlap: Micros) -> int:
+    async def rotate_secret(self, app: App, *, new_key_id: str, new_secret: str, overlap: Micros, actor: Actor) -> int:
         """Makes `new_secret` the app's current API secret; the others stay valid for `overlap`, then expire.
 
         Returns the state version of the change.
@@ -261,17 +280,27 @@ class Store:
                 overlap / 1_000_000,
             )
             await self._insert_key(conn, app.id, app.api_key, new_key_id, "secret", "HS256", new_secret)
+            await _audit(
+                conn, actor, "api_secret.rotated", app.id, {"key_id": new_key_id, "overlap_seconds": overlap / 1e6}
+            )
             return await _record(conn, app.id, "app")
 
-    async def add_key_pair(self, app: App, *, key_id: str, private_pem: str, signs_from: Micros) -> int:
+    async def add_key_pair(self, app: App, *, key_id: str, private_pem: str, signs_from: Micros, actor: Actor) -> int:
         """Publishes a new key pair at once; it signs from `signs_from`. Returns the state version."""
         async with self._connection() as conn, conn.transaction():
             await self._insert_key(
                 conn, app.id, app.api_key, key_id, "key_pair", app.algorithm, private_pem, signs_from=signs_from
             )
+            await _audit(
+                conn,
+                actor,
+                "key.rotated",
+                app.id,
+                {"key_id": key_id, "signs_from": to_datetime(signs_from).isoformat()},
+            )
             return await _record(conn, app.id, "app")
 
-    async def retire_key(self, app: App, key_id: str) -> int | None:
+    async def retire_key(self, app: App, key_id: str, *, actor: Actor) -> int | None:
         """Stops a key verifying; returns the state version, or None when no such live key exists."""
         async with self._connection() as conn, conn.transaction():
             retired = await conn.fetchval(
@@ -282,9 +311,10 @@ class Store:
             )
             if not retired:
                 return None
+            await _audit(conn, actor, "key.retired", app.id, {"key_id": key_id})
             return await _record(conn, app.id, "app")
 
-    async def reseal(self, *, only_plain: bool = False) -> int:
+    async def reseal(self, *, only_plain: bool = False, actor: Actor = SYSTEM) -> int:
         """Seals every key under the first key-encryption key (with `only_plain`: the rows carried over in
         plain text by migration 0005). Returns how many rows were rewritten."""
         count = 0
@@ -305,6 +335,8 @@ class Store:
                     self._keyring.seal(material, app=row["api_key"], key_id=row["key_id"]),
                 )
                 count += 1
+            if count:
+                await _audit(conn, actor, "keys.resealed", None, {"keys": count, "kek": self._keyring.primary_id})
         return count
 
     async def user_revoked_before(self, app_id: int, user_id: str) -> Micros | None:
@@ -318,7 +350,7 @@ class Store:
         return None if value is None else from_datetime(value)
 
     async def revoke_users(
-        self, app_id: int, user_ids: Iterable[str], revoke_before: Micros
+        self, app_id: int, user_ids: Iterable[str], revoke_before: Micros, *, actor: Actor
     ) -> tuple[dict[str, Micros], int]:
         """Revokes the users' tokens issued before `revoke_before`; never moves a revocation backwards.
 
@@ -338,12 +370,19 @@ class Store:
                 to_datetime(revoke_before),
             )
             in_force = {row["user_id"]: from_datetime(row["revoked_before"]) for row in rows}
+            await _audit(
+                conn,
+                actor,
+                "users.revoked",
+                app_id,
+                {"user_ids": list(in_force), "revoke_before": to_datetime(revoke_before).isoformat()},
+            )
             version = await _record(
                 conn, app_id, "revoke", [row["user_hash"] for row in rows], [in_force[row["user_id"]] for row in rows]
             )
         return in_force, version
 
-    async def revoke_app(self, app_id: int, revoke_before: Micros) -> tuple[Micros, int]:
+    async def revoke_app(self, app_id: int, revoke_before: Micros, *, actor: Actor) -> tuple[Micros, int]:
         """Revokes every token of the app issued before `revoke_before` (or without iat); never backwards."""
         async with self._connection() as conn, conn.transaction():
             value = await conn.fetchval(
@@ -353,10 +392,13 @@ class Store:
                 to_datetime(revoke_before),
             )
             in_force = _required(value)
+            await _audit(conn, actor, "app.revoked", app_id, {"revoke_before": to_datetime(revoke_before).isoformat()})
             version = await _record(conn, app_id, "app")
         return in_force, version
 
-    async def clear_user_revocations(self, app_id: int, user_ids: Iterable[str]) -> tuple[list[str], int]:
+    async def clear_user_revocations(
+        self, app_id: int, user_ids: Iterable[str], *, actor: Actor
+    ) -> tuple[list[str], int]:
         """Removes the users' revocations; returns the users that had one, and the state version."""
         async with self._connection() as conn, conn.transaction():
             rows = await conn.fetch(
@@ -366,9 +408,12 @@ class Store:
                 list(user_ids),
             )
             version = await _record(conn, app_id, "clear", [row["user_hash"] for row in rows])
+            await _audit(
+                conn, actor, "users.revocation_cleared", app_id, {"user_ids": [row["user_id"] for row in rows]}
+            )
         return [row["user_id"] for row in rows], version
 
-    async def clear_app_revocation(self, app_id: int) -> tuple[bool, int]:
+    async def clear_app_revocation(self, app_id: int, *, actor: Actor) -> tuple[bool, int]:
         """Removes the app's revocation; returns whether it had one, and the state version."""
         async with self._connection() as conn, conn.transaction():
             had = await conn.fetchval(
@@ -376,6 +421,7 @@ class Store:
                 " WHERE id = $1 AND revoked_before IS NOT NULL RETURNING true",
                 app_id,
             )
+            await _audit(conn, actor, "app.revocation_cleared", app_id, {"had_revocation": bool(had)})
             version = await _record(conn, app_id, "app")
         return bool(had), version
 
@@ -443,7 +489,43 @@ class Store:
             version = None
             for app_id, hashes in per_app.items():
                 version = await _record(conn, app_id, "clear", hashes)
+                await _audit(conn, SYSTEM, "revocations.pruned", app_id, {"users": len(hashes)})
         return version
+
+    async def audit_events(
+        self,
+        *,
+        api_key: str | None = None,
+        action: str | None = None,
+        actor: str | None = None,
+        since: Micros | None = None,
+        limit: int = 100,
+    ) -> list[AuditEvent]:
+        """Recorded changes, newest first, filtered by app, action (a prefix such as `users.`), actor, time."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT id, at, actor, action, api_key, peer, details FROM audit_events"
+                " WHERE ($1::text IS NULL OR api_key = $1) AND ($2::text IS NULL OR action LIKE $2 || '%')"
+                " AND ($3::text IS NULL OR actor = $3) AND ($4::timestamptz IS NULL OR at >= $4)"
+                " ORDER BY at DESC, id DESC LIMIT $5",
+                api_key,
+                action,
+                actor,
+                None if since is None else to_datetime(since),
+                limit,
+            )
+        return [
+            AuditEvent(
+                id=row["id"],
+                at=from_datetime(row["at"]),
+                actor=row["actor"],
+                action=row["action"],
+                api_key=row["api_key"],
+                peer=row["peer"],
+                details=json.loads(row["details"]),
+            )
+            for row in rows
+        ]
 
     async def prune_change_log(self, keep_seconds: float = 3600.0, keep_versions: int = 10_000) -> int:
         """Deletes change-log rows that are both old and far behind; a process that far behind reloads."""

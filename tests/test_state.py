@@ -20,6 +20,7 @@ import grpc
 import pytest
 
 from authsvc import apps
+from authsvc.audit import Actor
 from authsvc.clock import MICROS_PER_SECOND as S
 from authsvc.config import Settings
 from authsvc.errors import Unavailable
@@ -35,6 +36,8 @@ from tests.support import FakeClock, api_key_only, backend, expect_failure
 
 if TYPE_CHECKING:
     from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
+
+TEST_ACTOR = Actor("test")
 
 
 class ManualMonotonic:
@@ -183,8 +186,8 @@ async def test_old_revocations_are_pruned(store: Store, state: State) -> None:
     app = await apps.create_app(store, "short-lived", max_token_lifetime_seconds=3600)
     # Revoked two hours ago (beyond the 1 h lifetime) and just now.
     async with asyncio.timeout(10):
-        _, old_version = await store.revoke_users(app.id, ["old"], await _db_now(store) - 7200 * S)
-        _, new_version = await store.revoke_users(app.id, ["new"], await _db_now(store))
+        _, old_version = await store.revoke_users(app.id, ["old"], await _db_now(store) - 7200 * S, actor=TEST_ACTOR)
+        _, new_version = await store.revoke_users(app.id, ["new"], await _db_now(store), actor=TEST_ACTOR)
     await state.catch_up(new_version)
     assert state.user_revoked_before(app.id, "old") is not None
     await state.prune()
@@ -204,7 +207,7 @@ async def _db_now(store: Store) -> int:
 async def test_user_hash_in_postgresql_matches_the_process(store: Store) -> None:
     app = await apps.create_app(store, "hash-check")
     ids = ["alice", "bob@example.com", "a" * 255, "x_-@9"]
-    await store.revoke_users(app.id, ids, 0)
+    await store.revoke_users(app.id, ids, 0, actor=TEST_ACTOR)
     async with store._pool.acquire() as conn:  # noqa: SLF001
         rows = await conn.fetch("SELECT user_id, user_hash FROM user_revocations WHERE app_id = $1", app.id)
     assert {row["user_id"]: row["user_hash"] for row in rows} == {u: user_hash(u) for u in ids}
