@@ -106,6 +106,12 @@ class Settings:
     """asyncio, or uvloop when it is installed (measured slower with grpc.aio here; see docs/performance.md)."""
     verify_cache_size: int = 10_000
     """Tokens remembered after their signature checked out (expiry and revocation are still checked); 0: off."""
+    tls_cert_file: Path | None = None
+    """PEM certificate (chain, the server's first) of the gRPC port; with tls_key_file, the port speaks TLS."""
+    tls_key_file: Path | None = None
+    """PEM private key of tls_cert_file, unencrypted."""
+    tls_client_ca_file: Path | None = None
+    """PEM CA bundle; when set, clients must present a certificate signed by it (mutual TLS)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -155,6 +161,9 @@ class Settings:
             values["verify_cache_size"] = _positive_int(cache, "AUTHSVC_VERIFY_CACHE_SIZE") if cache != "0" else 0
         if (workers := get("workers")) is not None:
             values["workers"] = _positive_int(workers, "AUTHSVC_WORKERS")
+        for tls_file in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+            if (tls_path := get(tls_file)) is not None:
+                values[tls_file] = Path(tls_path)
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
@@ -165,7 +174,21 @@ class Settings:
             raise ConfigError(f"port must be between 0 and 65535, not {settings.port}")
         if not 0 <= settings.http_port <= 65535:
             raise ConfigError(f"HTTP port must be between 0 and 65535, not {settings.http_port}")
+        settings.check_tls()
         return settings
+
+    def check_tls(self) -> None:
+        """Fails unless the TLS files are set together: certificate and key both or neither, a client CA only
+        with them. (Their contents are checked by authsvc.tls when the server starts.)"""
+        if self.tls_cert_file is not None and self.tls_key_file is None:
+            raise ConfigError("AUTHSVC_TLS_CERT_FILE is set but AUTHSVC_TLS_KEY_FILE is not: TLS needs both")
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise ConfigError("AUTHSVC_TLS_KEY_FILE is set but AUTHSVC_TLS_CERT_FILE is not: TLS needs both")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ConfigError(
+                "AUTHSVC_TLS_CLIENT_CA_FILE needs AUTHSVC_TLS_CERT_FILE and AUTHSVC_TLS_KEY_FILE: "
+                "mutual TLS is TLS with client certificates"
+            )
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with some settings replaced."""

@@ -10,6 +10,7 @@ It speaks just enough HTTP/1.1 for Prometheus, probes and curl: one request per 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from authsvc.errors import ConfigError
+from authsvc.tokens import App
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,20 @@ class Routes:
             if match := pattern.fullmatch(path):
                 return handler, match.groupdict()
         return None
+
+
+def jwks_handler(find_app: Callable[[str], Awaitable[App | None]]) -> Handler:
+    """A handler serving an app's JSON Web Key Set at /.well-known/jwks/<api key>.json (404 for an unknown app)."""
+
+    async def jwks(request: Request) -> Response:
+        app = await find_app(request.params["api_key"])
+        if app is None:
+            return Response(404, b"no such app\n")
+        body = json.dumps({"keys": app.jwks()}).encode()
+        # Verifiers cache key sets; new keys are published ahead of signing (AUTHSVC_KEY_ROTATION_DELAY).
+        return Response(200, body, "application/jwk-set+json", (("cache-control", "public, max-age=300"),))
+
+    return jwks
 
 
 def metrics_handler(registry: CollectorRegistry) -> Handler:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -49,6 +50,27 @@ def load(algorithm: str, private_pem: str) -> SigningKey:
     if algorithm == ES256 and isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1":
         return SigningKey(algorithm, key, key.public_key())
     raise ValueError(f"the stored key does not fit {algorithm}")
+
+
+def jwk(key: SigningKey, key_id: str) -> dict[str, str]:
+    """The public half of `key` as a JSON Web Key (RFC 7517 / 8037), with its kid, alg and use."""
+    public = key.public_key
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        fields = {"kty": "OKP", "crv": "Ed25519", "x": _b64(raw)}
+    else:
+        numbers = public.public_numbers()
+        fields = {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": _b64(numbers.x.to_bytes(32, "big")),
+            "y": _b64(numbers.y.to_bytes(32, "big")),
+        }
+    return {**fields, "kid": key_id, "alg": key.algorithm, "use": "sig"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def signature_matches(key: SigningKey, signing_input: bytes, signature: bytes) -> bool:

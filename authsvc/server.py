@@ -15,12 +15,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from authsvc import migrations
+from authsvc import migrations, tls
 from authsvc.clock import MICROS_PER_SECOND, Clock, system_clock
 from authsvc.config import Settings
 from authsvc.database import database_url
 from authsvc.errors import ConfigError
-from authsvc.http import HttpServer, Routes, metrics_handler
+from authsvc.http import HttpServer, Routes, jwks_handler, metrics_handler
 from authsvc.interceptors import ErrorInterceptor, ObservingInterceptor
 from authsvc.logs import configure_logging
 from authsvc.metrics import Metrics
@@ -70,13 +70,15 @@ async def start_server(
     serving: bool = True,
 ) -> RunningServer:
     """Starts a gRPC server on settings.host:settings.port serving AuthService, health and reflection, and
-    the HTTP server (/metrics) on settings.http_port.
+    the HTTP server (/metrics) on settings.http_port. The gRPC port speaks TLS, or mutual TLS, when the settings
+    name the files (authsvc.tls; ConfigError when they are wrong), else plaintext.
 
     With `reuse_port`, several processes share the port (SO_REUSEPORT) and the kernel spreads connections
     over them; without it, a port already in use is an error rather than silently shared. Health answers
     NOT_SERVING from the moment the port is bound; SERVING once `serving` is true, else once the caller calls
     `mark_serving()`.
     """
+    credentials = tls.server_credentials(settings)  # first: wrong TLS files leave nothing half-made behind
     metrics = Metrics() if metrics is None else metrics
     metrics.set_version_source(lambda: state.version)
     metrics.set_staleness_source(state.staleness)
@@ -85,18 +87,25 @@ async def start_server(
         interceptors=[ObservingInterceptor(metrics), ErrorInterceptor()],
         options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
-    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(store, state, settings, clock), server)
+    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
+        AuthServicer(store, state, settings, clock, metrics), server
+    )
     health = HealthServicer()
     # The stock servicer starts with "" SERVING; a probe must not see that before the process is ready.
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
     if port == 0:
-        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+        raise OSError(f"cannot listen on {address}")
+    log.info(
+        "gRPC port %s:%d: %s", settings.host, port, tls.describe(settings), extra={"transport": tls.transport(settings)}
+    )
     routes = Routes()
     routes.add("/metrics", metrics_handler(metrics.registry))
+    routes.add(r"/\.well-known/jwks/(?P<api_key>[a-z0-9]{1,64})\.json", jwks_handler(state.find_app))
     http = HttpServer(routes)
     http_port = await http.start(settings.host, settings.http_port)
     await server.start()
@@ -211,6 +220,7 @@ def use_event_loop(settings: Settings) -> None:
 def serve(settings: Settings) -> None:
     """Runs the service until SIGINT or SIGTERM, with the embedded PostgreSQL when no URL is set."""
     use_event_loop(settings)
+    tls.check(settings)  # wrong TLS files fail here, in one line, before a database or a worker starts
     with database_url(settings) as url:
         workers = worker_count(settings)
         if workers == 1:

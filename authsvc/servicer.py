@@ -16,6 +16,7 @@ from authsvc.audit import Actor
 from authsvc.clock import MICROS_PER_SECOND, Clock, Micros
 from authsvc.config import Settings
 from authsvc.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from authsvc.metrics import Metrics
 from authsvc.state import State
 from authsvc.store import Store
 from authsvc.v1 import auth_service_pb2 as pb
@@ -81,10 +82,12 @@ def _verify_response(result: tokens.Verification) -> pb.VerifyTokenResponse:
 class AuthServicer(pb_grpc.AuthServiceServicer):
     """Issues, verifies and revokes the user tokens of the app named by `x-api-key`."""
 
-    def __init__(self, store: Store, state: State, settings: Settings, clock: Clock) -> None:
+    def __init__(self, store: Store, state: State, settings: Settings, clock: Clock, metrics: Metrics) -> None:
         self._store = store
         self._state = state
         self._verifier = Verifier(settings.verify_cache_size)
+        self._count_outcome = metrics.count_outcome
+        self._count_revocation = metrics.count_revocation
         self._settings = settings
         self._clock = clock
         self._leeway = round(settings.clock_leeway * MICROS_PER_SECOND)
@@ -121,11 +124,10 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         app = await self._app(context)
         if not request.token:
             raise InvalidArgument("token is empty; send the JWT the client presented", "MISSING_TOKEN")
-        presented = tokens.present(request.token)
-        user_revoked_before = self._state.user_revoked_before(app.id, presented.user_id) if presented.user_id else None
-        result = tokens.verify(
-            presented, app, now=self._clock(), leeway=self._leeway, user_revoked_before=user_revoked_before
+        result = self._verifier.verify(
+            request.token, app, now=self._clock(), leeway=self._leeway, revoked_before=self._state.user_revoked_before
         )
+        self._count_outcome(result.outcome.name)
         return _verify_response(result)
 
     async def VerifyTokens(self, request: pb.VerifyTokensRequest, context: Context) -> pb.VerifyTokensResponse:
@@ -136,13 +138,13 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
                 f"tokens has {len(request.tokens)} entries; send 1 to {tokens.MAX_BATCH_TOKENS}", "INVALID_BATCH_SIZE"
             )
         now = self._clock()
-        verify, revoked_before = self._verifier.verify, self._state.user_revoked_before
-        return pb.VerifyTokensResponse(
-            results=[
-                _verify_response(verify(token, app, now=now, leeway=self._leeway, revoked_before=revoked_before))
-                for token in request.tokens
-            ]
-        )
+        verify, revoked_before, count = self._verifier.verify, self._state.user_revoked_before, self._count_outcome
+        responses = []
+        for token in request.tokens:
+            result = verify(token, app, now=now, leeway=self._leeway, revoked_before=revoked_before)
+            count(result.outcome.name)
+            responses.append(_verify_response(result))
+        return pb.VerifyTokensResponse(results=responses)
 
     async def RevokeUser(self, request: pb.RevokeUserRequest, context: Context) -> pb.RevokeUserResponse:
         app, actor = await self._authenticated_app(context)
@@ -154,6 +156,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         )
         in_force, version = await self._store.revoke_users(app.id, user_ids, revoke_before, actor=actor)
         await self._state.catch_up(version)
+        self._count_revocation("user", len(user_ids))
         return pb.RevokeUserResponse(
             revocations=[
                 pb.UserRevocation(user_id=user_id, revoked_before=_timestamp(in_force[user_id])) for user_id in user_ids
@@ -169,6 +172,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         )
         in_force, version = await self._store.revoke_app(app.id, revoke_before, actor=actor)
         await self._state.catch_up(version)
+        self._count_revocation("app")
         return pb.RevokeAppResponse(revoked_before=_timestamp(in_force))
 
     async def ClearRevocation(self, request: pb.ClearRevocationRequest, context: Context) -> pb.ClearRevocationResponse:
@@ -178,12 +182,18 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             user_ids = tokens.validate_user_ids(list(request.users.user_ids))
             cleared, version = await self._store.clear_user_revocations(app.id, user_ids, actor=actor)
             await self._state.catch_up(version)
+            self._count_revocation("clear", len(cleared))
             return pb.ClearRevocationResponse(cleared_user_ids=[u for u in user_ids if u in set(cleared)])
         if target == "app" and request.app:
             had, version = await self._store.clear_app_revocation(app.id, actor=actor)
             await self._state.catch_up(version)
+            self._count_revocation("clear", int(had))
             return pb.ClearRevocationResponse(app_cleared=had)
         raise InvalidArgument("say what to clear: users {user_ids: [...]} or app: true", "NO_REVOCATION_TARGET")
+
+    async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
+        app = await self._app(context)
+        return pb.GetJwksResponse(keys=[pb.Jwk(**jwk) for jwk in app.jwks()])
 
     async def _app(self, context: Context) -> tokens.App:
         api_key = _metadata(context, API_KEY_HEADER)

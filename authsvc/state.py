@@ -283,7 +283,10 @@ class State:
             await self.catch_up()  # whatever happened while no one listened
             while not lost.is_set():
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self._check_interval)
+                    # Not wait_for: on 3.11 it can swallow a cancellation that lands with its result
+                    # (CPython gh-86296), and stop() would then wait forever.
+                    async with asyncio.timeout(self._check_interval):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
                 self._wake.clear()

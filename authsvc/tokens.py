@@ -114,6 +114,10 @@ class App:
         """The `alg` header values this app's keys verify, compared exactly."""
         return frozenset({self.algorithm})
 
+    def jwks(self) -> list[dict[str, str]]:
+        """The app's public keys as a JSON Web Key Set's `keys` (empty for HS256: secrets are never published)."""
+        return [keys.jwk(pair.key, pair.key_id) for pair in self.key_pairs]
+
     def active_secrets(self, now: Micros) -> list[Secret]:
         """The API secrets valid at `now`, the current one first."""
         return [secret for secret in self.secrets if secret.active(now)]

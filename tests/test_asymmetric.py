@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import urllib.error
+import urllib.request
 from typing import TYPE_CHECKING, Any
 
 import jwt
@@ -13,12 +16,18 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from authsvc.keys import EDDSA, ES256
+from authsvc.server import RunningServer
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import NewApp
 from tests.support import api_key_only, backend
 
 if TYPE_CHECKING:
     from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
+
+
+def fetch_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def b64(data: bytes) -> str:
@@ -98,3 +107,32 @@ async def test_a_token_of_another_key_fails(stub: AuthServiceAsyncStub, new_app:
     header, payload, signature = issued.token.split(".")
     no_kid = forge({"alg": EDDSA}, json.loads(base64.urlsafe_b64decode(payload + "==")), b"x" * 64)
     assert (await verify(stub, second, no_kid)).outcome == pb.VERIFY_OUTCOME_INVALID_SIGNATURE
+
+
+@pytest.mark.parametrize("algorithm", [EDDSA, ES256])
+async def test_jwks_over_grpc_and_http_verifies_issued_tokens(
+    stub: AuthServiceAsyncStub, new_app: NewApp, server: RunningServer, algorithm: str
+) -> None:
+    app = await new_app(algorithm=algorithm)
+    issued = await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))
+    response = await stub.GetJwks(pb.GetJwksRequest(), metadata=api_key_only(app))
+    assert [key.kid for key in response.keys] == [app.key_id]
+    url = f"http://127.0.0.1:{server.http_port}/.well-known/jwks/{app.api_key}.json"
+    document = await asyncio.to_thread(fetch_json, url)
+    assert [key["kid"] for key in document["keys"]] == [app.key_id]
+    # A plain JWT library verifies the token with nothing but the published key set.
+    jwk = jwt.PyJWKSet.from_dict(document)[app.key_id]
+    claims = jwt.decode(issued.token, jwk.key, algorithms=[algorithm], audience=app.api_key)
+    assert claims["user_id"] == "alice"
+
+
+async def test_jwks_of_hs256_apps_is_empty_and_unknown_apps_get_404(
+    stub: AuthServiceAsyncStub, new_app: NewApp, server: RunningServer
+) -> None:
+    app = await new_app()
+    assert list((await stub.GetJwks(pb.GetJwksRequest(), metadata=api_key_only(app))).keys) == []
+    url = f"http://127.0.0.1:{server.http_port}/.well-known/jwks/nosuchapp.json"
+    with pytest.raises(urllib.error.HTTPError) as info:
+        await asyncio.to_thread(fetch_json, url)
+    info.value.close()
+    assert info.value.code == 404

@@ -272,6 +272,10 @@ class Peer(pb_grpc.AuthServiceServicer):
         result: pb.ClearRevocationResponse = await self._answer("ClearRevocation", context, response)
         return result
 
+    async def GetJwks(self, request: pb.GetJwksRequest, context: Any) -> pb.GetJwksResponse:
+        result: pb.GetJwksResponse = await self._answer("GetJwks", context, pb.GetJwksResponse())
+        return result
+
 
 PeerServer = tuple[Peer, int]
 

@@ -65,6 +65,11 @@ class AuthServiceStub:
                 request_serializer=authsvc_dot_v1_dot_auth__service__pb2.ClearRevocationRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.ClearRevocationResponse.FromString,
                 _registered_method=True)
+        self.GetJwks = channel.unary_unary(
+                '/authsvc.v1.AuthService/GetJwks',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.GetJwksRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.GetJwksResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -113,6 +118,14 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJwks(self, request, context):
+        """GetJwks returns the app's public keys (EdDSA and ES256 apps) as a JSON Web Key Set; needs only x-api-key.
+        The same document is served over HTTP at /.well-known/jwks/<api key>.json.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +158,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ClearRevocation,
                     request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.ClearRevocationRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_auth__service__pb2.ClearRevocationResponse.SerializeToString,
+            ),
+            'GetJwks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJwks,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.GetJwksRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.GetJwksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +328,33 @@ class AuthService:
             '/authsvc.v1.AuthService/ClearRevocation',
             authsvc_dot_v1_dot_auth__service__pb2.ClearRevocationRequest.SerializeToString,
             authsvc_dot_v1_dot_auth__service__pb2.ClearRevocationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJwks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/GetJwks',
+            authsvc_dot_v1_dot_auth__service__pb2.GetJwksRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.GetJwksResponse.FromString,
             options,
             channel_credentials,
             insecure,

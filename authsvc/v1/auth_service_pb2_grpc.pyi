@@ -53,6 +53,10 @@ class AuthServiceStub:
     """RevokeApp rejects every token of the app issued before a time. Needs the app's credential."""
     ClearRevocation: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ClearRevocationRequest, _auth_service_pb2.ClearRevocationResponse]
     """ClearRevocation removes the revocation of some users, or of the app itself. Needs the app's credential."""
+    GetJwks: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.GetJwksRequest, _auth_service_pb2.GetJwksResponse]
+    """GetJwks returns the app's public keys (EdDSA and ES256 apps) as a JSON Web Key Set; needs only x-api-key.
+    The same document is served over HTTP at /.well-known/jwks/<api key>.json.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -71,6 +75,10 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """RevokeApp rejects every token of the app issued before a time. Needs the app's credential."""
     ClearRevocation: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ClearRevocationRequest, _auth_service_pb2.ClearRevocationResponse]  # type: ignore[assignment]
     """ClearRevocation removes the revocation of some users, or of the app itself. Needs the app's credential."""
+    GetJwks: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetJwksRequest, _auth_service_pb2.GetJwksResponse]  # type: ignore[assignment]
+    """GetJwks returns the app's public keys (EdDSA and ES256 apps) as a JSON Web Key Set; needs only x-api-key.
+    The same document is served over HTTP at /.well-known/jwks/<api key>.json.
+    """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuthService issues, verifies and revokes user tokens for the app named by `x-api-key`."""
@@ -122,5 +130,15 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.ClearRevocationResponse, _abc.Awaitable[_auth_service_pb2.ClearRevocationResponse]]:
         """ClearRevocation removes the revocation of some users, or of the app itself. Needs the app's credential."""
+
+    @_abc_1.abstractmethod
+    def GetJwks(
+        self,
+        request: _auth_service_pb2.GetJwksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.GetJwksResponse, _abc.Awaitable[_auth_service_pb2.GetJwksResponse]]:
+        """GetJwks returns the app's public keys (EdDSA and ES256 apps) as a JSON Web Key Set; needs only x-api-key.
+        The same document is served over HTTP at /.well-known/jwks/<api key>.json.
+        """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
