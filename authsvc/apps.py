@@ -1,10 +1,13 @@
-"""Managing apps (tenants): creating them with fresh credentials, and showing them without secrets."""
+"""Managing apps (tenants): creating and changing them, rotating and retiring their keys, showing them without
+secrets."""
 
 from __future__ import annotations
 
+import enum
+import logging
 import secrets
 import string
-from typing import Any
+from typing import Any, Final
 
 from cryptography.hazmat.primitives import serialization
 
@@ -19,6 +22,8 @@ ALGORITHMS = (HS256, *keys.ASYMMETRIC_ALGORITHMS)
 """Signing algorithms an app may use."""
 
 _KEY_ALPHABET = string.ascii_lowercase + string.digits
+
+log = logging.getLogger(__name__)
 
 
 def new_api_key() -> str:
@@ -55,23 +60,12 @@ async def create_app(
     """
     if api_secret is not None:
         check_imported_secret(api_secret)
-    if not name.strip() or len(name) > 200:
-        raise InvalidArgument("the app name must be 1 to 200 characters", "INVALID_APP_NAME")
-    if algorithm not in ALGORITHMS:
-        raise InvalidArgument(
-            f"algorithm {algorithm!r} is not supported; use one of {', '.join(ALGORITHMS)}",
-            "INVALID_ALGORITHM",
-        )
-    if token_ttl_seconds is not None and token_ttl_seconds < 1:
-        raise InvalidArgument("the token lifetime must be at least one second", "INVALID_TTL")
-    if max_token_lifetime_seconds is not None:
-        if max_token_lifetime_seconds < 1:
-            raise InvalidArgument("the maximum token lifetime must be at least one second", "INVALID_TTL")
-        if token_ttl_seconds is not None and token_ttl_seconds > max_token_lifetime_seconds:
-            raise InvalidArgument("the default token lifetime exceeds the maximum", "INVALID_TTL")
+    name = _checked_name(name)
+    _check_algorithm(algorithm)
+    _check_lifetimes(token_ttl_seconds, max_token_lifetime_seconds)
     return await store.create_app(
         api_key=new_api_key(),
-        name=name.strip(),
+        name=name,
         api_secret=api_secret or new_api_secret(),
         key_id=new_key_id(),
         algorithm=algorithm,
@@ -82,6 +76,89 @@ async def create_app(
         key_pair=(new_key_id(), keys.generate(algorithm)) if algorithm in keys.ASYMMETRIC_ALGORITHMS else None,
         actor=actor,
     )
+
+
+class Unchanged(enum.Enum):
+    """The type of UNCHANGED."""
+
+    TOKEN = 0
+
+
+UNCHANGED: Final = Unchanged.TOKEN
+"""For update_app: leave this setting as it is (None would clear it)."""
+
+
+async def update_app(
+    store: Store,
+    app: App,
+    *,
+    name: str | None = None,
+    algorithm: str | None = None,
+    token_ttl_seconds: int | None | Unchanged = UNCHANGED,
+    max_token_lifetime_seconds: int | None | Unchanged = UNCHANGED,
+    auth_checks_disabled: bool | None = None,
+    require_iat: bool | None = None,
+    actor: Actor,
+) -> tuple[App, int | None]:
+    """Changes some settings of an app; None (UNCHANGED for the lifetimes, where None clears) keeps a setting.
+
+    A new algorithm takes effect at once: EdDSA and ES256 get a fresh key pair that signs from now, and the key
+    pairs of the old algorithm are retired, so its tokens stop verifying. Returns the app as it now is and the
+    state version of the change (None when every setting already had the value asked for).
+    """
+    requested: dict[str, Any] = {}
+    if name is not None:
+        requested["name"] = _checked_name(name)
+    if algorithm is not None:
+        requested["algorithm"] = _check_algorithm(algorithm)
+    if token_ttl_seconds is not UNCHANGED:
+        requested["token_ttl_seconds"] = token_ttl_seconds
+    if max_token_lifetime_seconds is not UNCHANGED:
+        requested["max_token_lifetime_seconds"] = max_token_lifetime_seconds
+    if auth_checks_disabled is not None:
+        requested["auth_checks_disabled"] = auth_checks_disabled
+    if require_iat is not None:
+        requested["require_iat"] = require_iat
+    if not requested:
+        raise InvalidArgument("nothing to change: give at least one setting", "NO_CHANGES")
+    _check_lifetimes(
+        requested.get("token_ttl_seconds", app.token_ttl_seconds),
+        requested.get("max_token_lifetime_seconds", app.max_token_lifetime_seconds),
+    )
+    changes = {field: value for field, value in requested.items() if getattr(app, field) != value}
+    if not changes:
+        return app, None
+    new_algorithm = changes.get("algorithm")
+    key_pair = (new_key_id(), keys.generate(new_algorithm)) if new_algorithm in keys.ASYMMETRIC_ALGORITHMS else None
+    updated, version = await store.update_app(app, changes, key_pair=key_pair, actor=actor)
+    if changes.get("auth_checks_disabled"):
+        log.warning("app %s (%s) now has auth checks disabled: it accepts developer tokens", app.api_key, app.name)
+    return updated, version
+
+
+def _checked_name(name: str) -> str:
+    if not name.strip() or len(name) > 200:
+        raise InvalidArgument("the app name must be 1 to 200 characters", "INVALID_APP_NAME")
+    return name.strip()
+
+
+def _check_algorithm(algorithm: str) -> str:
+    if algorithm not in ALGORITHMS:
+        raise InvalidArgument(
+            f"algorithm {algorithm!r} is not supported; use one of {', '.join(ALGORITHMS)}",
+            "INVALID_ALGORITHM",
+        )
+    return algorithm
+
+
+def _check_lifetimes(token_ttl_seconds: int | None, max_token_lifetime_seconds: int | None) -> None:
+    if token_ttl_seconds is not None and token_ttl_seconds < 1:
+        raise InvalidArgument("the token lifetime must be at least one second", "INVALID_TTL")
+    if max_token_lifetime_seconds is not None:
+        if max_token_lifetime_seconds < 1:
+            raise InvalidArgument("the maximum token lifetime must be at least one second", "INVALID_TTL")
+        if token_ttl_seconds is not None and token_ttl_seconds > max_token_lifetime_seconds:
+            raise InvalidArgument("the default token lifetime exceeds the maximum", "INVALID_TTL")
 
 
 _WEAK_SECRETS = ("secret", "password", "changeme", "change-me", "default", "example", "test", "qwerty", "letmein")
@@ -123,10 +200,12 @@ async def rotate_api_secret(
     return key_id, secret, version
 
 
-async def rotate_key(store: Store, app: App, *, delay_seconds: float, now: Micros, actor: Actor) -> tuple[str, int]:
+async def rotate_key(
+    store: Store, app: App, *, delay_seconds: float, now: Micros, actor: Actor
+) -> tuple[str, Micros, int]:
     """Publishes a new key pair for an EdDSA/ES256 app at once; it signs after `delay_seconds`.
 
-    Returns its kid and the state version.
+    Returns its kid, when it starts signing, and the state version.
     """
     if app.algorithm not in keys.ASYMMETRIC_ALGORITHMS:
         raise InvalidArgument(
@@ -135,14 +214,11 @@ async def rotate_key(store: Store, app: App, *, delay_seconds: float, now: Micro
     if delay_seconds < 0:
         raise InvalidArgument("the delay must not be negative", "INVALID_DELAY")
     key_id = new_key_id()
+    signs_from = now + round(delay_seconds * MICROS_PER_SECOND)
     version = await store.add_key_pair(
-        app,
-        key_id=key_id,
-        private_pem=keys.generate(app.algorithm),
-        signs_from=now + round(delay_seconds * MICROS_PER_SECOND),
-        actor=actor,
+        app, key_id=key_id, private_pem=keys.generate(app.algorithm), signs_from=signs_from, actor=actor
     )
-    return key_id, version
+    return key_id, signs_from, version
 
 
 async def retire_key(store: Store, app: App, key_id: str, *, now: Micros, actor: Actor) -> int:

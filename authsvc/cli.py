@@ -1,4 +1,4 @@
-"""The `authsvc` command line: serve, migrate, and manage apps."""
+"""The `authsvc` command line: serve, migrate, and manage apps, keys and operators (as the AdminService does)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,21 @@ import logging
 import shlex
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
-from authsvc import apps, migrations
+from authsvc import apps, migrations, operators
 from authsvc.audit import cli_actor
+from authsvc.clock import Micros, from_datetime, system_clock, to_datetime
 from authsvc.config import Settings, parse_duration
 from authsvc.database import database_url
-from authsvc.errors import AuthsvcError, ConfigError
+from authsvc.errors import AuthsvcError, ConfigError, NotFound
 from authsvc.logs import configure_logging
+from authsvc.sealing import new_kek_text
 from authsvc.server import open_store, serve
 from authsvc.store import Store, create_pool
+from authsvc.tokens import App
 
 log = logging.getLogger("authsvc")
 
@@ -36,6 +41,35 @@ def _ttl(text: str) -> int:
     if seconds < 1:
         raise argparse.ArgumentTypeError("the token lifetime must be at least 1s")
     return int(seconds)
+
+
+def _ttl_or_none(text: str) -> int | None:
+    return None if text.strip().lower() == "none" else _ttl(text)
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except AuthsvcError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _since(text: str) -> Micros:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid time {text!r}; use ISO 8601, e.g. 2025-01-31T12:00:00Z") from None
+    return from_datetime(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid limit {text!r}; give 1 to 1000") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"the limit must be 1 to 1000, not {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_ttl,
         help="tokens must carry exp at most this far past iat, e.g. 24h; older revocations are pruned",
     )
+    create.add_argument("--api-secret-file", type=Path, help="import the API secret in this file (32+ random chars)")
     create.add_argument(
         "--format",
         choices=("json", "env"),
@@ -74,6 +109,51 @@ def _parser() -> argparse.ArgumentParser:
     apps_sub.add_parser("list", help="list apps as JSON (without secrets)")
     show = apps_sub.add_parser("show", help="show one app as JSON (without its secret)")
     show.add_argument("api_key")
+    update = apps_sub.add_parser("update", help="change an app's settings; prints the app as JSON")
+    update.add_argument("api_key")
+    update.add_argument("--name")
+    update.add_argument("--token-ttl", type=_ttl_or_none, default=apps.UNCHANGED, help="e.g. 1h, or none")
+    update.add_argument("--max-token-lifetime", type=_ttl_or_none, default=apps.UNCHANGED, help="e.g. 24h, or none")
+    checks = update.add_mutually_exclusive_group()
+    checks.add_argument("--disable-auth-checks", dest="auth_checks_disabled", action="store_const", const=True)
+    checks.add_argument("--enable-auth-checks", dest="auth_checks_disabled", action="store_const", const=False)
+    iat = update.add_mutually_exclusive_group()
+    iat.add_argument("--require-iat", dest="require_iat", action="store_const", const=True)
+    iat.add_argument("--no-require-iat", dest="require_iat", action="store_const", const=False)
+    update.add_argument(
+        "--algorithm",
+        choices=apps.ALGORITHMS,
+        help="EdDSA/ES256 get a new key pair; old-algorithm tokens stop verifying",
+    )
+    rotate_secret = apps_sub.add_parser("rotate-secret", help="give an app a new API secret; prints it (once)")
+    rotate_secret.add_argument("api_key")
+    rotate_secret.add_argument("--overlap", type=_duration, help="how long old secrets keep working (default 24h)")
+    rotate_secret.add_argument("--api-secret-file", type=Path, help="import the new secret from this file")
+
+    keys_cmd = commands.add_parser("keys", help="rotate, retire and re-encrypt keys")
+    keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    rotate = keys_sub.add_parser("rotate", help="publish a new key pair (EdDSA/ES256); it signs after a delay")
+    rotate.add_argument("api_key")
+    rotate.add_argument("--delay", type=_duration, help="before the new key signs (default 10m)")
+    retire = keys_sub.add_parser("retire", help="stop a key verifying")
+    retire.add_argument("api_key")
+    retire.add_argument("key_id")
+    keys_sub.add_parser("reencrypt", help="re-seal every key under the first KEK; prints how many were re-sealed")
+    keys_sub.add_parser("new-kek", help="print a fresh key-encryption key (base64)")
+
+    audit_cmd = commands.add_parser("audit", help="read the audit log")
+    audit_sub = audit_cmd.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    audit_list = audit_sub.add_parser("list", help="recorded changes as JSON, newest first")
+    audit_list.add_argument("--app", help="only changes of this API key")
+    audit_list.add_argument("--action", help="only actions starting with this, e.g. key.")
+    audit_list.add_argument("--actor", help="only changes by this actor, e.g. operator:alice")
+    audit_list.add_argument("--since", type=_since, help="only changes at or after this ISO 8601 time")
+    audit_list.add_argument("--limit", type=_limit, default=100, help="at most this many (1 to 1000, default 100)")
+
+    operators_cmd = commands.add_parser("operators", help="operator tokens of the AdminService")
+    operators_sub = operators_cmd.add_subparsers(dest="operators_command", required=True, parser_class=_Parser)
+    new_token = operators_sub.add_parser("new-token", help="print a fresh 'ID:TOKEN' line for the tokens file")
+    new_token.add_argument("operator_id", metavar="ID")
     return parser
 
 
@@ -89,7 +169,69 @@ async def _with_store(settings: Settings, url: str, work: Callable[[Store], Awai
         await pool.close()
 
 
-async def _apps_command(args: argparse.Namespace, store: Store) -> int:
+def _read_secret(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the API secret file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+async def _existing(store: Store, api_key: str) -> App:
+    app = await store.get_app(api_key)
+    if app is None:
+        raise NotFound(f"no app has API key {api_key!r}")
+    return app
+
+
+def _iso(micros: Micros | None) -> str | None:
+    return None if micros is None else to_datetime(micros).isoformat()
+
+
+async def _store_command(args: argparse.Namespace, store: Store, settings: Settings) -> int:
+    if args.command == "apps":
+        return await _apps_command(args, store, settings)
+    if args.command == "keys":
+        return await _keys_command(args, store, settings)
+    events = await store.audit_events(
+        api_key=args.app, action=args.action, actor=args.actor, since=args.since, limit=args.limit
+    )
+    _print_json(
+        [
+            {
+                "id": event.id,
+                "at": _iso(event.at),
+                "actor": event.actor,
+                "action": event.action,
+                "api_key": event.api_key,
+                "peer": event.peer,
+                "details": event.details,
+            }
+            for event in events
+        ]
+    )
+    return 0
+
+
+async def _keys_command(args: argparse.Namespace, store: Store, settings: Settings) -> int:
+    if args.keys_command == "reencrypt":
+        _print_json({"resealed": await store.reseal(actor=cli_actor())})
+        return 0
+    app = await _existing(store, args.api_key)
+    if args.keys_command == "rotate":
+        delay = settings.key_rotation_delay if args.delay is None else args.delay
+        key_id, signs_from, _ = await apps.rotate_key(
+            store, app, delay_seconds=delay, now=system_clock(), actor=cli_actor()
+        )
+        _print_json({"api_key": app.api_key, "key_id": key_id, "signs_from": _iso(signs_from)})
+    else:
+        await apps.retire_key(store, app, args.key_id, now=system_clock(), actor=cli_actor())
+        _print_json(apps.describe(await _existing(store, app.api_key)))
+    return 0
+
+
+async def _apps_command(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     if args.apps_command == "create":
         app = await apps.create_app(
             store,
@@ -99,6 +241,7 @@ async def _apps_command(args: argparse.Namespace, store: Store) -> int:
             auth_checks_disabled=args.disable_auth_checks,
             require_iat=args.require_iat,
             max_token_lifetime_seconds=args.max_token_lifetime,
+            api_secret=_read_secret(args.api_secret_file),
             actor=cli_actor(),
         )
         if args.format == "env":
@@ -108,6 +251,38 @@ async def _apps_command(args: argparse.Namespace, store: Store) -> int:
             _print_json(apps.describe(app, with_secret=True))
     elif args.apps_command == "list":
         _print_json([apps.describe(app) for app in await store.list_apps()])
+    elif args.apps_command == "update":
+        updated, _ = await apps.update_app(
+            store,
+            await _existing(store, args.api_key),
+            name=args.name,
+            algorithm=args.algorithm,
+            token_ttl_seconds=args.token_ttl,
+            max_token_lifetime_seconds=args.max_token_lifetime,
+            auth_checks_disabled=args.auth_checks_disabled,
+            require_iat=args.require_iat,
+            actor=cli_actor(),
+        )
+        _print_json(apps.describe(updated))
+    elif args.apps_command == "rotate-secret":
+        app = await _existing(store, args.api_key)
+        key_id, secret, _ = await apps.rotate_api_secret(
+            store,
+            app,
+            overlap_seconds=settings.secret_overlap if args.overlap is None else args.overlap,
+            actor=cli_actor(),
+            new_secret=_read_secret(args.api_secret_file),
+        )
+        rotated = await _existing(store, app.api_key)
+        expiries = [old.expires_at for old in rotated.secrets[1:] if old.expires_at is not None]
+        _print_json(
+            {
+                "api_key": app.api_key,
+                "key_id": key_id,
+                "api_secret": secret,
+                "old_secrets_expire_at": _iso(max(expiries, default=None)),
+            }
+        )
     else:
         found = await store.get_app(args.api_key)
         if found is None:
@@ -132,6 +307,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     args = _parser().parse_args(argv)
     try:
+        # Before the settings: these need none, and a bad operator token setting is what new-token helps fix.
+        if args.command == "operators":
+            print(operators.new_token(args.operator_id))
+            return 0
+        if args.command == "keys" and args.keys_command == "new-kek":
+            print(new_kek_text())
+            return 0
         settings = Settings.from_env(
             host=getattr(args, "host", None),
             port=getattr(args, "port", None),
@@ -148,7 +330,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         with database_url(settings) as url:
             if args.command == "migrate":
                 return asyncio.run(_migrate(url, settings))
-            return asyncio.run(_with_store(settings, url, lambda store: _apps_command(args, store)))
+            return asyncio.run(_with_store(settings, url, lambda store: _store_command(args, store, settings)))
     except AuthsvcError as exc:
         print(f"authsvc: {exc.message}", file=sys.stderr)
         return 1

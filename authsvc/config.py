@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from authsvc.errors import ConfigError
+from authsvc.operators import OperatorHashes, parse_operator_tokens
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -106,6 +107,13 @@ class Settings:
     """asyncio, or uvloop when it is installed (measured slower with grpc.aio here; see docs/performance.md)."""
     verify_cache_size: int = 10_000
     """Tokens remembered after their signature checked out (expiry and revocation are still checked); 0: off."""
+    operator_tokens: OperatorHashes = ()
+    """AdminService operators as (id, SHA-256 hex of the token) pairs, from AUTHSVC_OPERATOR_TOKENS (`id:token`,
+    comma-separated) and AUTHSVC_OPERATOR_TOKENS_FILE (one per line); the tokens themselves are not kept."""
+    key_rotation_delay: float = 600.0
+    """Seconds a rotated-in key pair is published before it signs, unless the rotation says otherwise."""
+    secret_overlap: float = 86400.0
+    """Seconds a rotated-out API secret keeps working, unless the rotation says otherwise."""
     tls_cert_file: Path | None = None
     """PEM certificate (chain, the server's first) of the gRPC port; with tls_key_file, the port speaks TLS."""
     tls_key_file: Path | None = None
@@ -161,6 +169,13 @@ class Settings:
             values["verify_cache_size"] = _positive_int(cache, "AUTHSVC_VERIFY_CACHE_SIZE") if cache != "0" else 0
         if (workers := get("workers")) is not None:
             values["workers"] = _positive_int(workers, "AUTHSVC_WORKERS")
+        tokens, tokens_file = get("operator_tokens"), get("operator_tokens_file")
+        if tokens is not None or tokens_file is not None:
+            values["operator_tokens"] = parse_operator_tokens(tokens, Path(tokens_file) if tokens_file else None)
+        if (delay := get("key_rotation_delay")) is not None:
+            values["key_rotation_delay"] = parse_duration(delay)
+        if (overlap := get("secret_overlap")) is not None:
+            values["secret_overlap"] = parse_duration(overlap)
         for tls_file in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
             if (tls_path := get(tls_file)) is not None:
                 values[tls_file] = Path(tls_path)

@@ -1,4 +1,4 @@
-"""gRPC server interceptors: the one place where errors become gRPC statuses, and the one that observes calls."""
+"""The gRPC server interceptor: it observes every call (metrics, access log) and turns errors into statuses."""
 
 from __future__ import annotations
 
@@ -43,38 +43,6 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Statu
     await context.abort(status.code, status.details, kept + tuple(status.trailing_metadata))
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns AuthsvcError into its status, and anything unexpected into a bare INTERNAL (logged here)."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner: Callable[[Any, Any], Awaitable[Any]] = handler.unary_unary
-        method = handler_call_details.method
-
-        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            try:
-                return await inner(request, context)
-            except AuthsvcError as error:
-                await _abort(context, status_of(error))
-            except grpc.aio.AbortError:
-                raise
-            except Exception:
-                log.exception("unexpected error in %s", method)
-                await _abort(context, _internal_status())
-
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-
 _API_KEY_HEADER = "x-api-key"
 _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
@@ -98,7 +66,9 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
     """Counts and times every call (authsvc.metrics), writes its one access-log line (authsvc.logs), and
     gives it a request id, sent back as `x-request-id` trailing metadata.
 
-    Put it first among the server's interceptors, so that it sees the status the ErrorInterceptor chose.
+    It is also the one place where errors become statuses: an AuthsvcError becomes its status with a
+    google.rpc.ErrorInfo, anything unexpected a bare INTERNAL (logged here, never sent). One wrapper, not two:
+    each interceptor layer costs tens of microseconds a call on grpc.aio.
     """
 
     def __init__(self, metrics: Metrics) -> None:
@@ -180,11 +150,21 @@ def _observed(
         try:
             # Trailing, not initial: it rides with the status; initial metadata would cost a write of its own.
             context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
-            response = await inner(request, context)
+            try:
+                response = await inner(request, context)
+            except AuthsvcError as error:
+                code = error.code
+                await _abort(context, status_of(error))
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unexpected error in %s", method.name)
+                await _abort(context, _internal_status())
             code = context.code() or _OK
             return response
         except grpc.aio.AbortError:
-            code = context.code() or _UNKNOWN
+            code = context.code() or code
             raise
         except asyncio.CancelledError:
             code = _CANCELLED

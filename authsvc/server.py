@@ -16,12 +16,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from authsvc import migrations, tls
+from authsvc.admin_servicer import AdminServicer
 from authsvc.clock import MICROS_PER_SECOND, Clock, system_clock
 from authsvc.config import Settings
 from authsvc.database import database_url
 from authsvc.errors import ConfigError
 from authsvc.http import HttpServer, Routes, jwks_handler, metrics_handler
-from authsvc.interceptors import ErrorInterceptor, ObservingInterceptor
+from authsvc.interceptors import ObservingInterceptor
 from authsvc.logs import configure_logging
 from authsvc.metrics import Metrics
 from authsvc.reflection import enable_reflection
@@ -29,11 +30,12 @@ from authsvc.sealing import Keyring, generated_keyring, keyring_from
 from authsvc.servicer import AuthServicer
 from authsvc.state import State
 from authsvc.store import Store, create_pool
-from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
+from authsvc.v1 import admin_service_pb2, admin_service_pb2_grpc, auth_service_pb2, auth_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
+ADMIN_SERVICE_NAME = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 
 @dataclass
@@ -82,20 +84,22 @@ async def start_server(
     metrics = Metrics() if metrics is None else metrics
     metrics.set_version_source(lambda: state.version)
     metrics.set_staleness_source(state.staleness)
-    # The observer comes first, so that it counts and logs the status the ErrorInterceptor chose.
     server = grpc.aio.server(
-        interceptors=[ObservingInterceptor(metrics), ErrorInterceptor()],
+        interceptors=[ObservingInterceptor(metrics)],
         options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
         AuthServicer(store, state, settings, clock, metrics), server
     )
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(store, state, settings, clock), server)
     health = HealthServicer()
     # The stock servicer starts with "" SERVING; a probe must not see that before the process is ready.
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    enable_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
+    enable_reflection(
+        (SERVICE_NAME, ADMIN_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
+    )
     address = f"{settings.host}:{settings.port}"
     port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
     if port == 0:

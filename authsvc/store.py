@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +18,7 @@ import asyncpg
 from authsvc import keys
 from authsvc.audit import SYSTEM, Actor, AuditEvent
 from authsvc.clock import Micros, from_datetime, to_datetime
-from authsvc.errors import ConfigError, InvalidArgument, Unavailable
+from authsvc.errors import ConfigError, InvalidArgument, NotFound, Unavailable
 from authsvc.sealing import Keyring, SealError
 from authsvc.tokens import App, KeyPair, Secret
 
@@ -45,6 +45,10 @@ _KEYS_QUERY = (
     " ORDER BY app_id, kind, expires_at IS NOT NULL, signs_from DESC, created_at DESC, key_id"
 )
 _LEGACY_PREFIX = "plain:"
+# The settings Store.update_app may change.
+_UPDATABLE = frozenset(
+    {"name", "algorithm", "token_ttl_seconds", "max_token_lifetime_seconds", "auth_checks_disabled", "require_iat"}
+)
 
 CHANNEL = "authsvc_state"
 """NOTIFY channel announcing a new state version (authsvc.state listens)."""
@@ -314,6 +318,46 @@ class Store:
             await _audit(conn, actor, "key.retired", app.id, {"key_id": key_id})
             return await _record(conn, app.id, "app")
 
+    async def update_app(
+        self, app: App, changes: Mapping[str, Any], *, actor: Actor, key_pair: tuple[str, str] | None = None
+    ) -> tuple[App, int]:
+        """Sets some of the app's settings (`changes`: column to new value, among _UPDATABLE).
+
+        A change of algorithm retires the app's key pairs and publishes `key_pair` (kid, private PEM), signing at
+        once, when the new algorithm is EdDSA/ES256. Returns the app as it now is and the state version.
+        """
+        columns = sorted(changes)
+        if not columns or not set(columns) <= _UPDATABLE:
+            raise ValueError(f"cannot update {', '.join(sorted(set(columns) - _UPDATABLE)) or 'nothing'}")
+        assignments = ", ".join(f"{column} = ${number}" for number, column in enumerate(columns, 2))
+        details: dict[str, Any] = {"changed": {column: changes[column] for column in columns}}
+        async with self._connection() as conn, conn.transaction():
+            found = await conn.fetchval(
+                f"UPDATE apps SET {assignments}, updated_at = now() WHERE id = $1 RETURNING true",
+                app.id,
+                *(changes[column] for column in columns),
+            )
+            if not found:
+                raise NotFound("no app has this API key", "APP_NOT_FOUND")
+            if "algorithm" in changes:
+                details["retired_key_ids"] = [
+                    row["key_id"]
+                    for row in await conn.fetch(
+                        "UPDATE app_keys SET retired_at = now()"
+                        " WHERE app_id = $1 AND kind = 'key_pair' AND retired_at IS NULL RETURNING key_id",
+                        app.id,
+                    )
+                ]
+                if key_pair is not None:
+                    await self._insert_key(
+                        conn, app.id, app.api_key, key_pair[0], "key_pair", changes["algorithm"], key_pair[1]
+                    )
+                    details["key_id"] = key_pair[0]
+            await _audit(conn, actor, "app.updated", app.id, details)
+            version = await _record(conn, app.id, "app")
+            (updated,) = await _load_apps(conn, self._keyring, "WHERE id = $1", app.id)
+        return updated, version
+
     async def reseal(self, *, only_plain: bool = False, actor: Actor = SYSTEM) -> int:
         """Seals every key under the first key-encryption key (with `only_plain`: the rows carried over in
         plain text by migration 0005). Returns how many rows were rewritten."""
@@ -505,7 +549,7 @@ class Store:
         async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT id, at, actor, action, api_key, peer, details FROM audit_events"
-                " WHERE ($1::text IS NULL OR api_key = $1) AND ($2::text IS NULL OR action LIKE $2 || '%')"
+                " WHERE ($1::text IS NULL OR api_key = $1) AND ($2::text IS NULL OR starts_with(action, $2))"
                 " AND ($3::text IS NULL OR actor = $3) AND ($4::timestamptz IS NULL OR at >= $4)"
                 " ORDER BY at DESC, id DESC LIMIT $5",
                 api_key,

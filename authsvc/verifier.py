@@ -7,6 +7,7 @@ run on every call against the current state.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 from authsvc import tokens
@@ -25,7 +26,8 @@ class Verifier:
         self._cache_size = cache_size
         # token → (the app as it was when checked, the key that signed it, the parsed token). Any change of an
         # app replaces its App object, so an entry for an older one no longer matches.
-        self._checked: dict[str, tuple[App, Secret | KeyPair | None, CompactJws]] = {}
+        # An OrderedDict: evicting the oldest entry of a plain dict rescans its deleted slots (quadratic).
+        self._checked: OrderedDict[str, tuple[App, Secret | KeyPair | None, CompactJws]] = OrderedDict()
 
     def verify(
         self, token: str, app: App, *, now: Micros, leeway: Micros, revoked_before: RevocationLookup
@@ -56,7 +58,7 @@ class Verifier:
             return
         checked = self._checked
         if len(checked) >= self._cache_size:
-            del checked[next(iter(checked))]  # the oldest entry: insertion order
+            checked.popitem(last=False)  # the oldest entry
         checked[token] = (app, key, parsed)
 
     def __len__(self) -> int:

@@ -3,8 +3,9 @@
 grpcurl is a Go binary that no package registry reachable here ships, so the README test runs the README's
 commands with this on PATH as `grpcurl`. Like grpcurl it knows nothing of authsvc: it learns every type through
 the reflection service, reads the request as protojson, and prints the reply as protojson (lowerCamelCase
-names, false and empty values left out). Supported: `-plaintext`, `-H 'name: value'`, `-d JSON`, and the
-verbs `list`, `describe SYMBOL` (a service, a method or a message) and `SERVICE/METHOD` (or `SERVICE.METHOD`).
+names, false and empty values left out). Supported: `-plaintext` (else TLS, as grpcurl: `-cacert FILE` for the
+roots, `-cert FILE -key FILE` for a client certificate), `-H 'name: value'`, `-d JSON`, and the verbs `list`,
+`describe SYMBOL` (a service, a method or a message) and `SERVICE/METHOD` (or `SERVICE.METHOD`).
 """
 
 from __future__ import annotations
@@ -102,11 +103,16 @@ def main(argv: list[str]) -> int:
     data = "{}"
     args = list(argv)
     positional: list[str] = []
+    plaintext = False
+    files: dict[str, bytes] = {}
     while args:
         arg = args.pop(0)
         if arg == "-plaintext":
-            continue
-        if arg == "-H":
+            plaintext = True
+        elif arg in ("-cacert", "-cert", "-key"):
+            with open(args.pop(0), "rb") as file:
+                files[arg] = file.read()
+        elif arg == "-H":
             name, _, value = args.pop(0).partition(":")
             headers.append((name.strip().lower(), value.strip()))
         elif arg == "-d":
@@ -117,7 +123,12 @@ def main(argv: list[str]) -> int:
         else:
             positional.append(arg)
     target, verb, *rest = positional
-    with grpc.insecure_channel(target) as channel:
+    if plaintext:
+        opened = grpc.insecure_channel(target)
+    else:
+        credentials = grpc.ssl_channel_credentials(files.get("-cacert"), files.get("-key"), files.get("-cert"))
+        opened = grpc.secure_channel(target, credentials)
+    with opened as channel:
         if verb == "list":
             response = _reflect(channel, reflection_pb2.ServerReflectionRequest(list_services=""))
             for service in sorted(s.name for s in response.list_services_response.service):

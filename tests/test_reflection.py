@@ -69,6 +69,7 @@ async def test_an_unknown_symbol_is_not_found(channel: grpc.aio.Channel, symbol:
 async def test_list_names_every_service(channel: grpc.aio.Channel) -> None:
     response = await reflect(channel, list_services="")
     assert sorted(s.name for s in response.list_services_response.service) == [
+        "authsvc.v1.AdminService",
         "authsvc.v1.AuthService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",

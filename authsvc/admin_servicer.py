@@ -1,0 +1,271 @@
+"""The gRPC handlers of authsvc.v1.AdminService: authenticate the operator, validate, call authsvc.apps, map.
+
+Every change is made as `operator:<id>` with the caller's address, and applied to this process's state before
+the answer, so the next call (to any service of this process) sees it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+
+from authsvc import apps, keys, operators
+from authsvc.audit import Actor
+from authsvc.clock import MICROS_PER_SECOND, Clock, Micros
+from authsvc.config import Settings
+from authsvc.errors import InvalidArgument, NotFound
+from authsvc.state import State
+from authsvc.store import Store
+from authsvc.tokens import HS256, App
+from authsvc.v1 import admin_service_pb2 as pb
+from authsvc.v1 import admin_service_pb2_grpc as pb_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_ALGORITHMS: dict[str, pb.Algorithm] = {
+    HS256: pb.ALGORITHM_HS256,
+    keys.EDDSA: pb.ALGORITHM_EDDSA,
+    keys.ES256: pb.ALGORITHM_ES256,
+}
+_ALGORITHM_NAMES: dict[int, str] = {number: name for name, number in _ALGORITHMS.items()}
+
+MAX_AUDIT_EVENTS = 1000
+"""The most audit events one ListAuditEvents call returns."""
+DEFAULT_AUDIT_EVENTS = 100
+
+
+def _timestamp(micros: Micros | None) -> timestamp_pb2.Timestamp | None:
+    if micros is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMicroseconds(micros)
+    return stamp
+
+
+def _duration(seconds: int | None) -> duration_pb2.Duration | None:
+    return None if seconds is None else duration_pb2.Duration(seconds=seconds)
+
+
+def _seconds(duration: duration_pb2.Duration) -> float:
+    return duration.seconds + duration.nanos / 1e9
+
+
+def _lifetime(duration: duration_pb2.Duration, field: str) -> int:
+    """A token lifetime: whole seconds (the lower bound is checked by authsvc.apps)."""
+    if duration.nanos:
+        raise InvalidArgument(f"{field} must be whole seconds", "INVALID_TTL")
+    return duration.seconds
+
+
+def _algorithm(value: int) -> str | None:
+    """The algorithm's name; None when unspecified."""
+    if value == pb.ALGORITHM_UNSPECIFIED:
+        return None
+    if value not in _ALGORITHM_NAMES:
+        raise InvalidArgument(f"algorithm {value} is not supported; use HS256, EdDSA or ES256", "INVALID_ALGORITHM")
+    return _ALGORITHM_NAMES[value]
+
+
+def app_message(app: App, now: Micros) -> pb.App:
+    """The App message of an app: settings and key ids, never a secret or a private key."""
+    secrets = [
+        pb.Key(
+            key_id=secret.key_id,
+            kind=pb.KEY_KIND_API_SECRET,
+            algorithm=pb.ALGORITHM_HS256,
+            expires_at=_timestamp(secret.expires_at),
+        )
+        for secret in app.secrets
+    ]
+    pairs = [
+        pb.Key(
+            key_id=pair.key_id,
+            kind=pb.KEY_KIND_KEY_PAIR,
+            algorithm=_ALGORITHMS[pair.key.algorithm],
+            signs_from=_timestamp(pair.signs_from),
+        )
+        for pair in app.key_pairs
+    ]
+    return pb.App(
+        api_key=app.api_key,
+        name=app.name,
+        algorithm=_ALGORITHMS[app.algorithm],
+        key_id=app.signer(now)[0],
+        keys=secrets + pairs,
+        token_ttl=_duration(app.token_ttl_seconds),
+        max_token_lifetime=_duration(app.max_token_lifetime_seconds),
+        auth_checks_disabled=app.auth_checks_disabled,
+        require_iat=app.require_iat,
+        revoked_before=_timestamp(app.revoked_before),
+        created_at=_timestamp(app.created_at),
+    )
+
+
+class AdminServicer(pb_grpc.AdminServiceServicer):
+    """Creates and changes apps, rotates and retires their keys, and reads the audit log, for operators."""
+
+    def __init__(self, store: Store, state: State, settings: Settings, clock: Clock) -> None:
+        self._store = store
+        self._state = state
+        self._operators = settings.operator_tokens
+        self._key_rotation_delay = settings.key_rotation_delay
+        self._secret_overlap = settings.secret_overlap
+        self._clock = clock
+
+    async def CreateApp(self, request: pb.CreateAppRequest, context: Context) -> pb.CreateAppResponse:
+        actor = self._operator(context)
+        app = await apps.create_app(
+            self._store,
+            request.name,
+            algorithm=_algorithm(request.algorithm) or HS256,
+            token_ttl_seconds=_lifetime(request.token_ttl, "token_ttl") if request.HasField("token_ttl") else None,
+            max_token_lifetime_seconds=(
+                _lifetime(request.max_token_lifetime, "max_token_lifetime")
+                if request.HasField("max_token_lifetime")
+                else None
+            ),
+            auth_checks_disabled=request.auth_checks_disabled,
+            require_iat=request.require_iat,
+            api_secret=request.api_secret if request.HasField("api_secret") else None,
+            actor=actor,
+        )
+        await self._state.catch_up()
+        return pb.CreateAppResponse(app=app_message(app, self._clock()), api_secret=app.api_secret)
+
+    async def GetApp(self, request: pb.GetAppRequest, context: Context) -> pb.GetAppResponse:
+        self._operator(context)
+        return pb.GetAppResponse(app=app_message(await self._existing(request.api_key), self._clock()))
+
+    async def ListApps(self, request: pb.ListAppsRequest, context: Context) -> pb.ListAppsResponse:
+        self._operator(context)
+        now = self._clock()
+        return pb.ListAppsResponse(apps=[app_message(app, now) for app in await self._store.list_apps()])
+
+    async def UpdateApp(self, request: pb.UpdateAppRequest, context: Context) -> pb.UpdateAppResponse:
+        actor = self._operator(context)
+        app = await self._existing(request.api_key)
+        token_ttl: int | None | apps.Unchanged = apps.UNCHANGED
+        if request.WhichOneof("token_ttl_update") == "token_ttl":
+            token_ttl = _lifetime(request.token_ttl, "token_ttl")
+        elif request.clear_token_ttl:
+            token_ttl = None
+        longest: int | None | apps.Unchanged = apps.UNCHANGED
+        if request.WhichOneof("max_token_lifetime_update") == "max_token_lifetime":
+            longest = _lifetime(request.max_token_lifetime, "max_token_lifetime")
+        elif request.clear_max_token_lifetime:
+            longest = None
+        updated, version = await apps.update_app(
+            self._store,
+            app,
+            name=request.name if request.HasField("name") else None,
+            algorithm=_algorithm(request.algorithm),
+            token_ttl_seconds=token_ttl,
+            max_token_lifetime_seconds=longest,
+            auth_checks_disabled=(request.auth_checks_disabled if request.HasField("auth_checks_disabled") else None),
+            require_iat=request.require_iat if request.HasField("require_iat") else None,
+            actor=actor,
+        )
+        if version is not None:
+            await self._state.catch_up(version)
+        return pb.UpdateAppResponse(app=app_message(updated, self._clock()))
+
+    async def RotateKey(self, request: pb.RotateKeyRequest, context: Context) -> pb.RotateKeyResponse:
+        actor = self._operator(context)
+        app = await self._existing(request.api_key)
+        delay = _seconds(request.delay) if request.HasField("delay") else self._key_rotation_delay
+        key_id, signs_from, version = await apps.rotate_key(
+            self._store, app, delay_seconds=delay, now=self._clock(), actor=actor
+        )
+        await self._state.catch_up(version)
+        return pb.RotateKeyResponse(key_id=key_id, signs_from=_timestamp(signs_from))
+
+    async def RetireKey(self, request: pb.RetireKeyRequest, context: Context) -> pb.RetireKeyResponse:
+        actor = self._operator(context)
+        app = await self._existing(request.api_key)
+        if not request.key_id:
+            raise InvalidArgument("key_id is empty; name the key to retire", "MISSING_KEY_ID")
+        version = await apps.retire_key(self._store, app, request.key_id, now=self._clock(), actor=actor)
+        await self._state.catch_up(version)
+        return pb.RetireKeyResponse(app=app_message(await self._current(app), self._clock()))
+
+    async def RotateApiSecret(self, request: pb.RotateApiSecretRequest, context: Context) -> pb.RotateApiSecretResponse:
+        actor = self._operator(context)
+        app = await self._existing(request.api_key)
+        overlap = _seconds(request.overlap) if request.HasField("overlap") else self._secret_overlap
+        key_id, secret, version = await apps.rotate_api_secret(
+            self._store,
+            app,
+            overlap_seconds=overlap,
+            actor=actor,
+            new_secret=request.api_secret if request.HasField("api_secret") else None,
+        )
+        await self._state.catch_up(version)
+        rotated = await self._current(app)
+        expiries = [old.expires_at for old in rotated.secrets[1:] if old.expires_at is not None]
+        return pb.RotateApiSecretResponse(
+            key_id=key_id, api_secret=secret, old_secrets_expire_at=_timestamp(max(expiries, default=None))
+        )
+
+    async def ListAuditEvents(self, request: pb.ListAuditEventsRequest, context: Context) -> pb.ListAuditEventsResponse:
+        self._operator(context)
+        limit = request.limit or DEFAULT_AUDIT_EVENTS
+        if not 1 <= limit <= MAX_AUDIT_EVENTS:
+            raise InvalidArgument(f"limit must be 1 to {MAX_AUDIT_EVENTS} (0 means 100)", "INVALID_LIMIT")
+        since: Micros | None = None
+        if request.HasField("since"):
+            stamp = request.since
+            if not -62135596800 <= stamp.seconds <= 253402300799 or not 0 <= stamp.nanos < 1_000_000_000:
+                raise InvalidArgument("since is not a valid timestamp", "INVALID_TIMESTAMP")
+            since = stamp.seconds * MICROS_PER_SECOND + stamp.nanos // 1000
+        events = await self._store.audit_events(
+            api_key=request.api_key or None,
+            action=request.action_prefix or None,
+            actor=request.actor or None,
+            since=since,
+            limit=limit,
+        )
+        return pb.ListAuditEventsResponse(
+            events=[
+                pb.AuditEvent(
+                    id=event.id,
+                    at=_timestamp(event.at),
+                    actor=event.actor,
+                    action=event.action,
+                    api_key=event.api_key or "",
+                    peer=event.peer or "",
+                    details=_struct(event.details),
+                )
+                for event in events
+            ]
+        )
+
+    def _operator(self, context: Context) -> Actor:
+        """The actor of an authenticated operator's call; raises when the call carries no operator token."""
+        authorization = None
+        for name, value in context.invocation_metadata() or ():
+            if name == "authorization" and isinstance(value, str):
+                authorization = value
+                break
+        operator_id = operators.authenticate(authorization, self._operators)
+        return Actor(f"operator:{operator_id}", context.peer())
+
+    async def _existing(self, api_key: str) -> App:
+        """The app as the database has it now (not as this process last heard)."""
+        if not api_key:
+            raise InvalidArgument("api_key is empty; name the app", "MISSING_API_KEY")
+        app = await self._store.get_app(api_key)
+        if app is None:
+            raise NotFound("no app has this API key", "APP_NOT_FOUND")
+        return app
+
+    async def _current(self, app: App) -> App:
+        """The app after a change this process has caught up with."""
+        return self._state.app(app.api_key) or await self._existing(app.api_key)
+
+
+def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(values)
+    return struct
