@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac as hmac_module
 import json
 from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from authsvc import tokens
 from authsvc.clock import MICROS_PER_SECOND as S
@@ -353,3 +356,54 @@ class TestMaximumLifetime:
 def test_user_hash_is_stable_and_matches_postgresql() -> None:
     # The value PostgreSQL computes for 'alice' in user_revocations.user_hash (see migration 0002).
     assert tokens.user_hash("alice") == 3159282601090220207
+
+
+class TestHostileHeaders:
+    """Header tricks played on JWT libraries: each fails cleanly, as an outcome, never as an error."""
+
+    @pytest.mark.parametrize(
+        "kid",
+        ["", "k" * 5000, "../../../../etc/passwd", "/dev/null", "' OR '1'='1", "k1; DROP TABLE apps;--", "k1\u0000"],
+        ids=["empty", "huge", "path", "device", "sql-quote", "sql-statement", "nul"],
+    )
+    def test_odd_kid_values_are_unknown_keys(self, kid: str) -> None:
+        result = check(vendor_token({"user_id": "alice"}, kid=kid))
+        assert result.outcome in (Outcome.UNKNOWN_KEY, Outcome.MALFORMED)
+        assert not result.valid
+
+    def test_an_embedded_jwk_is_never_trusted(self) -> None:
+        attacker = ed25519.Ed25519PrivateKey.generate()
+        public = jwt.algorithms.OKPAlgorithm.to_jwk(attacker.public_key(), as_dict=True)
+        token = jwt.encode({"user_id": "admin"}, attacker, algorithm="EdDSA", headers={"jwk": public})
+        assert check(token).outcome is Outcome.INVALID_SIGNATURE
+
+    @pytest.mark.parametrize("header", ["jku", "x5u"])
+    def test_key_urls_are_ignored_not_fetched(self, header: str) -> None:
+        # Signed with the app's secret, so it verifies; the URL (which nothing serves) is never fetched.
+        token = vendor_token({"user_id": "alice"}, **{header: "http://127.0.0.1:9/keys.json"})
+        assert check(token).outcome is Outcome.VALID
+        forged = vendor_token({"user_id": "alice"}, secret="x" * 43, **{header: "http://127.0.0.1:9/keys.json"})
+        assert check(forged).outcome is Outcome.INVALID_SIGNATURE
+
+    def test_unknown_crit_is_rejected(self) -> None:
+        token = vendor_token({"user_id": "alice"}, crit=["exp"], exp=1)
+        assert check(token).outcome is Outcome.MALFORMED
+
+    def test_nested_and_unencoded_payload_tokens_are_rejected(self) -> None:
+        assert check(vendor_token({"user_id": "alice"}, cty="JWT")).outcome is Outcome.MALFORMED
+        assert check(vendor_token({"user_id": "alice"}, b64=False)).outcome is Outcome.MALFORMED
+
+    def test_time_claims_out_of_range_are_malformed(self) -> None:
+        for value in (-1, 10**12, 1e300):
+            assert check(vendor_token({"user_id": "alice", "exp": value})).outcome is Outcome.MALFORMED
+        raw = unsigned({"alg": "HS256"}, {"user_id": "alice"}, "x").split(".")
+        payload = b64(b'{"user_id":"alice","exp":1e400}')
+        signing_input = f"{raw[0]}.{payload}".encode()
+        signature = b64(hmac_module.new(SECRET.encode(), signing_input, hashlib.sha256).digest())
+        assert check(f"{raw[0]}.{payload}.{signature}").outcome is Outcome.MALFORMED
+
+    def test_duplicate_claims_are_malformed(self) -> None:
+        header = b64(b'{"alg":"HS256"}')
+        payload = b64(b'{"user_id":"alice","user_id":"admin"}')
+        signature = b64(hmac_module.new(SECRET.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest())
+        assert check(f"{header}.{payload}.{signature}").outcome is Outcome.MALFORMED
