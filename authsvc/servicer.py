@@ -46,18 +46,21 @@ def _micros(stamp: timestamp_pb2.Timestamp, field: str) -> Micros:
     return stamp.seconds * MICROS_PER_SECOND + stamp.nanos // 1000
 
 
-def _fill_struct(struct: struct_pb2.Struct, claims: Mapping[str, Any]) -> None:
+def _fill_struct(target: struct_pb2.Struct, claims: Mapping[str, Any]) -> None:
     # Field by field for the usual scalar claims: about 2.5 times faster than Struct.update (hot path).
-    fields = struct.fields
+    # (Encoding wire bytes by hand and merging them measured slower still.)
+    fields = target.fields
     for key, value in claims.items():
         if isinstance(value, str):
             fields[key].string_value = value
         elif isinstance(value, bool):
             fields[key].bool_value = value
-        elif isinstance(value, int | float):
+        elif isinstance(value, float) or (isinstance(value, int) and abs(value) < 2**1023):
             fields[key].number_value = value
+        elif isinstance(value, int):  # beyond a double's range: kept exact, as text
+            fields[key].string_value = str(value)
         else:
-            struct.update({key: value})
+            target.update({key: value})
 
 
 def _plain_claims(struct: struct_pb2.Struct) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from typing import Any
@@ -23,6 +24,8 @@ from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from authsvc.sealing import keyring_from
+from authsvc.store import Store
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
 
@@ -68,8 +71,11 @@ class BaselineAuthServicer(pb_grpc.AuthServiceServicer):
 async def serve(database_url: str, host: str, port: int, pool_size: int) -> None:
     pool = await asyncpg.create_pool(database_url, min_size=pool_size, max_size=pool_size)
     try:
-        rows = await pool.fetch("SELECT id, api_key, api_secret FROM apps")
-        apps = {row["api_key"]: (row["id"], row["api_secret"]) for row in rows}
+        # The apps' secrets are sealed at rest; the baseline opens them once, with authsvc's own store.
+        keyring = keyring_from(os.environ.get("AUTHSVC_KEK"), None)
+        if keyring is None:
+            raise SystemExit("the baseline needs AUTHSVC_KEK to read the apps' secrets")
+        apps = {app.api_key: (app.id, app.api_secret) for app in await Store(pool, keyring).list_apps()}
         server = grpc.aio.server()
         servicer = BaselineAuthServicer(pool, apps)  # type: ignore[abstract]  # the other RPCs: UNIMPLEMENTED
         pb_grpc.add_AuthServiceServicer_to_server(servicer, server)

@@ -44,6 +44,7 @@ import asyncpg  # noqa: E402
 import grpc  # noqa: E402
 
 from authsvc.config import Settings  # noqa: E402
+from authsvc.sealing import new_kek_text
 from authsvc.v1 import auth_service_pb2 as pb  # noqa: E402
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc  # noqa: E402
 from bench import report  # noqa: E402
@@ -136,6 +137,10 @@ def free_port() -> int:
         return port
 
 
+BENCH_KEK = new_kek_text()
+"""One key-encryption key for every authsvc process of this run (they share the bench database)."""
+
+
 def authsvc_env(database_url: str, **extra: str) -> dict[str, str]:
     """The environment of every authsvc process the bench starts."""
     env = clean_env(
@@ -143,6 +148,7 @@ def authsvc_env(database_url: str, **extra: str) -> dict[str, str]:
         AUTHSVC_WORKERS="1",
         AUTHSVC_LOG_LEVEL=LOG_LEVEL,
         AUTHSVC_SHUTDOWN_GRACE="2s",
+        AUTHSVC_KEK=BENCH_KEK,
     )
     # Side ports (a metrics endpoint, say) must not collide when two servers run at once.
     for f in fields(Settings):
@@ -731,7 +737,7 @@ async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, 
                     ServerProcess(
                         "baseline",
                         [sys.executable, "-m", "bench.baseline_server", "--database-url", url, "--port", "0"],
-                        clean_env(),
+                        clean_env(AUTHSVC_KEK=BENCH_KEK),
                     )
                 ) as baseline:
                     await measure(

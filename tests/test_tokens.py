@@ -407,3 +407,13 @@ class TestHostileHeaders:
         payload = b64(b'{"user_id":"alice","user_id":"admin"}')
         signature = b64(hmac_module.new(SECRET.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest())
         assert check(f"{header}.{payload}.{signature}").outcome is Outcome.MALFORMED
+
+
+@pytest.mark.parametrize("length", [0, 1, 32, 43, 63, 64, 65, 200])
+def test_secret_hmac_matches_the_standard_library(length: int) -> None:
+    key = bytes(range(256))[:length].decode("latin-1")
+    secret = tokens.Secret("k", key)
+    for message in (b"", b"a", b"header.payload" * 20):
+        expected = hmac_module.digest(key.encode(), message, "sha256")
+        assert secret.signed(message, expected)
+        assert not secret.signed(message, expected[:-1] + bytes([expected[-1] ^ 1]))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jwt
+import pytest
+from google.protobuf import struct_pb2
 
 from authsvc import tokens
 from authsvc.clock import MICROS_PER_SECOND as S
+from authsvc.servicer import _verify_response
 from authsvc.tokens import App, Outcome, Secret
 from authsvc.verifier import Verifier
 
@@ -94,3 +98,24 @@ def test_same_verdicts_as_the_uncached_rules() -> None:
         cached = verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: NOW)
         plain = tokens.verify(tokens.present(t), APP, now=NOW, leeway=0, user_revoked_before=NOW)
         assert cached == plain
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"user_id": "alice", "iat": 1763679190.123456, "exp": 1763682790, "aud": "k", "iss": "authsvc", "jti": "j"},
+        {"name": "Zoë 😀", "long": "x" * 300, "neg": -5, "zero": 0, "f": 1e-300, "t": True, "fa": False},
+        {"nested": {"a": [1, "b", None, {"c": True}]}, "list": [], "none": None, "ключ": "значение"},
+    ],
+    ids=["registered", "scalars", "nested"],
+)
+def test_claims_in_the_response_match_struct_update(claims: dict[str, Any]) -> None:
+    expected = struct_pb2.Struct()
+    expected.update(claims)
+    result = tokens.Verification(Outcome.VALID, "alice", None, None, claims)
+    assert _verify_response(result).claims == expected
+
+
+def test_an_integer_beyond_a_double_is_kept_as_text() -> None:
+    result = tokens.Verification(Outcome.VALID, "alice", None, None, {"big": 10**400})
+    assert _verify_response(result).claims.fields["big"].string_value == str(10**400)
