@@ -146,11 +146,12 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         app = await self._app(context)
         if not request.token:
             raise InvalidArgument("token is empty; send the JWT the client presented", "MISSING_TOKEN")
+        seen_before = request.token in self._verifier
         result = self._verifier.verify(
             request.token, app, now=self._clock(), leeway=self._leeway, revoked_before=self._state.user_revoked_before
         )
         self._count_outcome(result.outcome.name)
-        return self._response(request.token, result)
+        return self._response(request.token, result, seen_before=seen_before)
 
     async def VerifyTokens(self, request: pb.VerifyTokensRequest, context: Context) -> pb.VerifyTokensResponse:
         self._state.check_fresh()
@@ -164,9 +165,10 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         responses = []
         outcomes: Counter[str] = Counter()
         for token in request.tokens:
+            seen_before = token in self._verifier
             result = verify(token, app, now=now, leeway=self._leeway, revoked_before=revoked_before)
             outcomes[result.outcome.name] += 1
-            responses.append(respond(token, result))
+            responses.append(respond(token, result, seen_before=seen_before))
         for outcome, n in outcomes.items():
             self._count_outcome(outcome, n)
         return pb.VerifyTokensResponse(results=responses)
@@ -216,14 +218,15 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             return pb.ClearRevocationResponse(app_cleared=had)
         raise InvalidArgument("say what to clear: users {user_ids: [...]} or app: true", "NO_REVOCATION_TARGET")
 
-    def _response(self, token: str, result: tokens.Verification) -> pb.VerifyTokenResponse:
-        """The answer for a verdict; a VALID one is the same every time for a token, so it is built once."""
+    def _response(self, token: str, result: tokens.Verification, *, seen_before: bool) -> pb.VerifyTokenResponse:
+        """The answer for a verdict. A VALID one is the same every time for a token, so a token presented again
+        keeps its message; a token seen once (most fresh tokens) is not worth the bookkeeping."""
         if not result.valid:
             return _verify_response(result)
         response = self._valid_responses.get(token)
         if response is None:
             response = _verify_response(result)
-            if self._cache_size > 0:
+            if seen_before and self._cache_size > 0:
                 if len(self._valid_responses) >= self._cache_size:
                     self._valid_responses.popitem(last=False)
                 self._valid_responses[token] = response

@@ -61,5 +61,8 @@ class Verifier:
             checked.popitem(last=False)  # the oldest entry
         checked[token] = (app, key, parsed)
 
+    def __contains__(self, token: object) -> bool:
+        return token in self._checked
+
     def __len__(self) -> int:
         return len(self._checked)
