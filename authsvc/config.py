@@ -103,8 +103,8 @@ class Settings:
     """Seconds between checks that the in-memory state is current (the safety net behind NOTIFY)."""
     workers: int = 0
     """Server processes sharing the gRPC port; 0 means one per CPU core."""
-    event_loop: str = "asyncio"
-    """asyncio, or uvloop when it is installed (measured slower with grpc.aio here; see docs/performance.md)."""
+    event_loop: str = "auto"
+    """uvloop, asyncio, or auto: uvloop when it is installed (measured faster under load; docs/performance.md)."""
     verify_cache_size: int = 10_000
     """Tokens remembered after their signature checked out (expiry and revocation are still checked); 0: off."""
     operator_tokens: OperatorHashes = ()
@@ -162,8 +162,8 @@ class Settings:
         if (interval := get("state_check_interval")) is not None:
             values["state_check_interval"] = parse_duration(interval)
         if (loop := get("event_loop")) is not None:
-            if loop not in ("asyncio", "uvloop"):
-                raise ConfigError(f"AUTHSVC_EVENT_LOOP must be asyncio or uvloop, not {loop!r}")
+            if loop not in ("auto", "asyncio", "uvloop"):
+                raise ConfigError(f"AUTHSVC_EVENT_LOOP must be auto, asyncio or uvloop, not {loop!r}")
             values["event_loop"] = loop
         if (cache := get("verify_cache_size")) is not None:
             values["verify_cache_size"] = _positive_int(cache, "AUTHSVC_VERIFY_CACHE_SIZE") if cache != "0" else 0

@@ -212,13 +212,16 @@ def worker_count(settings: Settings) -> int:
 
 
 def use_event_loop(settings: Settings) -> None:
-    """Installs uvloop as the event loop policy when the settings ask for it."""
-    if settings.event_loop == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
+    """Installs uvloop as the event loop policy when the settings ask for it (or, with auto, when installed)."""
+    if settings.event_loop == "asyncio":
+        return
+    try:
+        import uvloop
+    except ImportError:
+        if settings.event_loop == "uvloop":
             raise ConfigError("AUTHSVC_EVENT_LOOP=uvloop, but uvloop is not installed") from None
-        uvloop.install()
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def serve(settings: Settings) -> None:
