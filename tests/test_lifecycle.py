@@ -197,14 +197,19 @@ async def test_sigterm_drains_calls_in_flight_refuses_new_ones_and_exits_0(
                 assert (await watch.read()).status == NOT_SERVING
                 watch.cancel()  # a call in flight too: the drain would wait for it
 
-                await asyncio.gather(*loops)
-                # New calls are refused while the calls in flight are still being served.
-                assert all(loop.result() is None for loop in loops)
+                # New calls are refused while the calls in flight are still being served. A load call the
+                # server received but had not started when the signal came waits for the drain instead
+                # (grpc-core, grpc/grpc#41785): such a loop is left pending here and judged, like every call,
+                # by the access-log accounting below once the held calls are released.
+                done, _pending = await asyncio.wait(loops, timeout=20)
+                assert done, "no load loop was refused after the signal"
+                assert all(loop.result() is None for loop in done)
                 assert await blocked_by_the_lock() == HELD
                 assert served.process.returncode is None
 
             await lock.rollback()
             held_codes = await asyncio.gather(*held)
+            await asyncio.gather(*loops)
             await served.finished()
     finally:
         await locker.close()
