@@ -103,8 +103,8 @@ class Settings:
     """Seconds between checks that the in-memory state is current (the safety net behind NOTIFY)."""
     workers: int = 0
     """Server processes sharing the gRPC port; 0 means one per CPU core."""
-    event_loop: str = "auto"
-    """uvloop, asyncio, or auto: uvloop when it is installed (measured faster under load; docs/performance.md)."""
+    event_loop: str = "asyncio"
+    """asyncio, uvloop (measured faster under load, docs/performance.md), or auto: uvloop when installed."""
     verify_cache_size: int = 10_000
     """Tokens remembered after their signature checked out (expiry and revocation are still checked); 0: off."""
     operator_tokens: OperatorHashes = ()
