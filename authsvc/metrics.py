@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import asyncpg
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
 # VerifyToken answers in well under a millisecond; the client library's default buckets start at 5 ms.
@@ -67,6 +68,29 @@ class _PoolCollector:
         )
 
 
+class _OutcomeCollector:
+    """authsvc_verify_outcomes_total from plain counts: the hot path adds to a dict, a scrape reads it.
+
+    A prometheus_client Counter child takes a lock on every increment; the counts here are only written on
+    the event loop, which also serves /metrics, so nothing needs one.
+    """
+
+    NAME = "authsvc_verify_outcomes"
+    HELP = "Tokens verified, by outcome."
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self.NAME, self.HELP, labels=("outcome",))
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.NAME, self.HELP, labels=("outcome",))
+        for outcome, count in sorted(self.counts.items()):
+            family.add_metric((outcome,), count)
+        yield family
+
+
 class Metrics:
     """The metrics of one server, in a registry of its own so that many servers can share a process (tests)."""
 
@@ -89,10 +113,8 @@ class Metrics:
             buckets=HANDLING_BUCKETS,
             registry=self.registry,
         )
-        self._outcomes = Counter(
-            "authsvc_verify_outcomes_total", "Tokens verified, by outcome.", ("outcome",), registry=self.registry
-        )
-        self._outcome_children: dict[str, Any] = {}
+        self._outcomes = _OutcomeCollector()
+        self.registry.register(self._outcomes)
         self._revocations = Counter(
             "authsvc_revocations_total",
             "Revocations written: users revoked (user), apps revoked (app), revocations cleared (clear).",
@@ -122,10 +144,7 @@ class Metrics:
 
     def count_outcome(self, outcome_name: str, n: int = 1) -> None:
         """Counts `n` verifications that ended in `outcome_name` (e.g. VALID, EXPIRED, REVOKED)."""
-        child = self._outcome_children.get(outcome_name)
-        if child is None:
-            child = self._outcome_children[outcome_name] = self._outcomes.labels(outcome_name)
-        child.inc(n)
+        self._outcomes.counts[outcome_name] += n
 
     def count_revocation(self, kind: str, n: int = 1) -> None:
         """Counts `n` revocations of a kind: `user` (per user), `app`, or `clear` (per revocation lifted)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -189,6 +190,9 @@ async def _serve(url: str, settings: Settings, worker: int = 0, workers: int = 1
             # One metrics endpoint per worker (a Prometheus target each): a shared port would mix their counters.
             settings = settings.with_overrides(http_port=settings.http_port + worker)
         running = await start_server(store, state, settings, reuse_port=workers > 1, metrics=metrics)
+        # What start-up made (modules, descriptors, the loaded state) lives as long as the process: out of the
+        # collector's full passes, which then scan only what serving creates (the verify cache, mostly).
+        gc.freeze()
         if workers > 1:
             log.info("worker %d of %d serving gRPC on %s:%d", worker + 1, workers, settings.host, running.port)
             log.info("worker %d of %d serving HTTP on %s:%d", worker + 1, workers, settings.host, running.http_port)

@@ -75,6 +75,10 @@ class RevocationSet:
         self._recent[key] = None
         self._maybe_merge()
 
+    def __bool__(self) -> bool:
+        """False only when certainly empty, without merging (cheap enough for the hot path)."""
+        return bool(self._keys) or bool(self._recent)
+
     def __len__(self) -> int:
         self._merge()
         return len(self._keys)
@@ -159,7 +163,9 @@ class State:
     def user_revoked_before(self, app_id: int, user_id: str) -> Micros | None:
         """The user's revocation time, or None."""
         entry = self._by_id.get(app_id)
-        return None if entry is None else entry.revocations.get(user_hash(user_id))
+        if entry is None or not entry.revocations:  # no hashing for an app without user revocations
+            return None
+        return entry.revocations.get(user_hash(user_id))
 
     def staleness(self) -> float:
         """Seconds since the state was last confirmed current against the database."""

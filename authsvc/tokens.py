@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +121,11 @@ class App:
     revoked_before: Micros | None = None
     created_at: Micros = 0
     max_token_lifetime_seconds: int | None = None
+    _secrets_expire: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Only a secret rotated out has an expiry: without one, every secret verifies at any time (hot path).
+        object.__setattr__(self, "_secrets_expire", any(secret.expires_at is not None for secret in self.secrets))
 
     @property
     def api_secret(self) -> str:
@@ -146,8 +151,10 @@ class App:
         """The app's public keys as a JSON Web Key Set's `keys` (empty for HS256: secrets are never published)."""
         return [keys.jwk(pair.key, pair.key_id) for pair in self.key_pairs]
 
-    def active_secrets(self, now: Micros) -> list[Secret]:
+    def active_secrets(self, now: Micros) -> Sequence[Secret]:
         """The API secrets valid at `now`, the current one first."""
+        if not self._secrets_expire:
+            return self.secrets
         return [secret for secret in self.secrets if secret.active(now)]
 
     def signer(self, now: Micros) -> tuple[str, Any]:
@@ -163,10 +170,10 @@ class App:
         oldest = self.key_pairs[-1]
         return oldest.key_id, oldest.key.private_key
 
-    def verifying_keys(self, kid: str | None, now: Micros) -> list[Secret] | list[KeyPair]:
+    def verifying_keys(self, kid: str | None, now: Micros) -> Sequence[Secret] | Sequence[KeyPair]:
         """The keys that may have signed a token with this `kid` header (None: every key)."""
         if self.key_pairs or self.algorithm != HS256:
-            pairs = list(self.key_pairs)
+            pairs = self.key_pairs
             return pairs if kid is None else [pair for pair in pairs if pair.key_id == kid]
         secrets = self.active_secrets(now)
         return secrets if kid is None else [secret for secret in secrets if secret.key_id == kid]
@@ -331,7 +338,7 @@ def check_signature(token: jws.CompactJws, app: App, *, now: Micros) -> tuple[Ou
     """
     if is_dev_token(token):
         return (None, None) if app.auth_checks_disabled else (Outcome.INVALID_SIGNATURE, None)
-    if token.header["alg"] not in app.allowed_algorithms:
+    if token.header["alg"] != app.algorithm:  # app.allowed_algorithms, without building the set (hot path)
         return Outcome.INVALID_SIGNATURE, None
     kid = token.header.get("kid")
     candidates = app.verifying_keys(kid, now)
@@ -367,32 +374,30 @@ def check_claims(
     user_id = claims.get("user_id")
     if not isinstance(user_id, str):
         user_id = ""
-
-    def verdict(outcome: Outcome) -> Verification:
-        return Verification(outcome, user_id, iat, exp, claims, dev_token)
-
+    # The first check that fails decides, in the token model's order.
     if exp is not None and now >= exp + leeway:
-        return verdict(Outcome.EXPIRED)
-    if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
-        return verdict(Outcome.NOT_YET_VALID)
-    if app.max_token_lifetime_seconds is not None and (
+        outcome = Outcome.EXPIRED
+    elif (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
+        outcome = Outcome.NOT_YET_VALID
+    elif app.max_token_lifetime_seconds is not None and (
         exp is None or (iat is not None and exp - iat > app.max_token_lifetime_seconds * MICROS_PER_SECOND)
     ):
         # A token that may outlive the app's maximum lifetime would also outlive pruned revocations.
-        return verdict(Outcome.MALFORMED)
-    if not _audience_matches(claims.get("aud", app.api_key), app.api_key):
-        return verdict(Outcome.WRONG_AUDIENCE)
-    if claims.get("server") is not None or not USER_ID_PATTERN.fullmatch(user_id):
+        outcome = Outcome.MALFORMED
+    elif not _audience_matches(claims.get("aud", app.api_key), app.api_key):
+        outcome = Outcome.WRONG_AUDIENCE
+    elif claims.get("server") is not None or not USER_ID_PATTERN.fullmatch(user_id):
         # A server token (or anything without a proper user id) never passes for a user.
-        return verdict(Outcome.MALFORMED)
-    if app.revoked_before is not None and (iat is None or iat < app.revoked_before):
-        return verdict(Outcome.REVOKED)
-    if iat is None:
-        if app.require_iat:
-            return verdict(Outcome.REVOKED)
+        outcome = Outcome.MALFORMED
+    elif app.revoked_before is not None and (iat is None or iat < app.revoked_before):
+        outcome = Outcome.REVOKED  # app revocation: a token without iat predates it
+    elif iat is None:
+        outcome = Outcome.REVOKED if app.require_iat else Outcome.VALID  # user revocations need an iat
     elif user_revoked_before is not None and iat < user_revoked_before:
-        return verdict(Outcome.REVOKED)
-    return verdict(Outcome.VALID)
+        outcome = Outcome.REVOKED
+    else:
+        outcome = Outcome.VALID
+    return Verification(outcome, user_id, iat, exp, claims, dev_token)
 
 
 def _micros_or_none(seconds: float | None) -> Micros | None:

@@ -1,8 +1,9 @@
 """Verification on the hot path: each token parsed and signature-checked once, then remembered.
 
-A bounded cache keyed by the whole token holds tokens whose signature already checked out for an app's
-current key; a hit skips parsing and the signature, never the expiry, audience or revocation checks, which
-run on every call against the current state.
+A bounded cache keyed by the whole token holds tokens whose signature checked out for an app's current key
+at least twice (a token presented once is likely never presented again); a hit skips parsing and the
+signature, never the expiry, audience or revocation checks, which run on every call against the current
+state.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class Verifier:
         # app replaces its App object, so an entry for an older one no longer matches.
         # An OrderedDict: evicting the oldest entry of a plain dict rescans its deleted slots (quadratic).
         self._checked: OrderedDict[str, tuple[App, Secret | KeyPair | None, CompactJws]] = OrderedDict()
+        # A doorkeeper: the hashes of tokens that checked out once. A token enters the cache on its second good
+        # check, so tokens presented once (most of a stream of fresh logins) cost a set entry, not a cache
+        # entry that would push out a token in real use. A hash collision only admits a token early: the cache
+        # itself is keyed by the whole token.
+        self._seen_once: set[int] = set()
 
     def verify(
         self, token: str, app: App, *, now: Micros, leeway: Micros, revoked_before: RevocationLookup
@@ -56,6 +62,13 @@ class Verifier:
     def _remember(self, token: str, app: App, key: Secret | KeyPair | None, parsed: CompactJws) -> None:
         if self._cache_size <= 0:
             return
+        seen_once, key_hash = self._seen_once, hash(token)
+        if key_hash not in seen_once:
+            if len(seen_once) >= self._cache_size:
+                seen_once.clear()  # bounded; a token marked before this just takes one more check to get in
+            seen_once.add(key_hash)
+            return
+        seen_once.discard(key_hash)
         checked = self._checked
         if len(checked) >= self._cache_size:
             checked.popitem(last=False)  # the oldest entry

@@ -99,6 +99,11 @@ class Options:
     quiet_cores: float
     quiet_budget: float
     output: Path | None
+    only: frozenset[str] | None = None
+
+    def selected(self, key: str) -> bool:
+        """Whether scenario `key` (a row key such as `b-fresh`, or `g`/`h`) runs in this invocation."""
+        return self.only is None or key in self.only or key.split("-")[0] in self.only
 
 
 @dataclass
@@ -254,6 +259,8 @@ async def measure(bench: Bench, row: Row, server: ServerProcess, spec_for: Calla
 
     A failure is recorded in the row (one scenario's failure must not hide the others' figures).
     """
+    if not bench.opts.selected(row.key):
+        return row
     trials: list[Row] = []
     for attempt in range(bench.opts.repeat):
         trial = replace(row, notes=[])
@@ -672,7 +679,9 @@ async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, 
                     specs["repeated"],
                 )
                 loop_field, reason = uvloop_status()
-                if loop_field is not None:
+                if not opts.selected("b-rep-asyncio"):
+                    pass
+                elif loop_field is not None:
                     try:
                         async with running(
                             authsvc_server("authsvc (asyncio)", url, **{f"AUTHSVC_{loop_field.upper()}": "asyncio"})
@@ -757,14 +766,16 @@ async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, 
                         specs["fresh"],
                     )
                 try:
-                    async with running(authsvc_server("authsvc B", url)) as server_b:
-                        extra["propagation"] = await propagation(bench, server, server_b, verify_app)
+                    if opts.selected("g"):
+                        async with running(authsvc_server("authsvc B", url)) as server_b:
+                            extra["propagation"] = await propagation(bench, server, server_b, verify_app)
                 except Exception as exc:
                     bench.failures.append(f"(g) propagation: {exc}")
                     log(f"(g) propagation FAILED: {exc}")
                 extra["main_rss_at_end"] = _memory(server)
         try:
-            extra["million"] = await million(bench)
+            if opts.selected("h"):
+                extra["million"] = await million(bench)
         except Exception as exc:
             bench.failures.append(f"(h) 1M revocations: {exc}")
             log(f"(h) FAILED: {exc}")
@@ -1114,13 +1125,18 @@ def parse_args(argv: list[str] | None) -> Options:
         type=float,
         help="seconds in all to wait for other jobs to leave the CPU before runs (default 60; --quick: 10)",
     )
+    parser.add_argument(
+        "--only",
+        help="comma-separated scenarios to run, by row key (a, b-rep, b-fresh, c, d, e, f, g, h, ...); "
+        "the report keeps only those; default: all",
+    )
     args = parser.parse_args(argv)
     quick = bool(args.quick)
     duration = args.duration if args.duration is not None else (1.0 if quick else 5.0)
     if duration <= 0 or args.generators < 1 or args.channels < 1 or args.concurrency < 1:
         parser.error("--duration, --generators, --channels and --concurrency must be positive")
     output = args.output
-    if output is None and not quick:
+    if output is None and not quick and not args.only:
         output = REPO / "docs" / "performance.md"
     return Options(
         duration=duration,
@@ -1139,6 +1155,7 @@ def parse_args(argv: list[str] | None) -> Options:
         quiet_cores=0.3,
         quiet_budget=args.quiet_budget if args.quiet_budget is not None else (10.0 if quick else 60.0),
         output=output,
+        only=frozenset(k.strip() for k in args.only.split(",") if k.strip()) if args.only else None,
     )
 
 

@@ -28,8 +28,9 @@ def test_cached_tokens_still_expire() -> None:
     verifier = Verifier()
     t = token({"user_id": "alice", "exp": NOW // S + 60})
     no_revocations = lambda app_id, user_id: None  # noqa: E731
-    assert verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=no_revocations).valid
-    assert len(verifier) == 1
+    for _ in range(2):  # a token enters the cache on its second good check
+        assert verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=no_revocations).valid
+    assert t in verifier
     later = verifier.verify(t, APP, now=NOW + 61 * S, leeway=0, revoked_before=no_revocations)
     assert later.outcome is Outcome.EXPIRED
 
@@ -79,9 +80,25 @@ def test_dev_tokens_are_not_accepted_from_cache_once_auth_checks_are_back_on() -
 def test_invalid_tokens_are_not_remembered_and_the_cache_is_bounded() -> None:
     verifier = Verifier(cache_size=3)
     for i in range(10):
-        verifier.verify(token({"user_id": f"u{i}"}), APP, now=NOW, leeway=0, revoked_before=lambda a, u: None)
-    verifier.verify(token({"user_id": "x"}, "y" * 43), APP, now=NOW, leeway=0, revoked_before=lambda a, u: None)
+        for _ in range(2):
+            verifier.verify(token({"user_id": f"u{i}"}), APP, now=NOW, leeway=0, revoked_before=lambda a, u: None)
+    for _ in range(2):
+        verifier.verify(token({"user_id": "x"}, "y" * 43), APP, now=NOW, leeway=0, revoked_before=lambda a, u: None)
     assert len(verifier) == 3
+    assert token({"user_id": "u9"}) in verifier and token({"user_id": "u6"}) not in verifier  # oldest out
+
+
+def test_a_token_enters_the_cache_on_its_second_good_check() -> None:
+    """Tokens presented once (a stream of fresh logins) must not push out the tokens in real use."""
+    verifier = Verifier(cache_size=2)
+    in_use = [token({"user_id": "alice"}), token({"user_id": "bob"})]
+    for t in in_use * 2:
+        verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: None)
+    assert all(t in verifier for t in in_use)
+    for i in range(100):  # each presented once
+        verifier.verify(token({"user_id": f"once{i}"}), APP, now=NOW, leeway=0, revoked_before=lambda a, u: None)
+    assert all(t in verifier for t in in_use)
+    assert len(verifier) == 2
 
 
 def test_same_verdicts_as_the_uncached_rules() -> None:
@@ -94,7 +111,7 @@ def test_same_verdicts_as_the_uncached_rules() -> None:
         token({"user_id": "alice"}, "z" * 43),
         "not-a-token",
     ]
-    for t in cases * 2:  # the second round is served from the cache where it can be
+    for t in cases * 3:  # the third round is served from the cache where it can be
         cached = verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: NOW)
         plain = tokens.verify(tokens.present(t), APP, now=NOW, leeway=0, user_revoked_before=NOW)
         assert cached == plain
