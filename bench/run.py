@@ -28,6 +28,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -133,6 +134,8 @@ class Bench:
     findings: list[str] = field(default_factory=list)
     """Something about authsvc worth a headline that is not a target (a start-up failure, say)."""
     quiet_waited: float = 0.0
+    rounds: dict[str, list[Row]] = field(default_factory=dict)
+    """Every trial of the interleaved scenarios (a, b, c), by row key, in round order (failed ones too)."""
 
 
 def free_port() -> int:
@@ -261,18 +264,45 @@ async def measure(bench: Bench, row: Row, server: ServerProcess, spec_for: Calla
     """
     if not bench.opts.selected(row.key):
         return row
-    trials: list[Row] = []
+    trials = [await _trial(bench, row, server, spec_for, attempt) for attempt in range(bench.opts.repeat)]
+    return _keep_best(bench, row, trials)
+
+
+Scenario = tuple[Row, "ServerProcess", Callable[[int], dict[str, Any]]]
+
+
+async def measure_interleaved(bench: Bench, scenarios: list[Scenario]) -> None:
+    """Runs `repeat` rounds of every scenario, one trial of each per round, in turn.
+
+    The ratios between them are then taken round by round (see `targets`): two scenarios measured seconds
+    apart see the same background load, two measured minutes apart may not. The table keeps each row's best.
+    """
+    scenarios = [sc for sc in scenarios if bench.opts.selected(sc[0].key)]
+    trials: dict[str, list[Row]] = {row.key: [] for row, _, _ in scenarios}
     for attempt in range(bench.opts.repeat):
-        trial = replace(row, notes=[])
-        busy = await wait_for_quiet(bench)
-        if busy >= bench.opts.quiet_cores:
-            trial.notes.append(f"started while the machine was {busy * 100:.0f}% busy (of one core)")
-        try:
-            await _measure(bench, trial, server, _attempt_specs(spec_for, attempt))
-        except Exception as exc:
-            trial.error = _first_line(exc)
-            log(f"{row.label}: FAILED: {exc}")
-        trials.append(trial)
+        for row, server, spec_for in scenarios:
+            trials[row.key].append(await _trial(bench, row, server, spec_for, attempt))
+    for row, _, _ in scenarios:
+        bench.rounds[row.key] = trials[row.key]
+        _keep_best(bench, row, trials[row.key])
+
+
+async def _trial(
+    bench: Bench, row: Row, server: ServerProcess, spec_for: Callable[[int], dict[str, Any]], attempt: int
+) -> Row:
+    trial = replace(row, notes=[])
+    busy = await wait_for_quiet(bench)
+    if busy >= bench.opts.quiet_cores:
+        trial.notes.append(f"started while the machine was {busy * 100:.0f}% busy (of one core)")
+    try:
+        await _measure(bench, trial, server, _attempt_specs(spec_for, attempt))
+    except Exception as exc:
+        trial.error = _first_line(exc)
+        log(f"{row.label}: FAILED: {exc}")
+    return trial
+
+
+def _keep_best(bench: Bench, row: Row, trials: list[Row]) -> Row:
     ok = [t for t in trials if t.error is None and t.calls_per_s is not None]
     if not ok:
         best = trials[-1]
@@ -666,17 +696,44 @@ async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, 
             async with running(authsvc_server("authsvc", url)) as server:
                 extra["main_start"] = {"serving_after": server.serving_after, "log_line_after": server.log_line_after}
                 extra["main_rss_after_start"] = _memory(server)
-                await measure(
+                batch_spec = lambda i: {  # noqa: E731
+                    "kind": "verify_batch",
+                    "distinct": True,
+                    "batch": BATCH_SIZE,
+                    "metadata": verify_app.verify_md,
+                    "tokens": {
+                        "source": "mint",
+                        "secret": verify_app.api_secret,
+                        "prefix": f"batch-g{i}-",
+                        "count": opts.batch_tokens,
+                        "iat": bench.iat,
+                    },
+                }
+                # The targets are ratios between these four: measured in interleaved rounds (see targets()).
+                await measure_interleaved(
                     bench,
-                    Row("a", "(a) Health/Check — the ceiling", "a ceiling", "authsvc"),
-                    server,
-                    lambda _: {"kind": "health", "metadata": []},
-                )
-                await measure(
-                    bench,
-                    Row("b-rep", "(b) VerifyToken HS256, repeated (100 tokens)", "b rep", "authsvc"),
-                    server,
-                    specs["repeated"],
+                    [
+                        (
+                            Row("a", "(a) Health/Check — the ceiling", "a ceiling", "authsvc"),
+                            server,
+                            lambda _: {"kind": "health", "metadata": []},
+                        ),
+                        (
+                            Row("b-rep", "(b) VerifyToken HS256, repeated (100 tokens)", "b rep", "authsvc"),
+                            server,
+                            specs["repeated"],
+                        ),
+                        (
+                            Row("b-fresh", "(b) VerifyToken HS256, fresh token per call", "b fresh", "authsvc"),
+                            server,
+                            specs["fresh"],
+                        ),
+                        (
+                            Row("c", "(c) VerifyTokens, 100 fresh HS256 tokens per call", "c batch", "authsvc"),
+                            server,
+                            batch_spec,
+                        ),
+                    ],
                 )
                 loop_field, reason = uvloop_status()
                 if not opts.selected("b-rep-asyncio"):
@@ -703,31 +760,7 @@ async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, 
                 else:
                     bench.notes.append(reason)
                     log(reason)
-                await measure(
-                    bench,
-                    Row("b-fresh", "(b) VerifyToken HS256, fresh token per call", "b fresh", "authsvc"),
-                    server,
-                    specs["fresh"],
-                )
                 await eddsa_scenarios(bench, server, url)
-                await measure(
-                    bench,
-                    Row("c", "(c) VerifyTokens, 100 fresh HS256 tokens per call", "c batch", "authsvc"),
-                    server,
-                    lambda i: {
-                        "kind": "verify_batch",
-                        "distinct": True,
-                        "batch": BATCH_SIZE,
-                        "metadata": verify_app.verify_md,
-                        "tokens": {
-                            "source": "mint",
-                            "secret": verify_app.api_secret,
-                            "prefix": f"batch-g{i}-",
-                            "count": opts.batch_tokens,
-                            "iat": bench.iat,
-                        },
-                    },
-                )
                 await measure(
                     bench,
                     Row("d", "(d) IssueToken", "d issue", "authsvc"),
@@ -804,48 +837,58 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
+def _paired(bench: Bench, num: tuple[str, str], den: tuple[str, str]) -> tuple[float | None, str]:
+    """The ratio num ÷ den, each a (row key, figure): the median of its values round by round when the two were
+    measured in interleaved rounds, else the ratio of the two rows the table keeps."""
+    num_trials, den_trials = bench.rounds.get(num[0]), bench.rounds.get(den[0])
+    if not num_trials or not den_trials:
+        return _ratio(_v(_row(bench, num[0]), num[1]), _v(_row(bench, den[0]), den[1])), ""
+    ratios = [
+        r
+        for a, b in zip(num_trials, den_trials, strict=False)
+        if a.error is None and b.error is None and (r := _ratio(_v(a, num[1]), _v(b, den[1]))) is not None
+    ]
+    if not ratios:
+        return None, ""
+    if len(ratios) == 1:
+        return ratios[0], "one round"
+    return statistics.median(ratios), f"median of {len(ratios)} rounds: " + ", ".join(f"{r:.2f}" for r in ratios)
+
+
+def _paired_target(
+    bench: Bench, name: str, num: tuple[str, str], den: tuple[str, str], threshold: float, higher: bool, what: str = ""
+) -> Target:
+    value, rounds = _paired(bench, num, den)
+    return Target(name, value, threshold, higher, detail="; ".join(d for d in (what, rounds) if d))
+
+
 def targets(bench: Bench, extra: dict[str, Any]) -> list[Target]:
-    ceiling, rep, fresh, batch = (_row(bench, k) for k in ("a", "b-rep", "b-fresh", "c"))
+    a, rep, fresh, batch = "a", "b-rep", "b-fresh", "c"
+    calls, cpu, tokens = "calls_per_s", "server_cpu_us", "tokens_per_s"
     result = [
-        Target(
-            "VerifyToken HS256 repeated calls/s ÷ ceiling calls/s",
-            _ratio(_v(rep, "calls_per_s"), _v(ceiling, "calls_per_s")),
-            0.9,
-            True,
+        _paired_target(
+            bench, "VerifyToken HS256 repeated calls/s ÷ ceiling calls/s", (rep, calls), (a, calls), 0.9, True
         ),
-        Target(
-            "VerifyToken HS256 fresh calls/s ÷ ceiling calls/s",
-            _ratio(_v(fresh, "calls_per_s"), _v(ceiling, "calls_per_s")),
-            0.8,
-            True,
+        _paired_target(
+            bench, "VerifyToken HS256 fresh calls/s ÷ ceiling calls/s", (fresh, calls), (a, calls), 0.8, True
         ),
-        Target(
-            "server CPU per VerifyToken ÷ ceiling's",
-            _ratio(_v(rep, "server_cpu_us"), _v(ceiling, "server_cpu_us")),
-            1.2,
-            False,
-            detail="repeated tokens",
+        _paired_target(
+            bench, "server CPU per VerifyToken ÷ ceiling's", (rep, cpu), (a, cpu), 1.2, False, "repeated tokens"
         ),
-        Target(
-            "server CPU per VerifyToken ÷ ceiling's",
-            _ratio(_v(fresh, "server_cpu_us"), _v(ceiling, "server_cpu_us")),
-            1.2,
-            False,
-            detail="fresh tokens",
+        _paired_target(
+            bench, "server CPU per VerifyToken ÷ ceiling's", (fresh, cpu), (a, cpu), 1.2, False, "fresh tokens"
         ),
-        Target(
+        _paired_target(
+            bench,
             "VerifyTokens tokens/s ÷ VerifyToken calls/s",
-            _ratio(_v(batch, "tokens_per_s"), _v(fresh, "calls_per_s")),
+            (batch, tokens),
+            (fresh, calls),
             10,
             True,
-            detail="both fresh HS256",
+            "both fresh HS256",
         ),
-        Target(
-            "VerifyTokens tokens/s ÷ VerifyToken calls/s",
-            _ratio(_v(batch, "tokens_per_s"), _v(rep, "calls_per_s")),
-            10,
-            True,
-            detail="vs repeated",
+        _paired_target(
+            bench, "VerifyTokens tokens/s ÷ VerifyToken calls/s", (batch, tokens), (rep, calls), 10, True, "vs repeated"
         ),
     ]
     prop = extra.get("propagation")
@@ -986,7 +1029,10 @@ def contention_notes(bench: Bench) -> list[str]:
     others = sorted(r.other_cpu_pct for r in bench.rows if r.error is None and r.other_cpu_pct is not None)
     lines = [
         f"- Each scenario ran {opts.repeat} time(s); the table keeps the run with the most calls/s (every run's "
-        "calls/s is in the notes under the table). Before each run the bench waited for the machine to go idle "
+        "calls/s is in the notes under the table). (a), (b) HS256 and (c) ran in interleaved rounds (a, b "
+        "repeated, b fresh, c; then again), and each target ratio between them is the median of its ratios round "
+        "by round, so both sides of a ratio saw the same background load. Before each run the bench waited for "
+        "the machine to go idle "
         f"(under {opts.quiet_cores * 100:.0f}% of a core busy), {opts.quiet_budget:g} s at most in all; it waited "
         f"{bench.quiet_waited:.0f} s in this run.",
     ]
@@ -1119,7 +1165,9 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--channels", type=int, default=4, help="channels (connections) in all (default 4)")
     parser.add_argument("--concurrency", type=int, default=64, help="calls in flight in all (default 64)")
     parser.add_argument("--revocations", type=int, help="revoked users for (h) (default 1000000; --quick: 100000)")
-    parser.add_argument("--repeat", type=int, help="runs per scenario, the best kept (default 2; --quick: 1)")
+    parser.add_argument(
+        "--repeat", type=int, help="runs (rounds) per scenario, the best kept in the table (default 3; --quick: 1)"
+    )
     parser.add_argument(
         "--quiet-budget",
         type=float,
@@ -1151,7 +1199,7 @@ def parse_args(argv: list[str] | None) -> Options:
         eddsa_fresh_tokens=2_000 if quick else 6_000,
         propagation_iterations=50 if quick else 200,
         revocations=args.revocations if args.revocations is not None else (100_000 if quick else MILLION),
-        repeat=args.repeat if args.repeat is not None else (1 if quick else 2),
+        repeat=args.repeat if args.repeat is not None else (1 if quick else 3),
         quiet_cores=0.3,
         quiet_budget=args.quiet_budget if args.quiet_budget is not None else (10.0 if quick else 60.0),
         output=output,
