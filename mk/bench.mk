@@ -4,6 +4,7 @@
 #   make bench                          default run (~5 s a scenario, a few minutes); writes docs/performance.md
 #   make bench BENCH_ARGS=--quick       smoke run (~1 s a scenario); prints the report, writes no file
 #   make bench-quick                    the same
+#   make bench BENCH_ARGS='--only a,b-fresh'   some scenarios by row key (a, b-rep, b-fresh, c, d, e, f, g, h, ...)
 #
 # AUTHSVC_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres runs on that PostgreSQL server (in a
 # fresh database the bench creates and drops); unset, the bench starts an embedded one.
