@@ -142,11 +142,6 @@ class App:
         """The newest key pair, for EdDSA and ES256 apps."""
         return self.key_pairs[0].key if self.key_pairs else None
 
-    @property
-    def allowed_algorithms(self) -> frozenset[str]:
-        """The `alg` header values this app's keys verify, compared exactly."""
-        return frozenset({self.algorithm})
-
     def jwks(self) -> list[dict[str, str]]:
         """The app's public keys as a JSON Web Key Set's `keys` (empty for HS256: secrets are never published)."""
         return [keys.jwk(pair.key, pair.key_id) for pair in self.key_pairs]
@@ -338,7 +333,8 @@ def check_signature(token: jws.CompactJws, app: App, *, now: Micros) -> tuple[Ou
     """
     if is_dev_token(token):
         return (None, None) if app.auth_checks_disabled else (Outcome.INVALID_SIGNATURE, None)
-    if token.header["alg"] != app.algorithm:  # app.allowed_algorithms, without building the set (hot path)
+    # The allow-list is the app's one algorithm, compared exactly: "hs256", "none" and every other spelling fail.
+    if token.header["alg"] != app.algorithm:
         return Outcome.INVALID_SIGNATURE, None
     kid = token.header.get("kid")
     candidates = app.verifying_keys(kid, now)

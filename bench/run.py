@@ -1180,6 +1180,14 @@ def million_section(m: dict[str, Any] | None, count: int) -> list[str]:
     return lines
 
 
+SCENARIO_KEYS = frozenset(
+    {"a", "b", "b-rep", "b-rep-asyncio", "b-fresh", "b-eddsa", "b-eddsa-rep", "b-eddsa-fresh", "c", "d", "e"}
+    | {"f", "f-rep", "f-fresh", "g", "h"}
+)
+"""What --only accepts: the row keys, and their parts before the first '-' (b selects every (b) row).
+(g) and (h) run whole."""
+
+
 def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description="Run every authsvc benchmark.")
     parser.add_argument("--duration", type=float, help="measured seconds per scenario (default 5; --quick: 1)")
@@ -1207,6 +1215,9 @@ def parse_args(argv: list[str] | None) -> Options:
         "the report keeps only those; default: all",
     )
     args = parser.parse_args(argv)
+    only = frozenset(k.strip() for k in args.only.split(",") if k.strip()) if args.only else None
+    if only is not None and (unknown := sorted(only - SCENARIO_KEYS)):
+        parser.error(f"--only: unknown scenario {', '.join(unknown)}; known: {', '.join(sorted(SCENARIO_KEYS))}")
     quick = bool(args.quick)
     duration = args.duration if args.duration is not None else (1.0 if quick else 5.0)
     if duration <= 0 or args.generators < 1 or args.channels < 1 or args.concurrency < 1:
@@ -1231,7 +1242,7 @@ def parse_args(argv: list[str] | None) -> Options:
         quiet_cores=0.3,
         quiet_budget=args.quiet_budget if args.quiet_budget is not None else (10.0 if quick else 60.0),
         output=output,
-        only=frozenset(k.strip() for k in args.only.split(",") if k.strip()) if args.only else None,
+        only=only,
     )
 
 

@@ -6,6 +6,7 @@ temporary directory. Either way each test session works in a fresh database of i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import tempfile
@@ -56,27 +57,43 @@ def server_url() -> Iterator[str]:
         server.cleanup()
 
 
-@pytest.fixture(scope="session")
-async def database_url(server_url: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for this test session, dropped at the end."""
-    name = f"authsvc_test_{secrets.token_hex(6)}"
+@contextlib.asynccontextmanager
+async def new_database(server_url: str, prefix: str) -> AsyncIterator[str]:
+    """An empty database of its own on the server (no migrations applied), dropped on exit."""
+    name = f"{prefix}_{secrets.token_hex(6)}"
     admin = await asyncpg.connect(server_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    url = _with_database(server_url, name)
-    conn = await asyncpg.connect(url)
     try:
-        await migrations.apply(conn)
+        yield _with_database(server_url, name)
     finally:
-        await conn.close()
-    yield url
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+        admin = await asyncpg.connect(server_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test session, dropped at the end."""
+    async with new_database(server_url, "authsvc_test") as url:
+        conn = await asyncpg.connect(url)
+        try:
+            await migrations.apply(conn)
+        finally:
+            await conn.close()
+        yield url
+
+
+@pytest.fixture
+async def fresh_database(server_url: str) -> AsyncIterator[str]:
+    """An empty database for one test (no migrations applied), dropped after it: for tests that migrate, or
+    rewrite every row, where the session's database must not see it."""
+    async with new_database(server_url, "authsvc_one") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-import os
 import secrets
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import pytest
 
 from authsvc.config import Settings
@@ -20,7 +17,6 @@ from authsvc.operators import hash_token
 from authsvc.sealing import new_kek_text, parse_kek
 from authsvc.state import State
 from authsvc.v1 import auth_service_pb2 as pb
-from tests.conftest import _with_database
 from tests.processes import TEST_KEK, authsvc, clean_env
 
 if TYPE_CHECKING:
@@ -201,19 +197,6 @@ def test_new_token_and_new_kek_print_fresh_values_that_the_settings_accept() -> 
     assert broken.returncode == 0 and broken.stdout.startswith("bob:")
     kek = authsvc("keys", "new-kek", env=clean_env())
     assert kek.returncode == 0 and len(parse_kek(kek.stdout)) == 32
-
-
-@pytest.fixture
-async def fresh_database(server_url: str) -> AsyncIterator[str]:
-    """A database of its own: re-encryption rewrites every key in it, which the session's server must not see."""
-    name = f"authsvc_kek_{os.urandom(4).hex()}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    yield _with_database(server_url, name)
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
 
 
 def test_reencrypt_under_a_new_first_kek_lets_the_new_kek_alone_open_everything(fresh_database: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from authsvc import migrations
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
-from tests.conftest import _with_database
 from tests.processes import authsvc, clean_env, serve, served_ports
-
-
-@pytest.fixture
-async def fresh_database(server_url: str) -> AsyncIterator[str]:
-    """An empty database (no migrations applied), dropped after the test."""
-    name = f"authsvc_cmd_{os.urandom(4).hex()}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    yield _with_database(server_url, name)
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
 
 
 def test_apps_create_list_show(database_url: str) -> None:
