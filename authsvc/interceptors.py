@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from time import perf_counter
 from typing import Any
 
@@ -44,6 +45,24 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Statu
 
 
 _API_KEY_HEADER = "x-api-key"
+
+_NOT_OBSERVED = ("",)
+current_api_key: ContextVar[tuple[str | None]] = ContextVar("authsvc_api_key", default=_NOT_OBSERVED)
+"""(the call's `x-api-key` metadata, or None when it sent none), set by the interceptor for the handler: it has
+read the metadata already, and context.invocation_metadata() builds it anew on every read (hot path)."""
+
+
+def api_key_of(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """The call's `x-api-key` metadata: as the interceptor read it, or from the context outside one."""
+    observed = current_api_key.get()
+    if observed is not _NOT_OBSERVED:
+        return observed[0]
+    for name, value in context.invocation_metadata() or ():
+        if name == _API_KEY_HEADER:
+            return value if isinstance(value, str) else None
+    return None
+
+
 _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 _CANCELLED = grpc.StatusCode.CANCELLED
@@ -87,9 +106,11 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
         api_key: str | None = None
         sent_id: str | None = None
         for key, value in handler_call_details.invocation_metadata or ():
-            if key == _API_KEY_HEADER and isinstance(value, str):
-                api_key = value
-            elif key == REQUEST_ID_HEADER and isinstance(value, str):
+            # The first of each, as the servicers read metadata.
+            if key == _API_KEY_HEADER:
+                if api_key is None and isinstance(value, str):
+                    api_key = value
+            elif key == REQUEST_ID_HEADER and sent_id is None and isinstance(value, str):
                 sent_id = value
         rid = request_id(sent_id)
         if handler.unary_unary is not None:
@@ -144,6 +165,7 @@ def _observed(
 
     async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         token = current_request_id.set(rid)
+        key_token = current_api_key.set((api_key,))
         started = perf_counter()
         code = _UNKNOWN
         method.metrics.started.inc()
@@ -171,6 +193,7 @@ def _observed(
             raise
         finally:
             _finish(method, code, started, api_key)
+            current_api_key.reset(key_token)
             current_request_id.reset(token)
 
     return observed
@@ -184,6 +207,7 @@ def _observed_generator(
     async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         # No reset: a generator may be closed from another context, and each call's task has a context of its own.
         current_request_id.set(rid)
+        current_api_key.set((api_key,))
         started = perf_counter()
         code = _UNKNOWN
         method.metrics.started.inc()

@@ -41,6 +41,7 @@ __all__ = [
     "CompactJws",
     "MalformedToken",
     "numeric_date",
+    "numeric_date_value",
     "parse_compact",
 ]
 
@@ -284,7 +285,11 @@ def numeric_date(payload: Mapping[str, Any], claim: str) -> float | None:
     """The claim as a NumericDate in seconds, None if absent; MalformedToken unless a number in range."""
     if claim not in payload:
         return None
-    value = payload[claim]
+    return numeric_date_value(payload[claim], claim)
+
+
+def numeric_date_value(value: Any, claim: str) -> float:
+    """A present claim's value as a NumericDate in seconds; MalformedToken unless a number in range."""
     # bool is an int subclass but no date; ints are range-checked before float(), which a huge one overflows.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MalformedToken(f"{claim} is not a number")

@@ -18,6 +18,7 @@ from authsvc.audit import Actor
 from authsvc.clock import MICROS_PER_SECOND, Clock, Micros
 from authsvc.config import Settings
 from authsvc.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from authsvc.interceptors import api_key_of
 from authsvc.metrics import Metrics
 from authsvc.state import State
 from authsvc.store import Store
@@ -82,22 +83,31 @@ def _plain_claims(struct: struct_pb2.Struct) -> dict[str, Any]:
 # Enum members' .name and .value are descriptor calls; the hot path looks them up in plain dicts.
 _OUTCOME_NAMES = {outcome: outcome.name for outcome in tokens.Outcome}
 _OUTCOME_VALUES = {outcome: outcome.value for outcome in tokens.Outcome}
+_VALID = tokens.Outcome.VALID
+
+
+def _set_timestamp(target: timestamp_pb2.Timestamp, micros: Micros) -> None:
+    seconds, fraction = divmod(micros, MICROS_PER_SECOND)
+    if fraction:
+        target.seconds, target.nanos = seconds, fraction * 1000
+    elif seconds:
+        target.seconds = seconds  # nanos stays 0 (one write fewer on the hot path)
+    else:
+        target.SetInParent()  # the epoch itself: present, with every field at its default
 
 
 def _verify_response(result: tokens.Verification) -> pb.VerifyTokenResponse:
     # Filled in place: passing submessages to the constructor would copy each of them (hot path).
     response = pb.VerifyTokenResponse(
-        valid=result.valid,
+        valid=result.outcome is _VALID,
         outcome=_OUTCOME_VALUES[result.outcome],  # type: ignore[arg-type]
         user_id=result.user_id,
         dev_token=result.dev_token,
     )
     if result.issued_at is not None:
-        seconds, fraction = divmod(result.issued_at, MICROS_PER_SECOND)
-        response.issued_at.seconds, response.issued_at.nanos = seconds, fraction * 1000
+        _set_timestamp(response.issued_at, result.issued_at)
     if result.expires_at is not None:
-        seconds, fraction = divmod(result.expires_at, MICROS_PER_SECOND)
-        response.expires_at.seconds, response.expires_at.nanos = seconds, fraction * 1000
+        _set_timestamp(response.expires_at, result.expires_at)
     if result.claims:
         _fill_struct(response.claims, result.claims)
     return response
@@ -113,7 +123,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         self._cache_size = settings.verify_cache_size
         # VALID answers by token: the verdict is still reached on every call, only the message is reused.
         self._valid_responses: OrderedDict[str, pb.VerifyTokenResponse] = OrderedDict()
-        self._count_outcome = metrics.count_outcome
+        self._outcome_counts = metrics.outcome_counts
         self._count_revocation = metrics.count_revocation
         self._settings = settings
         self._clock = clock
@@ -156,7 +166,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         result = self._verifier.verify(
             token, app, now=self._clock(), leeway=self._leeway, revoked_before=self._state.user_revoked_before
         )
-        self._count_outcome(_OUTCOME_NAMES[result.outcome])
+        self._outcome_counts[_OUTCOME_NAMES[result.outcome]] += 1
         return self._response(token, result, seen_before=seen_before)
 
     async def VerifyTokens(self, request: pb.VerifyTokensRequest, context: Context) -> pb.VerifyTokensResponse:
@@ -176,7 +186,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             outcomes[_OUTCOME_NAMES[result.outcome]] += 1
             responses.append(respond(token, result, seen_before=seen_before))
         for outcome, n in outcomes.items():
-            self._count_outcome(outcome, n)
+            self._outcome_counts[outcome] += n
         return pb.VerifyTokensResponse(results=responses)
 
     async def RevokeUser(self, request: pb.RevokeUserRequest, context: Context) -> pb.RevokeUserResponse:
@@ -227,7 +237,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     def _response(self, token: str, result: tokens.Verification, *, seen_before: bool) -> pb.VerifyTokenResponse:
         """The answer for a verdict. A VALID one is the same every time for a token, so a token presented again
         keeps its message; a token seen once (most fresh tokens) is not worth the bookkeeping."""
-        if not result.valid:
+        if result.outcome is not _VALID:
             return _verify_response(result)
         response = self._valid_responses.get(token)
         if response is None:
@@ -243,7 +253,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         return pb.GetJwksResponse(keys=[pb.Jwk(**jwk) for jwk in app.jwks()])
 
     async def _app(self, context: Context) -> tokens.App:
-        api_key = _metadata(context, API_KEY_HEADER)
+        api_key = api_key_of(context)
         if not api_key:
             raise Unauthenticated(f"send the app's API key as '{API_KEY_HEADER}' metadata", "MISSING_API_KEY")
         app = self._state.app(api_key) or await self._state.find_app(api_key)  # the await only on a miss

@@ -290,11 +290,18 @@ def user_hash(user_id: str) -> int:
     return int.from_bytes(hashlib.sha256(user_id.encode()).digest()[:8], "big", signed=True)
 
 
+def parse(token: str) -> jws.CompactJws | None:
+    """Step 1: the token strictly parsed, or None when it is not a well-formed compact JWS (MALFORMED)."""
+    try:
+        return jws.parse_compact(token)
+    except jws.MalformedToken:
+        return None
+
+
 def present(token: str) -> Presented:
     """Parses a presented token once; the user id it claims (unchecked) lets the caller fetch revocations."""
-    try:
-        parsed = jws.parse_compact(token)
-    except jws.MalformedToken:
+    parsed = parse(token)
+    if parsed is None:
         return Presented(jws=None, user_id=None)
     user_id = parsed.payload.get("user_id")
     if not isinstance(user_id, str) or not USER_ID_PATTERN.fullmatch(user_id):
@@ -362,9 +369,11 @@ def check_claims(
     dev_token = is_dev_token(token)
     claims = token.payload
     try:
-        iat = _micros_or_none(jws.numeric_date(claims, "iat"))
-        exp = _micros_or_none(jws.numeric_date(claims, "exp"))
-        nbf = _micros_or_none(jws.numeric_date(claims, "nbf"))
+        # An absent claim costs no call (most tokens carry iat only); a present null is refused.
+        date = jws.numeric_date_value
+        iat = seconds_to_micros(date(claims["iat"], "iat")) if "iat" in claims else None
+        exp = seconds_to_micros(date(claims["exp"], "exp")) if "exp" in claims else None
+        nbf = seconds_to_micros(date(claims["nbf"], "nbf")) if "nbf" in claims else None
     except jws.MalformedToken:
         return Verification(Outcome.MALFORMED, claims=claims, dev_token=dev_token)
     user_id = claims.get("user_id")

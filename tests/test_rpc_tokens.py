@@ -105,6 +105,22 @@ async def test_vendor_sdk_tokens_verify_unchanged(
         assert result.user_id == "alice"
 
 
+async def test_verified_times_are_exact_at_the_epoch_and_to_the_microsecond(
+    stub: AuthServiceAsyncStub, new_app: NewApp
+) -> None:
+    app = await new_app()
+    at_epoch = await verify(stub, app, jwt.encode({"user_id": "alice", "iat": 0}, app.api_secret, algorithm="HS256"))
+    assert at_epoch.valid
+    assert at_epoch.HasField("issued_at") and at_epoch.issued_at.ToMicroseconds() == 0
+    fractional = jwt.encode(
+        {"user_id": "alice", "iat": 1_700_000_000.25, "exp": 4_000_000_000.000001}, app.api_secret, algorithm="HS256"
+    )
+    result = await verify(stub, app, fractional)
+    assert result.valid
+    assert result.issued_at.ToMicroseconds() == 1_700_000_000_250_000
+    assert result.expires_at.ToMicroseconds() == 4_000_000_000_000_001
+
+
 async def test_each_failure_outcome(stub: AuthServiceAsyncStub, new_app: NewApp, clock: FakeClock) -> None:
     app = await new_app()
     now = clock.freeze() // S
@@ -177,6 +193,17 @@ async def test_verify_needs_only_the_api_key(stub: AuthServiceAsyncStub, new_app
         stub.VerifyToken(pb.VerifyTokenRequest(token=issued.token), metadata=[("x-api-key", "nosuchapp")])
     )
     assert (unknown.code, unknown.reason) == (grpc.StatusCode.NOT_FOUND, "APP_NOT_FOUND")
+    # Sent twice, the first x-api-key counts (the access log names the same one).
+    first_counts = await stub.VerifyToken(
+        pb.VerifyTokenRequest(token=issued.token), metadata=[("x-api-key", app.api_key), ("x-api-key", "nosuchapp")]
+    )
+    assert first_counts.valid
+    second_ignored = await expect_failure(
+        stub.VerifyToken(
+            pb.VerifyTokenRequest(token=issued.token), metadata=[("x-api-key", "nosuchapp"), ("x-api-key", app.api_key)]
+        )
+    )
+    assert second_ignored.reason == "APP_NOT_FOUND"
 
 
 async def test_verify_tokens_answers_each_token_in_order(
