@@ -162,12 +162,11 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         token = request.token  # read once: every read of a protobuf string field makes a new str
         if not token:
             raise InvalidArgument("token is empty; send the JWT the client presented", "MISSING_TOKEN")
-        seen_before = token in self._verifier
         result = self._verifier.verify(
             token, app, now=self._clock(), leeway=self._leeway, revoked_before=self._state.user_revoked_before
         )
         self._outcome_counts[_OUTCOME_NAMES[result.outcome]] += 1
-        return self._response(token, result, seen_before=seen_before)
+        return self._response(token, result)
 
     async def VerifyTokens(self, request: pb.VerifyTokensRequest, context: Context) -> pb.VerifyTokensResponse:
         self._state.check_fresh()
@@ -181,10 +180,9 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         responses = []
         outcomes: Counter[str] = Counter()
         for token in request.tokens:
-            seen_before = token in self._verifier
             result = verify(token, app, now=now, leeway=self._leeway, revoked_before=revoked_before)
             outcomes[_OUTCOME_NAMES[result.outcome]] += 1
-            responses.append(respond(token, result, seen_before=seen_before))
+            responses.append(respond(token, result))
         for outcome, n in outcomes.items():
             self._outcome_counts[outcome] += n
         return pb.VerifyTokensResponse(results=responses)
@@ -234,15 +232,16 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             return pb.ClearRevocationResponse(app_cleared=had)
         raise InvalidArgument("say what to clear: users {user_ids: [...]} or app: true", "NO_REVOCATION_TARGET")
 
-    def _response(self, token: str, result: tokens.Verification, *, seen_before: bool) -> pb.VerifyTokenResponse:
-        """The answer for a verdict. A VALID one is the same every time for a token, so a token presented again
-        keeps its message; a token seen once (most fresh tokens) is not worth the bookkeeping."""
+    def _response(self, token: str, result: tokens.Verification) -> pb.VerifyTokenResponse:
+        """The answer for a verdict (just reached). A VALID one is the same every time for a token, so a token
+        the verifier keeps (one presented again) keeps its message too; a token seen once (most fresh tokens) is
+        not worth the bookkeeping."""
         if result.outcome is not _VALID:
             return _verify_response(result)
         response = self._valid_responses.get(token)
         if response is None:
             response = _verify_response(result)
-            if seen_before and self._cache_size > 0:
+            if token in self._verifier:
                 if len(self._valid_responses) >= self._cache_size:
                     self._valid_responses.popitem(last=False)
                 self._valid_responses[token] = response

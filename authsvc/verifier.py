@@ -25,10 +25,11 @@ class Verifier:
 
     def __init__(self, cache_size: int = 10_000) -> None:
         self._cache_size = cache_size
-        # token → (the app as it was when checked, the key that signed it, the parsed token). Any change of an
-        # app replaces its App object, so an entry for an older one no longer matches.
+        # token → (the app as it was when checked, when the key that signed it stops verifying (None: while the
+        # app keeps it), the parsed token). Any change of an app (a key retired, say) replaces its App object, so
+        # an entry for an older one no longer matches; only an API secret rotated out expires by itself.
         # An OrderedDict: evicting the oldest entry of a plain dict rescans its deleted slots (quadratic).
-        self._checked: OrderedDict[str, tuple[App, Secret | KeyPair | None, CompactJws]] = OrderedDict()
+        self._checked: OrderedDict[str, tuple[App, Micros | None, CompactJws]] = OrderedDict()
         # A doorkeeper: the hashes of tokens that checked out once. A token enters the cache on its second good
         # check, so tokens presented once (most of a stream of fresh logins) cost a set entry, not a cache
         # entry that would push out a token in real use. A hash collision only admits a token early: the cache
@@ -40,7 +41,7 @@ class Verifier:
     ) -> Verification:
         """The token model's verdict on `token` for `app` at `now`."""
         hit = self._checked.get(token)
-        if hit is not None and hit[0] is app and (not isinstance(hit[1], Secret) or hit[1].active(now)):
+        if hit is not None and hit[0] is app and (hit[1] is None or now < hit[1]):
             parsed = hit[2]
         else:
             fresh = tokens.parse(token)
@@ -69,7 +70,7 @@ class Verifier:
         checked = self._checked
         if len(checked) >= self._cache_size:
             checked.popitem(last=False)  # the oldest entry
-        checked[token] = (app, key, parsed)
+        checked[token] = (app, key.expires_at if isinstance(key, Secret) else None, parsed)
 
     def __contains__(self, token: object) -> bool:
         return token in self._checked

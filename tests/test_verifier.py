@@ -66,6 +66,21 @@ def test_a_new_secret_invalidates_what_the_old_one_checked() -> None:
     )
 
 
+def test_a_cached_token_of_a_rotated_out_secret_fails_when_its_overlap_ends() -> None:
+    verifier = Verifier()
+    t = token({"user_id": "alice"}, secret="o" * 43)
+    # The app as it is during the overlap: a new current secret, the old one valid for another minute.
+    overlapping = App(
+        id=1, api_key="appkey123", name="chat", secrets=(Secret("k2", SECRET), Secret("k1", "o" * 43, NOW + 60 * S))
+    )
+    for _ in range(2):  # a token enters the cache on its second good check
+        assert verifier.verify(t, overlapping, now=NOW, leeway=0, revoked_before=lambda a, u: None).valid
+    assert t in verifier
+    assert verifier.verify(t, overlapping, now=NOW + 59 * S, leeway=0, revoked_before=lambda a, u: None).valid
+    after = verifier.verify(t, overlapping, now=NOW + 60 * S, leeway=0, revoked_before=lambda a, u: None)
+    assert after.outcome is Outcome.INVALID_SIGNATURE
+
+
 def test_dev_tokens_are_not_accepted_from_cache_once_auth_checks_are_back_on() -> None:
     verifier = Verifier()
     dev_app = dataclasses.replace(APP, auth_checks_disabled=True)
