@@ -265,7 +265,12 @@ def parse_compact(token: str) -> CompactJws:
         raise _diagnose(token)
     header_segment, payload_segment, signature_segment = match.groups()
 
-    header = _header(header_segment)
+    # Most tokens an app sees share a handful of headers, so their decoding is cached (hot path: no call to
+    # _header for them); the caller gets a copy.
+    if len(header_segment) <= _MAX_CACHED_HEADER_SEGMENT and (cached := _cached_header(header_segment))[1]:
+        header = cached[0].copy()
+    else:
+        header = _header(header_segment)
     payload = _decode_json_object(_decode_segment(payload_segment, "payload"), "payload")
     if signature_segment == DEV_SIGNATURE:
         signature = b""

@@ -192,9 +192,17 @@ class TestVerifyOutcomes:
     def test_audience_list_naming_the_app_is_accepted(self) -> None:
         assert check(vendor_token({"user_id": "alice", "aud": ["x", APP.api_key]})).outcome is Outcome.VALID
 
-    @pytest.mark.parametrize("exp", ["1800000000", True, None, [1]])
-    def test_time_claims_must_be_numbers(self, exp: Any) -> None:
-        assert check(vendor_token({"user_id": "alice", "exp": exp})).outcome is Outcome.MALFORMED
+    @pytest.mark.parametrize("claim", ["iat", "exp", "nbf"])
+    @pytest.mark.parametrize("value", ["1800000000", True, False, None, [1], {"s": 1}])
+    def test_time_claims_must_be_numbers(self, claim: str, value: Any) -> None:
+        assert check(vendor_token({"user_id": "alice", claim: value})).outcome is Outcome.MALFORMED
+
+    @pytest.mark.parametrize("claim", ["iat", "exp", "nbf"])
+    def test_time_claims_range_is_the_epoch_to_the_end_of_9999(self, claim: str) -> None:
+        for value in (-1, 253402300800, 10**30, -(10**30), 253402300799.5):
+            assert check(vendor_token({"user_id": "alice", claim: value})).outcome is Outcome.MALFORMED, value
+        for value in (0, 0.5, 253402300799):
+            assert check(vendor_token({"user_id": "alice", claim: value})).outcome is not Outcome.MALFORMED, value
 
     def test_expired_is_checked_before_revocation(self) -> None:
         token = vendor_token({"user_id": "alice", "iat": NOW // S - 100, "exp": NOW // S - 60})
