@@ -33,6 +33,7 @@ from authsvc.tokens import App, user_hash
 log = logging.getLogger(__name__)
 
 _ABSENT = object()
+_MEMO_SIZE = 4096
 
 
 class RevocationSet:
@@ -40,14 +41,17 @@ class RevocationSet:
 
     A sorted pair of int64 arrays holds the bulk; recent changes sit in a small dict (None marks a removal)
     that is merged into the arrays once it grows past an eighth of them, so merging stays O(n) amortized.
+    The answers for the users last asked about are remembered by user id until the set changes: hashing a
+    user id and a binary search through megabytes cost a chat's active users more than a dict look-up.
     """
 
-    __slots__ = ("_keys", "_times", "_recent")
+    __slots__ = ("_keys", "_times", "_recent", "_answers")
 
     def __init__(self, keys: Iterable[int] = (), times: Iterable[int] = ()) -> None:
         self._keys = array("q", keys)
         self._times = array("q", times)
         self._recent: dict[int, int | None] = {}
+        self._answers: dict[str, Micros | None] = {}
         if any(a > b for a, b in zip(self._keys, self._keys[1:], strict=False)):
             # The snapshot query delivers hashes in order; this only guards against a plan that does not.
             pairs = sorted(zip(self._keys, self._times, strict=True))
@@ -65,13 +69,27 @@ class RevocationSet:
             return self._times[i]
         return None
 
+    def get_user(self, user_id: str) -> Micros | None:
+        """The revocation time of a user, or None (remembered for the last few thousand users asked about)."""
+        answers = self._answers
+        answer = answers.get(user_id, _ABSENT)
+        if answer is not _ABSENT:
+            return answer  # type: ignore[return-value]
+        answer = self.get(user_hash(user_id))
+        if len(answers) >= _MEMO_SIZE:
+            answers.clear()
+        answers[user_id] = answer
+        return answer
+
     def set(self, key: int, revoked_before: Micros) -> None:
         """Records a user's revocation time (as the database has it in force)."""
+        self._answers.clear()
         self._recent[key] = revoked_before
         self._maybe_merge()
 
     def remove(self, key: int) -> None:
         """Forgets a user's revocation."""
+        self._answers.clear()
         self._recent[key] = None
         self._maybe_merge()
 
@@ -165,7 +183,7 @@ class State:
         entry = self._by_id.get(app_id)
         if entry is None or not entry.revocations:  # no hashing for an app without user revocations
             return None
-        return entry.revocations.get(user_hash(user_id))
+        return entry.revocations.get_user(user_id)
 
     def staleness(self) -> float:
         """Seconds since the state was last confirmed current against the database."""

@@ -304,6 +304,32 @@ async def _is_down(url: str) -> bool:
     return False
 
 
+def test_remembered_answers_by_user_follow_every_change() -> None:
+    rng = random.Random(11)
+    users = [f"user-{i}" for i in range(300)]
+    model: dict[str, int] = {u: i for i, u in enumerate(users[:100])}
+    revocations = RevocationSet()
+    for user, at in model.items():
+        revocations.set(user_hash(user), at)
+    for step in range(5000):
+        user = rng.choice(users)
+        # Asked first (so the answer is remembered), then changed, then asked again.
+        assert revocations.get_user(user) == model.get(user)
+        if rng.random() < 0.3:
+            revocations.remove(user_hash(user))
+            model.pop(user, None)
+        elif rng.random() < 0.5:
+            revocations.set(user_hash(user), 1000 + step)
+            model[user] = 1000 + step
+        assert revocations.get_user(user) == model.get(user)
+        other = rng.choice(users)  # a change to one user must not leave another's answer stale either
+        assert revocations.get_user(other) == model.get(other)
+    # More users than it remembers: it forgets, and still answers right.
+    many = [f"u{i}" for i in range(10_000)]
+    assert all(revocations.get_user(u) is None for u in many)
+    assert all(revocations.get_user(u) == model.get(u) for u in users)
+
+
 def test_revocation_set_sorts_unsorted_input() -> None:
     revocations = RevocationSet([5, -3, 9], [50, -30, 90])
     assert [revocations.get(k) for k in (9, 5, -3, 4)] == [90, 50, -30, None]
