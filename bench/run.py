@@ -68,6 +68,7 @@ from bench.servers import (  # noqa: E402
     register,
     run_command,
     running,
+    set_affinity,
     tree_cpu_seconds,
     unregister,
 )
@@ -97,6 +98,9 @@ class Options:
     propagation_iterations: int
     revocations: int
     repeat: int
+    rounds: int
+    placement: tuple[frozenset[int], frozenset[int]] | None
+    """(the server's CPUs, the generators' CPUs) for every load measurement, or None: not pinned."""
     quiet_cores: float
     quiet_budget: float
     output: Path | None
@@ -272,14 +276,14 @@ Scenario = tuple[Row, "ServerProcess", Callable[[int], dict[str, Any]]]
 
 
 async def measure_interleaved(bench: Bench, scenarios: list[Scenario]) -> None:
-    """Runs `repeat` rounds of every scenario, one trial of each per round, in turn.
+    """Runs `rounds` rounds of every scenario, one trial of each per round, in turn.
 
     The ratios between them are then taken round by round (see `targets`): two scenarios measured seconds
     apart see the same background load, two measured minutes apart may not. The table keeps each row's best.
     """
     scenarios = [sc for sc in scenarios if bench.opts.selected(sc[0].key)]
     trials: dict[str, list[Row]] = {row.key: [] for row, _, _ in scenarios}
-    for attempt in range(bench.opts.repeat):
+    for attempt in range(bench.opts.rounds):
         for row, server, spec_for in scenarios:
             trials[row.key].append(await _trial(bench, row, server, spec_for, attempt))
     for row, _, _ in scenarios:
@@ -359,6 +363,10 @@ async def _measure(bench: Bench, row: Row, server: ServerProcess, spec_for: Call
             line = await asyncio.wait_for(process.stdout.readline(), common["max_seconds"])
             if line.strip() != b"ready":
                 raise failure(i, "did not get ready")
+        if opts.placement is not None:  # the server on a core of its own, as if the load came from elsewhere
+            set_affinity(server.pid, opts.placement[0])
+            for process in generators:
+                set_affinity(process.pid, opts.placement[1])
         cpu0 = tree_cpu_seconds(server.pid)
         db0 = bench.pg.cpu_seconds()
         busy0, _ = machine_ticks()
@@ -380,6 +388,8 @@ async def _measure(bench: Bench, row: Row, server: ServerProcess, spec_for: Call
             results.append(json.loads(line))
             await asyncio.wait_for(process.wait(), 30)
     finally:
+        if opts.placement is not None:  # free again for what runs next (PostgreSQL work, the next scenario)
+            set_affinity(server.pid, opts.placement[0] | opts.placement[1])
         for process in generators:
             if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -1054,15 +1064,31 @@ def contention_notes(bench: Bench) -> list[str]:
     ceiling = _row(bench, "a")
     others = sorted(r.other_cpu_pct for r in bench.rows if r.error is None and r.other_cpu_pct is not None)
     lines = [
-        f"- Each scenario ran {opts.repeat} time(s); the table keeps the run with the most calls/s (every run's "
-        "calls/s is in the notes under the table). (a), (b) HS256 and (c) ran in interleaved rounds (a, b "
-        "repeated, b fresh, c; then again), and each target ratio between them is the median of its ratios round "
-        "by round, so both sides of a ratio saw the same background load. Before each run the bench waited for "
+        f"- (a), (b) HS256 and (c) ran in {opts.rounds} interleaved rounds (a, b repeated, b fresh, c; then again), "
+        "and each target ratio between them is the median of its ratios round by round, so both sides of a ratio "
+        f"saw the same background load; so did the two servers of (h). Every other scenario ran {opts.repeat} "
+        "time(s). The table keeps each scenario's run with the most calls/s (every run's calls/s is in the notes "
+        "under the table). Before each run the bench waited for "
         "the machine to go idle "
         f"(under {opts.quiet_cores * 100:.0f}% of a core busy), {opts.quiet_budget:g} s at most in all; it waited "
         f"{bench.quiet_waited:.0f} s in this run.",
     ]
-    if ceiling is not None and ceiling.server_cpu_pct is not None and ceiling.gen_cpu_pct is not None:
+    if opts.placement is not None:
+        server_cpus, gen_cpus = (",".join(map(str, sorted(c))) for c in opts.placement)
+        at_ceiling = (
+            f" At the ceiling the server used {ceiling.server_cpu_pct:.0f}% of its core and the generators "
+            f"{ceiling.gen_cpu_pct:.0f}% of theirs."
+            if ceiling is not None and ceiling.server_cpu_pct is not None and ceiling.gen_cpu_pct is not None
+            else ""
+        )
+        lines.append(
+            f"- **Placement**: during each measured window the server process ran on CPU {server_cpus} alone and "
+            f"the load generators on CPU {gen_cpus} (`sched_setaffinity`; PostgreSQL and everything else "
+            "anywhere), as if the load came from other machines: the generators' own work, which grows with the "
+            "size of requests and answers, then takes no CPU from the server. `--no-pin` lets them share every "
+            f"core.{at_ceiling}"
+        )
+    elif ceiling is not None and ceiling.server_cpu_pct is not None and ceiling.gen_cpu_pct is not None:
         bound = (
             "so the single-process server, at about one full core, was the bottleneck"
             if ceiling.server_cpu_pct >= 85
@@ -1188,6 +1214,17 @@ SCENARIO_KEYS = frozenset(
 (g) and (h) run whole."""
 
 
+def placement() -> tuple[frozenset[int], frozenset[int]] | None:
+    """The server's CPU and the generators' CPUs: the first CPU this process may use, and the rest (None with
+    fewer than two, or where affinity cannot be set)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return frozenset(cpus[:1]), frozenset(cpus[1:])
+
+
 def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description="Run every authsvc benchmark.")
     parser.add_argument("--duration", type=float, help="measured seconds per scenario (default 5; --quick: 1)")
@@ -1203,6 +1240,18 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--revocations", type=int, help="revoked users for (h) (default 1000000; --quick: 100000)")
     parser.add_argument(
         "--repeat", type=int, help="runs (rounds) per scenario, the best kept in the table (default 3; --quick: 1)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="interleaved rounds of (a), (b) HS256, (c) and (h), whose target ratios are medians over the rounds "
+        "(default 5; --quick: 1)",
+    )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the server and the generators share every core (default: the server on the first CPU, the "
+        "generators on the others, when there are two or more)",
     )
     parser.add_argument(
         "--quiet-budget",
@@ -1222,6 +1271,8 @@ def parse_args(argv: list[str] | None) -> Options:
     duration = args.duration if args.duration is not None else (1.0 if quick else 5.0)
     if duration <= 0 or args.generators < 1 or args.channels < 1 or args.concurrency < 1:
         parser.error("--duration, --generators, --channels and --concurrency must be positive")
+    if (args.repeat is not None and args.repeat < 1) or (args.rounds is not None and args.rounds < 1):
+        parser.error("--repeat and --rounds must be at least 1")
     output = args.output
     if output is None and not quick and not args.only:
         output = REPO / "docs" / "performance.md"
@@ -1239,6 +1290,8 @@ def parse_args(argv: list[str] | None) -> Options:
         propagation_iterations=50 if quick else 200,
         revocations=args.revocations if args.revocations is not None else (100_000 if quick else MILLION),
         repeat=args.repeat if args.repeat is not None else (1 if quick else 3),
+        rounds=args.rounds if args.rounds is not None else (1 if quick else 5),
+        placement=None if args.no_pin else placement(),
         quiet_cores=0.3,
         quiet_budget=args.quiet_budget if args.quiet_budget is not None else (10.0 if quick else 60.0),
         output=output,

@@ -5,6 +5,9 @@
 #   make bench BENCH_ARGS=--quick       smoke run (~1 s a scenario); prints the report, writes no file
 #   make bench-quick                    the same
 #   make bench BENCH_ARGS='--only a,b-fresh'   some scenarios by row key (a, b-rep, b-fresh, c, d, e, f, g, h, ...)
+#   make bench BENCH_ARGS='--rounds 9'          more interleaved rounds for the target ratios (default 5)
+#   make bench BENCH_ARGS=--no-pin              server and generators share every core (default: the server
+#                                               alone on the first CPU while a window is measured)
 #
 # AUTHSVC_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres runs on that PostgreSQL server (in a
 # fresh database the bench creates and drops); unset, the bench starts an embedded one.
