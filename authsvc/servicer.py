@@ -104,17 +104,10 @@ def _verify_response(result: tokens.Verification) -> pb.VerifyTokenResponse:
         user_id=result.user_id,
         dev_token=result.dev_token,
     )
-    # Whole seconds after the epoch (the usual case) are set here, without a call.
-    if (issued_at := result.issued_at) is not None:
-        if issued_at % MICROS_PER_SECOND or issued_at <= 0:
-            _set_timestamp(response.issued_at, issued_at)
-        else:
-            response.issued_at.seconds = issued_at // MICROS_PER_SECOND
-    if (expires_at := result.expires_at) is not None:
-        if expires_at % MICROS_PER_SECOND or expires_at <= 0:
-            _set_timestamp(response.expires_at, expires_at)
-        else:
-            response.expires_at.seconds = expires_at // MICROS_PER_SECOND
+    if result.issued_at is not None:
+        _set_timestamp(response.issued_at, result.issued_at)
+    if result.expires_at is not None:
+        _set_timestamp(response.expires_at, result.expires_at)
     if result.claims:
         _fill_struct(response.claims, result.claims)
     return response
