@@ -8,10 +8,18 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import jwt
+import pytest
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from authsvc.clock import MICROS_PER_SECOND as S
+from authsvc.clock import system_clock
+from authsvc.config import Settings
+from authsvc.metrics import Metrics
+from authsvc.servicer import AuthServicer
+from authsvc.state import State
+from authsvc.store import Store
 from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import NewApp
 
 if TYPE_CHECKING:
@@ -204,6 +212,32 @@ async def test_verify_needs_only_the_api_key(stub: AuthServiceAsyncStub, new_app
         )
     )
     assert second_ignored.reason == "APP_NOT_FOUND"
+
+
+async def test_the_servicer_reads_the_api_key_itself_without_the_interceptor(
+    store: Store, state: State, settings: Settings, new_app: NewApp
+) -> None:
+    # The interceptor hands the API key it read to the handler; a server built without it (an embedding
+    # application's own stack, which then maps errors to statuses itself) must still find the key in the
+    # call's metadata, and refuse a call without one.
+    app = await new_app()
+    bare = grpc.aio.server()
+    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
+        AuthServicer(store, state, settings, system_clock, Metrics()), bare
+    )
+    port = bare.add_insecure_port("127.0.0.1:0")
+    await bare.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            bare_stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+            issued = await bare_stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))
+            result = await verify(bare_stub, app, issued.token)
+            assert result.valid and result.user_id == "alice"
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await bare_stub.VerifyToken(pb.VerifyTokenRequest(token=issued.token))
+            assert "x-api-key" in (refused.value.details() or "")
+    finally:
+        await bare.stop(None)
 
 
 async def test_verify_tokens_answers_each_token_in_order(
