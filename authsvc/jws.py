@@ -41,7 +41,6 @@ __all__ = [
     "CompactJws",
     "MalformedToken",
     "numeric_date",
-    "numeric_date_value",
     "parse_compact",
 ]
 
@@ -265,12 +264,7 @@ def parse_compact(token: str) -> CompactJws:
         raise _diagnose(token)
     header_segment, payload_segment, signature_segment = match.groups()
 
-    # Most tokens an app sees share a handful of headers, so their decoding is cached (hot path: no call to
-    # _header for them); the caller gets a copy.
-    if len(header_segment) <= _MAX_CACHED_HEADER_SEGMENT and (cached := _cached_header(header_segment))[1]:
-        header = cached[0].copy()
-    else:
-        header = _header(header_segment)
+    header = _header(header_segment)
     payload = _decode_json_object(_decode_segment(payload_segment, "payload"), "payload")
     if signature_segment == DEV_SIGNATURE:
         signature = b""
@@ -290,11 +284,7 @@ def numeric_date(payload: Mapping[str, Any], claim: str) -> float | None:
     """The claim as a NumericDate in seconds, None if absent; MalformedToken unless a number in range."""
     if claim not in payload:
         return None
-    return numeric_date_value(payload[claim], claim)
-
-
-def numeric_date_value(value: Any, claim: str) -> float:
-    """A present claim's value as a NumericDate in seconds; MalformedToken unless a number in range."""
+    value = payload[claim]
     # bool is an int subclass but no date; ints are range-checked before float(), which a huge one overflows.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MalformedToken(f"{claim} is not a number")

@@ -170,7 +170,7 @@ class App:
         if self.key_pairs or self.algorithm != HS256:
             pairs = self.key_pairs
             return pairs if kid is None else [pair for pair in pairs if pair.key_id == kid]
-        secrets = self.secrets if not self._secrets_expire else self.active_secrets(now)
+        secrets = self.active_secrets(now)
         return secrets if kid is None else [secret for secret in secrets if secret.key_id == kid]
 
 
@@ -338,7 +338,7 @@ def check_signature(token: jws.CompactJws, app: App, *, now: Micros) -> tuple[Ou
     Returns (None, the key that signed) when they check out, else (the outcome, None). A developer token
     passes, with no key, only for an app with auth checks disabled.
     """
-    if token.signature_segment == DEV_SIGNATURE:  # is_dev_token, without a call (hot path)
+    if is_dev_token(token):
         return (None, None) if app.auth_checks_disabled else (Outcome.INVALID_SIGNATURE, None)
     # The allow-list is the app's one algorithm, compared exactly: "hs256", "none" and every other spelling fail.
     if token.header["alg"] != app.algorithm:
@@ -366,20 +366,12 @@ def check_claims(
     user_revoked_before: Micros | None,
 ) -> Verification:
     """Steps 4 to 7, on a token whose signature checked out: times, audience, user, revocations."""
-    dev_token = token.signature_segment == DEV_SIGNATURE
+    dev_token = is_dev_token(token)
     claims = token.payload
     try:
-        # An absent claim costs no call, nor does a whole number of seconds in range (most tokens carry an
-        # integer iat only); anything else takes the full rule, which refuses a present null.
-        iat = claims.get("iat")
-        if iat is not None or "iat" in claims:
-            iat = iat * MICROS_PER_SECOND if type(iat) is int and 0 <= iat <= MAX_NUMERIC_DATE else _date(iat, "iat")
-        exp = claims.get("exp")
-        if exp is not None or "exp" in claims:
-            exp = exp * MICROS_PER_SECOND if type(exp) is int and 0 <= exp <= MAX_NUMERIC_DATE else _date(exp, "exp")
-        nbf = claims.get("nbf")
-        if nbf is not None or "nbf" in claims:
-            nbf = nbf * MICROS_PER_SECOND if type(nbf) is int and 0 <= nbf <= MAX_NUMERIC_DATE else _date(nbf, "nbf")
+        iat = _micros_or_none(jws.numeric_date(claims, "iat"))
+        exp = _micros_or_none(jws.numeric_date(claims, "exp"))
+        nbf = _micros_or_none(jws.numeric_date(claims, "nbf"))
     except jws.MalformedToken:
         return Verification(Outcome.MALFORMED, claims=claims, dev_token=dev_token)
     user_id = claims.get("user_id")
@@ -409,11 +401,6 @@ def check_claims(
     else:
         outcome = Outcome.VALID
     return Verification(outcome, user_id, iat, exp, claims, dev_token)
-
-
-def _date(value: Any, claim: str) -> Micros:
-    """A present date claim in microseconds; MalformedToken unless a NumericDate in range."""
-    return seconds_to_micros(jws.numeric_date_value(value, claim))
 
 
 def _micros_or_none(seconds: float | None) -> Micros | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 
-from authsvc import jws, tokens
+from authsvc import tokens
 from authsvc.clock import Micros
 from authsvc.jws import CompactJws
 from authsvc.tokens import App, KeyPair, Outcome, Secret, Verification
@@ -25,11 +25,12 @@ class Verifier:
 
     def __init__(self, cache_size: int = 10_000) -> None:
         self._cache_size = cache_size
-        # token → (the app as it was when checked, when the key that signed it stops verifying (None: while the
-        # app keeps it), the parsed token). Any change of an app (a key retired, say) replaces its App object, so
-        # an entry for an older one no longer matches; only an API secret rotated out expires by itself.
+        # token → (the app as it was when checked, the API secret that signed it (None: a key pair, or no key for
+        # a developer token), the parsed token). Any change of an app (a key retired, say) replaces its App
+        # object, so an entry for an older one no longer matches; only an API secret rotated out expires by itself
+        # (Secret.active, asked on every hit).
         # An OrderedDict: evicting the oldest entry of a plain dict rescans its deleted slots (quadratic).
-        self._checked: OrderedDict[str, tuple[App, Micros | None, CompactJws]] = OrderedDict()
+        self._checked: OrderedDict[str, tuple[App, Secret | None, CompactJws]] = OrderedDict()
         # A doorkeeper: the hashes of tokens that checked out once. A token enters the cache on its second good
         # check, so tokens presented once (most of a stream of fresh logins) cost a set entry, not a cache
         # entry that would push out a token in real use. A hash collision only admits a token early: the cache
@@ -41,13 +42,13 @@ class Verifier:
     ) -> Verification:
         """The token model's verdict on `token` for `app` at `now`."""
         hit = self._checked.get(token)
-        if hit is not None and hit[0] is app and (hit[1] is None or now < hit[1]):
+        if hit is not None and hit[0] is app and (hit[1] is None or hit[1].active(now)):
             parsed = hit[2]
         else:
-            try:
-                parsed = jws.parse_compact(token)  # tokens.parse without the call (hot path)
-            except jws.MalformedToken:
+            fresh = tokens.parse(token)
+            if fresh is None:
                 return Verification(Outcome.MALFORMED)
+            parsed = fresh
             failed, key = tokens.check_signature(parsed, app, now=now)
             if failed is not None:
                 return Verification(failed)
@@ -70,7 +71,7 @@ class Verifier:
         checked = self._checked
         if len(checked) >= self._cache_size:
             checked.popitem(last=False)  # the oldest entry
-        checked[token] = (app, key.expires_at if isinstance(key, Secret) else None, parsed)
+        checked[token] = (app, key if isinstance(key, Secret) else None, parsed)
 
     def __contains__(self, token: object) -> bool:
         return token in self._checked

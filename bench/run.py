@@ -1254,7 +1254,10 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--concurrency", type=int, default=64, help="calls in flight in all (default 64)")
     parser.add_argument("--revocations", type=int, help="revoked users for (h) (default 1000000; --quick: 100000)")
     parser.add_argument(
-        "--repeat", type=int, help="runs (rounds) per scenario, the best kept in the table (default 3; --quick: 1)"
+        "--repeat",
+        type=int,
+        help="runs of each scenario outside the interleaved rounds (d, e, f, EdDSA, asyncio), the best kept in the "
+        "table (default 3; --quick: 1)",
     )
     parser.add_argument(
         "--rounds",
