@@ -95,15 +95,17 @@ class Settings:
     """Most connections one process holds to PostgreSQL."""
     database_timeout: float = 5.0
     """Seconds to wait for a database connection or query before answering UNAVAILABLE."""
+    drain_timeout: float = 10.0
+    """After SIGTERM, seconds the server keeps serving (health NOT_SERVING) until its callers go quiet."""
     shutdown_grace: float = 20.0
-    """Seconds calls in flight may take to finish after SIGTERM."""
+    """Seconds calls in flight may take to finish once the drain ends and new calls are refused."""
     max_staleness: float = 30.0
     """Seconds VerifyToken keeps answering from memory without reaching the database; then UNAVAILABLE."""
     state_check_interval: float = 2.0
     """Seconds between checks that the in-memory state is current (the safety net behind NOTIFY)."""
     workers: int = 0
     """Server processes sharing the gRPC port; 0 means one per CPU core."""
-    event_loop: str = "asyncio"
+    event_loop: str = "auto"
     """asyncio, uvloop (measured faster under load, docs/performance.md), or auto: uvloop when installed."""
     verify_cache_size: int = 10_000
     """Tokens remembered after their signature checked out (expiry and revocation are still checked); 0: off."""
@@ -155,6 +157,8 @@ class Settings:
             values["database_pool_size"] = _positive_int(pool, "AUTHSVC_DATABASE_POOL_SIZE")
         if (timeout := get("database_timeout")) is not None:
             values["database_timeout"] = parse_duration(timeout)
+        if (drain := get("drain_timeout")) is not None:
+            values["drain_timeout"] = parse_duration(drain)
         if (grace := get("shutdown_grace")) is not None:
             values["shutdown_grace"] = parse_duration(grace)
         if (staleness := get("max_staleness")) is not None:

@@ -15,7 +15,8 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from authsvc.errors import DOMAIN, AuthsvcError
+from authsvc.errors import DOMAIN, AuthsvcError, Unavailable
+from authsvc.lifecycle import Drain
 from authsvc.logs import REQUEST_ID_HEADER, current_request_id, log_call, request_id
 from authsvc.metrics import MethodMetrics, Metrics
 
@@ -36,6 +37,9 @@ def status_of(error: AuthsvcError) -> grpc.Status:
 
 def _internal_status() -> grpc.Status:
     return status_of(AuthsvcError(_INTERNAL_MESSAGE, "INTERNAL"))
+
+
+_SHUTTING_DOWN = "this server is shutting down; retry (another replica will answer)"
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> None:
@@ -71,14 +75,17 @@ _CANCELLED = grpc.StatusCode.CANCELLED
 class _Method:
     """What the observer keeps per method: its metric children, log level and handler shape."""
 
-    __slots__ = ("metrics", "name", "level", "generator")
+    __slots__ = ("metrics", "name", "level", "generator", "drain")
 
-    def __init__(self, metrics: MethodMetrics, name: str, generator: bool) -> None:
+    def __init__(self, metrics: MethodMetrics, name: str, generator: bool, drain: Drain | None) -> None:
         self.metrics = metrics
         self.name = name
         # Health probes (every few seconds per pod) and reflection would drown the call log at INFO.
         self.level = logging.DEBUG if name.startswith("grpc.") else logging.INFO
         self.generator = generator
+        self.drain = drain
+        """The server's drain for a call that answers once (counted in flight, refused when stopping); None
+        for a streaming answer, which lasts as long as its client wants."""
 
 
 class ObservingInterceptor(grpc.aio.ServerInterceptor):
@@ -90,8 +97,9 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
     each interceptor layer costs tens of microseconds a call on grpc.aio.
     """
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, drain: Drain | None = None) -> None:
         self._metrics = metrics
+        self._drain = Drain() if drain is None else drain
         self._methods: dict[str, _Method] = {}
 
     async def intercept_service(
@@ -145,6 +153,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
             self._metrics.method(details.method, handler),
             details.method.lstrip("/"),
             generator=behavior is not None and inspect.isasyncgenfunction(behavior),
+            drain=self._drain if behavior is None else None,
         )
         self._methods[details.method] = method
         return method
@@ -169,10 +178,16 @@ def _observed(
         started = perf_counter()
         code = _UNKNOWN
         method.metrics.started.inc()
+        drain = method.drain
+        if drain is not None:
+            drain.in_flight += 1
+            drain.last_started = started
         try:
             # Trailing, not initial: it rides with the status; initial metadata would cost a write of its own.
             context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
             try:
+                if drain is not None and drain.refusing:
+                    raise Unavailable(_SHUTTING_DOWN, "SHUTTING_DOWN")
                 response = await inner(request, context)
             except AuthsvcError as error:
                 code = error.code
@@ -192,6 +207,8 @@ def _observed(
             code = _CANCELLED
             raise
         finally:
+            if drain is not None:
+                drain.in_flight -= 1
             _finish(method, code, started, api_key)
             current_api_key.reset(key_token)
             current_request_id.reset(token)

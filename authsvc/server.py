@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -24,6 +25,7 @@ from authsvc.database import database_url
 from authsvc.errors import ConfigError
 from authsvc.http import HttpServer, Routes, jwks_handler, metrics_handler
 from authsvc.interceptors import ObservingInterceptor
+from authsvc.lifecycle import Drain, disconnect
 from authsvc.logs import configure_logging
 from authsvc.metrics import Metrics
 from authsvc.reflection import enable_reflection
@@ -39,6 +41,17 @@ SERVICE_NAME = auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_
 ADMIN_SERVICE_NAME = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 
+LIVENESS = "liveness"
+"""The health service name of liveness: SERVING from start-up done until stop, whatever the database does (a
+restart would not bring a database back). Point a liveness probe at it."""
+
+READINESS = ("", SERVICE_NAME, ADMIN_SERVICE_NAME)
+"""The health service names of readiness: SERVING while this process can answer VerifyToken (its state is
+fresh); NOT_SERVING while starting, while the state is older than AUTHSVC_MAX_STALENESS, and from stop on."""
+
+_READINESS_POLL = 0.5
+
+
 @dataclass
 class RunningServer:
     """A started gRPC server and the port it listens on, with its HTTP server (/metrics) and metrics."""
@@ -49,17 +62,55 @@ class RunningServer:
     http: HttpServer
     http_port: int
     metrics: Metrics
+    drain: Drain
+    fresh: Callable[[], bool]
+    _readiness: asyncio.Task[None] | None = None
 
     async def mark_serving(self) -> None:
-        """Turns health SERVING (for "" and AuthService): call it once the process is ready to answer."""
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        """Turns health SERVING (liveness, and readiness while the state is fresh) and keeps readiness
+        following the state's freshness: call it once the process is ready to answer."""
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        if self._readiness is None:
+            self._readiness = asyncio.create_task(self._follow_freshness(), name="authsvc-readiness")
 
-    async def stop(self, grace: float | None) -> None:
-        """Turns health NOT_SERVING for good, refuses new calls, lets calls in flight finish within `grace`."""
+    async def _follow_freshness(self) -> None:
+        ready: bool | None = None
+        while True:
+            fresh = self.fresh()
+            if fresh != ready:
+                status = health_pb2.HealthCheckResponse.SERVING if fresh else health_pb2.HealthCheckResponse.NOT_SERVING
+                for name in READINESS:
+                    await self.health.set(name, status)
+                if ready is not None:
+                    log.log(
+                        logging.INFO if fresh else logging.WARNING,
+                        "readiness %s: the verification state is %s",
+                        "SERVING" if fresh else "NOT_SERVING",
+                        "current again" if fresh else "older than AUTHSVC_MAX_STALENESS (VerifyToken fails closed)",
+                    )
+                ready = fresh
+            await asyncio.sleep(_READINESS_POLL)
+
+    async def stop(self, grace: float | None, drain_timeout: float = 0.0) -> None:
+        """Stops serving in the phases of authsvc.lifecycle, failing no call with anything but UNAVAILABLE:
+        health NOT_SERVING for good at once; calls still served until the callers go quiet or `drain_timeout`
+        passes; then new calls refused while calls in flight get `grace` seconds (None: no bound); then the
+        client connections closed and the server stopped."""
+        if self._readiness is not None:
+            self._readiness.cancel()
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        if drain_timeout > 0:
+            quiet = await self.drain.lame_duck(drain_timeout)
+            log.info("drain: %s", "the callers went quiet" if quiet else "the drain timeout passed with calls coming")
+        if not await self.drain.refuse_and_finish(grace):
+            log.warning("drain: calls still in flight after the shutdown grace of %ss are cut", grace)
+        disconnect(self.port)
+        await self.server.stop(0)
         await self.http.close()
+
+    def hurry(self) -> None:
+        """Ends a stop in progress now: no more waiting for callers or calls in flight (a second signal)."""
+        self.drain.hurry()
 
 
 async def start_server(
@@ -85,8 +136,9 @@ async def start_server(
     metrics = Metrics() if metrics is None else metrics
     metrics.set_version_source(lambda: state.version)
     metrics.set_staleness_source(state.staleness)
+    drain = Drain()
     server = grpc.aio.server(
-        interceptors=[ObservingInterceptor(metrics)],
+        interceptors=[ObservingInterceptor(metrics, drain)],
         options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
@@ -95,7 +147,7 @@ async def start_server(
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(store, state, settings, clock), server)
     health = HealthServicer()
     # The stock servicer starts with "" SERVING; a probe must not see that before the process is ready.
-    for name in ("", SERVICE_NAME):
+    for name in (*READINESS, LIVENESS):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(
@@ -114,7 +166,7 @@ async def start_server(
     http = HttpServer(routes)
     http_port = await http.start(settings.host, settings.http_port)
     await server.start()
-    running = RunningServer(server, port, health, http, http_port, metrics)
+    running = RunningServer(server, port, health, http, http_port, metrics, drain, state.fresh)
     if serving:
         await running.mark_serving()
     return running
@@ -170,9 +222,17 @@ def new_state(store: Store, url: str, settings: Settings) -> State:
 async def _serve(url: str, settings: Settings, worker: int = 0, workers: int = 1) -> None:
     # Installed first: a SIGTERM during start-up (bounded by the database timeouts) stops cleanly once started.
     stop = asyncio.Event()
+    hurry = asyncio.Event()  # a second signal: stop without waiting
+
+    def on_signal() -> None:
+        (hurry if stop.is_set() else stop).set()
+
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    # A worker stops on its supervisor's SIGTERM; the SIGINT of a Ctrl-C reaches the whole process group.
+    for sig in (signal.SIGTERM,) if workers > 1 else (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    if workers > 1:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     pool, store = await open_store(url, settings)
     state = new_state(store, url, settings)
     try:
@@ -200,8 +260,19 @@ async def _serve(url: str, settings: Settings, worker: int = 0, workers: int = 1
             log.info("authsvc serving gRPC on %s:%d", settings.host, running.port)
             log.info("authsvc serving HTTP on %s:%d", settings.host, running.http_port)
         await stop.wait()
-        log.info("stopping: letting calls in flight finish within %.0fs", settings.shutdown_grace)
-        await running.stop(settings.shutdown_grace)
+        log.info(
+            "stopping: health NOT_SERVING; serving until the callers go quiet (at most %gs), then calls in flight "
+            "get %gs (a second signal stops at once)",
+            settings.drain_timeout,
+            settings.shutdown_grace,
+        )
+        stopping = asyncio.create_task(running.stop(settings.shutdown_grace, settings.drain_timeout))
+        hurried = asyncio.create_task(hurry.wait())
+        await asyncio.wait((stopping, hurried), return_when=asyncio.FIRST_COMPLETED)
+        if hurry.is_set():
+            running.hurry()
+        hurried.cancel()
+        await stopping
     finally:
         await state.stop()
         await pool.close()

@@ -189,9 +189,13 @@ class State:
         """Seconds since the state was last confirmed current against the database."""
         return max(0.0, self._monotonic() - self._fresh_at)
 
+    def fresh(self) -> bool:
+        """True while the state is at most the maximum staleness old: what verification may rely on."""
+        return self._monotonic() - self._fresh_at <= self._max_staleness
+
     def check_fresh(self) -> None:
         """Raises Unavailable when the state is older than the maximum staleness (fail closed)."""
-        if self._monotonic() - self._fresh_at > self._max_staleness:
+        if not self.fresh():
             raise Unavailable(
                 f"authsvc has not reached its database for over {self._max_staleness:.0f}s and cannot vouch "
                 "for revocations; retry later",

@@ -241,13 +241,24 @@ def check_file(path: Path) -> list[str]:
                 for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
                     if container.get(probe, {}).get("grpc", {}).get("port") != 50051:
                         problems.append(f"{cwhere}: {probe} must be a native gRPC probe on 50051")
-                grace = _seconds(env.get("AUTHSVC_SHUTDOWN_GRACE", "20s"))
+                # Readiness follows the state's freshness; liveness must not (a restart brings no database back).
+                for probe, service in (
+                    ("livenessProbe", "liveness"),
+                    ("startupProbe", "liveness"),
+                    ("readinessProbe", ""),
+                ):
+                    if container.get(probe, {}).get("grpc", {}).get("service", "") != service:
+                        problems.append(f"{cwhere}: {probe} must ask for the health service {service!r}")
+                grace = _seconds(env.get("AUTHSVC_SHUTDOWN_GRACE", "20s")) + _seconds(
+                    env.get("AUTHSVC_DRAIN_TIMEOUT", "10s")
+                )
                 command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
                 if command[:1] == ["sleep"]:
                     grace += _seconds(command[1])
                 if spec.get("terminationGracePeriodSeconds", 30) <= grace:
                     problems.append(
-                        f"{where}: terminationGracePeriodSeconds must exceed preStop + shutdown grace ({grace}s)"
+                        f"{where}: terminationGracePeriodSeconds must exceed preStop + drain timeout + shutdown grace"
+                        f" ({grace}s)"
                     )
 
     servers = by_kind.get("Deployment", [])

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authsvc import apps
 from authsvc.audit import Actor
 from authsvc.clock import MICROS_PER_SECOND as S
 from authsvc.config import Settings
 from authsvc.errors import Unavailable
-from authsvc.server import RunningServer, start_server
+from authsvc.server import LIVENESS, READINESS, RunningServer, start_server
 from authsvc.state import RevocationSet, State
 from authsvc.store import Store
 from authsvc.tokens import App, user_hash
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
 
 TEST_ACTOR = Actor("test")
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class ManualMonotonic:
@@ -262,6 +265,21 @@ async def test_database_outage_serves_from_memory_then_fails_closed_then_recover
                 )
                 return response
 
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def statuses() -> dict[str, int]:
+                return {
+                    name: (await health.Check(health_pb2.HealthCheckRequest(service=name))).status
+                    for name in (*READINESS, LIVENESS)
+                }
+
+            async def not_ready() -> bool:
+                return await statuses() == {**dict.fromkeys(READINESS, NOT_SERVING), LIVENESS: SERVING}
+
+            async def ready() -> bool:
+                return await statuses() == dict.fromkeys((*READINESS, LIVENESS), SERVING)
+
+            await eventually(ready)
             await asyncio.to_thread(_stop_postgres, pgdata)
             assert await _is_down(url)
             # Within the staleness bound: answered from memory.
@@ -278,6 +296,8 @@ async def test_database_outage_serves_from_memory_then_fails_closed_then_recover
                 state.check_fresh()
             stale = await expect_failure(verify())
             assert (stale.code, stale.reason) == (grpc.StatusCode.UNAVAILABLE, "STATE_STALE")
+            # Readiness follows: a load balancer stops sending here; liveness does not (a restart would not help).
+            await eventually(not_ready)
             # The database comes back: the process catches up by itself, without a restart.
             await asyncio.to_thread(server.ensure_postgres_running)
 
@@ -286,6 +306,7 @@ async def test_database_outage_serves_from_memory_then_fails_closed_then_recover
 
             await eventually(fresh_again, within=30)
             assert (await verify()).valid
+            await eventually(ready)
             await asyncio.sleep(0.01)
             await stub.RevokeUser(pb.RevokeUserRequest(user_ids=["alice"]), metadata=backend(app))
             assert (await verify()).outcome == pb.VERIFY_OUTCOME_REVOKED
