@@ -244,3 +244,35 @@ async def test_sigterm_under_sustained_load_fails_no_call_but_with_unavailable_a
     ok_unlogged = [c for c in calls if c.code == OK and c.request_id not in logged]
     assert ok_unlogged == [], "every call the server answered is in its access log"
     assert "Traceback" not in served.output
+
+
+async def test_a_drain_ends_when_the_callers_go_quiet_not_at_its_timeout(
+    database_url: str, new_app: NewApp, tmp_path: Path
+) -> None:
+    """Two workers, one client connection (so one worker has no traffic at all), callers that stop calling once
+    health says NOT_SERVING, as a client-side health check would: every worker's drain ends because its
+    callers went quiet, long before the drain timeout, and no call fails."""
+    app = await new_app("quiet")
+    env = clean_env(AUTHSVC_DATABASE_URL=database_url, AUTHSVC_DRAIN_TIMEOUT="1h", AUTHSVC_SHUTDOWN_GRACE="1h")
+    signalled, done = asyncio.Event(), asyncio.Event()
+    calls: list[Call] = []
+    async with serve(env, tmp_path, workers=2) as served, _channel(served.target) as channel:
+        stub: AuthServiceAsyncStub = auth_service_pb2_grpc.AuthServiceStub(channel)
+        token = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await watch.read()).status == SERVING
+        callers = [
+            asyncio.create_task(_caller(stub, f"quiet{n}", app, token, signalled, done, calls)) for n in range(4)
+        ]
+        while len(calls) < WARM_UP_CALLS:  # noqa: ASYNC110 - counted as the callers append
+            await asyncio.sleep(0.01)
+        signalled.set()
+        served.process.send_signal(signal.SIGTERM)
+        assert (await watch.read()).status == NOT_SERVING
+        done.set()
+        await asyncio.gather(*callers)
+        await served.finished()
+    assert served.process.returncode == 0, served.output
+    assert [c for c in calls if c.code != OK] == []
+    drains = [m for m in served.messages() if m.startswith("drain: ")]
+    assert drains == ["drain: the callers went quiet"] * 2, drains
