@@ -15,7 +15,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from authsvc.errors import DOMAIN, AuthsvcError
+from authsvc.errors import DOMAIN, AuthsvcError, InvalidArgument
 from authsvc.logs import REQUEST_ID_HEADER, current_request_id, log_call, request_id
 from authsvc.metrics import MethodMetrics, Metrics
 
@@ -68,17 +68,57 @@ _UNKNOWN = grpc.StatusCode.UNKNOWN
 _CANCELLED = grpc.StatusCode.CANCELLED
 
 
+class _Undecodable:
+    """Stands for a request whose bytes did not decode: grpc would answer UNKNOWN, naming the parser's error."""
+
+    __slots__ = ()
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _malformed_request() -> InvalidArgument:
+    return InvalidArgument(
+        "the request is not a valid protobuf message of this method's request type (corrupt bytes, a string "
+        "that is not UTF-8, or messages nested too deeply)",
+        "MALFORMED_REQUEST",
+    )
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None, stream: bool) -> Callable[[bytes], Any] | None:
+    """`deserializer`, turning a failure into something the observed handler answers as MALFORMED_REQUEST.
+
+    grpc decodes a unary request before any handler runs, so there it returns a marker the wrapper checks; a
+    streamed request decodes inside the handler's iteration, so there it raises the error itself.
+    """
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError, or whatever a parser raises for hostile bytes
+            if stream:
+                raise _malformed_request() from None
+            return _UNDECODABLE
+
+    return deserialize
+
+
 class _Method:
-    """What the observer keeps per method: its metric children, log level and handler shape."""
+    """What the observer keeps per method: its metric children, log level, handler shape and deserializer."""
 
-    __slots__ = ("metrics", "name", "level", "generator")
+    __slots__ = ("metrics", "name", "level", "generator", "deserializer")
 
-    def __init__(self, metrics: MethodMetrics, name: str, generator: bool) -> None:
+    def __init__(
+        self, metrics: MethodMetrics, name: str, generator: bool, deserializer: Callable[[bytes], Any] | None
+    ) -> None:
         self.metrics = metrics
         self.name = name
         # Health probes (every few seconds per pod) and reflection would drown the call log at INFO.
         self.level = logging.DEBUG if name.startswith("grpc.") else logging.INFO
         self.generator = generator
+        self.deserializer = deserializer
 
 
 class ObservingInterceptor(grpc.aio.ServerInterceptor):
@@ -116,13 +156,13 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _observed(handler.unary_unary, method, rid, api_key),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=method.deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
                 _observed(handler.stream_unary, method, rid, api_key),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=method.deserializer,
                 response_serializer=handler.response_serializer,
             )
         inner: Any = handler.unary_stream or handler.stream_stream
@@ -130,12 +170,12 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 wrapped,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=method.deserializer,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=method.deserializer,
             response_serializer=handler.response_serializer,
         )
 
@@ -145,6 +185,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
             self._metrics.method(details.method, handler),
             details.method.lstrip("/"),
             generator=behavior is not None and inspect.isasyncgenfunction(behavior),
+            deserializer=_tolerant(handler.request_deserializer, stream=handler.request_streaming),
         )
         self._methods[details.method] = method
         return method
@@ -173,6 +214,8 @@ def _observed(
             # Trailing, not initial: it rides with the status; initial metadata would cost a write of its own.
             context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
             try:
+                if request is _UNDECODABLE:
+                    raise _malformed_request()
                 response = await inner(request, context)
             except AuthsvcError as error:
                 code = error.code
@@ -214,8 +257,14 @@ def _observed_generator(
         try:
             # Trailing, not initial: it rides with the status; initial metadata would cost a write of its own.
             context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
-            async for response in inner(request, context):
-                yield response
+            try:
+                if request is _UNDECODABLE:
+                    raise _malformed_request()
+                async for response in inner(request, context):
+                    yield response
+            except AuthsvcError as error:
+                code = error.code
+                await _abort(context, status_of(error))
             code = context.code() or _OK
         except grpc.aio.AbortError:
             code = context.code() or _UNKNOWN
