@@ -446,6 +446,9 @@ def authenticate_backend(credential: str, app: App, *, now: Micros, leeway: Micr
     if token.header["alg"] != HS256 or not any(
         secret.signed(token.signing_input, token.signature) for secret in secrets
     ):
+        # Server tokens are signed with the API secret, so one signed with the app's key pair is a user token.
+        if app.key_pairs and not is_dev_token(token) and check_signature(token, app, now=now)[0] is None:
+            raise _user_token_not_allowed()
         raise Unauthenticated("the credential is not signed with this app's API secret")
     claims = token.payload
     try:
@@ -455,15 +458,18 @@ def authenticate_backend(credential: str, app: App, *, now: Micros, leeway: Micr
     except jws.MalformedToken:
         raise Unauthenticated("the server token has a malformed time claim") from None
     if claims.get("server") is not True:
-        raise PermissionDenied(
-            "a user token cannot authorize this call; use the API secret or a server token",
-            "USER_TOKEN_NOT_ALLOWED",
-        )
+        raise _user_token_not_allowed()
     if exp is not None and now >= exp + leeway:
         raise Unauthenticated("the server token has expired", "CREDENTIAL_EXPIRED")
     if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
         raise Unauthenticated("the server token is not valid yet", "CREDENTIAL_NOT_YET_VALID")
     return CredentialKind.SERVER_TOKEN
+
+
+def _user_token_not_allowed() -> PermissionDenied:
+    return PermissionDenied(
+        "a user token cannot authorize this call; use the API secret or a server token", "USER_TOKEN_NOT_ALLOWED"
+    )
 
 
 def belongs_to(credential: str, app: App, *, now: Micros) -> bool:

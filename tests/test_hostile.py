@@ -6,14 +6,22 @@ reaches the log.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import grpc
+import jwt
 import pytest
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 
+from authsvc import keys
 from authsvc.server import RunningServer
 from authsvc.v1 import admin_service_pb2, auth_service_pb2
 from authsvc.v1 import auth_service_pb2 as pb
-from tests.support import failure
+from tests.conftest import NewApp
+from tests.support import backend, expect_failure, failure
+
+if TYPE_CHECKING:
+    from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
 
 METHODS: list[MethodDescriptor] = [
     method
@@ -117,3 +125,24 @@ async def test_an_undecodable_message_in_a_request_stream_is_malformed_request(c
             pass
     found = failure(raised.value)
     assert (found.code, found.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST")
+
+
+@pytest.mark.parametrize("algorithm", [keys.EDDSA, keys.ES256])
+async def test_an_asymmetric_apps_user_token_as_credential_is_user_token_not_allowed(
+    stub: AuthServiceAsyncStub, new_app: NewApp, algorithm: str
+) -> None:
+    app = await new_app(algorithm=algorithm)
+    user_token = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
+    found = await expect_failure(
+        stub.IssueToken(pb.IssueTokenRequest(user_id="bob"), metadata=backend(app, user_token))
+    )
+    assert (found.code, found.reason) == (grpc.StatusCode.PERMISSION_DENIED, "USER_TOKEN_NOT_ALLOWED")
+    # Signed with a key the app does not have, under the app's own kid: still not a credential at all.
+    stranger = keys.load(algorithm, keys.generate(algorithm)).private_key
+    forged = jwt.encode({"user_id": "alice"}, stranger, algorithm=algorithm, headers={"kid": app.key_id})
+    found = await expect_failure(stub.IssueToken(pb.IssueTokenRequest(user_id="bob"), metadata=backend(app, forged)))
+    assert (found.code, found.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIAL")
+    # The backend's own credentials keep working: the API secret, and a server token signed with it.
+    await stub.IssueToken(pb.IssueTokenRequest(user_id="bob"), metadata=backend(app))
+    server_token = jwt.encode({"server": True}, app.api_secret, algorithm="HS256")
+    await stub.IssueToken(pb.IssueTokenRequest(user_id="bob"), metadata=backend(app, server_token))
