@@ -266,8 +266,30 @@ def issue(
     if expires_at is not None:
         payload["exp"] = micros_to_seconds(expires_at)
     key_id, signer = app.signer(now)
-    token = jwt.encode(payload, signer, algorithm=app.algorithm, headers={"kid": key_id})
+    token = jwt.encode(payload, signer, algorithm=app.algorithm, headers={"kid": key_id}, json_encoder=_Utf8Json)
+    _check_verifiable(token)
     return IssuedToken(token=token, issued_at=now, expires_at=expires_at, key_id=key_id)
+
+
+class _Utf8Json(json.JSONEncoder):
+    """JSON as UTF-8 text rather than \\u escapes: a claim of non-ASCII text takes its UTF-8 size in the token,
+    the size MAX_CLAIMS_BYTES counts, instead of up to three times that."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**{**options, "ensure_ascii": False})
+
+
+def _check_verifiable(token: str) -> None:
+    """Refuses a freshly minted token that verification would find MALFORMED: the verifier's parser, the one
+    definition of the limits (token size, JSON depth) and of what a token may hold, judges it."""
+    try:
+        jws.parse_compact(token)
+    except jws.LimitExceeded as exc:
+        raise InvalidArgument(
+            f"claims make the token exceed a limit every verifier applies: {exc.reason}", "CLAIMS_TOO_LARGE"
+        ) from None
+    except jws.MalformedToken as exc:
+        raise InvalidArgument(f"claims make a token that would not verify: {exc.reason}", "INVALID_CLAIMS") from None
 
 
 def _checked_claims(claims: Mapping[str, Any]) -> Mapping[str, Any]:

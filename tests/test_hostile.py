@@ -6,19 +6,23 @@ reaches the log.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+import math
+import random
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import jwt
 import pytest
+from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 
-from authsvc import keys
+from authsvc import jws, keys, tokens
 from authsvc.server import RunningServer
 from authsvc.v1 import admin_service_pb2, auth_service_pb2
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import NewApp
-from tests.support import backend, expect_failure, failure
+from tests.support import api_key_only, backend, expect_failure, failure
 
 if TYPE_CHECKING:
     from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
@@ -146,3 +150,148 @@ async def test_an_asymmetric_apps_user_token_as_credential_is_user_token_not_all
     await stub.IssueToken(pb.IssueTokenRequest(user_id="bob"), metadata=backend(app))
     server_token = jwt.encode({"server": True}, app.api_secret, algorithm="HS256")
     await stub.IssueToken(pb.IssueTokenRequest(user_id="bob"), metadata=backend(app, server_token))
+
+
+def _depth(value: Any) -> int:
+    """How deep a JSON value nests: 0 for a scalar, 1 for an object or array of scalars."""
+    if isinstance(value, dict):
+        return 1 + max((_depth(child) for child in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(child) for child in value), default=0)
+    return 0
+
+
+def _as_carried(value: Any) -> Any:
+    """The value as a token carries it after the trip through protobuf: numbers are doubles, and whole ones
+    within 2**53 go back to integers."""
+    if isinstance(value, dict):
+        return {key: _as_carried(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_as_carried(child) for child in value]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    number = float(value)
+    return int(number) if number.is_integer() and abs(number) < 2**53 else number
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [*value, *(text for child in value.values() for text in _strings(child))]
+    if isinstance(value, list):
+        return [text for child in value for text in _strings(child)]
+    return [value] if isinstance(value, str) else []
+
+
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, dict | list):
+        return [n for child in (value.values() if isinstance(value, dict) else value) for n in _numbers(child)]
+    return [float(value)] if isinstance(value, int | float) and not isinstance(value, bool) else []
+
+
+NUMBERS = [0, -0.0, 1, -1, 7, 2**31, -(2**31) - 1, 2**53 - 1, 2**53, 2**53 + 1, 2**63, -(2**64), 10**20, 0.5, -2.25,
+           1 / 3, 1e-7, 5e-324, 2.2250738585072014e-308, 1e16, 1.7976931348623157e308, -1.7976931348623157e308,
+           123456789.125]  # fmt: skip
+ALPHABETS = [
+    "abcxyz019",
+    "é ñ ü ß",
+    "日本語中文한국어",
+    "😀🎉🧪𝄞",
+    '"\\/\b\f\n\r\t\u001f\u007f',
+    "\u2028\u2029\ufeff\ufffd\U0010ffff",
+]
+
+
+def _text(rng: random.Random, length: int) -> str:
+    alphabet = rng.choice(ALPHABETS)
+    return "".join(rng.choice(alphabet) for _ in range(length))
+
+
+def _scalar(rng: random.Random) -> Any:
+    kind = rng.randrange(4)
+    if kind == 0:
+        return rng.choice(NUMBERS)
+    if kind == 1:
+        return rng.uniform(-1e6, 1e6) if rng.random() < 0.5 else rng.randrange(-(10**9), 10**9)
+    if kind == 2:
+        return _text(rng, rng.randrange(0, 12))
+    return rng.choice([True, False, None])
+
+
+def _nested(rng: random.Random, depth: int) -> Any:
+    """A value exactly `depth` levels deep, of objects and arrays mixed."""
+    if depth == 0:
+        return _scalar(rng)
+    siblings = [_scalar(rng) for _ in range(rng.randrange(0, 3))]
+    inner = _nested(rng, depth - 1)
+    if rng.random() < 0.5:
+        return [*siblings, inner]
+    return {**{f"s{i}": value for i, value in enumerate(siblings)}, _text(rng, 3) or "k": inner}
+
+
+def _claims(rng: random.Random, case: int) -> dict[str, Any]:
+    shape = case % 5
+    if shape == 0:  # nesting around the limit (the claims object is level 1, as the token's payload is)
+        return {"deep": _nested(rng, rng.randrange(28, 36) - 1)}
+    if shape == 1:  # size around the limit
+        claims: dict[str, Any] = {"pad": "", "n": rng.choice(NUMBERS)}
+        alphabet = rng.choice(ALPHABETS[:4])
+        target = tokens.MAX_CLAIMS_BYTES + rng.randrange(-6, 7)
+        while len(json.dumps(_as_carried(claims), separators=(",", ":"), ensure_ascii=False).encode()) < target:
+            claims["pad"] += rng.choice(alphabet)
+        return claims
+    if shape == 2:  # many keys
+        return {f"k{i}": _scalar(rng) for i in range(rng.randrange(50, 400))}
+    if shape == 3:  # every kind of number, in lists too
+        return {"numbers": list(NUMBERS), "one": rng.choice(NUMBERS), "mixed": [_scalar(rng) for _ in range(20)]}
+    # unicode everywhere, keys included, now and then a NUL
+    claims = {_text(rng, rng.randrange(1, 8)): _nested(rng, rng.randrange(0, 4)) for _ in range(rng.randrange(1, 10))}
+    if rng.random() < 0.2:
+        claims["nul"] = "a\x00b"
+    return {key: value for key, value in claims.items() if key not in tokens.RESERVED_CLAIMS}
+
+
+async def test_every_token_issue_token_returns_verifies_valid(stub: AuthServiceAsyncStub, new_app: NewApp) -> None:
+    # Issue and verify share their limits: claims within the documented ones are accepted and verify VALID with
+    # the same claims; all others are refused with a reason, never minted into a token that verifies MALFORMED.
+    apps = [await new_app("prop"), await new_app("prop-ed", algorithm=keys.EDDSA)]
+    rng = random.Random(20240611)
+    accepted = refused = 0
+    for case in range(400):
+        app = apps[case % len(apps)]
+        claims = _claims(rng, case)
+        carried = _as_carried(claims)
+        size = len(json.dumps(carried, separators=(",", ":"), ensure_ascii=False).encode())
+        within = (
+            size <= tokens.MAX_CLAIMS_BYTES
+            and _depth(carried) <= jws.MAX_JSON_DEPTH
+            and not any("\x00" in text for text in _strings(carried))
+        )
+        request = pb.IssueTokenRequest(user_id="alice")
+        request.claims.update(claims)
+        try:
+            issued = await stub.IssueToken(request, metadata=backend(app))
+        except grpc.aio.AioRpcError as error:
+            found = failure(error)
+            assert not within, f"case {case}: {found.reason} {found.message} for claims within the limits"
+            assert found.code == grpc.StatusCode.INVALID_ARGUMENT, (case, found)
+            assert found.reason in {"CLAIMS_TOO_LARGE", "INVALID_CLAIMS", "MALFORMED_REQUEST"}, (case, found)
+            refused += 1
+            continue
+        assert within, f"case {case}: claims beyond the limits (size {size}, depth {_depth(carried)}) were accepted"
+        verified = await stub.VerifyToken(pb.VerifyTokenRequest(token=issued.token), metadata=api_key_only(app))
+        assert verified.outcome == pb.VERIFY_OUTCOME_VALID, f"case {case}: {pb.VerifyOutcome.Name(verified.outcome)}"
+        answered = json_format.MessageToDict(verified.claims)
+        assert {key: answered[key] for key in carried} == carried, f"case {case}"
+        accepted += 1
+    assert accepted > 150 and refused > 50, (accepted, refused)
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+async def test_a_claim_that_json_cannot_carry_is_invalid_claims(
+    stub: AuthServiceAsyncStub, new_app: NewApp, number: float
+) -> None:
+    app = await new_app()
+    request = pb.IssueTokenRequest(user_id="alice")
+    request.claims.fields["x"].number_value = number
+    found = await expect_failure(stub.IssueToken(request, metadata=backend(app)))
+    assert (found.code, found.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CLAIMS")
