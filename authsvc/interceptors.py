@@ -16,7 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from authsvc.errors import DOMAIN, AuthsvcError, InvalidArgument
-from authsvc.logs import REQUEST_ID_HEADER, current_request_id, log_call, request_id
+from authsvc.logs import REQUEST_ID_HEADER, ApiKeyLookup, current_request_id, log_call, request_id
 from authsvc.metrics import MethodMetrics, Metrics
 
 log = logging.getLogger(__name__)
@@ -108,10 +108,15 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None, stream: bool) -> Call
 class _Method:
     """What the observer keeps per method: its metric children, log level, handler shape and deserializer."""
 
-    __slots__ = ("metrics", "name", "level", "generator", "deserializer")
+    __slots__ = ("metrics", "name", "level", "generator", "deserializer", "known_api_key")
 
     def __init__(
-        self, metrics: MethodMetrics, name: str, generator: bool, deserializer: Callable[[bytes], Any] | None
+        self,
+        metrics: MethodMetrics,
+        name: str,
+        generator: bool,
+        deserializer: Callable[[bytes], Any] | None,
+        known_api_key: ApiKeyLookup | None,
     ) -> None:
         self.metrics = metrics
         self.name = name
@@ -119,6 +124,7 @@ class _Method:
         self.level = logging.DEBUG if name.startswith("grpc.") else logging.INFO
         self.generator = generator
         self.deserializer = deserializer
+        self.known_api_key = known_api_key
 
 
 class ObservingInterceptor(grpc.aio.ServerInterceptor):
@@ -128,10 +134,14 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
     It is also the one place where errors become statuses: an AuthsvcError becomes its status with a
     google.rpc.ErrorInfo, anything unexpected a bare INTERNAL (logged here, never sent). One wrapper, not two:
     each interceptor layer costs tens of microseconds a call on grpc.aio.
+
+    `known_api_key` tells whether an `x-api-key` names an existing app: only such a key is logged as sent,
+    anything else (a secret or token sent in its place) as a fingerprint; without it, every key is fingerprinted.
     """
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, known_api_key: ApiKeyLookup | None = None) -> None:
         self._metrics = metrics
+        self._known_api_key = known_api_key
         self._methods: dict[str, _Method] = {}
 
     async def intercept_service(
@@ -186,6 +196,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
             details.method.lstrip("/"),
             generator=behavior is not None and inspect.isasyncgenfunction(behavior),
             deserializer=_tolerant(handler.request_deserializer, stream=handler.request_streaming),
+            known_api_key=self._known_api_key,
         )
         self._methods[details.method] = method
         return method
@@ -196,7 +207,7 @@ def _finish(method: _Method, code: grpc.StatusCode, started: float, api_key: str
     metrics = method.metrics
     metrics.handled(code).inc()
     metrics.handling.observe(seconds)
-    log_call(method.level, method.name, code.name, seconds, api_key)
+    log_call(method.level, method.name, code.name, seconds, api_key, method.known_api_key)
 
 
 def _observed(

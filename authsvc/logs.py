@@ -6,12 +6,14 @@ A line holds `time`, `level`, `logger`, `message`, the `extra` fields of the cal
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, TextIO
 
@@ -25,8 +27,13 @@ access_log = logging.getLogger("authsvc.access")
 
 # A caller's id is echoed into logs and metadata, so only a plain, bounded one is taken (no dots: never a JWT).
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_:-]{1,64}")
-# API keys are lowercase letters and digits; a caller that swaps its headers sends a secret or a token instead.
+# API keys are lowercase letters and digits; a caller that swaps its headers sends a secret or a token instead,
+# and an operator token made by `openssl rand -hex 32` has the same shape: only a key of an app is logged as sent.
 _API_KEY = re.compile(r"[a-z0-9]{1,64}")
+_FINGERPRINT_DIGITS = 8
+
+ApiKeyLookup = Callable[[str], object]
+"""Whether a string is the API key of an existing app (truthy), such as State.app."""
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -78,15 +85,22 @@ def configure_logging(level: str, stream: TextIO | None = None, **fields: Any) -
     logging.captureWarnings(True)
 
 
-def loggable_api_key(sent: str | None) -> str | None:
-    """The API key as the access log shows it: as sent when it looks like one, else `[redacted]`."""
-    if sent is None or _API_KEY.fullmatch(sent):
+def loggable_api_key(sent: str | None, known: ApiKeyLookup | None = None) -> str | None:
+    """The API key as the access log shows it: as sent when it names an existing app (`known`), else a
+    fingerprint, `sha256:` and 8 hex digits, which tells repeated wrong keys apart but cannot give back a secret
+    or token sent in its place."""
+    if not sent:
         return sent
-    return "[redacted]"
+    if known is not None and _API_KEY.fullmatch(sent) and known(sent):
+        return sent
+    return "sha256:" + hashlib.sha256(sent.encode("utf-8", "surrogatepass")).hexdigest()[:_FINGERPRINT_DIGITS]
 
 
-def log_call(level: int, method: str, code: str, seconds: float, api_key: str | None) -> None:
-    """Writes the access-log line of one finished call (the request id comes from the call's context)."""
+def log_call(
+    level: int, method: str, code: str, seconds: float, api_key: str | None, known: ApiKeyLookup | None = None
+) -> None:
+    """Writes the access-log line of one finished call (the request id comes from the call's context); the API
+    key as loggable_api_key shows it."""
     if access_log.isEnabledFor(level):
         access_log.log(
             level,
@@ -97,6 +111,6 @@ def log_call(level: int, method: str, code: str, seconds: float, api_key: str | 
                 "method": method,
                 "code": code,
                 "duration_ms": round(seconds * 1000, 3),
-                "api_key": loggable_api_key(api_key),
+                "api_key": loggable_api_key(api_key, known),
             },
         )

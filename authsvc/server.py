@@ -86,7 +86,7 @@ async def start_server(
     metrics.set_version_source(lambda: state.version)
     metrics.set_staleness_source(state.staleness)
     server = grpc.aio.server(
-        interceptors=[ObservingInterceptor(metrics)],
+        interceptors=[ObservingInterceptor(metrics, state.app)],
         options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(

@@ -6,9 +6,13 @@ reaches the log.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import random
+import secrets
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -19,9 +23,11 @@ from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 
 from authsvc import jws, keys, tokens
 from authsvc.server import RunningServer
-from authsvc.v1 import admin_service_pb2, auth_service_pb2
+from authsvc.v1 import admin_service_pb2, admin_service_pb2_grpc, auth_service_pb2, auth_service_pb2_grpc
+from authsvc.v1 import admin_service_pb2 as admin_pb
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import NewApp
+from tests.processes import clean_env, serve
 from tests.support import api_key_only, backend, expect_failure, failure
 
 if TYPE_CHECKING:
@@ -295,3 +301,54 @@ async def test_a_claim_that_json_cannot_carry_is_invalid_claims(
     request.claims.fields["x"].number_value = number
     found = await expect_failure(stub.IssueToken(request, metadata=backend(app)))
     assert (found.code, found.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CLAIMS")
+
+
+async def test_no_credential_sent_in_any_header_reaches_the_access_log(
+    database_url: str, new_app: NewApp, tmp_path: Path
+) -> None:
+    app = await new_app("swapped-headers")
+    operator_token = secrets.token_hex(32)  # `openssl rand -hex 32`: lowercase hex, the shape of an API key
+    env = clean_env(AUTHSVC_DATABASE_URL=database_url, AUTHSVC_OPERATOR_TOKENS=f"ops:{operator_token}")
+    async with serve(env, tmp_path, workers=1) as served:
+        async with grpc.aio.insecure_channel(served.target) as channel:
+            stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+            admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+            user_token = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
+            credentials = {
+                "api-secret": app.api_secret,
+                "server-token": jwt.encode({"server": True}, app.api_secret, algorithm="HS256"),
+                "user-token": user_token,
+                "operator-token": operator_token,
+                "unknown-key": "k" + secrets.token_hex(8),
+                "real-key": app.api_key,
+            }
+            for credential in credentials.values():
+                swapped = (("x-api-key", credential), ("authorization", f"Bearer {app.api_key}"))
+                for call in (
+                    stub.VerifyToken(pb.VerifyTokenRequest(token=user_token), metadata=swapped),
+                    stub.IssueToken(pb.IssueTokenRequest(user_id="bob"), metadata=swapped),
+                    stub.IssueToken(pb.IssueTokenRequest(user_id="bob"), metadata=backend(app, credential)),
+                    admin.ListApps(admin_pb.ListAppsRequest(), metadata=(("authorization", f"Bearer {credential}"),)),
+                    admin.ListApps(admin_pb.ListAppsRequest(), metadata=(("x-api-key", credential),)),
+                ):
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        await call
+            await stub.VerifyToken(
+                pb.VerifyTokenRequest(token=user_token), metadata=(*api_key_only(app), ("x-request-id", "last"))
+            )
+        await served.wait_for(lambda records: any(r.get("request_id") == "last" for r in records))
+
+    access = [r for r in served.records if r.get("logger") == "authsvc.access"]
+    assert len(access) == 1 + 6 * 5 + 1
+    logged_keys = {record["api_key"] for record in access if record.get("api_key") is not None}
+    fingerprints = {
+        f"sha256:{hashlib.sha256(c.encode()).hexdigest()[:8]}" for n, c in credentials.items() if n != "real-key"
+    }
+    assert logged_keys == {app.api_key, *fingerprints}
+    output = served.output
+    for name, credential in credentials.items():
+        if name != "real-key":
+            assert credential not in output, f"{name} was logged"
+            for part in credential.split("."):
+                assert part not in output, f"a piece of {name} was logged"
+    assert "Bearer" not in output

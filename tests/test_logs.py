@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -77,17 +78,23 @@ def test_a_plain_request_id_is_kept_anything_else_replaced(sent: str | None, kep
         assert chosen != sent and len(chosen) == 16 and int(chosen, 16) >= 0
 
 
+KNOWN_KEY = "k3x9q2m7a1b5c8d0e4f6"
+
+
 @pytest.mark.parametrize(
     ("sent", "logged"),
     [
-        ("k3x9q2m7a1b5c8d0e4f6", "k3x9q2m7a1b5c8d0e4f6"),
+        (KNOWN_KEY, KNOWN_KEY),
         (None, None),
-        ("Zq3-_secretlooking0123456789abcdefghijklmnop", "[redacted]"),
-        ("eyJhbGciOiJIUzI1NiJ9.eyJ1c2VyX2lkIjoiYSJ9.c2ln", "[redacted]"),
+        ("kd0e4f6k3x9q2m7a1b5c8", "sha256:309a7963"),  # the shape of a key, but no app's
+        ("Zq3-_secretlooking0123456789abcdefghijklmnop", "sha256:65d75f89"),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJ1c2VyX2lkIjoiYSJ9.c2ln", "sha256:12930052"),
     ],
 )
-def test_only_what_looks_like_an_api_key_is_logged_as_one(sent: str | None, logged: str | None) -> None:
-    assert loggable_api_key(sent) == logged
+def test_only_the_key_of_an_existing_app_is_logged_as_sent(sent: str | None, logged: str | None) -> None:
+    assert loggable_api_key(sent, {KNOWN_KEY}.__contains__) == logged
+    if sent is not None:
+        assert loggable_api_key(sent) == "sha256:" + hashlib.sha256(sent.encode()).hexdigest()[:8]
 
 
 async def test_the_request_id_comes_back_in_trailing_metadata(stub: AuthServiceAsyncStub, new_app: NewApp) -> None:
@@ -153,7 +160,8 @@ async def test_serve_logs_one_json_line_per_call_and_never_a_secret(
     assert (access["verify-1"]["method"], access["verify-1"]["code"]) == ("authsvc.v1.AuthService/VerifyToken", "OK")
     assert access["bad-credential"]["code"] == "PERMISSION_DENIED"
     assert access["bad-credential"]["api_key"] == app.api_key
-    assert (access["swapped"]["code"], access["swapped"]["api_key"]) == ("NOT_FOUND", "[redacted]")
+    assert access["swapped"]["code"] == "NOT_FOUND"
+    assert access["swapped"]["api_key"] == "sha256:" + hashlib.sha256(app.api_secret.encode()).hexdigest()[:8]
 
     output = served.output
     assert issued.token not in output
