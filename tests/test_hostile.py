@@ -6,8 +6,10 @@ reaches the log.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import http.client
 import json
 import math
 import random
@@ -352,3 +354,39 @@ async def test_no_credential_sent_in_any_header_reaches_the_access_log(
             for part in credential.split("."):
                 assert part not in output, f"a piece of {name} was logged"
     assert "Bearer" not in output
+
+
+def _http_get(port: int, path: str, headers: list[tuple[str, str]]) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.putrequest("GET", path, skip_accept_encoding=True)
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        pytest.param("/metrics", [("X-Fill", "a" * 8000)], 200, id="a-header-line-of-8000-bytes"),
+        pytest.param("/metrics", [(f"X-H{i}", "a" * 300) for i in range(99)], 200, id="99-headers-of-300-bytes"),
+        pytest.param("/metrics?" + "a" * 1_000_000, [], 414, id="a-1MB-request-line"),
+        pytest.param("/metrics?" + "a" * 9000, [], 414, id="a-9000-byte-request-line"),
+        pytest.param("/metrics", [("X-Big", "a" * 1_000_000)], 431, id="a-1MB-header"),
+        pytest.param("/metrics", [("X-Big", "a" * 9000)], 431, id="a-9000-byte-header"),
+        pytest.param("/metrics", [(f"X-H{i}", "a") for i in range(101)], 431, id="101-headers"),
+        pytest.param("/metrics", [(f"X-H{i}", "a" * 1000) for i in range(40)], 431, id="40KB-of-headers"),
+    ],
+)
+async def test_the_http_port_answers_an_oversize_request_with_its_status(
+    server: RunningServer, path: str, headers: list[tuple[str, str]], status: int
+) -> None:
+    # http.client sends the whole request before it reads the answer: the server must take it all, not reset.
+    answered, body = await asyncio.to_thread(_http_get, server.http_port, path, headers)
+    assert answered == status, body[:200]
+    if status != 200:
+        assert body.endswith(b"too long\n") or body.endswith(b"too large\n")
