@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from authsvc.logs import JsonFormatter, current_request_id, loggable_api_key, request_id
+from authsvc.logs import AccessRecord, JsonFormatter, current_request_id, loggable_api_key, request_id
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import NewApp
@@ -56,6 +56,35 @@ def test_a_record_is_one_json_object_with_its_extra_fields_and_request_id() -> N
     }
     assert second["level"] == "ERROR" and second["message"] == "failed\nbadly"
     assert "RuntimeError: boom" in second["exception"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "method", "code", "api_key", "rid"),
+    [
+        ({"worker": 2}, "authsvc.v1.AuthService/VerifyToken", "OK", "k3x9q2m7a1b5c8d0e4f6", "req-1"),
+        ({}, "grpc.health.v1.Health/Check", "OK", None, None),
+        ({"worker": 1, "pod": 'a"b\\c'}, 'x/Odd "method" é\n', "INVALID_ARGUMENT", 'sha256:"x"\u2028', "r:2"),
+        ({"method": "taken"}, "authsvc.v1.AuthService/IssueToken", "NOT_FOUND", "sha256:0123abcd", "r-3"),
+    ],
+    ids=["usual", "no-key-no-id", "needs-escaping", "field-takes-a-key"],
+)
+def test_an_access_line_is_the_json_object_of_any_record_with_its_fields(
+    fields: dict[str, object], method: str, code: str, api_key: str | None, rid: str | None
+) -> None:
+    # Access lines are written by a path of their own; they must say what the generic path says of the same record.
+    formatter = JsonFormatter(fields)
+    access = AccessRecord(logging.INFO, method, code, 0.0123456, api_key)
+    extra = {"method": method, "code": code, "duration_ms": 12.346, "api_key": api_key}
+    generic = logging.LogRecord("authsvc.access", logging.INFO, "", 0, "%s %s", (method, code), None)
+    generic.__dict__.update(extra, created=access.created, msecs=access.msecs)
+    token = current_request_id.set(rid)
+    try:
+        fast, slow = formatter.format(access), formatter.format(generic)
+    finally:
+        current_request_id.reset(token)
+    assert json.loads(fast) == json.loads(slow)
+    assert list(json.loads(fast)) == list(json.loads(slow)), "the same keys in the same order"
+    assert json.loads(fast)["message"] == f"{method} {code}"
 
 
 @pytest.mark.parametrize(
