@@ -25,8 +25,22 @@ from authsvc.tokens import App
 log = logging.getLogger(__name__)
 
 _READ_TIMEOUT = 10.0
+_MAX_LINE = 8192  # the request line, and each header line (StreamReader's limit: readuntil stops there)
 _MAX_HEADERS = 100
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error"}
+_MAX_HEADER_BYTES = 32768
+# After an error answer, what the client is still sending is read and dropped for a while, so that closing
+# with unread data does not reset the connection before the client has read the answer (a lingering close).
+_DRAIN_BYTES = 4 * 1024 * 1024
+_DRAIN_SECONDS = 5.0
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,18 @@ class Response:
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
 
+
+class _Refused(Exception):
+    """The request cannot be served as sent; `response` says why."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+_BAD_REQUEST = Response(400, b"bad request\n")
+_URI_TOO_LONG = Response(414, b"request line too long\n")
+_HEADERS_TOO_LARGE = Response(431, b"request headers too large\n")
 
 Handler = Callable[[Request], Awaitable[Response]]
 """A route's handler."""
@@ -107,7 +133,7 @@ class HttpServer:
     async def start(self, host: str, port: int) -> int:
         """Listens on host:port (0 picks a free port) and returns the port."""
         try:
-            self._server = await asyncio.start_server(self._connection, host, port)
+            self._server = await asyncio.start_server(self._connection, host, port, limit=_MAX_LINE)
         except OSError as exc:
             raise ConfigError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror or exc}") from exc
         bound: int = self._server.sockets[0].getsockname()[1]
@@ -130,13 +156,19 @@ class HttpServer:
         self._connections.add(task)
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (close()) that races a result.
-            async with asyncio.timeout(_READ_TIMEOUT):
-                request = await _read_request(reader)
-            response = Response(400, b"bad request\n") if request is None else await self._respond(request)
-            writer.write(_head(response) + (b"" if request is not None and request.method == "HEAD" else response.body))
+            try:
+                async with asyncio.timeout(_READ_TIMEOUT):
+                    request = await _read_request(reader)
+            except _Refused as refused:
+                writer.write(_head(refused.response) + refused.response.body)
+                await writer.drain()
+                await _drain(reader)
+                return
+            response = await self._respond(request)
+            writer.write(_head(response) + (b"" if request.method == "HEAD" else response.body))
             await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            pass  # a client that went away or sent garbage; nothing to answer
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass  # a client that went away or stalled; nothing to answer
         finally:
             self._connections.discard(task)
             writer.close()
@@ -155,22 +187,48 @@ class HttpServer:
             return Response(500, b"internal error\n")
 
 
-async def _read_request(reader: asyncio.StreamReader) -> Request | None:
-    line = (await reader.readline()).decode("latin-1")
+async def _read_line(reader: asyncio.StreamReader, too_long: Response) -> bytes:
+    """A line, with its newline; at the end of the stream what is left, as readline gives it."""
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.LimitOverrunError:
+        raise _Refused(too_long) from None
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial
+
+
+async def _read_request(reader: asyncio.StreamReader) -> Request:
+    line = (await _read_line(reader, _URI_TOO_LONG)).decode("latin-1")
     parts = line.split()
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        return None
+        raise _Refused(_BAD_REQUEST)
     headers: dict[str, str] = {}
+    size = count = 0
     while True:
-        raw = await reader.readline()
+        raw = await _read_line(reader, _HEADERS_TOO_LARGE)
         if raw in (b"\r\n", b"\n", b""):
             break
-        if len(headers) >= _MAX_HEADERS:
-            return None
+        size, count = size + len(raw), count + 1
+        if count > _MAX_HEADERS or size > _MAX_HEADER_BYTES:
+            raise _Refused(_HEADERS_TOO_LARGE)
         name, _, value = raw.decode("latin-1").partition(":")
         headers[name.strip().lower()] = value.strip()
     path, _, query = parts[1].partition("?")
     return Request(parts[0].upper(), path, query, headers)
+
+
+async def _drain(reader: asyncio.StreamReader) -> None:
+    """Reads and drops what the client still sends, up to a bound, until it closes or goes quiet."""
+    dropped = 0
+    try:
+        while dropped < _DRAIN_BYTES:
+            async with asyncio.timeout(_DRAIN_SECONDS):
+                chunk = await reader.read(65536)
+            if not chunk:
+                return
+            dropped += len(chunk)
+    except (TimeoutError, ConnectionError):
+        pass
 
 
 def _head(response: Response) -> bytes:

@@ -15,9 +15,9 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from authsvc.errors import DOMAIN, AuthsvcError, Unavailable
+from authsvc.errors import DOMAIN, AuthsvcError, InvalidArgument, Unavailable
 from authsvc.lifecycle import Drain
-from authsvc.logs import REQUEST_ID_HEADER, current_request_id, log_call, request_id
+from authsvc.logs import REQUEST_ID_HEADER, ApiKeyLookup, current_request_id, log_call, request_id
 from authsvc.metrics import MethodMetrics, Metrics
 
 log = logging.getLogger(__name__)
@@ -72,17 +72,64 @@ _UNKNOWN = grpc.StatusCode.UNKNOWN
 _CANCELLED = grpc.StatusCode.CANCELLED
 
 
+class _Undecodable:
+    """Stands for a request whose bytes did not decode: grpc would answer UNKNOWN, naming the parser's error."""
+
+    __slots__ = ()
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _malformed_request() -> InvalidArgument:
+    return InvalidArgument(
+        "the request is not a valid protobuf message of this method's request type (corrupt bytes, a string "
+        "that is not UTF-8, or messages nested too deeply)",
+        "MALFORMED_REQUEST",
+    )
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None, stream: bool) -> Callable[[bytes], Any] | None:
+    """`deserializer`, turning a failure into something the observed handler answers as MALFORMED_REQUEST.
+
+    grpc decodes a unary request before any handler runs, so there it returns a marker the wrapper checks; a
+    streamed request decodes inside the handler's iteration, so there it raises the error itself.
+    """
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError, or whatever a parser raises for hostile bytes
+            if stream:
+                raise _malformed_request() from None
+            return _UNDECODABLE
+
+    return deserialize
+
+
 class _Method:
-    """What the observer keeps per method: its metric children, log level and handler shape."""
+    """What the observer keeps per method: its metric children, log level, handler shape and deserializer."""
 
-    __slots__ = ("metrics", "name", "level", "generator", "drain")
+    __slots__ = ("metrics", "name", "level", "generator", "deserializer", "known_api_key", "drain")
 
-    def __init__(self, metrics: MethodMetrics, name: str, generator: bool, drain: Drain | None) -> None:
+    def __init__(
+        self,
+        metrics: MethodMetrics,
+        name: str,
+        generator: bool,
+        deserializer: Callable[[bytes], Any] | None,
+        known_api_key: ApiKeyLookup | None,
+        drain: Drain | None,
+    ) -> None:
         self.metrics = metrics
         self.name = name
         # Health probes (every few seconds per pod) and reflection would drown the call log at INFO.
         self.level = logging.DEBUG if name.startswith("grpc.") else logging.INFO
         self.generator = generator
+        self.deserializer = deserializer
+        self.known_api_key = known_api_key
         self.drain = drain
         """The server's drain for a call that answers once (counted in flight, refused when stopping); None
         for a streaming answer, which lasts as long as its client wants."""
@@ -95,10 +142,14 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
     It is also the one place where errors become statuses: an AuthsvcError becomes its status with a
     google.rpc.ErrorInfo, anything unexpected a bare INTERNAL (logged here, never sent). One wrapper, not two:
     each interceptor layer costs tens of microseconds a call on grpc.aio.
+
+    `known_api_key` tells whether an `x-api-key` names an existing app: only such a key is logged as sent,
+    anything else (a secret or token sent in its place) as a fingerprint; without it, every key is fingerprinted.
     """
 
-    def __init__(self, metrics: Metrics, drain: Drain | None = None) -> None:
+    def __init__(self, metrics: Metrics, known_api_key: ApiKeyLookup | None = None, drain: Drain | None = None) -> None:
         self._metrics = metrics
+        self._known_api_key = known_api_key
         self._drain = Drain() if drain is None else drain
         self._methods: dict[str, _Method] = {}
 
@@ -124,13 +175,13 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _observed(handler.unary_unary, method, rid, api_key),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=method.deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
                 _observed(handler.stream_unary, method, rid, api_key),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=method.deserializer,
                 response_serializer=handler.response_serializer,
             )
         inner: Any = handler.unary_stream or handler.stream_stream
@@ -138,12 +189,12 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 wrapped,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=method.deserializer,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=method.deserializer,
             response_serializer=handler.response_serializer,
         )
 
@@ -153,6 +204,8 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
             self._metrics.method(details.method, handler),
             details.method.lstrip("/"),
             generator=behavior is not None and inspect.isasyncgenfunction(behavior),
+            deserializer=_tolerant(handler.request_deserializer, stream=handler.request_streaming),
+            known_api_key=self._known_api_key,
             drain=self._drain if behavior is None else None,
         )
         self._methods[details.method] = method
@@ -164,7 +217,7 @@ def _finish(method: _Method, code: grpc.StatusCode, started: float, api_key: str
     metrics = method.metrics
     metrics.handled(code).inc()
     metrics.handling.observe(seconds)
-    log_call(method.level, method.name, code.name, seconds, api_key)
+    log_call(method.level, method.name, code.name, seconds, api_key, method.known_api_key)
 
 
 def _observed(
@@ -188,6 +241,8 @@ def _observed(
             try:
                 if drain is not None and drain.refusing:
                     raise Unavailable(_SHUTTING_DOWN, "SHUTTING_DOWN")
+                if request is _UNDECODABLE:
+                    raise _malformed_request()
                 response = await inner(request, context)
             except AuthsvcError as error:
                 code = error.code
@@ -231,8 +286,14 @@ def _observed_generator(
         try:
             # Trailing, not initial: it rides with the status; initial metadata would cost a write of its own.
             context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
-            async for response in inner(request, context):
-                yield response
+            try:
+                if request is _UNDECODABLE:
+                    raise _malformed_request()
+                async for response in inner(request, context):
+                    yield response
+            except AuthsvcError as error:
+                code = error.code
+                await _abort(context, status_of(error))
             code = context.code() or _OK
         except grpc.aio.AbortError:
             code = context.code() or _UNKNOWN

@@ -39,6 +39,7 @@ __all__ = [
     "MAX_NUMERIC_DATE",
     "MAX_TOKEN_BYTES",
     "CompactJws",
+    "LimitExceeded",
     "MalformedToken",
     "numeric_date",
     "parse_compact",
@@ -65,6 +66,10 @@ class MalformedToken(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class LimitExceeded(MalformedToken):
+    """The token is larger than :data:`MAX_TOKEN_BYTES` or its JSON nests deeper than :data:`MAX_JSON_DEPTH`."""
 
 
 @dataclass(slots=True)  # not frozen: that costs a microsecond a token on the hot path; treat it as read-only
@@ -171,7 +176,7 @@ def _decode_json_object(raw: bytes, name: str) -> dict[str, Any]:
     # Fewer brackets than the limit cannot nest deeper than it: the exact (slow) count is for the rare rest,
     # and it runs before json so that a deep token never reaches json's recursion.
     if text.count("{") + text.count("[") > MAX_JSON_DEPTH and _json_depth(text) > MAX_JSON_DEPTH:
-        raise MalformedToken(f"{name} JSON nested too deeply")
+        raise LimitExceeded(f"{name} JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)")
     try:
         # raw_decode skips decode()'s whitespace handling; tokens rarely have whitespace around the object.
         if text.startswith("{") and text.endswith("}"):
@@ -183,7 +188,7 @@ def _decode_json_object(raw: bytes, name: str) -> dict[str, Any]:
     except MalformedToken as exc:
         raise MalformedToken(f"{name} {exc.reason}") from None
     except RecursionError:
-        raise MalformedToken(f"{name} JSON nested too deeply") from None
+        raise LimitExceeded(f"{name} JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
     except ValueError as exc:  # JSONDecodeError, and int() beyond sys.get_int_max_str_digits()
         raise MalformedToken(f"{name} is not valid JSON") from exc
     if type(value) is not dict:
@@ -258,7 +263,7 @@ def parse_compact(token: str) -> CompactJws:
     if len(token) > MAX_TOKEN_BYTES or (
         not token.isascii() and len(token.encode("utf-8", "surrogatepass")) > MAX_TOKEN_BYTES
     ):
-        raise MalformedToken("token too large")
+        raise LimitExceeded(f"token too large (more than {MAX_TOKEN_BYTES} bytes)")
     match = _COMPACT_RE.fullmatch(token)
     if match is None:
         raise _diagnose(token)

@@ -6,12 +6,14 @@ A line holds `time`, `level`, `logger`, `message`, the `extra` fields of the cal
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, TextIO
 
@@ -25,8 +27,13 @@ access_log = logging.getLogger("authsvc.access")
 
 # A caller's id is echoed into logs and metadata, so only a plain, bounded one is taken (no dots: never a JWT).
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_:-]{1,64}")
-# API keys are lowercase letters and digits; a caller that swaps its headers sends a secret or a token instead.
+# API keys are lowercase letters and digits; a caller that swaps its headers sends a secret or a token instead,
+# and an operator token made by `openssl rand -hex 32` has the same shape: only a key of an app is logged as sent.
 _API_KEY = re.compile(r"[a-z0-9]{1,64}")
+_FINGERPRINT_DIGITS = 8
+
+ApiKeyLookup = Callable[[str], object]
+"""Whether a string is the API key of an existing app (truthy), such as State.app."""
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -37,17 +44,67 @@ def request_id(sent: str | None) -> str:
     return os.urandom(8).hex()
 
 
+class AccessRecord(logging.LogRecord):
+    """The record of one access-log line, with `method`, `code`, `duration_ms` and `api_key` as its extra fields.
+
+    Made directly rather than by Logger.log, which looks up the caller's frame and collects process and thread
+    facts that the line never shows: that and the generic JSON pass were most of a line's cost. Any handler can
+    still format it (it has a LogRecord's attributes); JsonFormatter writes it by a path of its own.
+    """
+
+    def __init__(self, level: int, method: str, code: str, seconds: float, api_key: str | None) -> None:
+        # Deliberately not LogRecord.__init__: every attribute formatters read, set directly.
+        created = time.time()
+        self.name = access_log.name
+        self.msg = "%s %s"
+        self.args = (method, code)
+        self.levelno = level
+        self.levelname = logging.getLevelName(level)
+        self.pathname = self.filename = self.module = ""
+        self.lineno = 0
+        self.funcName = ""
+        self.exc_info = self.exc_text = self.stack_info = None
+        self.created = created
+        self.msecs = int((created - int(created)) * 1000) + 0.0
+        self.relativeCreated = 0.0
+        self.thread = self.process = None
+        self.threadName = self.processName = None
+        self.method = method
+        self.code = code
+        self.duration_ms = round(seconds * 1000, 3)
+        self.api_key = api_key
+
+
+# Strings that need no escaping in JSON: what method names, codes, request ids and logged API keys are made of.
+_PLAIN = re.compile(r"[A-Za-z0-9_ ./:-]*")
+# The keys an access line writes itself, after `time`, `level`, `logger` and `message`.
+_ACCESS_KEYS = frozenset(
+    {"time", "level", "logger", "message", "request_id", "method", "code", "duration_ms", "api_key"}
+)
+
+
+def _json_string(text: str) -> str:
+    return f'"{text}"' if _PLAIN.fullmatch(text) else json.dumps(text)
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object: time, level, logger, message, `fields`, request_id, `extra` fields."""
 
     def __init__(self, fields: dict[str, Any] | None = None) -> None:
         super().__init__()
         self._fields = fields or {}
+        # Access lines are written by hand, with the fields rendered once (unless a field takes one of their keys).
+        self._access_fields: str | None = None
+        if not _ACCESS_KEYS.intersection(self._fields):
+            rendered = json.dumps(self._fields, default=str, separators=(",", ":"))[1:-1]
+            self._access_fields = "," + rendered if rendered else ""
+        self._second: tuple[int, str] = (-1, "")
 
     def format(self, record: logging.LogRecord) -> str:
-        seconds = int(record.created)
+        if type(record) is AccessRecord and self._access_fields is not None:
+            return self._access_line(record, self._access_fields)
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(record.msecs):03d}Z",
+            "time": self._time(record),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -64,6 +121,26 @@ class JsonFormatter(logging.Formatter):
             entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, default=str, separators=(",", ":"))
 
+    def _time(self, record: logging.LogRecord) -> str:
+        seconds = int(record.created)
+        second = self._second  # one tuple, read and replaced whole: safe with handlers on several threads
+        if second[0] != seconds:
+            second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+            self._second = second
+        return f"{second[1]}.{int(record.msecs):03d}Z"
+
+    def _access_line(self, record: AccessRecord, fields: str) -> str:
+        """The same JSON object the generic path makes of an access record, without building it as a dict."""
+        rid = current_request_id.get()
+        request = "" if rid is None else ',"request_id":' + _json_string(rid)
+        api_key = "null" if record.api_key is None else _json_string(record.api_key)
+        return (
+            f'{{"time":"{self._time(record)}","level":"{record.levelname}","logger":"{record.name}",'
+            f'"message":{_json_string(record.getMessage())}{fields}{request}'
+            f',"method":{_json_string(record.method)},"code":{_json_string(record.code)}'
+            f',"duration_ms":{record.duration_ms!r},"api_key":{api_key}}}'
+        )
+
 
 def configure_logging(level: str, stream: TextIO | None = None, **fields: Any) -> None:
     """Sends every log record at `level` and above to stdout (or `stream`), one JSON object per line, each
@@ -78,25 +155,21 @@ def configure_logging(level: str, stream: TextIO | None = None, **fields: Any) -
     logging.captureWarnings(True)
 
 
-def loggable_api_key(sent: str | None) -> str | None:
-    """The API key as the access log shows it: as sent when it looks like one, else `[redacted]`."""
-    if sent is None or _API_KEY.fullmatch(sent):
+def loggable_api_key(sent: str | None, known: ApiKeyLookup | None = None) -> str | None:
+    """The API key as the access log shows it: as sent when it names an existing app (`known`), else a
+    fingerprint, `sha256:` and 8 hex digits, which tells repeated wrong keys apart but cannot give back a secret
+    or token sent in its place."""
+    if not sent:
         return sent
-    return "[redacted]"
+    if known is not None and _API_KEY.fullmatch(sent) and known(sent):
+        return sent
+    return "sha256:" + hashlib.sha256(sent.encode("utf-8", "surrogatepass")).hexdigest()[:_FINGERPRINT_DIGITS]
 
 
-def log_call(level: int, method: str, code: str, seconds: float, api_key: str | None) -> None:
-    """Writes the access-log line of one finished call (the request id comes from the call's context)."""
+def log_call(
+    level: int, method: str, code: str, seconds: float, api_key: str | None, known: ApiKeyLookup | None = None
+) -> None:
+    """Writes the access-log line of one finished call (the request id comes from the call's context); the API
+    key as loggable_api_key shows it."""
     if access_log.isEnabledFor(level):
-        access_log.log(
-            level,
-            "%s %s",
-            method,
-            code,
-            extra={
-                "method": method,
-                "code": code,
-                "duration_ms": round(seconds * 1000, 3),
-                "api_key": loggable_api_key(api_key),
-            },
-        )
+        access_log.handle(AccessRecord(level, method, code, seconds, loggable_api_key(api_key, known)))

@@ -138,7 +138,7 @@ async def start_server(
     metrics.set_staleness_source(state.staleness)
     drain = Drain()
     server = grpc.aio.server(
-        interceptors=[ObservingInterceptor(metrics, drain)],
+        interceptors=[ObservingInterceptor(metrics, state.app, drain)],
         options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(

@@ -76,7 +76,10 @@ def _plain_claims(struct: struct_pb2.Struct) -> dict[str, Any]:
             return [plain(v) for v in value]
         return value
 
-    result: dict[str, Any] = plain(json_format.MessageToDict(struct))
+    try:
+        result: dict[str, Any] = plain(json_format.MessageToDict(struct))
+    except ValueError:  # a NaN or infinite number_value: JSON has no such number
+        raise InvalidArgument("claims hold a number that is NaN or infinite", "INVALID_CLAIMS") from None
     return result
 
 

@@ -266,8 +266,30 @@ def issue(
     if expires_at is not None:
         payload["exp"] = micros_to_seconds(expires_at)
     key_id, signer = app.signer(now)
-    token = jwt.encode(payload, signer, algorithm=app.algorithm, headers={"kid": key_id})
+    token = jwt.encode(payload, signer, algorithm=app.algorithm, headers={"kid": key_id}, json_encoder=_Utf8Json)
+    _check_verifiable(token)
     return IssuedToken(token=token, issued_at=now, expires_at=expires_at, key_id=key_id)
+
+
+class _Utf8Json(json.JSONEncoder):
+    """JSON as UTF-8 text rather than \\u escapes: a claim of non-ASCII text takes its UTF-8 size in the token,
+    the size MAX_CLAIMS_BYTES counts, instead of up to three times that."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**{**options, "ensure_ascii": False})
+
+
+def _check_verifiable(token: str) -> None:
+    """Refuses a freshly minted token that verification would find MALFORMED: the verifier's parser, the one
+    definition of the limits (token size, JSON depth) and of what a token may hold, judges it."""
+    try:
+        jws.parse_compact(token)
+    except jws.LimitExceeded as exc:
+        raise InvalidArgument(
+            f"claims make the token exceed a limit every verifier applies: {exc.reason}", "CLAIMS_TOO_LARGE"
+        ) from None
+    except jws.MalformedToken as exc:
+        raise InvalidArgument(f"claims make a token that would not verify: {exc.reason}", "INVALID_CLAIMS") from None
 
 
 def _checked_claims(claims: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -446,6 +468,9 @@ def authenticate_backend(credential: str, app: App, *, now: Micros, leeway: Micr
     if token.header["alg"] != HS256 or not any(
         secret.signed(token.signing_input, token.signature) for secret in secrets
     ):
+        # Server tokens are signed with the API secret, so one signed with the app's key pair is a user token.
+        if app.key_pairs and not is_dev_token(token) and check_signature(token, app, now=now)[0] is None:
+            raise _user_token_not_allowed()
         raise Unauthenticated("the credential is not signed with this app's API secret")
     claims = token.payload
     try:
@@ -455,15 +480,18 @@ def authenticate_backend(credential: str, app: App, *, now: Micros, leeway: Micr
     except jws.MalformedToken:
         raise Unauthenticated("the server token has a malformed time claim") from None
     if claims.get("server") is not True:
-        raise PermissionDenied(
-            "a user token cannot authorize this call; use the API secret or a server token",
-            "USER_TOKEN_NOT_ALLOWED",
-        )
+        raise _user_token_not_allowed()
     if exp is not None and now >= exp + leeway:
         raise Unauthenticated("the server token has expired", "CREDENTIAL_EXPIRED")
     if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
         raise Unauthenticated("the server token is not valid yet", "CREDENTIAL_NOT_YET_VALID")
     return CredentialKind.SERVER_TOKEN
+
+
+def _user_token_not_allowed() -> PermissionDenied:
+    return PermissionDenied(
+        "a user token cannot authorize this call; use the API secret or a server token", "USER_TOKEN_NOT_ALLOWED"
+    )
 
 
 def belongs_to(credential: str, app: App, *, now: Micros) -> bool:
