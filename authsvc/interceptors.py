@@ -17,7 +17,14 @@ from grpc_status import rpc_status
 
 from authsvc.errors import DOMAIN, AuthsvcError, InvalidArgument, Unavailable
 from authsvc.lifecycle import Drain
-from authsvc.logs import REQUEST_ID_HEADER, ApiKeyLookup, current_request_id, log_call, request_id
+from authsvc.logs import (
+    REQUEST_ID_HEADER,
+    ApiKeyLookup,
+    CredentialCheck,
+    current_request_id,
+    log_call,
+    request_id,
+)
 from authsvc.metrics import MethodMetrics, Metrics
 
 log = logging.getLogger(__name__)
@@ -145,11 +152,19 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
 
     `known_api_key` tells whether an `x-api-key` names an existing app: only such a key is logged as sent,
     anything else (a secret or token sent in its place) as a fingerprint; without it, every key is fingerprinted.
+    `is_credential` tells a credential sent as `x-request-id`: it is replaced by a fresh id, never echoed or logged.
     """
 
-    def __init__(self, metrics: Metrics, known_api_key: ApiKeyLookup | None = None, drain: Drain | None = None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        known_api_key: ApiKeyLookup | None = None,
+        drain: Drain | None = None,
+        is_credential: CredentialCheck | None = None,
+    ) -> None:
         self._metrics = metrics
         self._known_api_key = known_api_key
+        self._is_credential = is_credential
         self._drain = Drain() if drain is None else drain
         self._methods: dict[str, _Method] = {}
 
@@ -171,7 +186,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
                     api_key = value
             elif key == REQUEST_ID_HEADER and sent_id is None and isinstance(value, str):
                 sent_id = value
-        rid = request_id(sent_id)
+        rid = request_id(sent_id, api_key, self._is_credential)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _observed(handler.unary_unary, method, rid, api_key),

@@ -37,10 +37,17 @@ ApiKeyLookup = Callable[[str], object]
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
-def request_id(sent: str | None) -> str:
-    """The caller's request id when it is a plain one (at most 64 letters, digits, `_:-`), else a fresh one."""
+CredentialCheck = Callable[[str, str | None], bool]
+"""Whether a text is a credential the service knows (an operator token, or an API secret of the app the call's
+`x-api-key` names, given as the second argument): such a text is never echoed or logged."""
+
+
+def request_id(sent: str | None, api_key: str | None = None, is_credential: CredentialCheck | None = None) -> str:
+    """The caller's request id when it is a plain one (at most 64 letters, digits, `_:-`) and not a credential
+    sent in the wrong header (`is_credential`), else a fresh one."""
     if sent is not None and _REQUEST_ID.fullmatch(sent):
-        return sent
+        if is_credential is None or not is_credential(sent, api_key):
+            return sent
     return os.urandom(8).hex()
 
 

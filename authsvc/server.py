@@ -17,7 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from authsvc import migrations, tls
+from authsvc import migrations, tls, tokens
 from authsvc.admin_servicer import AdminServicer
 from authsvc.clock import MICROS_PER_SECOND, Clock, system_clock
 from authsvc.config import Settings
@@ -26,8 +26,9 @@ from authsvc.errors import ConfigError
 from authsvc.http import HttpServer, Routes, jwks_handler, metrics_handler
 from authsvc.interceptors import ObservingInterceptor
 from authsvc.lifecycle import Drain, disconnect
-from authsvc.logs import configure_logging
+from authsvc.logs import CredentialCheck, configure_logging
 from authsvc.metrics import Metrics
+from authsvc.operators import hash_token
 from authsvc.reflection import enable_reflection
 from authsvc.sealing import Keyring, generated_keyring, keyring_from
 from authsvc.servicer import AuthServicer
@@ -138,7 +139,7 @@ async def start_server(
     metrics.set_staleness_source(state.staleness)
     drain = Drain()
     server = grpc.aio.server(
-        interceptors=[ObservingInterceptor(metrics, state.app, drain)],
+        interceptors=[ObservingInterceptor(metrics, state.app, drain, _credential_check(state, settings))],
         options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
@@ -170,6 +171,20 @@ async def start_server(
     if serving:
         await running.mark_serving()
     return running
+
+
+def _credential_check(state: State, settings: Settings) -> CredentialCheck:
+    """Tells a credential sent where it does not belong (as `x-request-id`): an operator token, or an API secret of
+    the app the call names."""
+    operator_hashes = frozenset(digest for _, digest in settings.operator_tokens)
+
+    def is_credential(text: str, api_key: str | None) -> bool:
+        if operator_hashes and hash_token(text) in operator_hashes:
+            return True
+        app = state.app(api_key) if api_key else None
+        return app is not None and tokens.is_api_secret(text, app)
+
+    return is_credential
 
 
 def keyring_for(settings: Settings) -> Keyring:

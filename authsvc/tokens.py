@@ -494,6 +494,12 @@ def _user_token_not_allowed() -> PermissionDenied:
     )
 
 
+def is_api_secret(text: str, app: App) -> bool:
+    """True when `text` is one of `app`'s API secrets, current or rotated out (each compared in constant time)."""
+    given = text.encode()
+    return sum(hmac.compare_digest(given, secret.value.encode()) for secret in app.secrets) > 0
+
+
 def belongs_to(credential: str, app: App, *, now: Micros) -> bool:
     """True when `credential` is one of `app`'s API secrets or is signed with one: used to tell a caller
     that presented another app's credential (PERMISSION_DENIED) from one presenting garbage (UNAUTHENTICATED)."""

@@ -335,13 +335,23 @@ async def test_no_credential_sent_in_any_header_reaches_the_access_log(
                 ):
                     with contextlib.suppress(grpc.aio.AioRpcError):
                         await call
+            secret_ones = ("api-secret", "server-token", "user-token", "operator-token")
+            for name in secret_ones:
+                # A credential sent as the request id is not echoed back (nor logged): a fresh id stands for it.
+                call = stub.VerifyToken(
+                    pb.VerifyTokenRequest(token=user_token),
+                    metadata=(*api_key_only(app), ("x-request-id", credentials[name])),
+                )
+                await call
+                echoed = dict(await call.trailing_metadata() or ())["x-request-id"]
+                assert echoed != credentials[name] and len(echoed) == 16, name
             await stub.VerifyToken(
                 pb.VerifyTokenRequest(token=user_token), metadata=(*api_key_only(app), ("x-request-id", "last"))
             )
         await served.wait_for(lambda records: any(r.get("request_id") == "last" for r in records))
 
     access = [r for r in served.records if r.get("logger") == "authsvc.access"]
-    assert len(access) == 1 + 6 * 5 + 1
+    assert len(access) == 1 + 6 * 5 + 4 + 1
     logged_keys = {record["api_key"] for record in access if record.get("api_key") is not None}
     fingerprints = {
         f"sha256:{hashlib.sha256(c.encode()).hexdigest()[:8]}" for n, c in credentials.items() if n != "real-key"
