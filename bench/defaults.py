@@ -68,6 +68,19 @@ CONFIGS = (
         {"AUTHSVC_EVENT_LOOP": "uvloop", "AUTHSVC_LOG_LEVEL": "WARNING"},
     ),
 )
+CONNECTIONS = 16
+"""TCP connections in all for these rows (calls in flight stay the bench's). Workers share the port through
+SO_REUSEPORT, the kernel hashing each connection to one of them: with the bench's 4 and two workers, one window
+in eight has every connection on one worker (2 × ½⁴), a server cheaper per call than one whose workers take
+turns on the core (Health/Check on uvloop: 300 µs a call so against 361 split), so the two sides of a ratio could
+be measured on differently loaded servers."""
+
+
+def spread(spec_for: Callable[[int], dict[str, Any]], generators: int) -> Callable[[int], dict[str, Any]]:
+    """The load of `spec_for` over CONNECTIONS connections."""
+    return lambda i: {**spec_for(i), "channels": max(1, CONNECTIONS // generators)}
+
+
 ROW_KEYS = frozenset(key for c in CONFIGS for key in (f"{c.key}-a", f"{c.key}-b-rep"))
 
 COMMON_ENV_TEXT = (
@@ -242,12 +255,12 @@ async def servers(database_url: str, kek: str, log_dir: Path) -> AsyncIterator[l
 
 def section(
     observed: Sequence[Observed] | None,
-    round_ratios: Callable[[str, str], list[float]],
+    round_ratios: Callable[[str, str, str], list[float]],
     placement: str,
     failure: str | None,
 ) -> list[str]:
-    """The report's section on the defaults rows; `round_ratios(num, den)`: calls/s of row `num` ÷ row `den`,
-    round by round."""
+    """The report's section on the defaults rows; `round_ratios(num, den, figure)`: a figure of row `num` ÷ the
+    same of row `den`, round by round."""
     lines = ["## `authsvc serve` as `make run` starts it (defaults)", ""]
     if failure is not None or not observed:
         return [*lines, f"Not measured: {failure or 'see failures'}.", ""]
@@ -257,7 +270,8 @@ def section(
         f"{COMMON_ENV_TEXT}, and nothing else set but the configuration's own settings below — "
         "no AUTHSVC_WORKERS, so the server starts its default number of workers. Its stdout, the JSON log, "
         "goes to a file, as a log collector would take it. Health/Check and VerifyToken of the same 100 repeated "
-        "HS256 tokens as (b), same load as every row, in interleaved rounds (make run's Check, Verify, then "
+        f"HS256 tokens as (b), the same calls in flight as every row but over {CONNECTIONS} connections (see "
+        "below), in interleaved rounds (make run's Check, Verify, then "
         "tuned Check, Verify; again); each ratio is VerifyToken ÷ Health/Check of the same server, round by "
         f"round. {placement}",
         "",
@@ -266,13 +280,15 @@ def section(
         "level is the lowest level in its log, and the last column is what its start-up log says about either.",
         "",
         "| configuration | settings it set | workers | event loop | log level | log written | "
-        "VerifyToken ÷ Health/Check (median of the rounds) | range (each round) | target | verdict | "
-        "start-up log says |",
-        "| --- | --- | ---: | --- | --- | ---: | ---: | --- | ---: | --- | --- |",
+        "VerifyToken ÷ Health/Check calls/s (median of the rounds) | range (each round) | target | verdict | "
+        "server CPU µs per VerifyToken ÷ per Check (median; range) | start-up log says |",
+        "| --- | --- | ---: | --- | --- | ---: | ---: | --- | ---: | --- | ---: | --- |",
     ]
     for o in observed:
         c = o.config
-        r = round_ratios(f"{c.key}-b-rep", f"{c.key}-a")
+        r = round_ratios(f"{c.key}-b-rep", f"{c.key}-a", "calls_per_s")
+        cpu = round_ratios(f"{c.key}-b-rep", f"{c.key}-a", "server_cpu_us")
+        cpu_text = "—" if not cpu else f"{statistics.median(cpu):.2f}; {min(cpu):.2f}-{max(cpu):.2f}"
         median = statistics.median(r) if r else None
         spread = "—" if not r else f"{min(r):.2f}-{max(r):.2f} ({', '.join(f'{x:.2f}' for x in r)})"
         verdict = "not measured" if median is None else ("**met**" if median >= TARGET else "**not met**")
@@ -282,9 +298,18 @@ def section(
         lines.append(
             f"| {c.title} | {c.env_text} | {workers} | {o.event_loop} | {o.log_level} | "
             f"{o.log_bytes / 1e6:.1f} MB | {'—' if median is None else f'{median:.2f}'} | {spread} | "
-            f"≥ {TARGET:g} | {verdict} | {'; '.join(dict.fromkeys(o.stated)) or 'nothing about either'} |"
+            f"≥ {TARGET:g} | {verdict} | {cpu_text} | {'; '.join(dict.fromkeys(o.stated)) or 'nothing about either'} |"
         )
-    lines.append("")
+    lines += [
+        "",
+        "The CPU ratio moves less than calls/s when other jobs share the machine: a server that spends all its "
+        "CPU on calls reaches 1 ÷ that ratio in calls/s. Connections: the workers share the port "
+        f"(SO_REUSEPORT) and the kernel hashes each connection to one of them; these rows open {CONNECTIONS} so "
+        "that every worker gets some in every window (with the bench's 4 and two workers, one window in eight "
+        "has them all on one worker, a server cheaper per call). The notes under the results table give, for "
+        "each window, each server process's share of the server's CPU.",
+        "",
+    ]
     for o in observed:
         if o.access_lines:
             by_method = ", ".join(f"{m} {n:,}" for m, n in o.access_lines.most_common())

@@ -69,6 +69,7 @@ from bench.servers import (  # noqa: E402
     run_command,
     running,
     set_affinity,
+    tree_cpu_by_process,
     tree_cpu_seconds,
     unregister,
 )
@@ -367,7 +368,7 @@ async def _measure(bench: Bench, row: Row, server: ServerProcess, spec_for: Call
             set_affinity(server.pid, opts.placement[0])
             for process in generators:
                 set_affinity(process.pid, opts.placement[1])
-        cpu0 = tree_cpu_seconds(server.pid)
+        by_process0 = tree_cpu_by_process(server.pid)
         db0 = bench.pg.cpu_seconds()
         busy0, _ = machine_ticks()
         t0 = time.monotonic()
@@ -376,7 +377,7 @@ async def _measure(bench: Bench, row: Row, server: ServerProcess, spec_for: Call
             process.stdin.write(b"go\n")
         await asyncio.gather(*(p.stdin.drain() for p in generators if p.stdin is not None))
         await asyncio.sleep(opts.duration)
-        cpu1 = tree_cpu_seconds(server.pid)
+        by_process1 = tree_cpu_by_process(server.pid)
         db1 = bench.pg.cpu_seconds()
         busy1, _ = machine_ticks()
         t1 = time.monotonic()
@@ -414,7 +415,14 @@ async def _measure(bench: Bench, row: Row, server: ServerProcess, spec_for: Call
     row.p50_ms = percentile(latencies, 0.50) / 1e6
     row.p99_ms = percentile(latencies, 0.99) / 1e6
     calls_in_wall = row.calls_per_s * wall
-    server_cpu = cpu1 - cpu0
+    used = sorted((t - by_process0.get(pid, 0.0) for pid, t in by_process1.items()), reverse=True)
+    server_cpu = sum(used)
+    if len(used) > 1 and server_cpu > 0:
+        # Several workers share the port (SO_REUSEPORT): the kernel hashes each connection to one of them.
+        row.notes.append(
+            f"the server's {len(used)} processes took {', '.join(f'{u / server_cpu:.0%}' for u in used)} "
+            "of its CPU in the window"
+        )
     row.server_cpu_us = server_cpu / calls_in_wall * 1e6
     row.server_cpu_pct = server_cpu / wall * 100
     db_cpu = None if db0 is None or db1 is None else db1 - db0
@@ -715,7 +723,10 @@ async def defaults_scenario(bench: Bench) -> list[defaults.Observed]:
                 [
                     scenario
                     for config, server in pairs
-                    for scenario in ((config.check_row(), server, health_spec), (config.verify_row(), server, verify))
+                    for scenario in (
+                        (config.check_row(), server, defaults.spread(health_spec, bench.opts.generators)),
+                        (config.verify_row(), server, defaults.spread(verify, bench.opts.generators)),
+                    )
                 ],
             )
             workers = defaults.expected_workers()
@@ -1093,7 +1104,7 @@ def render(bench: Bench, extra: dict[str, Any], command: str, started: datetime.
     if any(opts.selected(key) for key in defaults.ROW_KEYS):
         lines += defaults.section(
             extra.get("defaults"),
-            lambda num, den: _round_ratios(bench, (num, "calls_per_s"), (den, "calls_per_s")),
+            lambda num, den, figure: _round_ratios(bench, (num, figure), (den, figure)),
             _placement_text(opts),
             extra.get("defaults_failure"),
         )

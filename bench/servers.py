@@ -82,11 +82,16 @@ def set_affinity(root: int, cpus: Collection[int]) -> None:
 
 def tree_cpu_seconds(root: int, *, with_reaped_children: bool = False) -> float:
     """CPU time of a process and its live descendants (and of its reaped ones, if asked)."""
-    total = 0.0
+    return sum(tree_cpu_by_process(root, with_reaped_children=with_reaped_children).values())
+
+
+def tree_cpu_by_process(root: int, *, with_reaped_children: bool = False) -> dict[int, float]:
+    """CPU time of a process and of each of its live descendants (with the root's reaped ones, if asked)."""
+    times: dict[int, float] = {}
     for pid in process_tree(root):
         with contextlib.suppress(OSError):
-            total += cpu_seconds(pid, with_reaped_children=with_reaped_children and pid == root)
-    return total
+            times[pid] = cpu_seconds(pid, with_reaped_children=with_reaped_children and pid == root)
+    return times
 
 
 def memory_kib(pid: int) -> dict[str, int]:
