@@ -48,7 +48,7 @@ from authsvc.config import Settings  # noqa: E402
 from authsvc.sealing import new_kek_text
 from authsvc.v1 import auth_service_pb2 as pb  # noqa: E402
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc  # noqa: E402
-from bench import report  # noqa: E402
+from bench import defaults, report  # noqa: E402
 from bench.load import CHANNEL_OPTIONS, issue_tokens, mint_hs256  # noqa: E402
 from bench.report import Row, Target  # noqa: E402
 from bench.servers import (  # noqa: E402
@@ -69,6 +69,7 @@ from bench.servers import (  # noqa: E402
     run_command,
     running,
     set_affinity,
+    tree_cpu_by_process,
     tree_cpu_seconds,
     unregister,
 )
@@ -367,7 +368,7 @@ async def _measure(bench: Bench, row: Row, server: ServerProcess, spec_for: Call
             set_affinity(server.pid, opts.placement[0])
             for process in generators:
                 set_affinity(process.pid, opts.placement[1])
-        cpu0 = tree_cpu_seconds(server.pid)
+        by_process0 = tree_cpu_by_process(server.pid)
         db0 = bench.pg.cpu_seconds()
         busy0, _ = machine_ticks()
         t0 = time.monotonic()
@@ -376,7 +377,7 @@ async def _measure(bench: Bench, row: Row, server: ServerProcess, spec_for: Call
             process.stdin.write(b"go\n")
         await asyncio.gather(*(p.stdin.drain() for p in generators if p.stdin is not None))
         await asyncio.sleep(opts.duration)
-        cpu1 = tree_cpu_seconds(server.pid)
+        by_process1 = tree_cpu_by_process(server.pid)
         db1 = bench.pg.cpu_seconds()
         busy1, _ = machine_ticks()
         t1 = time.monotonic()
@@ -414,7 +415,14 @@ async def _measure(bench: Bench, row: Row, server: ServerProcess, spec_for: Call
     row.p50_ms = percentile(latencies, 0.50) / 1e6
     row.p99_ms = percentile(latencies, 0.99) / 1e6
     calls_in_wall = row.calls_per_s * wall
-    server_cpu = cpu1 - cpu0
+    used = sorted((t - by_process0.get(pid, 0.0) for pid, t in by_process1.items()), reverse=True)
+    server_cpu = sum(used)
+    if len(used) > 1 and server_cpu > 0:
+        # Several workers share the port (SO_REUSEPORT): the kernel hashes each connection to one of them.
+        row.notes.append(
+            f"the server's {len(used)} processes took {', '.join(f'{u / server_cpu:.0%}' for u in used)} "
+            "of its CPU in the window"
+        )
     row.server_cpu_us = server_cpu / calls_in_wall * 1e6
     row.server_cpu_pct = server_cpu / wall * 100
     db_cpu = None if db0 is None or db1 is None else db1 - db0
@@ -453,6 +461,11 @@ async def _measure(bench: Bench, row: Row, server: ServerProcess, spec_for: Call
 
 
 # -- scenarios --
+
+
+def health_spec(_: int) -> dict[str, Any]:
+    """The load of (a): Health/Check, the ceiling."""
+    return {"kind": "health", "metadata": []}
 
 
 def verify_specs(app: AppCredentials, repeated: list[str], bench: Bench) -> dict[str, Callable[[int], dict[str, Any]]]:
@@ -695,6 +708,34 @@ async def _start_million_server(bench: Bench, label: str, count: int, url: str) 
     return server, state
 
 
+async def defaults_scenario(bench: Bench) -> list[defaults.Observed]:
+    """`defaults`: VerifyToken ÷ Health/Check of the same server, for `authsvc serve` as `make run` starts it and
+    tuned beside it (bench/defaults.py), in interleaved rounds; then what each server really ran with."""
+    async with fresh_database(bench.pg, "defaults") as url:
+        await migrate(url)
+        app = await create_app(url, "bench-defaults")
+        repeated = mint_hs256(app.api_secret, [f"rep-{i}" for i in range(REPEATED_POOL)], bench.iat)
+        verify = verify_specs(app, repeated, bench)["repeated"]
+        async with defaults.servers(url, BENCH_KEK, bench.tmp) as servers:
+            pairs = list(zip(defaults.CONFIGS, servers, strict=True))
+            await measure_interleaved(
+                bench,
+                [
+                    scenario
+                    for config, server in pairs
+                    for scenario in (
+                        (config.check_row(), server, defaults.spread(health_spec, bench.opts.generators)),
+                        (config.verify_row(), server, defaults.spread(verify, bench.opts.generators)),
+                    )
+                ],
+            )
+            workers = defaults.expected_workers()
+            observed = [await defaults.observe(config, server, workers) for config, server in pairs]
+    for o in observed:
+        log(f"({o.config.key}): {len(o.workers)} workers, event loop {o.event_loop}, log level {o.log_level}")
+    return observed
+
+
 def uvloop_status() -> tuple[str | None, str]:
     """(settings field, reason): the server's event-loop option when uvloop can be tried, else why not."""
     loop_fields = [f.name for f in fields(Settings) if "loop" in f.name]
@@ -755,7 +796,7 @@ async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, 
                         (
                             Row("a", "(a) Health/Check — the ceiling", "a ceiling", "authsvc"),
                             server,
-                            lambda _: {"kind": "health", "metadata": []},
+                            health_spec,
                         ),
                         (
                             Row("b-rep", "(b) VerifyToken HS256, repeated (100 tokens)", "b rep", "authsvc"),
@@ -799,7 +840,8 @@ async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, 
                 else:
                     bench.notes.append(reason)
                     log(reason)
-                await eddsa_scenarios(bench, server, url)
+                if opts.selected("b-eddsa-rep") or opts.selected("b-eddsa-fresh"):
+                    await eddsa_scenarios(bench, server, url)
                 await measure(
                     bench,
                     Row("d", "(d) IssueToken", "d issue", "authsvc"),
@@ -846,6 +888,13 @@ async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, 
                     log(f"(g) propagation FAILED: {exc}")
                 extra["main_rss_at_end"] = _memory(server)
         try:
+            if any(opts.selected(key) for key in defaults.ROW_KEYS):
+                extra["defaults"] = await defaults_scenario(bench)
+        except Exception as exc:
+            extra["defaults_failure"] = _first_line(exc)
+            bench.failures.append(f"(defaults): {_first_line(exc)}")
+            log(f"(defaults) FAILED: {exc}")
+        try:
             if opts.selected("h"):
                 extra["million"] = await million(bench)
         except Exception as exc:
@@ -879,19 +928,23 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def _paired(bench: Bench, num: tuple[str, str], den: tuple[str, str]) -> tuple[float | None, str]:
     """The ratio num ÷ den, each a (row key, figure): the median of its values round by round when the two were
     measured in interleaved rounds, else the ratio of the two rows the table keeps."""
-    num_trials, den_trials = bench.rounds.get(num[0]), bench.rounds.get(den[0])
-    if not num_trials or not den_trials:
+    if not bench.rounds.get(num[0]) or not bench.rounds.get(den[0]):
         return _ratio(_v(_row(bench, num[0]), num[1]), _v(_row(bench, den[0]), den[1])), ""
-    ratios = [
-        r
-        for a, b in zip(num_trials, den_trials, strict=False)
-        if a.error is None and b.error is None and (r := _ratio(_v(a, num[1]), _v(b, den[1]))) is not None
-    ]
+    ratios = _round_ratios(bench, num, den)
     if not ratios:
         return None, ""
     if len(ratios) == 1:
         return ratios[0], "one round"
     return statistics.median(ratios), f"median of {len(ratios)} rounds: " + ", ".join(f"{r:.2f}" for r in ratios)
+
+
+def _round_ratios(bench: Bench, num: tuple[str, str], den: tuple[str, str]) -> list[float]:
+    """num ÷ den, each a (row key, figure), round by round, for the rounds where both ran."""
+    return [
+        r
+        for a, b in zip(bench.rounds.get(num[0], []), bench.rounds.get(den[0], []), strict=False)
+        if a.error is None and b.error is None and (r := _ratio(_v(a, num[1]), _v(b, den[1]))) is not None
+    ]
 
 
 def _paired_target(
@@ -929,6 +982,18 @@ def targets(bench: Bench, extra: dict[str, Any]) -> list[Target]:
         _paired_target(
             bench, "VerifyTokens tokens/s ÷ VerifyToken calls/s", (batch, tokens), (rep, calls), 10, True, "vs repeated"
         ),
+    ]
+    result += [
+        _paired_target(
+            bench,
+            f"VerifyToken HS256 repeated calls/s ÷ Health/Check calls/s of the same server, {config.title}",
+            (f"{config.key}-b-rep", calls),
+            (f"{config.key}-a", calls),
+            defaults.TARGET,
+            True,
+            f"settings: {config.env_text}",
+        )
+        for config in defaults.CONFIGS
     ]
     prop = extra.get("propagation")
     result.append(Target("(g) revocation propagation p99", prop and prop["p99_ms"], 25, False, " ms"))
@@ -972,7 +1037,8 @@ def render(bench: Bench, extra: dict[str, Any], command: str, started: datetime.
         "",
         "## How it was measured",
         "",
-        "- Servers: `authsvc serve --host 127.0.0.1 --port 0` subprocesses with `AUTHSVC_WORKERS=1` (one process), "
+        "- Servers (all but the defaults rows, which have a section of their own): `authsvc serve --host 127.0.0.1 "
+        "--port 0` subprocesses with `AUTHSVC_WORKERS=1` (one process), "
         f"`AUTHSVC_LOG_LEVEL={LOG_LEVEL}`, `AUTHSVC_EVENT_LOOP="
         f"{'uvloop' if importlib.util.find_spec('uvloop') is not None else 'asyncio'}` (set explicitly: faster, though "
         "the service's default is asyncio; one scenario runs the plain asyncio loop beside it), "
@@ -1035,6 +1101,13 @@ def render(bench: Bench, extra: dict[str, Any], command: str, started: datetime.
         *report.charts(bench.rows),
         "",
     ]
+    if any(opts.selected(key) for key in defaults.ROW_KEYS):
+        lines += defaults.section(
+            extra.get("defaults"),
+            lambda num, den, figure: _round_ratios(bench, (num, figure), (den, figure)),
+            _placement_text(opts),
+            extra.get("defaults_failure"),
+        )
     lines += propagation_section(extra.get("propagation"))
     lines += million_section(extra.get("million"), bench.opts.revocations)
     lines += ["## Not measured, and other notes", ""]
@@ -1060,6 +1133,16 @@ def render(bench: Bench, extra: dict[str, Any], command: str, started: datetime.
         lines += [f"- {f}" for f in bench.failures]
     lines.append("")
     return "\n".join(lines)
+
+
+def _placement_text(opts: Options) -> str:
+    if opts.placement is None:
+        return "The server's processes and the generators shared every core (--no-pin)."
+    server_cpus, gen_cpus = (",".join(map(str, sorted(c))) for c in opts.placement)
+    return (
+        f"As for every row, each window ran the server's processes (all its workers) on CPU {server_cpus} alone "
+        f"and the generators on CPU {gen_cpus}; `--no-pin` lets them share every core."
+    )
 
 
 def contention_notes(bench: Bench) -> list[str]:
@@ -1224,6 +1307,7 @@ def million_section(m: dict[str, Any] | None, count: int) -> list[str]:
 SCENARIO_KEYS = frozenset(
     {"a", "b", "b-rep", "b-rep-asyncio", "b-fresh", "b-eddsa", "b-eddsa-rep", "b-eddsa-fresh", "c", "d", "e"}
     | {"f", "f-rep", "f-fresh", "g", "h"}
+    | {"defaults", *defaults.ROW_KEYS}
 )
 """What --only accepts: the row keys, and their parts before the first '-' (b selects every (b) row).
 (g) and (h) run whole."""
@@ -1278,7 +1362,7 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument(
         "--only",
-        help="comma-separated scenarios to run, by row key (a, b-rep, b-fresh, c, d, e, f, g, h, ...); "
+        help="comma-separated scenarios to run, by row key (a, b-rep, b-fresh, c, d, e, f, g, h, defaults, ...); "
         "the report keeps only those; default: all",
     )
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -82,11 +82,16 @@ def set_affinity(root: int, cpus: Collection[int]) -> None:
 
 def tree_cpu_seconds(root: int, *, with_reaped_children: bool = False) -> float:
     """CPU time of a process and its live descendants (and of its reaped ones, if asked)."""
-    total = 0.0
+    return sum(tree_cpu_by_process(root, with_reaped_children=with_reaped_children).values())
+
+
+def tree_cpu_by_process(root: int, *, with_reaped_children: bool = False) -> dict[int, float]:
+    """CPU time of a process and of each of its live descendants (with the root's reaped ones, if asked)."""
+    times: dict[int, float] = {}
     for pid in process_tree(root):
         with contextlib.suppress(OSError):
-            total += cpu_seconds(pid, with_reaped_children=with_reaped_children and pid == root)
-    return total
+            times[pid] = cpu_seconds(pid, with_reaped_children=with_reaped_children and pid == root)
+    return times
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -203,6 +208,10 @@ def json_object_with(text: str, key: str) -> dict[str, Any] | None:
 AUTHSVC = [sys.executable, "-m", "authsvc"]
 
 
+def _open_for_appending(path: Path) -> IO[bytes]:
+    return open(path, "ab")
+
+
 class ServerExited(RuntimeError):
     """A server process exited before it answered SERVING."""
 
@@ -231,6 +240,9 @@ class ServerProcess:
     serving_after: float = 0.0
     """Seconds from spawn to the first SERVING answer of the health check."""
     log: deque[str] = field(default_factory=lambda: deque(maxlen=400))
+    log_file: Path | None = None
+    """Where stdout goes when set (as a log collector would take it, and no bench CPU spent reading it);
+    else stdout is read into `log` with stderr."""
     _log_port: int = 0
     _readers: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -252,20 +264,24 @@ class ServerProcess:
                 self.log_line_after = time.monotonic() - self.spawned_at
 
     async def start(self, within: float = 120) -> ServerProcess:
-        self.spawned_at = time.monotonic()
-        self.process = await asyncio.create_subprocess_exec(
-            *self.argv,
-            env=self.env,
-            cwd=REPO,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            limit=1 << 22,
-        )
+        with contextlib.ExitStack() as files:
+            stdout: Any = asyncio.subprocess.PIPE
+            if self.log_file is not None:
+                stdout = files.enter_context(_open_for_appending(self.log_file))  # the child keeps its own
+            self.spawned_at = time.monotonic()
+            self.process = await asyncio.create_subprocess_exec(
+                *self.argv,
+                env=self.env,
+                cwd=REPO,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                limit=1 << 22,
+            )
         register(self.process.pid, self.name)
-        assert self.process.stdout is not None and self.process.stderr is not None
-        self._readers = [asyncio.create_task(self._read(s)) for s in (self.process.stdout, self.process.stderr)]
+        streams = [s for s in (self.process.stdout, self.process.stderr) if s is not None]
+        self._readers = [asyncio.create_task(self._read(s)) for s in streams]
         tried_bad: set[int] = set()
         deadline = self.spawned_at + within
         while True:
@@ -288,7 +304,14 @@ class ServerProcess:
             await asyncio.sleep(0.005)
 
     def tail(self, lines: int = 40) -> str:
-        return "\n".join(list(self.log)[-lines:])
+        written = list(self.log)
+        if self.log_file is not None:
+            with contextlib.suppress(OSError), open(self.log_file, "rb") as f:
+                start = max(0, f.seek(0, os.SEEK_END) - 16384)
+                f.seek(start)
+                text = f.read().decode(errors="replace").splitlines()
+                written = text[1 if start else 0 :] + written  # a cut first line is dropped
+        return "\n".join(written[-lines:])
 
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after 20 s; every process of its group."""

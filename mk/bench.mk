@@ -5,6 +5,9 @@
 #   make bench BENCH_ARGS=--quick       smoke run (~1 s a scenario); prints the report, writes no file
 #   make bench-quick                    the same
 #   make bench BENCH_ARGS='--only a,b-fresh'   some scenarios by row key (a, b-rep, b-fresh, c, d, e, f, g, h, ...)
+#   make bench BENCH_ARGS='--only defaults'     `authsvc serve` as `make run` starts it (no AUTHSVC_EVENT_LOOP,
+#                                               AUTHSVC_LOG_LEVEL or AUTHSVC_WORKERS; log to a file) and tuned
+#                                               (uvloop, WARNING) beside it: VerifyToken ÷ Health/Check of each
 #   make bench BENCH_ARGS='--rounds 9'          more interleaved rounds for the target ratios (default 5)
 #   make bench BENCH_ARGS=--no-pin              server and generators share every core (default: the server
 #                                               alone on the first CPU while a window is measured)
