@@ -8,14 +8,13 @@
     ├── Unavailable                   the database is needed and down: retry with backoff
     └── ConfigError                   a setting is wrong; raised at start-up, not over gRPC
 
-The servicer raises these; one interceptor (authsvc.interceptors) maps them to a gRPC status carrying a
-google.rpc.ErrorInfo with the reason and the domain "authsvc". Messages are meant for people and never
-contain a secret or a whole token.
+The token core and the servicers raise these; one interceptor (authsvc.interceptors) maps them to a gRPC
+status carrying a google.rpc.ErrorInfo with the reason and the domain "authsvc". Each names its status by
+the name of a grpc.StatusCode, so this module (and the token core that raises its errors) needs no grpc.
+Messages are meant for people and never contain a secret or a whole token.
 """
 
 from __future__ import annotations
-
-import grpc
 
 DOMAIN = "authsvc"
 
@@ -23,7 +22,8 @@ DOMAIN = "authsvc"
 class AuthsvcError(Exception):
     """Root of every error authsvc raises on purpose."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    status: str = "INTERNAL"
+    """The name of the grpc.StatusCode a client sees."""
     default_reason: str = "INTERNAL"
 
     def __init__(self, message: str, reason: str | None = None, **metadata: str) -> None:
@@ -36,35 +36,35 @@ class AuthsvcError(Exception):
 class InvalidArgument(AuthsvcError):
     """The request is malformed or asks for something not allowed; the caller must change it."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    status = "INVALID_ARGUMENT"
     default_reason = "INVALID_ARGUMENT"
 
 
 class Unauthenticated(AuthsvcError):
     """The app credential (x-api-key, authorization) is missing or does not check out."""
 
-    code = grpc.StatusCode.UNAUTHENTICATED
+    status = "UNAUTHENTICATED"
     default_reason = "INVALID_CREDENTIAL"
 
 
 class PermissionDenied(AuthsvcError):
     """The credential is genuine but belongs to another app, or is a user token."""
 
-    code = grpc.StatusCode.PERMISSION_DENIED
+    status = "PERMISSION_DENIED"
     default_reason = "PERMISSION_DENIED"
 
 
 class NotFound(AuthsvcError):
     """The named app does not exist."""
 
-    code = grpc.StatusCode.NOT_FOUND
+    status = "NOT_FOUND"
     default_reason = "APP_NOT_FOUND"
 
 
 class Unavailable(AuthsvcError):
     """The database is needed and cannot be reached; nothing was changed. Retry with backoff."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    status = "UNAVAILABLE"
     default_reason = "DATABASE_UNAVAILABLE"
 
 

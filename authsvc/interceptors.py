@@ -37,7 +37,7 @@ def status_of(error: AuthsvcError) -> grpc.Status:
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
+    status = status_pb2.Status(code=grpc.StatusCode[error.status].value[0], message=error.message, details=[detail])
     result: grpc.Status = rpc_status.to_status(status)
     return result
 
@@ -260,7 +260,7 @@ def _observed(
                     raise _malformed_request()
                 response = await inner(request, context)
             except AuthsvcError as error:
-                code = error.code
+                code = grpc.StatusCode[error.status]
                 await _abort(context, status_of(error))
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
@@ -307,7 +307,7 @@ def _observed_generator(
                 async for response in inner(request, context):
                     yield response
             except AuthsvcError as error:
-                code = error.code
+                code = grpc.StatusCode[error.status]
                 await _abort(context, status_of(error))
             code = context.code() or _OK
         except grpc.aio.AbortError:

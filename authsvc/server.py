@@ -17,7 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from authsvc import migrations, tls, tokens
+from authsvc import credentials, migrations, tls
 from authsvc.admin_servicer import AdminServicer
 from authsvc.clock import MICROS_PER_SECOND, Clock, system_clock
 from authsvc.config import Settings
@@ -182,7 +182,7 @@ def _credential_check(state: State, settings: Settings) -> CredentialCheck:
         if operator_hashes and hash_token(text) in operator_hashes:
             return True
         app = state.app(api_key) if api_key else None
-        return app is not None and tokens.is_api_secret(text, app)
+        return app is not None and credentials.is_api_secret(text, app)
 
     return is_credential
 

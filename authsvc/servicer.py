@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
-from authsvc import tokens
+from authsvc import credentials, tokens
 from authsvc.audit import Actor
 from authsvc.clock import MICROS_PER_SECOND, Clock, Micros
 from authsvc.config import Settings
@@ -275,7 +275,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             raise Unauthenticated("authorization must be 'Bearer <credential>'", "INVALID_CREDENTIAL")
         credential = authorization[len(_BEARER) :].strip()
         try:
-            kind = tokens.authenticate_backend(credential, app, now=self._clock(), leeway=self._leeway)
+            kind = credentials.authenticate_backend(credential, app, now=self._clock(), leeway=self._leeway)
         except Unauthenticated as exc:
             if exc.reason == "INVALID_CREDENTIAL" and await self._belongs_to_another_app(credential, app):
                 raise PermissionDenied(
@@ -289,7 +289,9 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             return False
         await self._state.catch_up()  # the owner may be an app made a moment ago elsewhere (failure path only)
         now = self._clock()
-        return any(tokens.belongs_to(credential, other, now=now) for other in self._state.apps() if other.id != app.id)
+        return any(
+            credentials.belongs_to(credential, other, now=now) for other in self._state.apps() if other.id != app.id
+        )
 
 
 def _metadata(context: Context, key: str) -> str | None:

@@ -19,7 +19,7 @@ import jwt
 
 from authsvc import jws, keys
 from authsvc.clock import MICROS_PER_SECOND, Micros, micros_to_seconds, seconds_to_micros
-from authsvc.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from authsvc.errors import InvalidArgument
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9@_-]{1,255}")
 """What a user id may be: 1 to 255 letters, digits, `@`, `_` and `-`."""
@@ -185,14 +185,6 @@ class IssuedToken:
 
 
 @dataclass(slots=True)  # not frozen: that costs a microsecond a token on the hot path; treat it as read-only
-class Presented:
-    """A token as presented, parsed once; `jws` is None when it is not a well-formed JWS."""
-
-    jws: jws.CompactJws | None
-    user_id: str | None
-
-
-@dataclass(slots=True)  # not frozen: that costs a microsecond a token on the hot path; treat it as read-only
 class Verification:
     """The answer to a verification: the outcome and, once the signature checked out, what the token says."""
 
@@ -320,35 +312,6 @@ def parse(token: str) -> jws.CompactJws | None:
         return None
 
 
-def present(token: str) -> Presented:
-    """Parses a presented token once; the user id it claims (unchecked) lets the caller fetch revocations."""
-    parsed = parse(token)
-    if parsed is None:
-        return Presented(jws=None, user_id=None)
-    user_id = parsed.payload.get("user_id")
-    if not isinstance(user_id, str) or not USER_ID_PATTERN.fullmatch(user_id):
-        user_id = None
-    return Presented(jws=parsed, user_id=user_id)
-
-
-def verify(
-    presented: Presented,
-    app: App,
-    *,
-    now: Micros,
-    leeway: Micros,
-    user_revoked_before: Micros | None,
-) -> Verification:
-    """Runs the checks of the token model, in its order, and says the first that fails (or VALID)."""
-    token = presented.jws
-    if token is None:
-        return Verification(Outcome.MALFORMED)
-    failed, _ = check_signature(token, app, now=now)
-    if failed is not None:
-        return Verification(failed)
-    return check_claims(token, app, now=now, leeway=leeway, user_revoked_before=user_revoked_before)
-
-
 def is_dev_token(token: jws.CompactJws) -> bool:
     """True for a developer token: its signature part is the literal `devtoken`."""
     return token.signature_segment == DEV_SIGNATURE
@@ -391,19 +354,15 @@ def check_claims(
     dev_token = is_dev_token(token)
     claims = token.payload
     try:
-        iat = _micros_or_none(jws.numeric_date(claims, "iat"))
-        exp = _micros_or_none(jws.numeric_date(claims, "exp"))
-        nbf = _micros_or_none(jws.numeric_date(claims, "nbf"))
+        iat, exp, nbf = read_times(claims)
     except jws.MalformedToken:
         return Verification(Outcome.MALFORMED, claims=claims, dev_token=dev_token)
     user_id = claims.get("user_id")
     if not isinstance(user_id, str):
         user_id = ""
     # The first check that fails decides, in the token model's order.
-    if exp is not None and now >= exp + leeway:
-        outcome = Outcome.EXPIRED
-    elif (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
-        outcome = Outcome.NOT_YET_VALID
+    if (outcome_of_times := time_outcome(iat, exp, nbf, now=now, leeway=leeway)) is not None:
+        outcome = outcome_of_times
     elif app.max_token_lifetime_seconds is not None and (
         exp is None or (iat is not None and exp - iat > app.max_token_lifetime_seconds * MICROS_PER_SECOND)
     ):
@@ -429,91 +388,34 @@ def _micros_or_none(seconds: float | None) -> Micros | None:
     return None if seconds is None else seconds_to_micros(seconds)
 
 
+def read_times(claims: Mapping[str, Any]) -> tuple[Micros | None, Micros | None, Micros | None]:
+    """The token's `iat`, `exp` and `nbf` in microseconds (None when absent); raises jws.MalformedToken for a
+    date claim that is not a NumericDate in range."""
+    return (
+        _micros_or_none(jws.numeric_date(claims, "iat")),
+        _micros_or_none(jws.numeric_date(claims, "exp")),
+        _micros_or_none(jws.numeric_date(claims, "nbf")),
+    )
+
+
+def time_outcome(
+    iat: Micros | None, exp: Micros | None, nbf: Micros | None, *, now: Micros, leeway: Micros
+) -> Outcome | None:
+    """Step 4's times, for user and server tokens alike: EXPIRED once `exp` is past (beyond the leeway),
+    NOT_YET_VALID while `nbf` or `iat` is ahead (beyond it), else None."""
+    if exp is not None and now >= exp + leeway:
+        return Outcome.EXPIRED
+    if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
+        return Outcome.NOT_YET_VALID
+    return None
+
+
 def _audience_matches(aud: Any, api_key: str) -> bool:
     if isinstance(aud, str):
         return aud == api_key
     if isinstance(aud, list):
         return api_key in aud
     return False
-
-
-class CredentialKind(enum.Enum):
-    """How a backend proved it speaks for an app."""
-
-    API_SECRET = "api_secret"
-    SERVER_TOKEN = "server_token"
-
-
-def authenticate_backend(credential: str, app: App, *, now: Micros, leeway: Micros) -> CredentialKind:
-    """Checks a backend credential (API secret or server token) for `app`.
-
-    Every API secret still in its overlap window counts. Raises Unauthenticated when it is not a credential
-    of this app, and PermissionDenied when it is a genuine user token of this app (users may not act as the
-    backend).
-    """
-    if not credential:
-        raise Unauthenticated(
-            "authorization metadata is empty; send 'Bearer <API secret or server token>'",
-            "MISSING_CREDENTIAL",
-        )
-    secrets = app.active_secrets(now)
-    given = credential.encode()
-    # Compare against every secret (no early exit), each in constant time.
-    if sum(hmac.compare_digest(given, secret.value.encode()) for secret in secrets):
-        return CredentialKind.API_SECRET
-    try:
-        token = jws.parse_compact(credential)
-    except jws.MalformedToken:
-        raise Unauthenticated("the credential is not this app's API secret nor a server token") from None
-    if token.header["alg"] != HS256 or not any(
-        secret.signed(token.signing_input, token.signature) for secret in secrets
-    ):
-        # Server tokens are signed with the API secret, so one signed with the app's key pair is a user token.
-        if app.key_pairs and not is_dev_token(token) and check_signature(token, app, now=now)[0] is None:
-            raise _user_token_not_allowed()
-        raise Unauthenticated("the credential is not signed with this app's API secret")
-    claims = token.payload
-    try:
-        exp = _micros_or_none(jws.numeric_date(claims, "exp"))
-        nbf = _micros_or_none(jws.numeric_date(claims, "nbf"))
-        iat = _micros_or_none(jws.numeric_date(claims, "iat"))
-    except jws.MalformedToken:
-        raise Unauthenticated("the server token has a malformed time claim") from None
-    if claims.get("server") is not True:
-        raise _user_token_not_allowed()
-    if exp is not None and now >= exp + leeway:
-        raise Unauthenticated("the server token has expired", "CREDENTIAL_EXPIRED")
-    if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
-        raise Unauthenticated("the server token is not valid yet", "CREDENTIAL_NOT_YET_VALID")
-    return CredentialKind.SERVER_TOKEN
-
-
-def _user_token_not_allowed() -> PermissionDenied:
-    return PermissionDenied(
-        "a user token cannot authorize this call; use the API secret or a server token", "USER_TOKEN_NOT_ALLOWED"
-    )
-
-
-def is_api_secret(text: str, app: App) -> bool:
-    """True when `text` is one of `app`'s API secrets, current or rotated out (each compared in constant time)."""
-    given = text.encode()
-    return sum(hmac.compare_digest(given, secret.value.encode()) for secret in app.secrets) > 0
-
-
-def belongs_to(credential: str, app: App, *, now: Micros) -> bool:
-    """True when `credential` is one of `app`'s API secrets or is signed with one: used to tell a caller
-    that presented another app's credential (PERMISSION_DENIED) from one presenting garbage (UNAUTHENTICATED)."""
-    secrets = app.active_secrets(now)
-    given = credential.encode()
-    if sum(hmac.compare_digest(given, secret.value.encode()) for secret in secrets):
-        return True
-    try:
-        token = jws.parse_compact(credential)
-    except jws.MalformedToken:
-        return False
-    return token.header["alg"] == HS256 and any(
-        secret.signed(token.signing_input, token.signature) for secret in secrets
-    )
 
 
 def revocation_time(requested: Micros | None, *, now: Micros, leeway: Micros) -> Micros:

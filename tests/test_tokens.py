@@ -12,10 +12,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from authsvc import tokens
+from authsvc import credentials, tokens
 from authsvc.clock import MICROS_PER_SECOND as S
 from authsvc.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from authsvc.tokens import App, Outcome, Secret
+from authsvc.verifier import Verifier
 
 NOW = 1_800_000_000 * S
 LEEWAY = 5 * S
@@ -29,7 +30,10 @@ def vendor_token(payload: dict[str, Any], secret: str = SECRET, **headers: Any) 
 
 
 def check(token: str, app: App = APP, now: int = NOW, user_revoked_before: int | None = None) -> tokens.Verification:
-    return tokens.verify(tokens.present(token), app, now=now, leeway=LEEWAY, user_revoked_before=user_revoked_before)
+    """The production pipeline (authsvc.verifier), without its cache: every call runs every step."""
+    return Verifier(cache_size=0).verify(
+        token, app, now=now, leeway=LEEWAY, revoked_before=lambda app_id, user_id: user_revoked_before
+    )
 
 
 def b64(data: bytes) -> str:
@@ -303,14 +307,14 @@ class TestDeveloperTokens:
 
 
 class TestBackendCredentials:
-    def authenticate(self, credential: str, now: int = NOW) -> tokens.CredentialKind:
-        return tokens.authenticate_backend(credential, APP, now=now, leeway=LEEWAY)
+    def authenticate(self, credential: str, now: int = NOW) -> credentials.CredentialKind:
+        return credentials.authenticate_backend(credential, APP, now=now, leeway=LEEWAY)
 
     def test_api_secret(self) -> None:
-        assert self.authenticate(SECRET) is tokens.CredentialKind.API_SECRET
+        assert self.authenticate(SECRET) is credentials.CredentialKind.API_SECRET
 
     def test_server_token(self) -> None:
-        assert self.authenticate(vendor_token({"server": True})) is tokens.CredentialKind.SERVER_TOKEN
+        assert self.authenticate(vendor_token({"server": True})) is credentials.CredentialKind.SERVER_TOKEN
 
     @pytest.mark.parametrize(
         "credential",
@@ -338,9 +342,9 @@ class TestBackendCredentials:
             self.authenticate(token)
 
     def test_belongs_to_tells_the_owner_of_a_credential(self) -> None:
-        assert tokens.belongs_to(SECRET, APP, now=NOW)
-        assert tokens.belongs_to(vendor_token({"server": True}), APP, now=NOW)
-        assert not tokens.belongs_to("x" * 43, APP, now=NOW)
+        assert credentials.belongs_to(SECRET, APP, now=NOW)
+        assert credentials.belongs_to(vendor_token({"server": True}), APP, now=NOW)
+        assert not credentials.belongs_to("x" * 43, APP, now=NOW)
 
 
 class TestMaximumLifetime:
