@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -149,10 +150,57 @@ class JsonFormatter(logging.Formatter):
         )
 
 
+FLUSH_INTERVAL = 0.2
+"""Seconds a line below WARNING may wait in the output buffer before it is written out."""
+
+
+class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that writes WARNING and above at once, and the rest (the access log's line per call)
+    within FLUSH_INTERVAL, many lines to a write.
+
+    A write per line is a system call per call, and each one lets grpc's poller thread take the GIL from the
+    event loop, which then waits to get it back: measured, that costs far more than the line itself
+    (docs/performance.md, the defaults rows). A background thread flushes what waits; the interpreter's exit
+    flushes the rest (a process killed with SIGKILL loses at most the last FLUSH_INTERVAL of lines below WARNING).
+    """
+
+    def __init__(self, stream: TextIO, interval: float = FLUSH_INTERVAL) -> None:
+        super().__init__(stream)
+        self._pending = False
+        self._interval = interval
+        threading.Thread(target=self._flush_pending, name="authsvc-log-flush", daemon=True).start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+            if record.levelno >= logging.WARNING:
+                self.stream.flush()
+            else:
+                self._pending = True
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def _flush_pending(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            if self._pending:
+                self.acquire()
+                try:
+                    self._pending = False
+                    self.stream.flush()
+                except (OSError, ValueError):
+                    pass  # a closed or broken stream: nothing left to write to
+                finally:
+                    self.release()
+
+
 def configure_logging(level: str, stream: TextIO | None = None, **fields: Any) -> None:
     """Sends every log record at `level` and above to stdout (or `stream`), one JSON object per line, each
-    with `fields` (such as the worker number) added."""
-    handler = logging.StreamHandler(sys.stdout if stream is None else stream)
+    with `fields` (such as the worker number) added; lines below WARNING are written in batches
+    (BatchingHandler)."""
+    handler = BatchingHandler(sys.stdout if stream is None else stream)
     handler.setFormatter(JsonFormatter(fields))
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -268,6 +268,12 @@ async def _serve(url: str, settings: Settings, worker: int = 0, workers: int = 1
         # What start-up made (modules, descriptors, the loaded state) lives as long as the process: out of the
         # collector's full passes, which then scan only what serving creates (the verify cache, mostly).
         gc.freeze()
+        if worker == 0:
+            log.info(
+                "event loop %s, log level %s",
+                "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio",
+                settings.log_level,
+            )
         if workers > 1:
             log.info("worker %d of %d serving gRPC on %s:%d", worker + 1, workers, settings.host, running.port)
             log.info("worker %d of %d serving HTTP on %s:%d", worker + 1, workers, settings.host, running.http_port)

@@ -1040,8 +1040,8 @@ def render(bench: Bench, extra: dict[str, Any], command: str, started: datetime.
         "- Servers (all but the defaults rows, which have a section of their own): `authsvc serve --host 127.0.0.1 "
         "--port 0` subprocesses with `AUTHSVC_WORKERS=1` (one process), "
         f"`AUTHSVC_LOG_LEVEL={LOG_LEVEL}`, `AUTHSVC_EVENT_LOOP="
-        f"{'uvloop' if importlib.util.find_spec('uvloop') is not None else 'asyncio'}` (set explicitly: faster, though "
-        "the service's default is asyncio; one scenario runs the plain asyncio loop beside it), "
+        f"{'uvloop' if importlib.util.find_spec('uvloop') is not None else 'asyncio'}` (set explicitly, as the "
+        "service's default `auto` does when uvloop is installed; one scenario runs the plain asyncio loop beside it), "
         "on a fresh database created for the run and dropped after it "
         f"({'an embedded PostgreSQL (pgserver)' if pg.embedded else 'the server AUTHSVC_BENCH_DATABASE_URL names'}).",
         f"- Log level: {LOG_LEVEL}. {access_log_note()}",
