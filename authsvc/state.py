@@ -27,7 +27,7 @@ import asyncpg
 
 from authsvc.clock import Micros
 from authsvc.errors import AuthsvcError, Unavailable
-from authsvc.store import CHANNEL, Change, Snapshot, Store
+from authsvc.store import CHANNEL, Change, Snapshot, Store, unreachable
 from authsvc.tokens import App, user_hash
 
 log = logging.getLogger(__name__)
@@ -292,15 +292,19 @@ class State:
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, AuthsvcError) as exc:
-                log.warning("cannot follow state changes (%s); retrying in %.1fs", type(exc).__name__, backoff)
+            except Exception as exc:
+                if isinstance(exc, AuthsvcError) or unreachable(exc):
+                    log.warning("cannot follow state changes (%s); retrying in %.1fs", type(exc).__name__, backoff)
+                else:  # a bug, logged in full; following goes on (a stopped follower would fail every call closed)
+                    log.exception("unexpected error following state changes; retrying in %.1fs", backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
     async def _follow_connection(self) -> None:
         """LISTENs on one connection and catches up on every wake-up or check, until the connection is lost."""
         lost = asyncio.Event()
-        conn = await asyncpg.connect(self._dsn, timeout=5)
+        timeout = self._store.timeout
+        conn = await asyncpg.connect(self._dsn, timeout=timeout, command_timeout=timeout)
         try:
             await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
             conn.add_termination_listener(lambda _: lost.set())
