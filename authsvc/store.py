@@ -109,17 +109,22 @@ class Snapshot:
 
 
 async def create_pool(dsn: str, *, max_size: int = 10, command_timeout: float = 5.0) -> asyncpg.Pool:
-    """A connection pool for `dsn`; raises Unavailable when the database cannot be reached."""
+    """A connection pool for `dsn`, with one connection opened; raises Unavailable when the database cannot be
+    reached."""
+    # min_size=0: a pool with a floor reconnects in the background after a restart, logging each failed attempt
+    # with a traceback; the next operation opens the connection it needs instead.
+    pool = await asyncpg.create_pool(
+        dsn, min_size=0, max_size=max_size, command_timeout=command_timeout, timeout=command_timeout
+    )
     try:
-        # min_size=0: a pool with a floor reconnects in the background after a restart, logging each failed
-        # attempt with a traceback; the next operation opens the connection it needs instead.
-        return await asyncpg.create_pool(
-            dsn, min_size=0, max_size=max_size, command_timeout=command_timeout, timeout=command_timeout
-        )
+        async with pool.acquire():  # reached now, so that a database away at start-up is one clear error
+            pass
     except Exception as exc:
+        pool.terminate()
         if not unreachable(exc):
             raise
         raise Unavailable(f"cannot reach the database: {type(exc).__name__}: {exc}") from exc
+    return pool
 
 
 def _build_app(row: asyncpg.Record, key_rows: list[asyncpg.Record], keyring: Keyring) -> App:
