@@ -83,8 +83,8 @@ class Change:
     version: int
     app_id: int
     kind: str
-    user_hashes: list[int]
-    times: list[int]
+    user_hashes: array[int]
+    times: array[int]
     app: App | None
     """For kind 'app': the app as it is now (None when it no longer exists)."""
 
@@ -557,13 +557,20 @@ class Store:
             revocations={row["app_id"]: (_int64s(row["hashes"]), _int64s(row["times"])) for row in rows},
         )
 
-    async def changes_since(self, version: int) -> list[Change]:
-        """The changes logged after `version`, in order, with the current state of each changed app."""
+    async def changes_since(self, version: int, limit: int = 100) -> list[Change]:
+        """The first `limit` changes logged after `version`, in order, with the current state of each changed app."""
         async with self._connection() as conn:
+            # Hashes and times as binary int8s (int8send), like the snapshot: a pruning batch or a backlog of
+            # changes arrives as int64 arrays, 8 bytes a value, not as a Python int each.
             rows = await conn.fetch(
-                "SELECT version, app_id, kind, user_hashes, times FROM state_changes WHERE version > $1"
-                " ORDER BY version",
+                "SELECT version, app_id, kind,"
+                " (SELECT string_agg(int8send(h), ''::bytea ORDER BY i) FROM unnest(user_hashes)"
+                "  WITH ORDINALITY AS u(h, i)) AS user_hashes,"
+                " (SELECT string_agg(int8send(t), ''::bytea ORDER BY i) FROM unnest(times)"
+                "  WITH ORDINALITY AS u(t, i)) AS times"
+                " FROM state_changes WHERE version > $1 ORDER BY version LIMIT $2",
                 version,
+                limit,
             )
             changed = sorted({row["app_id"] for row in rows if row["kind"] == "app"})
             apps = (
@@ -576,26 +583,38 @@ class Store:
                 version=row["version"],
                 app_id=row["app_id"],
                 kind=row["kind"],
-                user_hashes=row["user_hashes"],
-                times=row["times"],
+                user_hashes=_int64s(row["user_hashes"] or b""),
+                times=_int64s(row["times"] or b""),
                 app=apps.get(row["app_id"]) if row["kind"] == "app" else None,
             )
             for row in rows
         ]
 
-    async def prune_revocations(self, leeway: Micros) -> int | None:
+    async def prune_revocations(self, leeway: Micros, batch: int = 10_000) -> int | None:
         """Deletes user revocations older than their app's maximum token lifetime (plus leeway).
 
-        No live token can predate them: such a token would have expired. Returns the state version of the
-        last change logged, or None when nothing was pruned.
+        No live token can predate them: such a token would have expired. They go `batch` at a time, each batch
+        a change of its own: a million of them never sit in memory at once, here or in the processes that
+        follow the change, and each batch fits the database timeout. Returns the state version of the last
+        change logged, or None when nothing was pruned.
         """
+        version = None
+        while (logged := await self._prune_batch(leeway, batch)) is not None:
+            version = logged
+        return version
+
+    async def _prune_batch(self, leeway: Micros, batch: int) -> int | None:
         async with self._connection() as conn, conn.transaction():
+            # SKIP LOCKED: processes pruning at once take disjoint batches, and each row is returned once.
             rows = await conn.fetch(
-                "DELETE FROM user_revocations r USING apps a"
-                " WHERE r.app_id = a.id AND a.max_token_lifetime_seconds IS NOT NULL"
+                "DELETE FROM user_revocations WHERE (app_id, user_id) IN ("
+                " SELECT r.app_id, r.user_id FROM user_revocations r JOIN apps a ON a.id = r.app_id"
+                " WHERE a.max_token_lifetime_seconds IS NOT NULL"
                 "  AND r.revoked_before < now() - make_interval(secs => a.max_token_lifetime_seconds + $1::float8)"
-                " RETURNING r.app_id, r.user_hash",
+                " LIMIT $2 FOR UPDATE OF r SKIP LOCKED)"
+                " RETURNING app_id, user_hash",
                 leeway / 1_000_000,
+                batch,
             )
             per_app: dict[int, list[int]] = {}
             for row in rows:

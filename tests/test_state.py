@@ -15,13 +15,14 @@ import asyncpg
 import grpc
 import pytest
 
-from authsvc import apps
+from authsvc import apps, migrations
+from authsvc import state as state_module
 from authsvc.audit import Actor
 from authsvc.clock import MICROS_PER_SECOND as S
 from authsvc.config import Settings
 from authsvc.server import RunningServer, start_server
 from authsvc.state import RevocationSet, State
-from authsvc.store import Store
+from authsvc.store import Store, create_pool
 from authsvc.tokens import App, user_hash
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
@@ -223,6 +224,37 @@ async def test_old_revocations_are_pruned(store: Store, state: State) -> None:
     assert await store.user_revoked_before(app.id, "old") is None
     assert await store.user_revoked_before(app.id, "new") is not None
     assert old_version < new_version
+
+
+async def test_pruning_goes_in_batches_that_every_process_applies(fresh_database: str) -> None:
+    pool = await create_pool(fresh_database)
+    try:
+        async with pool.acquire() as conn:
+            await migrations.apply(conn)
+        store = Store(pool, TEST_KEYRING)
+        app = await apps.create_app(store, "pruned-in-batches", max_token_lifetime_seconds=3600)
+        old = [f"old-{i}" for i in range(5)]
+        _, first = await store.revoke_users(app.id, old, await _db_now(store) - 7200 * S, actor=TEST_ACTOR)
+        follower = State(store, fresh_database, check_interval=3600, max_staleness=3600)
+        await follower.load()
+        # More changes than one read of the change log takes: the follower catches up in steps, and all of them.
+        recent = [f"new-{i}" for i in range(state_module._CHANGES_PER_READ + 20)]  # noqa: SLF001
+        for user in recent:
+            await store.revoke_users(app.id, [user], await _db_now(store), actor=TEST_ACTOR)
+        await follower.catch_up()
+        assert all(follower.user_revoked_before(app.id, u) is not None for u in old + recent)
+        # A pruning of five revocations, two at a time: three changes, each as small as its batch.
+        last = await store.prune_revocations(0, batch=2)
+        pruned = [c for c in await store.changes_since(first, limit=1000) if c.kind == "clear"]
+        assert [len(c.user_hashes) for c in pruned] == [2, 2, 1]
+        assert sorted(h for c in pruned for h in c.user_hashes) == sorted(user_hash(u) for u in old)
+        assert last == pruned[-1].version
+        await follower.catch_up()
+        assert [follower.user_revoked_before(app.id, u) for u in old] == [None] * 5
+        assert all(follower.user_revoked_before(app.id, u) is not None for u in recent)
+        assert await store.prune_revocations(0, batch=2) is None
+    finally:
+        await pool.close()
 
 
 async def _db_now(store: Store) -> int:
