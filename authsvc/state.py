@@ -368,8 +368,11 @@ class State:
 
     async def prune(self) -> None:
         """Deletes user revocations no live token can predate, and old change-log rows."""
-        version = await self._store.prune_revocations(self._leeway)
-        if version is not None:
+        pruned = False
+        while (version := await self._store.prune_revocations(self._leeway)) is not None:
+            # Between batches, so that this process applies other processes' changes meanwhile too.
             await self.catch_up(version)
+            pruned = True
+        if pruned:
             release_free_memory()
         await self._store.prune_change_log()

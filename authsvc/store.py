@@ -591,19 +591,13 @@ class Store:
         ]
 
     async def prune_revocations(self, leeway: Micros, batch: int = 10_000) -> int | None:
-        """Deletes user revocations older than their app's maximum token lifetime (plus leeway).
+        """Deletes up to `batch` user revocations older than their app's maximum token lifetime (plus leeway).
 
-        No live token can predate them: such a token would have expired. They go `batch` at a time, each batch
-        a change of its own: a million of them never sit in memory at once, here or in the processes that
-        follow the change, and each batch fits the database timeout. Returns the state version of the last
-        change logged, or None when nothing was pruned.
+        No live token can predate them: such a token would have expired. Called until it returns None, it
+        prunes them all, a batch a change: a million of them never sit in memory at once, here or in the
+        processes that follow the change, and each batch fits the database timeout. Returns the state version
+        of the change logged, or None when nothing was left to prune.
         """
-        version = None
-        while (logged := await self._prune_batch(leeway, batch)) is not None:
-            version = logged
-        return version
-
-    async def _prune_batch(self, leeway: Micros, batch: int) -> int | None:
         async with self._connection() as conn, conn.transaction():
             # SKIP LOCKED: processes pruning at once take disjoint batches, and each row is returned once.
             rows = await conn.fetch(
