@@ -217,7 +217,7 @@ async def open_store(url: str, settings: Settings) -> tuple[asyncpg.Pool, Store]
     async with pool.acquire() as conn:
         for version in await migrations.apply(conn):
             log.info("database migrated to %s", version)
-    store = Store(pool, keyring, acquire_timeout=settings.database_timeout)
+    store = Store(pool, keyring, timeout=settings.database_timeout)
     if sealed := await store.reseal(only_plain=True):
         log.info("sealed %d keys carried over in plain text", sealed)
     return pool, store

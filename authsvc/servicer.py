@@ -133,6 +133,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         self._leeway = round(settings.clock_leeway * MICROS_PER_SECOND)
 
     async def IssueToken(self, request: pb.IssueTokenRequest, context: Context) -> pb.IssueTokenResponse:
+        self._state.check_fresh()  # a stale state may still hold a retired key or a rotated-out secret
         app, actor = await self._authenticated_app(context)
         now = self._clock()
         expiry = request.WhichOneof("expiry")

@@ -16,6 +16,8 @@ The state is fresh as of the last successful contact with the database. Past `ma
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import time
 from array import array
@@ -27,13 +29,37 @@ import asyncpg
 
 from authsvc.clock import Micros
 from authsvc.errors import AuthsvcError, Unavailable
-from authsvc.store import CHANNEL, Change, Snapshot, Store
+from authsvc.store import CHANNEL, Change, Snapshot, Store, unreachable
 from authsvc.tokens import App, user_hash
 
 log = logging.getLogger(__name__)
 
 _ABSENT = object()
 _MEMO_SIZE = 4096
+_CHANGES_PER_READ = 100
+"""Changes read from the log at a time: a process far behind catches up in bounded steps."""
+_TRIM_AFTER = 65_536
+"""User revocations applied, after which free heap memory is handed back to the system."""
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    path = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(path), "malloc_trim", None) if path else None  # glibc only
+    return trim
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hands free heap pages back to the system (glibc's malloc_trim; nothing elsewhere).
+
+    glibc keeps what Python frees in its heap, so a process that built and dropped tens of megabytes (a
+    snapshot's byte strings, the arrays a merge replaced, a pruning batch) would otherwise stay that much larger
+    for good. `make bench` (scenario m) measures it.
+    """
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 class RevocationSet:
@@ -48,8 +74,9 @@ class RevocationSet:
     __slots__ = ("_keys", "_times", "_recent", "_answers")
 
     def __init__(self, keys: Iterable[int] = (), times: Iterable[int] = ()) -> None:
-        self._keys = array("q", keys)
-        self._times = array("q", times)
+        # int64 arrays (a snapshot's) are taken over, not copied: 16 MB a million revocations.
+        self._keys = keys if isinstance(keys, array) and keys.typecode == "q" else array("q", keys)
+        self._times = times if isinstance(times, array) and times.typecode == "q" else array("q", times)
         self._recent: dict[int, int | None] = {}
         self._answers: dict[str, Micros | None] = {}
         if any(a > b for a, b in zip(self._keys, self._keys[1:], strict=False)):
@@ -106,7 +133,10 @@ class RevocationSet:
         return self._keys.itemsize * len(self._keys) + self._times.itemsize * len(self._times)
 
     def _maybe_merge(self) -> None:
-        if len(self._recent) > max(1024, len(self._keys) // 8):
+        # A sixty-fourth: a merge copies the arrays, so amortized cost stays O(1) a change (64 copies for a
+        # million changes to a million revocations), while the dict (~100 bytes an entry, ints included, against
+        # 16 in the arrays) stays small: at an eighth it held as much memory as the arrays themselves.
+        if len(self._recent) > max(1024, len(self._keys) // 64):
             self._merge()
 
     def _merge(self) -> None:
@@ -166,6 +196,7 @@ class State:
         self._task: asyncio.Task[None] | None = None
         self.reloads = 0
         self._last_prune = monotonic()
+        self._applied_since_trim = 0
 
     # -- reading (the hot path: no I/O) --
 
@@ -229,14 +260,20 @@ class State:
             if version is not None and self.version >= version:
                 return
             started = self._monotonic()
-            changes = await self._store.changes_since(self.version)
-            if changes and changes[0].version != self.version + 1:
-                log.info("state change log has a gap after version %d; reloading", self.version)
-                await self._reload()
-                return
-            for change in changes:
-                self._apply(change)
+            while True:
+                changes = await self._store.changes_since(self.version, _CHANGES_PER_READ)
+                if changes and changes[0].version != self.version + 1:
+                    log.info("state change log has a gap after version %d; reloading", self.version)
+                    await self._reload()
+                    return
+                for change in changes:
+                    self._apply(change)
+                if len(changes) < _CHANGES_PER_READ:
+                    break
             self._fresh_at = started
+            if self._applied_since_trim >= _TRIM_AFTER:
+                release_free_memory()
+                self._applied_since_trim = 0
 
     async def start(self) -> None:
         """Loads the state and starts following changes."""
@@ -258,13 +295,15 @@ class State:
         snapshot: Snapshot = await self._store.snapshot()
         by_id: dict[int, _AppEntry] = {}
         for app in snapshot.apps:
-            keys, times = snapshot.revocations.get(app.id, ((), ()))
-            by_id[app.id] = _AppEntry(app, RevocationSet(keys, times))
+            by_id[app.id] = _AppEntry(app, RevocationSet(*snapshot.revocations.get(app.id, ((), ()))))
         self._by_id = by_id
         self._by_key = {entry.app.api_key: entry for entry in by_id.values()}
         self.version = snapshot.version
         self._fresh_at = started
         self.reloads += 1
+        del snapshot, by_id
+        release_free_memory()  # the snapshot's byte strings and the previous state's arrays
+        self._applied_since_trim = 0
 
     def _apply(self, change: Change) -> None:
         entry = self._by_id.get(change.app_id)
@@ -285,6 +324,7 @@ class State:
         elif entry is not None and change.kind == "clear":
             for key in change.user_hashes:
                 entry.revocations.remove(key)
+        self._applied_since_trim += len(change.user_hashes)
         self.version = change.version
 
     async def _follow(self) -> None:
@@ -296,15 +336,19 @@ class State:
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, AuthsvcError) as exc:
-                log.warning("cannot follow state changes (%s); retrying in %.1fs", type(exc).__name__, backoff)
+            except Exception as exc:
+                if isinstance(exc, AuthsvcError) or unreachable(exc):
+                    log.warning("cannot follow state changes (%s); retrying in %.1fs", type(exc).__name__, backoff)
+                else:  # a bug, logged in full; following goes on (a stopped follower would fail every call closed)
+                    log.exception("unexpected error following state changes; retrying in %.1fs", backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
     async def _follow_connection(self) -> None:
         """LISTENs on one connection and catches up on every wake-up or check, until the connection is lost."""
         lost = asyncio.Event()
-        conn = await asyncpg.connect(self._dsn, timeout=5)
+        timeout = self._store.timeout
+        conn = await asyncpg.connect(self._dsn, timeout=timeout, command_timeout=timeout)
         try:
             await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
             conn.add_termination_listener(lambda _: lost.set())
@@ -328,7 +372,11 @@ class State:
 
     async def prune(self) -> None:
         """Deletes user revocations no live token can predate, and old change-log rows."""
-        version = await self._store.prune_revocations(self._leeway)
-        if version is not None:
+        pruned = False
+        while (version := await self._store.prune_revocations(self._leeway)) is not None:
+            # Between batches, so that this process applies other processes' changes meanwhile too.
             await self.catch_up(version)
+            pruned = True
+        if pruned:
+            release_free_memory()
         await self._store.prune_change_log()

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from array import array
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,17 +25,34 @@ from authsvc.errors import ConfigError, InvalidArgument, NotFound, Unavailable
 from authsvc.sealing import Keyring, SealError
 from authsvc.tokens import App, KeyPair, Secret
 
+log = logging.getLogger(__name__)
+
 # Errors that mean "the database cannot be reached right now", as opposed to a bug in a query.
 _UNREACHABLE = (
     OSError,
     TimeoutError,
     asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
+    # asyncpg's protocol state broken by a connection lost mid-operation ("cannot switch to state 15; another
+    # operation (2) is in progress", while a restart cuts connections), or a schema cache outdated by a migration.
+    asyncpg.exceptions.InternalClientError,
 )
+# SQLSTATE classes of a server that is restarting, failing over, overloaded or resolving a conflict: connection
+# exception, insufficient resources, operator intervention (shutdown, crash, cancel), system error, rollback.
+_TRANSIENT_CLASSES = frozenset({"08", "53", "57", "58", "40"})
+_READ_ONLY_TRANSACTION = "25006"  # a primary demoted to a standby by a failover
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether `error` means the database is (for now) out of reach, so the call is worth retrying later."""
+    if isinstance(error, _UNREACHABLE):
+        return True
+    if isinstance(error, asyncpg.PostgresError):
+        state = str(error.sqlstate or "")
+        return state[:2] in _TRANSIENT_CLASSES or state == _READ_ONLY_TRANSACTION
+    return False
+
 
 _APP_COLUMNS = (
     "id, api_key, name, algorithm, token_ttl_seconds, auth_checks_disabled,"
@@ -65,8 +83,8 @@ class Change:
     version: int
     app_id: int
     kind: str
-    user_hashes: list[int]
-    times: list[int]
+    user_hashes: array[int]
+    times: array[int]
     app: App | None
     """For kind 'app': the app as it is now (None when it no longer exists)."""
 
@@ -91,13 +109,22 @@ class Snapshot:
 
 
 async def create_pool(dsn: str, *, max_size: int = 10, command_timeout: float = 5.0) -> asyncpg.Pool:
-    """A connection pool for `dsn`; raises Unavailable when the database cannot be reached."""
+    """A connection pool for `dsn`, with one connection opened; raises Unavailable when the database cannot be
+    reached."""
+    # min_size=0: a pool with a floor reconnects in the background after a restart, logging each failed attempt
+    # with a traceback; the next operation opens the connection it needs instead.
+    pool = await asyncpg.create_pool(
+        dsn, min_size=0, max_size=max_size, command_timeout=command_timeout, timeout=command_timeout
+    )
     try:
-        return await asyncpg.create_pool(
-            dsn, min_size=1, max_size=max_size, command_timeout=command_timeout, timeout=command_timeout
-        )
-    except _UNREACHABLE as exc:
-        raise Unavailable(f"cannot reach the database: {type(exc).__name__}") from exc
+        async with pool.acquire():  # reached now, so that a database away at start-up is one clear error
+            pass
+    except Exception as exc:
+        pool.terminate()
+        if not unreachable(exc):
+            raise
+        raise Unavailable(f"cannot reach the database: {type(exc).__name__}: {exc}") from exc
+    return pool
 
 
 def _build_app(row: asyncpg.Record, key_rows: list[asyncpg.Record], keyring: Keyring) -> App:
@@ -189,20 +216,49 @@ async def _audit(
 class Store:
     """The queries of authsvc over an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool, keyring: Keyring, *, acquire_timeout: float = 5.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, keyring: Keyring, *, timeout: float = 5.0) -> None:
         self._pool = pool
         self._keyring = keyring
-        self._acquire_timeout = acquire_timeout
+        self.timeout = timeout
+        """Seconds one database operation may take, all of it: AUTHSVC_DATABASE_TIMEOUT."""
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for one operation. The operation as a whole (acquiring the connection, every
+        query, the commit) gets one deadline, `timeout`; past it, or when the database is lost, it raises
+        Unavailable. This is the one place where database errors become authsvc errors."""
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        conn: asyncpg.Connection | None = None
         try:
-            async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
+            async with asyncio.timeout_at(deadline):
+                conn = await self._pool.acquire()
                 yield conn
-        except _UNREACHABLE as exc:
-            raise Unavailable(
-                f"the database is unavailable ({type(exc).__name__}); nothing was changed, retry later"
-            ) from exc
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            if conn is not None:
+                # Cut off mid-operation, its state is unknown: not reused. (A connection the server closed is
+                # back in the pool already, and its proxy refuses every call.)
+                with suppress(asyncpg.InterfaceError):
+                    conn.terminate()
+            if isinstance(exc, TimeoutError):
+                log.warning("a database operation took longer than %gs: cut off", self.timeout)
+                raise Unavailable(
+                    f"the database did not answer within {self.timeout:g}s; retry later with backoff"
+                ) from exc
+            log.warning("a database operation failed: %s: %s", type(exc).__name__, exc)
+            raise Unavailable("the database is unavailable; retry later with backoff") from exc
+        finally:
+            if conn is not None:
+                await self._release(conn, deadline)
+
+    async def _release(self, conn: asyncpg.Connection, deadline: float) -> None:
+        # The operation's outcome is settled by now: a failure to reset the connection only drops it (asyncpg
+        # terminates a connection whose reset fails), it neither fails a committed write nor hides an error.
+        try:
+            await self._pool.release(conn, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+        except Exception as exc:
+            log.info("dropped a database connection that could not be reset: %s", type(exc).__name__)
 
     async def create_app(
         self,
@@ -501,13 +557,20 @@ class Store:
             revocations={row["app_id"]: (_int64s(row["hashes"]), _int64s(row["times"])) for row in rows},
         )
 
-    async def changes_since(self, version: int) -> list[Change]:
-        """The changes logged after `version`, in order, with the current state of each changed app."""
+    async def changes_since(self, version: int, limit: int = 100) -> list[Change]:
+        """The first `limit` changes logged after `version`, in order, with the current state of each changed app."""
         async with self._connection() as conn:
+            # Hashes and times as binary int8s (int8send), like the snapshot: a pruning batch or a backlog of
+            # changes arrives as int64 arrays, 8 bytes a value, not as a Python int each.
             rows = await conn.fetch(
-                "SELECT version, app_id, kind, user_hashes, times FROM state_changes WHERE version > $1"
-                " ORDER BY version",
+                "SELECT version, app_id, kind,"
+                " (SELECT string_agg(int8send(h), ''::bytea ORDER BY i) FROM unnest(user_hashes)"
+                "  WITH ORDINALITY AS u(h, i)) AS user_hashes,"
+                " (SELECT string_agg(int8send(t), ''::bytea ORDER BY i) FROM unnest(times)"
+                "  WITH ORDINALITY AS u(t, i)) AS times"
+                " FROM state_changes WHERE version > $1 ORDER BY version LIMIT $2",
                 version,
+                limit,
             )
             changed = sorted({row["app_id"] for row in rows if row["kind"] == "app"})
             apps = (
@@ -520,26 +583,32 @@ class Store:
                 version=row["version"],
                 app_id=row["app_id"],
                 kind=row["kind"],
-                user_hashes=row["user_hashes"],
-                times=row["times"],
+                user_hashes=_int64s(row["user_hashes"] or b""),
+                times=_int64s(row["times"] or b""),
                 app=apps.get(row["app_id"]) if row["kind"] == "app" else None,
             )
             for row in rows
         ]
 
-    async def prune_revocations(self, leeway: Micros) -> int | None:
-        """Deletes user revocations older than their app's maximum token lifetime (plus leeway).
+    async def prune_revocations(self, leeway: Micros, batch: int = 10_000) -> int | None:
+        """Deletes up to `batch` user revocations older than their app's maximum token lifetime (plus leeway).
 
-        No live token can predate them: such a token would have expired. Returns the state version of the
-        last change logged, or None when nothing was pruned.
+        No live token can predate them: such a token would have expired. Called until it returns None, it
+        prunes them all, a batch a change: a million of them never sit in memory at once, here or in the
+        processes that follow the change, and each batch fits the database timeout. Returns the state version
+        of the change logged, or None when nothing was left to prune.
         """
         async with self._connection() as conn, conn.transaction():
+            # SKIP LOCKED: processes pruning at once take disjoint batches, and each row is returned once.
             rows = await conn.fetch(
-                "DELETE FROM user_revocations r USING apps a"
-                " WHERE r.app_id = a.id AND a.max_token_lifetime_seconds IS NOT NULL"
+                "DELETE FROM user_revocations WHERE (app_id, user_id) IN ("
+                " SELECT r.app_id, r.user_id FROM user_revocations r JOIN apps a ON a.id = r.app_id"
+                " WHERE a.max_token_lifetime_seconds IS NOT NULL"
                 "  AND r.revoked_before < now() - make_interval(secs => a.max_token_lifetime_seconds + $1::float8)"
-                " RETURNING r.app_id, r.user_hash",
+                " LIMIT $2 FOR UPDATE OF r SKIP LOCKED)"
+                " RETURNING app_id, user_hash",
                 leeway / 1_000_000,
+                batch,
             )
             per_app: dict[int, list[int]] = {}
             for row in rows:

@@ -6,7 +6,8 @@ Scenarios (each: calls/s, p50 and p99 latency, server CPU µs per call): (a) the
 (b) VerifyToken HS256 with a repeated pool of 100 tokens and with a fresh token every call (and EdDSA when the
 build has it); (c) VerifyTokens with 100 fresh tokens a call; (d) IssueToken; (e) RevokeUser; (f) a baseline
 server (PyJWT + one query a call, bench/baseline_server.py) under the load of (b); (g) revocation propagation
-between two processes; (h) one million revoked users: memory, start-up time and throughput.
+between two processes; (h) one million revoked users: memory, start-up time and throughput; (m) memory of a
+million revocations loaded at start, followed live and pruned, beside the manifests' limits (bench/memory.py).
 
 Load comes from separate processes (bench/load.py) to 127.0.0.1 only, for a bounded time. Everything runs in
 fresh databases (on AUTHSVC_BENCH_DATABASE_URL's server, else an embedded PostgreSQL) that are dropped at the end,
@@ -900,6 +901,14 @@ async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, 
         except Exception as exc:
             bench.failures.append(f"(h) 1M revocations: {exc}")
             log(f"(h) FAILED: {exc}")
+        try:
+            if opts.selected("m"):
+                from bench import memory  # (m) lives in its own module, which imports this one
+
+                extra["memory"] = await memory.measure(pg, opts.revocations)
+        except Exception as exc:
+            bench.failures.append(f"(m) memory: {exc}")
+            log(f"(m) FAILED: {exc}")
     return bench, extra
 
 
@@ -1110,6 +1119,10 @@ def render(bench: Bench, extra: dict[str, Any], command: str, started: datetime.
         )
     lines += propagation_section(extra.get("propagation"))
     lines += million_section(extra.get("million"), bench.opts.revocations)
+    if bench.opts.selected("m"):
+        from bench import memory
+
+        lines += memory.section(extra.get("memory"))
     lines += ["## Not measured, and other notes", ""]
     lines += [f"- {note}" for note in bench.notes]
     main_start = extra.get("main_start")
@@ -1306,11 +1319,11 @@ def million_section(m: dict[str, Any] | None, count: int) -> list[str]:
 
 SCENARIO_KEYS = frozenset(
     {"a", "b", "b-rep", "b-rep-asyncio", "b-fresh", "b-eddsa", "b-eddsa-rep", "b-eddsa-fresh", "c", "d", "e"}
-    | {"f", "f-rep", "f-fresh", "g", "h"}
+    | {"f", "f-rep", "f-fresh", "g", "h", "m"}
     | {"defaults", *defaults.ROW_KEYS}
 )
 """What --only accepts: the row keys, and their parts before the first '-' (b selects every (b) row).
-(g) and (h) run whole."""
+(g), (h) and (m) run whole."""
 
 
 def placement() -> tuple[frozenset[int], frozenset[int]] | None:
