@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
-from authsvc import apps, keys, operators
+from authsvc import apps, keys, operators, wire
 from authsvc.audit import Actor
 from authsvc.clock import MICROS_PER_SECOND, Clock, Micros
 from authsvc.config import Settings
@@ -34,14 +34,6 @@ _ALGORITHM_NAMES: dict[int, str] = {number: name for name, number in _ALGORITHMS
 MAX_AUDIT_EVENTS = 1000
 """The most audit events one ListAuditEvents call returns."""
 DEFAULT_AUDIT_EVENTS = 100
-
-
-def _timestamp(micros: Micros | None) -> timestamp_pb2.Timestamp | None:
-    if micros is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMicroseconds(micros)
-    return stamp
 
 
 def _duration(seconds: int | None) -> duration_pb2.Duration | None:
@@ -75,7 +67,7 @@ def app_message(app: App, now: Micros) -> pb.App:
             key_id=secret.key_id,
             kind=pb.KEY_KIND_API_SECRET,
             algorithm=pb.ALGORITHM_HS256,
-            expires_at=_timestamp(secret.expires_at),
+            expires_at=wire.timestamp(secret.expires_at),
         )
         for secret in app.secrets
     ]
@@ -84,7 +76,7 @@ def app_message(app: App, now: Micros) -> pb.App:
             key_id=pair.key_id,
             kind=pb.KEY_KIND_KEY_PAIR,
             algorithm=_ALGORITHMS[pair.key.algorithm],
-            signs_from=_timestamp(pair.signs_from),
+            signs_from=wire.timestamp(pair.signs_from),
         )
         for pair in app.key_pairs
     ]
@@ -98,8 +90,8 @@ def app_message(app: App, now: Micros) -> pb.App:
         max_token_lifetime=_duration(app.max_token_lifetime_seconds),
         auth_checks_disabled=app.auth_checks_disabled,
         require_iat=app.require_iat,
-        revoked_before=_timestamp(app.revoked_before),
-        created_at=_timestamp(app.created_at),
+        revoked_before=wire.timestamp(app.revoked_before),
+        created_at=wire.timestamp(app.created_at),
     )
 
 
@@ -179,7 +171,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             self._store, app, delay_seconds=delay, now=self._clock(), actor=actor
         )
         await self._state.catch_up(version)
-        return pb.RotateKeyResponse(key_id=key_id, signs_from=_timestamp(signs_from))
+        return pb.RotateKeyResponse(key_id=key_id, signs_from=wire.timestamp(signs_from))
 
     async def RetireKey(self, request: pb.RetireKeyRequest, context: Context) -> pb.RetireKeyResponse:
         actor = self._operator(context)
@@ -205,7 +197,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         rotated = await self._current(app)
         expiries = [old.expires_at for old in rotated.secrets[1:] if old.expires_at is not None]
         return pb.RotateApiSecretResponse(
-            key_id=key_id, api_secret=secret, old_secrets_expire_at=_timestamp(max(expiries, default=None))
+            key_id=key_id, api_secret=secret, old_secrets_expire_at=wire.timestamp(max(expiries, default=None))
         )
 
     async def ListAuditEvents(self, request: pb.ListAuditEventsRequest, context: Context) -> pb.ListAuditEventsResponse:
@@ -230,12 +222,12 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             events=[
                 pb.AuditEvent(
                     id=event.id,
-                    at=_timestamp(event.at),
+                    at=wire.timestamp(event.at),
                     actor=event.actor,
                     action=event.action,
                     api_key=event.api_key or "",
                     peer=event.peer or "",
-                    details=_struct(event.details),
+                    details=wire.struct(event.details),
                 )
                 for event in events
             ]
@@ -263,9 +255,3 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     async def _current(self, app: App) -> App:
         """The app after a change this process has caught up with."""
         return self._state.app(app.api_key) or await self._existing(app.api_key)
-
-
-def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update(values)
-    return struct

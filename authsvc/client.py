@@ -30,10 +30,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import grpc
-from google.protobuf import duration_pb2, json_format, message, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, message, timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from authsvc import wire
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
 
@@ -356,22 +357,6 @@ def _datetime(response: message.Message, name: str) -> datetime | None:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
-def _plain(value: Any) -> Any:
-    """Struct numbers are doubles; whole ones come back as int, as they were in the token."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _claims(struct: struct_pb2.Struct) -> dict[str, Any]:
-    result: dict[str, Any] = _plain(json_format.MessageToDict(struct))
-    return result
-
-
 def _verification(response: pb.VerifyTokenResponse) -> Verification:
     return Verification(
         outcome=VerifyOutcome.from_proto(response.outcome),
@@ -379,6 +364,6 @@ def _verification(response: pb.VerifyTokenResponse) -> Verification:
         user_id=response.user_id or None,
         issued_at=_datetime(response, "issued_at"),
         expires_at=_datetime(response, "expires_at"),
-        claims=_claims(response.claims) if response.HasField("claims") else {},
+        claims=wire.plain_claims(response.claims) if response.HasField("claims") else {},
         dev_token=response.dev_token,
     )

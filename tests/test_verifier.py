@@ -11,9 +11,9 @@ from google.protobuf import struct_pb2
 
 from authsvc import tokens
 from authsvc.clock import MICROS_PER_SECOND as S
-from authsvc.servicer import _verify_response
 from authsvc.tokens import App, Outcome, Secret
 from authsvc.verifier import Verifier
+from authsvc.wire import verify_response
 
 NOW = 1_800_000_000 * S
 SECRET = "tjZbH3pX0c9bq1D2y8oW6kLr5sVnA4eQ7uTfGmJiRhE"
@@ -145,9 +145,9 @@ def test_claims_in_the_response_match_struct_update(claims: dict[str, Any]) -> N
     expected = struct_pb2.Struct()
     expected.update(claims)
     result = tokens.Verification(Outcome.VALID, "alice", None, None, claims)
-    assert _verify_response(result).claims == expected
+    assert verify_response(result).claims == expected
 
 
 def test_an_integer_beyond_a_double_is_kept_as_text() -> None:
     result = tokens.Verification(Outcome.VALID, "alice", None, None, {"big": 10**400})
-    assert _verify_response(result).claims.fields["big"].string_value == str(10**400)
+    assert verify_response(result).claims.fields["big"].string_value == str(10**400)

@@ -1,0 +1,116 @@
+"""Proto ↔ plain values: timestamps, claims and verdicts, as every servicer and the client convert them.
+
+The token core works in plain values (microseconds since the epoch, dicts of claims); the messages of
+authsvc.v1 carry google.protobuf Timestamps and Structs. Each conversion lives here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from authsvc.clock import MICROS_PER_SECOND, Micros
+from authsvc.errors import InvalidArgument
+from authsvc.tokens import Outcome, Verification
+from authsvc.v1 import auth_service_pb2 as pb
+
+# Timestamp's documented range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_FIRST_SECOND = -62135596800
+_LAST_SECOND = 253402300799
+
+
+def timestamp(micros: Micros | None) -> timestamp_pb2.Timestamp | None:
+    """A Timestamp of `micros`, or None (the field left unset)."""
+    if micros is None:
+        return None
+    seconds, fraction = divmod(micros, MICROS_PER_SECOND)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=fraction * 1000)
+
+
+def set_timestamp(target: timestamp_pb2.Timestamp, micros: Micros) -> None:
+    """Fills a message's Timestamp field in place (no submessage copy: the hot path's way)."""
+    seconds, fraction = divmod(micros, MICROS_PER_SECOND)
+    if fraction:
+        target.seconds, target.nanos = seconds, fraction * 1000
+    elif seconds:
+        target.seconds = seconds  # nanos stays 0 (one write fewer on the hot path)
+    else:
+        target.SetInParent()  # the epoch itself: present, with every field at its default
+
+
+def micros(stamp: timestamp_pb2.Timestamp, field: str) -> Micros:
+    """A request's Timestamp in microseconds; INVALID_TIMESTAMP outside Timestamp's documented range (years 1 to
+    9999) or with nanos out of range: a broken client."""
+    if not _FIRST_SECOND <= stamp.seconds <= _LAST_SECOND or not 0 <= stamp.nanos < 1_000_000_000:
+        raise InvalidArgument(f"{field} is not a valid timestamp", "INVALID_TIMESTAMP")
+    return stamp.seconds * MICROS_PER_SECOND + stamp.nanos // 1000
+
+
+def fill_struct(target: struct_pb2.Struct, claims: Mapping[str, Any]) -> None:
+    """Puts `claims` into a Struct field in place."""
+    # Field by field for the usual scalar claims: about 2.5 times faster than Struct.update (hot path).
+    # (Encoding wire bytes by hand and merging them measured slower still.)
+    fields = target.fields
+    for key, value in claims.items():
+        if isinstance(value, str):
+            fields[key].string_value = value
+        elif isinstance(value, bool):
+            fields[key].bool_value = value
+        elif isinstance(value, float) or (isinstance(value, int) and abs(value) < 2**1023):
+            fields[key].number_value = value
+        elif isinstance(value, int):  # beyond a double's range: kept exact, as text
+            fields[key].string_value = str(value)
+        else:
+            target.update({key: value})
+
+
+def struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    """A new Struct of `values`."""
+    result = struct_pb2.Struct()
+    fill_struct(result, values)
+    return result
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def plain_claims(claims: struct_pb2.Struct) -> dict[str, Any]:
+    """Claims from a Struct. Struct numbers are doubles; whole ones come back as integers, so `1` stays `1` in a
+    token. INVALID_CLAIMS for a NaN or infinite number, which JSON cannot carry."""
+    try:
+        result: dict[str, Any] = _plain(json_format.MessageToDict(claims))
+    except ValueError:
+        raise InvalidArgument("claims hold a number that is NaN or infinite", "INVALID_CLAIMS") from None
+    return result
+
+
+# Enum members' .value is a descriptor call; the hot path looks it up in a plain dict.
+_OUTCOME_VALUES = {outcome: outcome.value for outcome in Outcome}
+_VALID = Outcome.VALID
+
+
+def verify_response(result: Verification) -> pb.VerifyTokenResponse:
+    """The VerifyTokenResponse of a verdict."""
+    # Filled in place: passing submessages to the constructor would copy each of them (hot path).
+    response = pb.VerifyTokenResponse(
+        valid=result.outcome is _VALID,
+        outcome=_OUTCOME_VALUES[result.outcome],  # type: ignore[arg-type]
+        user_id=result.user_id,
+        dev_token=result.dev_token,
+    )
+    if result.issued_at is not None:
+        set_timestamp(response.issued_at, result.issued_at)
+    if result.expires_at is not None:
+        set_timestamp(response.expires_at, result.expires_at)
+    if result.claims:
+        fill_struct(response.claims, result.claims)
+    return response
