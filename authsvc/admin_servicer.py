@@ -6,13 +6,10 @@ the answer, so the next call (to any service of this process) sees it.
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
 from google.protobuf import duration_pb2
 
-from authsvc import apps, keys, operators, wire
-from authsvc.audit import Actor
+from authsvc import apps, keys, wire
+from authsvc.callers import Callers, Context
 from authsvc.clock import MICROS_PER_SECOND, Clock, Micros
 from authsvc.config import Settings
 from authsvc.errors import InvalidArgument, NotFound
@@ -21,8 +18,6 @@ from authsvc.store import Store
 from authsvc.tokens import HS256, App
 from authsvc.v1 import admin_service_pb2 as pb
 from authsvc.v1 import admin_service_pb2_grpc as pb_grpc
-
-Context = grpc.aio.ServicerContext[Any, Any]
 
 _ALGORITHMS: dict[str, pb.Algorithm] = {
     HS256: pb.ALGORITHM_HS256,
@@ -101,13 +96,15 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     def __init__(self, store: Store, state: State, settings: Settings, clock: Clock) -> None:
         self._store = store
         self._state = state
-        self._operators = settings.operator_tokens
+        self._callers = Callers(
+            state, clock, round(settings.clock_leeway * MICROS_PER_SECOND), settings.operator_tokens
+        )
         self._key_rotation_delay = settings.key_rotation_delay
         self._secret_overlap = settings.secret_overlap
         self._clock = clock
 
     async def CreateApp(self, request: pb.CreateAppRequest, context: Context) -> pb.CreateAppResponse:
-        actor = self._operator(context)
+        actor = self._callers.operator(context)
         app = await apps.create_app(
             self._store,
             request.name,
@@ -127,16 +124,16 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.CreateAppResponse(app=app_message(app, self._clock()), api_secret=app.api_secret)
 
     async def GetApp(self, request: pb.GetAppRequest, context: Context) -> pb.GetAppResponse:
-        self._operator(context)
+        self._callers.operator(context)
         return pb.GetAppResponse(app=app_message(await self._existing(request.api_key), self._clock()))
 
     async def ListApps(self, request: pb.ListAppsRequest, context: Context) -> pb.ListAppsResponse:
-        self._operator(context)
+        self._callers.operator(context)
         now = self._clock()
         return pb.ListAppsResponse(apps=[app_message(app, now) for app in await self._store.list_apps()])
 
     async def UpdateApp(self, request: pb.UpdateAppRequest, context: Context) -> pb.UpdateAppResponse:
-        actor = self._operator(context)
+        actor = self._callers.operator(context)
         app = await self._existing(request.api_key)
         token_ttl: int | None | apps.Unchanged = apps.UNCHANGED
         if request.WhichOneof("token_ttl_update") == "token_ttl":
@@ -164,7 +161,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.UpdateAppResponse(app=app_message(updated, self._clock()))
 
     async def RotateKey(self, request: pb.RotateKeyRequest, context: Context) -> pb.RotateKeyResponse:
-        actor = self._operator(context)
+        actor = self._callers.operator(context)
         app = await self._existing(request.api_key)
         delay = _seconds(request.delay) if request.HasField("delay") else self._key_rotation_delay
         key_id, signs_from, version = await apps.rotate_key(
@@ -174,7 +171,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.RotateKeyResponse(key_id=key_id, signs_from=wire.timestamp(signs_from))
 
     async def RetireKey(self, request: pb.RetireKeyRequest, context: Context) -> pb.RetireKeyResponse:
-        actor = self._operator(context)
+        actor = self._callers.operator(context)
         app = await self._existing(request.api_key)
         if not request.key_id:
             raise InvalidArgument("key_id is empty; name the key to retire", "MISSING_KEY_ID")
@@ -183,7 +180,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.RetireKeyResponse(app=app_message(await self._current(app), self._clock()))
 
     async def RotateApiSecret(self, request: pb.RotateApiSecretRequest, context: Context) -> pb.RotateApiSecretResponse:
-        actor = self._operator(context)
+        actor = self._callers.operator(context)
         app = await self._existing(request.api_key)
         overlap = _seconds(request.overlap) if request.HasField("overlap") else self._secret_overlap
         key_id, secret, version = await apps.rotate_api_secret(
@@ -201,7 +198,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         )
 
     async def ListAuditEvents(self, request: pb.ListAuditEventsRequest, context: Context) -> pb.ListAuditEventsResponse:
-        self._operator(context)
+        self._callers.operator(context)
         limit = request.limit or DEFAULT_AUDIT_EVENTS
         if not 1 <= limit <= MAX_AUDIT_EVENTS:
             raise InvalidArgument(f"limit must be 1 to {MAX_AUDIT_EVENTS} (0 means 100)", "INVALID_LIMIT")
@@ -232,16 +229,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                 for event in events
             ]
         )
-
-    def _operator(self, context: Context) -> Actor:
-        """The actor of an authenticated operator's call; raises when the call carries no operator token."""
-        authorization = None
-        for name, value in context.invocation_metadata() or ():
-            if name == "authorization" and isinstance(value, str):
-                authorization = value
-                break
-        operator_id = operators.authenticate(authorization, self._operators)
-        return Actor(f"operator:{operator_id}", context.peer())
 
     async def _existing(self, api_key: str) -> App:
         """The app as the database has it now (not as this process last heard)."""

@@ -6,7 +6,6 @@ import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextvars import ContextVar
 from time import perf_counter
 from typing import Any
 
@@ -15,10 +14,10 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from authsvc.callers import REQUEST_ID_HEADER, CallMetadata, current_call, read_metadata
 from authsvc.errors import DOMAIN, AuthsvcError, InvalidArgument, Unavailable
 from authsvc.lifecycle import Drain
 from authsvc.logs import (
-    REQUEST_ID_HEADER,
     ApiKeyLookup,
     CredentialCheck,
     current_request_id,
@@ -53,25 +52,6 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Statu
     # abort_with_status would replace the trailing metadata set before (the request id); keep it.
     kept = tuple(context.trailing_metadata() or ())
     await context.abort(status.code, status.details, kept + tuple(status.trailing_metadata))
-
-
-_API_KEY_HEADER = "x-api-key"
-
-_NOT_OBSERVED = ("",)
-current_api_key: ContextVar[tuple[str | None]] = ContextVar("authsvc_api_key", default=_NOT_OBSERVED)
-"""(the call's `x-api-key` metadata, or None when it sent none), set by the interceptor for the handler: it has
-read the metadata already, and context.invocation_metadata() builds it anew on every read (hot path)."""
-
-
-def api_key_of(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    """The call's `x-api-key` metadata: as the interceptor read it, or from the context outside one."""
-    observed = current_api_key.get()
-    if observed is not _NOT_OBSERVED:
-        return observed[0]
-    for name, value in context.invocation_metadata() or ():
-        if name == _API_KEY_HEADER:
-            return value if isinstance(value, str) else None
-    return None
 
 
 _OK = grpc.StatusCode.OK
@@ -177,30 +157,22 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = self._methods.get(handler_call_details.method) or self._new_method(handler_call_details, handler)
-        api_key: str | None = None
-        sent_id: str | None = None
-        for key, value in handler_call_details.invocation_metadata or ():
-            # The first of each, as the servicers read metadata.
-            if key == _API_KEY_HEADER:
-                if api_key is None and isinstance(value, str):
-                    api_key = value
-            elif key == REQUEST_ID_HEADER and sent_id is None and isinstance(value, str):
-                sent_id = value
-        rid = request_id(sent_id, api_key, self._is_credential)
+        call = read_metadata(handler_call_details.invocation_metadata)
+        rid = request_id(call.request_id, call.api_key, self._is_credential)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _observed(handler.unary_unary, method, rid, api_key),
+                _observed(handler.unary_unary, method, rid, call),
                 request_deserializer=method.deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                _observed(handler.stream_unary, method, rid, api_key),
+                _observed(handler.stream_unary, method, rid, call),
                 request_deserializer=method.deserializer,
                 response_serializer=handler.response_serializer,
             )
         inner: Any = handler.unary_stream or handler.stream_stream
-        wrapped = (_observed_generator if method.generator else _observed)(inner, method, rid, api_key)
+        wrapped = (_observed_generator if method.generator else _observed)(inner, method, rid, call)
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 wrapped,
@@ -236,13 +208,13 @@ def _finish(method: _Method, code: grpc.StatusCode, started: float, api_key: str
 
 
 def _observed(
-    inner: Callable[[Any, Any], Awaitable[Any]], method: _Method, rid: str, api_key: str | None
+    inner: Callable[[Any, Any], Awaitable[Any]], method: _Method, rid: str, call: CallMetadata
 ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
     """Wraps a behavior that returns its answer (unary and client-streaming, or writing with context.write)."""
 
     async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         token = current_request_id.set(rid)
-        key_token = current_api_key.set((api_key,))
+        call_token = current_call.set(call)
         started = perf_counter()
         code = _UNKNOWN
         method.metrics.started.inc()
@@ -279,22 +251,22 @@ def _observed(
         finally:
             if drain is not None:
                 drain.in_flight -= 1
-            _finish(method, code, started, api_key)
-            current_api_key.reset(key_token)
+            _finish(method, code, started, call.api_key)
+            current_call.reset(call_token)
             current_request_id.reset(token)
 
     return observed
 
 
 def _observed_generator(
-    inner: Callable[[Any, Any], AsyncIterator[Any]], method: _Method, rid: str, api_key: str | None
+    inner: Callable[[Any, Any], AsyncIterator[Any]], method: _Method, rid: str, call: CallMetadata
 ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
     """Wraps a behavior that yields its answers (server- and bidi-streaming written as async generators)."""
 
     async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         # No reset: a generator may be closed from another context, and each call's task has a context of its own.
         current_request_id.set(rid)
-        current_api_key.set((api_key,))
+        current_call.set(call)
         started = perf_counter()
         code = _UNKNOWN
         method.metrics.started.inc()
@@ -317,6 +289,6 @@ def _observed_generator(
             code = _CANCELLED
             raise
         finally:
-            _finish(method, code, started, api_key)
+            _finish(method, code, started, call.api_key)
 
     return observed

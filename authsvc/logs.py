@@ -18,8 +18,6 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, TextIO
 
-REQUEST_ID_HEADER = "x-request-id"
-
 current_request_id: ContextVar[str | None] = ContextVar("authsvc_request_id", default=None)
 """The request id of the gRPC call being handled (each call runs in a task, with a context, of its own)."""
 

@@ -7,29 +7,18 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter, OrderedDict
-from typing import Any
 
-import grpc
-
-from authsvc import credentials, tokens, wire
-from authsvc.audit import Actor
+from authsvc import tokens, wire
+from authsvc.callers import Callers, Context
 from authsvc.clock import MICROS_PER_SECOND, Clock, Micros
 from authsvc.config import Settings
-from authsvc.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
-from authsvc.interceptors import api_key_of
+from authsvc.errors import InvalidArgument
 from authsvc.metrics import Metrics
 from authsvc.state import State
 from authsvc.store import Store
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
 from authsvc.verifier import Verifier
-
-API_KEY_HEADER = "x-api-key"
-AUTHORIZATION_HEADER = "authorization"
-_BEARER = "bearer "
-
-Context = grpc.aio.ServicerContext[Any, Any]
-
 
 # Enum members' .name is a descriptor call; the hot path looks it up in a plain dict.
 _OUTCOME_NAMES = {outcome: outcome.name for outcome in tokens.Outcome}
@@ -51,10 +40,11 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         self._settings = settings
         self._clock = clock
         self._leeway = round(settings.clock_leeway * MICROS_PER_SECOND)
+        self._callers = Callers(state, clock, self._leeway, settings.operator_tokens)
 
     async def IssueToken(self, request: pb.IssueTokenRequest, context: Context) -> pb.IssueTokenResponse:
         self._state.check_fresh()  # a stale state may still hold a retired key or a rotated-out secret
-        app, actor = await self._authenticated_app(context)
+        app, actor = await self._callers.backend(context)
         now = self._clock()
         expiry = request.WhichOneof("expiry")
         ttl: Micros | None = None
@@ -82,7 +72,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
 
     async def VerifyToken(self, request: pb.VerifyTokenRequest, context: Context) -> pb.VerifyTokenResponse:
         self._state.check_fresh()
-        app = await self._app(context)
+        app = await self._callers.app(context)
         token = request.token  # read once: every read of a protobuf string field makes a new str
         if not token:
             raise InvalidArgument("token is empty; send the JWT the client presented", "MISSING_TOKEN")
@@ -94,7 +84,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
 
     async def VerifyTokens(self, request: pb.VerifyTokensRequest, context: Context) -> pb.VerifyTokensResponse:
         self._state.check_fresh()
-        app = await self._app(context)
+        app = await self._callers.app(context)
         if not 1 <= len(request.tokens) <= tokens.MAX_BATCH_TOKENS:
             raise InvalidArgument(
                 f"tokens has {len(request.tokens)} entries; send 1 to {tokens.MAX_BATCH_TOKENS}", "INVALID_BATCH_SIZE"
@@ -112,7 +102,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         return pb.VerifyTokensResponse(results=responses)
 
     async def RevokeUser(self, request: pb.RevokeUserRequest, context: Context) -> pb.RevokeUserResponse:
-        app, actor = await self._authenticated_app(context)
+        app, actor = await self._callers.backend(context)
         user_ids = tokens.validate_user_ids(list(request.user_ids))
         revoke_before = tokens.revocation_time(
             wire.micros(request.revoke_before, "revoke_before") if request.HasField("revoke_before") else None,
@@ -130,7 +120,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         )
 
     async def RevokeApp(self, request: pb.RevokeAppRequest, context: Context) -> pb.RevokeAppResponse:
-        app, actor = await self._authenticated_app(context)
+        app, actor = await self._callers.backend(context)
         revoke_before = tokens.revocation_time(
             wire.micros(request.revoke_before, "revoke_before") if request.HasField("revoke_before") else None,
             now=self._clock(),
@@ -142,7 +132,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         return pb.RevokeAppResponse(revoked_before=wire.timestamp(in_force))
 
     async def ClearRevocation(self, request: pb.ClearRevocationRequest, context: Context) -> pb.ClearRevocationResponse:
-        app, actor = await self._authenticated_app(context)
+        app, actor = await self._callers.backend(context)
         target = request.WhichOneof("target")
         if target == "users":
             user_ids = tokens.validate_user_ids(list(request.users.user_ids))
@@ -173,51 +163,5 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         return response
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
-        app = await self._app(context)
+        app = await self._callers.app(context)
         return pb.GetJwksResponse(keys=[pb.Jwk(**jwk) for jwk in app.jwks()])
-
-    async def _app(self, context: Context) -> tokens.App:
-        api_key = api_key_of(context)
-        if not api_key:
-            raise Unauthenticated(f"send the app's API key as '{API_KEY_HEADER}' metadata", "MISSING_API_KEY")
-        app = self._state.app(api_key) or await self._state.find_app(api_key)  # the await only on a miss
-        if app is None:
-            raise NotFound("no app has this API key", "APP_NOT_FOUND")
-        return app
-
-    async def _authenticated_app(self, context: Context) -> tuple[tokens.App, Actor]:
-        app = await self._app(context)
-        authorization = _metadata(context, AUTHORIZATION_HEADER)
-        if authorization is None:
-            raise Unauthenticated(
-                "this call needs 'authorization: Bearer <API secret or server token>' metadata",
-                "MISSING_CREDENTIAL",
-            )
-        if not authorization.lower().startswith(_BEARER):
-            raise Unauthenticated("authorization must be 'Bearer <credential>'", "INVALID_CREDENTIAL")
-        credential = authorization[len(_BEARER) :].strip()
-        try:
-            kind = credentials.authenticate_backend(credential, app, now=self._clock(), leeway=self._leeway)
-        except Unauthenticated as exc:
-            if exc.reason == "INVALID_CREDENTIAL" and await self._belongs_to_another_app(credential, app):
-                raise PermissionDenied(
-                    "the credential belongs to another app than x-api-key names", "CREDENTIAL_OF_ANOTHER_APP"
-                ) from None
-            raise
-        return app, Actor(f"{kind.value}:{app.api_key}", context.peer())
-
-    async def _belongs_to_another_app(self, credential: str, app: tokens.App) -> bool:
-        if not credential:
-            return False
-        await self._state.catch_up()  # the owner may be an app made a moment ago elsewhere (failure path only)
-        now = self._clock()
-        return any(
-            credentials.belongs_to(credential, other, now=now) for other in self._state.apps() if other.id != app.id
-        )
-
-
-def _metadata(context: Context, key: str) -> str | None:
-    for name, value in context.invocation_metadata() or ():
-        if name == key:
-            return value if isinstance(value, str) else None
-    return None
