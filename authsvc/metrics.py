@@ -147,10 +147,6 @@ class Metrics:
         """The verifications by outcome name, for the hot path to add to in place (no call per token)."""
         return self._outcomes.counts
 
-    def count_outcome(self, outcome_name: str, n: int = 1) -> None:
-        """Counts `n` verifications that ended in `outcome_name` (e.g. VALID, EXPIRED, REVOKED)."""
-        self._outcomes.counts[outcome_name] += n
-
     def count_revocation(self, kind: str, n: int = 1) -> None:
         """Counts `n` revocations of a kind: `user` (per user), `app`, or `clear` (per revocation lifted)."""
         child = self._revocation_children.get(kind)

@@ -194,7 +194,6 @@ class State:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.reloads = 0
         self._last_prune = monotonic()
         self._applied_since_trim = 0
 
@@ -300,7 +299,6 @@ class State:
         self._by_key = {entry.app.api_key: entry for entry in by_id.values()}
         self.version = snapshot.version
         self._fresh_at = started
-        self.reloads += 1
         del snapshot, by_id
         release_free_memory()  # the snapshot's byte strings and the previous state's arrays
         self._applied_since_trim = 0

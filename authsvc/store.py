@@ -450,16 +450,6 @@ class Store:
                 await _audit(conn, actor, "keys.resealed", None, {"keys": count, "kek": self._keyring.primary_id})
         return count
 
-    async def user_revoked_before(self, app_id: int, user_id: str) -> Micros | None:
-        """The user's revocation time, or None when the user has no revocation."""
-        async with self._connection() as conn:
-            value = await conn.fetchval(
-                "SELECT revoked_before FROM user_revocations WHERE app_id = $1 AND user_id = $2",
-                app_id,
-                user_id,
-            )
-        return None if value is None else from_datetime(value)
-
     async def revoke_users(
         self, app_id: int, user_ids: Iterable[str], revoke_before: Micros, *, actor: Actor
     ) -> tuple[dict[str, Micros], int]:

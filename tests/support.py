@@ -7,12 +7,13 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from authsvc.clock import MICROS_PER_SECOND, Micros
+from authsvc.clock import MICROS_PER_SECOND, Micros, from_datetime
 from authsvc.tokens import App
 
 
@@ -47,6 +48,14 @@ class FakeClock:
 
 Metadata = tuple[tuple[str, str], ...]
 """Call metadata, as the stubs take it."""
+
+
+async def stored_revocation(pool: asyncpg.Pool, app_id: int, user_id: str) -> Micros | None:
+    """The user's revocation time as PostgreSQL holds it, or None: what a test checks is durable."""
+    value = await pool.fetchval(
+        "SELECT revoked_before FROM user_revocations WHERE app_id = $1 AND user_id = $2", app_id, user_id
+    )
+    return None if value is None else from_datetime(value)
 
 
 def api_key_only(app: App) -> Metadata:

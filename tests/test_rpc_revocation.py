@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import jwt
 from google.protobuf import timestamp_pb2
 
@@ -14,7 +15,7 @@ from tests.conftest import NewApp
 
 if TYPE_CHECKING:
     from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
-from tests.support import FakeClock, api_key_only, backend
+from tests.support import FakeClock, api_key_only, backend, stored_revocation
 
 Outcome = pb.VerifyOutcome
 
@@ -173,10 +174,12 @@ async def test_clear_app_revocation_restores_tokens_only_it_rejected(
     assert not again.app_cleared
 
 
-async def test_revocations_are_durable_in_postgresql(stub: AuthServiceAsyncStub, new_app: NewApp, store: Store) -> None:
+async def test_revocations_are_durable_in_postgresql(
+    stub: AuthServiceAsyncStub, new_app: NewApp, store: Store, pool: asyncpg.Pool
+) -> None:
     app = await new_app()
     response = await stub.RevokeUser(pb.RevokeUserRequest(user_ids=["alice"]), metadata=backend(app))
-    stored = await store.user_revoked_before(app.id, "alice")
+    stored = await stored_revocation(pool, app.id, "alice")
     assert stored == response.revocations[0].revoked_before.ToMicroseconds()
     app_response = await stub.RevokeApp(pb.RevokeAppRequest(), metadata=backend(app))
     reloaded = await store.get_app(app.api_key)
