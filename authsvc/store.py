@@ -20,6 +20,7 @@ import asyncpg
 from authsvc import keys
 from authsvc.audit import SYSTEM, Actor, AuditEvent
 from authsvc.clock import Micros, from_datetime, to_datetime
+from authsvc.database import connect_error
 from authsvc.errors import ConfigError, InvalidArgument, NotFound, Unavailable
 from authsvc.sealing import Keyring, SealError
 from authsvc.tokens import App, KeyPair, Secret
@@ -96,8 +97,8 @@ async def create_pool(dsn: str, *, max_size: int = 10, command_timeout: float = 
         return await asyncpg.create_pool(
             dsn, min_size=1, max_size=max_size, command_timeout=command_timeout, timeout=command_timeout
         )
-    except _UNREACHABLE as exc:
-        raise Unavailable(f"cannot reach the database: {type(exc).__name__}") from exc
+    except (*_UNREACHABLE, asyncpg.PostgresError) as exc:  # PostgresError: a wrong password, no such database
+        raise Unavailable(connect_error(dsn, exc)) from exc
 
 
 def _build_app(row: asyncpg.Record, key_rows: list[asyncpg.Record], keyring: Keyring) -> App:

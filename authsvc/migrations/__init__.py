@@ -7,6 +7,8 @@ from importlib import resources
 
 import asyncpg
 
+from authsvc.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 ADVISORY_LOCK_KEY = 0x61757468737663  # "authsvc": every replica that starts at once waits here, not races.
@@ -46,3 +48,15 @@ async def pending(conn: asyncpg.Connection) -> list[str]:
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")} if exists else set()
     return [version for version, _ in available() if version not in done]
+
+
+async def require_applied(conn: asyncpg.Connection) -> None:
+    """Raises ConfigError, saying to run `authsvc migrate`, when this database lacks a migration of this release.
+
+    A database ahead of this release is fine: during a rollout the previous release runs against the new schema.
+    """
+    if missing := await pending(conn):
+        raise ConfigError(
+            f"the database lacks migration(s) {', '.join(missing)} of this release and AUTHSVC_MIGRATE is false: "
+            "run 'authsvc migrate' first"
+        )
