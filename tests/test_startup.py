@@ -260,7 +260,8 @@ async def test_no_migrate_serves_with_a_role_without_ddl_rights(fresh_database: 
         runtime = clean_env(AUTHSVC_DATABASE_URL=_as_user(fresh_database, role, password))
 
         migrating = await asyncio.to_thread(authsvc, "serve", "--port", "0", "--http-port", "0", env=runtime)
-        assert migrating.returncode == 1 and "permission denied" in migrating.stderr, migrating.stderr
+        assert migrating.returncode == 1 and migrating.stderr.count("\n") == 1, migrating.stderr
+        assert "permission denied" in migrating.stderr and "AUTHSVC_MIGRATE=false" in migrating.stderr
 
         async with serve(runtime, workdir, "--no-migrate", workers=1) as served:
             async with grpc.aio.insecure_channel(served.target) as channel:

@@ -24,6 +24,7 @@ async def apply(conn: asyncpg.Connection) -> list[str]:
     """Applies the migrations this database lacks, each in its own transaction; returns their versions."""
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+    version = "schema_migrations"
     try:
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -38,6 +39,13 @@ async def apply(conn: asyncpg.Connection) -> list[str]:
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
             log.info("applied migration %s", version)
             applied_now.append(version)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise ConfigError(
+            f"cannot migrate the database ({version}): {exc}; run 'authsvc migrate' as the schema's owner, "
+            "and serve with AUTHSVC_MIGRATE=false"
+        ) from exc
+    except asyncpg.PostgresError as exc:
+        raise ConfigError(f"cannot migrate the database: migration {version} failed: {exc}") from exc
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
     return applied_now
