@@ -16,12 +16,12 @@ from typing import Any, NoReturn
 from authsvc import apps, migrations, operators
 from authsvc.audit import cli_actor
 from authsvc.clock import Micros, from_datetime, system_clock, to_datetime
-from authsvc.config import Settings, parse_duration
+from authsvc.config import Settings, parse_duration, unknown_variables
 from authsvc.database import database_url
 from authsvc.errors import AuthsvcError, ConfigError, NotFound
 from authsvc.logs import configure_logging
 from authsvc.sealing import new_kek_text
-from authsvc.server import open_store, serve
+from authsvc.server import Interrupted, keyring_for, open_store, serve
 from authsvc.store import Store, create_pool
 from authsvc.tokens import App
 
@@ -54,6 +54,16 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(exc.message) from None
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid worker count {text!r}; give 1 or more") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--workers must be at least 1, not {value}")
+    return value
+
+
 def _since(text: str) -> Micros:
     try:
         value = datetime.fromisoformat(text)
@@ -81,7 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, help="gRPC port (AUTHSVC_PORT, default 50051)")
     serve_cmd.add_argument("--http-port", type=int, help="HTTP port of /metrics (AUTHSVC_HTTP_PORT, default 8080)")
     serve_cmd.add_argument(
-        "--workers", type=int, help="server processes sharing the port (AUTHSVC_WORKERS, default one per core)"
+        "--workers", type=_workers, help="server processes sharing the port (AUTHSVC_WORKERS, default one per core)"
+    )
+    serve_cmd.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="never change the schema; refuse a database that lacks a migration (AUTHSVC_MIGRATE=false)",
     )
 
     commands.add_parser("migrate", help="apply pending database migrations and exit")
@@ -162,7 +177,7 @@ def _print_json(value: Any) -> None:
 
 
 async def _with_store(settings: Settings, url: str, work: Callable[[Store], Awaitable[int]]) -> int:
-    pool, store = await open_store(url, settings)
+    pool, store = await open_store(url, settings, keyring_for(settings, warn=False), migrate=settings.migrate)
     try:
         return await work(store)
     finally:
@@ -319,14 +334,17 @@ def run(argv: Sequence[str] | None = None) -> int:
             port=getattr(args, "port", None),
             http_port=getattr(args, "http_port", None),
             workers=getattr(args, "workers", None),
+            migrate=False if getattr(args, "no_migrate", False) else None,
         )
-        if settings.workers < 0:
-            raise ConfigError("--workers must be at least 1")
         if args.command == "serve":
             configure_logging(settings.log_level)
+        else:
+            logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if unknown := unknown_variables():
+            log.warning("%s", unknown)
+        if args.command == "serve":
             serve(settings)
             return 0
-        logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         with database_url(settings) as url:
             if args.command == "migrate":
                 return asyncio.run(_migrate(url, settings))
@@ -334,6 +352,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except AuthsvcError as exc:
         print(f"authsvc: {exc.message}", file=sys.stderr)
         return 1
+    except Interrupted as exc:  # a stop signal during start-up
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -55,6 +56,23 @@ def _positive_int(text: str, name: str) -> int:
     if value < 1:
         raise ConfigError(f"{name} must be at least 1, not {value}")
     return value
+
+
+def _positive_duration(text: str, name: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ConfigError(f"{name} must be longer than 0, not {text!r}")
+    return seconds
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _bool(text: str, name: str) -> bool:
+    value = text.strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise ConfigError(f"{name} must be true or false, not {text!r}")
+    return value in _TRUE
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -122,6 +140,18 @@ class Settings:
     """PEM private key of tls_cert_file, unencrypted."""
     tls_client_ca_file: Path | None = None
     """PEM CA bundle; when set, clients must present a certificate signed by it (mutual TLS)."""
+    migrate: bool = True
+    """Whether serve and the CLI bring the schema up to date; false: they refuse a database that lacks a
+    migration (`authsvc migrate` then applies it), so their database role needs no DDL rights."""
+    max_connection_age: float = 300.0
+    """Seconds a client connection may live before the server asks the client to reconnect (GOAWAY), so that
+    clients rebalance onto new replicas; 0: forever."""
+    max_connection_age_grace: float = 30.0
+    """Seconds calls in flight on a connection past its age may take before it is closed."""
+    keepalive_time: float = 60.0
+    """Seconds between the server's keepalive pings on a connection with calls in flight."""
+    keepalive_timeout: float = 20.0
+    """Seconds the server waits for a ping's answer before closing the connection as dead."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -156,15 +186,15 @@ class Settings:
         if (pool := get("database_pool_size")) is not None:
             values["database_pool_size"] = _positive_int(pool, "AUTHSVC_DATABASE_POOL_SIZE")
         if (timeout := get("database_timeout")) is not None:
-            values["database_timeout"] = parse_duration(timeout)
+            values["database_timeout"] = _positive_duration(timeout, "AUTHSVC_DATABASE_TIMEOUT")
         if (drain := get("drain_timeout")) is not None:
             values["drain_timeout"] = parse_duration(drain)
         if (grace := get("shutdown_grace")) is not None:
             values["shutdown_grace"] = parse_duration(grace)
         if (staleness := get("max_staleness")) is not None:
-            values["max_staleness"] = parse_duration(staleness)
+            values["max_staleness"] = _positive_duration(staleness, "AUTHSVC_MAX_STALENESS")
         if (interval := get("state_check_interval")) is not None:
-            values["state_check_interval"] = parse_duration(interval)
+            values["state_check_interval"] = _positive_duration(interval, "AUTHSVC_STATE_CHECK_INTERVAL")
         if (loop := get("event_loop")) is not None:
             if loop not in ("auto", "asyncio", "uvloop"):
                 raise ConfigError(f"AUTHSVC_EVENT_LOOP must be auto, asyncio or uvloop, not {loop!r}")
@@ -183,6 +213,16 @@ class Settings:
         for tls_file in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
             if (tls_path := get(tls_file)) is not None:
                 values[tls_file] = Path(tls_path)
+        if (migrate := get("migrate")) is not None:
+            values["migrate"] = _bool(migrate, "AUTHSVC_MIGRATE")
+        if (age := get("max_connection_age")) is not None:
+            values["max_connection_age"] = parse_duration(age)
+        if (age_grace := get("max_connection_age_grace")) is not None:
+            values["max_connection_age_grace"] = parse_duration(age_grace)
+        if (keepalive := get("keepalive_time")) is not None:
+            values["keepalive_time"] = _positive_duration(keepalive, "AUTHSVC_KEEPALIVE_TIME")
+        if (keepalive_timeout := get("keepalive_timeout")) is not None:
+            values["keepalive_timeout"] = _positive_duration(keepalive_timeout, "AUTHSVC_KEEPALIVE_TIMEOUT")
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
@@ -193,6 +233,12 @@ class Settings:
             raise ConfigError(f"port must be between 0 and 65535, not {settings.port}")
         if not 0 <= settings.http_port <= 65535:
             raise ConfigError(f"HTTP port must be between 0 and 65535, not {settings.http_port}")
+        if settings.state_check_interval >= settings.max_staleness:
+            # Between two checks nothing else proves the state current, so it would fail closed every time.
+            raise ConfigError(
+                f"AUTHSVC_STATE_CHECK_INTERVAL ({settings.state_check_interval:g}s) must be shorter than "
+                f"AUTHSVC_MAX_STALENESS ({settings.max_staleness:g}s)"
+            )
         settings.check_tls()
         return settings
 
@@ -212,3 +258,29 @@ class Settings:
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with some settings replaced."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# Read by authsvc but not settings of its own: the tests' database.
+_OTHER_VARIABLES = frozenset({"AUTHSVC_TEST_DATABASE_URL"})
+
+
+def variable_names() -> frozenset[str]:
+    """Every `AUTHSVC_*` environment variable authsvc reads."""
+    names = {f"AUTHSVC_{f.name.upper()}" for f in fields(Settings)} | {"AUTHSVC_OPERATOR_TOKENS_FILE"}
+    return frozenset(names) | _OTHER_VARIABLES
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> str | None:
+    """A one-line warning naming the `AUTHSVC_*` variables authsvc does not know (misspelled ones, mostly) and
+    the known name closest to each, or None when there are none."""
+    env = os.environ if environ is None else environ
+    known = variable_names()
+    unknown = sorted(name for name in env if name.startswith("AUTHSVC_") and name not in known)
+    if not unknown:
+        return None
+    named = []
+    for name in unknown:
+        # Compared without the prefix they all share, which would make any two look alike.
+        close = difflib.get_close_matches(name.removeprefix("AUTHSVC_"), [k.removeprefix("AUTHSVC_") for k in known], 1)
+        named.append(f"{name} (did you mean AUTHSVC_{close[0]}?)" if close else name)
+    return f"ignoring unknown setting{'s' if len(unknown) > 1 else ''}: {', '.join(named)}"

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import logging
 import multiprocessing
 import os
 import signal
 import socket
-from collections.abc import Callable
+import sys
+import tempfile
+from collections.abc import Callable, Coroutine, Iterator, MutableSequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -22,7 +28,7 @@ from authsvc.admin_servicer import AdminServicer
 from authsvc.clock import MICROS_PER_SECOND, Clock, system_clock
 from authsvc.config import Settings
 from authsvc.database import database_url
-from authsvc.errors import ConfigError
+from authsvc.errors import AuthsvcError, ConfigError
 from authsvc.http import HttpServer, Routes, jwks_handler, metrics_handler
 from authsvc.interceptors import ObservingInterceptor
 from authsvc.lifecycle import Drain, disconnect
@@ -140,7 +146,7 @@ async def start_server(
     drain = Drain()
     server = grpc.aio.server(
         interceptors=[ObservingInterceptor(metrics, state.app, drain, _credential_check(state, settings))],
-        options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
+        options=[("grpc.so_reuseport", 1 if reuse_port else 0), *connection_options(settings)],
     )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
         AuthServicer(store, state, settings, clock, metrics), server
@@ -155,9 +161,14 @@ async def start_server(
         (SERVICE_NAME, ADMIN_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
     address = f"{settings.host}:{settings.port}"
-    port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
+    try:
+        port = (
+            server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
+        )
+    except RuntimeError:  # grpc's "Failed to bind to address ..."; serve() checks the port first, in one line
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {address}")
+        raise ConfigError(f"cannot listen for gRPC on {address}: the address is in use or not this host's")
     log.info(
         "gRPC port %s:%d: %s", settings.host, port, tls.describe(settings), extra={"transport": tls.transport(settings)}
     )
@@ -187,11 +198,26 @@ def _credential_check(state: State, settings: Settings) -> CredentialCheck:
     return is_credential
 
 
-def keyring_for(settings: Settings) -> Keyring:
+def connection_options(settings: Settings) -> list[tuple[str, int]]:
+    """The gRPC server options for connection age and keepalive, from the settings."""
+    options = [
+        ("grpc.keepalive_time_ms", round(settings.keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", round(settings.keepalive_timeout * 1000)),
+    ]
+    if settings.max_connection_age > 0:
+        options += [
+            ("grpc.max_connection_age_ms", max(1, round(settings.max_connection_age * 1000))),
+            ("grpc.max_connection_age_grace_ms", round(settings.max_connection_age_grace * 1000)),
+        ]
+    return options
+
+
+def keyring_for(settings: Settings, *, warn: bool = True) -> Keyring:
     """The key-encryption keys from the settings; for the embedded database only, one kept in the data dir.
 
     With an external database and no key configured, authsvc refuses to start: it would otherwise have to
-    keep secrets in plain text, or make a key that other replicas cannot know.
+    keep secrets in plain text, or make a key that other replicas cannot know. Using the data dir's key is
+    warned about unless `warn` is false (the CLI), and always when the key is made.
     """
     keyring = keyring_from(settings.kek, settings.kek_file)
     if keyring is not None:
@@ -202,7 +228,8 @@ def keyring_for(settings: Settings) -> Keyring:
             "'authsvc keys new-kek' prints one). API secrets and private keys are sealed with it."
         )
     keyring, created = generated_keyring(settings.data_dir)
-    log.warning(
+    log.log(
+        logging.WARNING if warn or created else logging.INFO,
         "no key-encryption key configured: %s %s for the embedded database; set AUTHSVC_KEK_FILE in production",
         "generated" if created else "using",
         settings.data_dir / "kek",
@@ -210,16 +237,22 @@ def keyring_for(settings: Settings) -> Keyring:
     return keyring
 
 
-async def open_store(url: str, settings: Settings) -> tuple[asyncpg.Pool, Store]:
-    """Migrates the database at `url` and returns a pool and the store over it."""
-    keyring = keyring_for(settings)
+async def open_store(url: str, settings: Settings, keyring: Keyring, *, migrate: bool) -> tuple[asyncpg.Pool, Store]:
+    """A pool on the database at `url` and the store over it. First the schema: brought up to date (`migrate`),
+    else checked (ConfigError when this release's migrations are not all applied)."""
     pool = await create_pool(url, max_size=settings.database_pool_size, command_timeout=settings.database_timeout)
-    async with pool.acquire() as conn:
-        for version in await migrations.apply(conn):
-            log.info("database migrated to %s", version)
-    store = Store(pool, keyring, timeout=settings.database_timeout)
-    if sealed := await store.reseal(only_plain=True):
-        log.info("sealed %d keys carried over in plain text", sealed)
+    try:
+        async with pool.acquire() as conn:
+            if migrate:
+                await migrations.apply(conn)
+            else:
+                await migrations.require_applied(conn)
+        store = Store(pool, keyring, timeout=settings.database_timeout)
+        if sealed := await store.reseal(only_plain=True):
+            log.info("sealed %d keys carried over in plain text", sealed)
+    except BaseException:  # a signal during start-up cancels it too
+        pool.terminate()
+        raise
     return pool, store
 
 
@@ -234,21 +267,88 @@ def new_state(store: Store, url: str, settings: Settings) -> State:
     )
 
 
-async def _serve(url: str, settings: Settings, worker: int = 0, workers: int = 1) -> None:
-    # Installed first: a SIGTERM during start-up (bounded by the database timeouts) stops cleanly once started.
-    stop = asyncio.Event()
-    hurry = asyncio.Event()  # a second signal: stop without waiting
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived before the server served: the process exits quietly, with `exit_code`."""
 
-    def on_signal() -> None:
-        (hurry if stop.is_set() else stop).set()
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
-    loop = asyncio.get_running_loop()
-    # A worker stops on its supervisor's SIGTERM; the SIGINT of a Ctrl-C reaches the whole process group.
-    for sig in (signal.SIGTERM,) if workers > 1 else (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    if workers > 1:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    pool, store = await open_store(url, settings)
+    @property
+    def exit_code(self) -> int:
+        """0 for SIGTERM (a stop asked for), 128 + the signal's number otherwise (130 for SIGINT, as shells do)."""
+        return 0 if self.signum == signal.SIGTERM else 128 + self.signum
+
+
+class StopSignals:
+    """The stop signals of a serving process. Until `serving()`, one cancels start-up (the task that called
+    `install()`; `_run` turns that into Interrupted); from then on it sets `stop`, and the drain begins."""
+
+    def __init__(
+        self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM), on_serving: Callable[[], None] | None = None
+    ) -> None:
+        self.stop = asyncio.Event()
+        self.hurry = asyncio.Event()
+        """Set by a second signal once the drain has begun: stop without waiting."""
+        self.received: int | None = None
+        self._signals = signals
+        self._on_serving = on_serving
+        self._starting: asyncio.Task[Any] | None = None
+
+    def install(self) -> None:
+        """Handles the signals in the running loop, on behalf of the current task (the one that starts up)."""
+        self._starting = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            loop.add_signal_handler(sig, self._received, sig)
+
+    def serving(self) -> None:
+        """Start-up is over: signals now stop the server."""
+        self._starting = None
+        if self._on_serving is not None:
+            self._on_serving()
+
+    def _received(self, sig: int) -> None:
+        if self.received is not None:
+            if self._starting is None:
+                self.hurry.set()  # the drain has begun: a second signal ends it now
+            return  # else start-up is already being cancelled
+        self.received = sig
+        if self._starting is not None:
+            self._starting.cancel()
+        else:
+            self.stop.set()
+
+
+def _run(main: Coroutine[Any, Any, None], signals: StopSignals) -> None:
+    """Runs `main` (which installs `signals`) in a new event loop; Interrupted when a signal cut its start-up."""
+    try:
+        asyncio.run(main)
+    except asyncio.CancelledError:
+        if signals.received is None:
+            raise
+        raise Interrupted(signals.received) from None
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def _interrupt_on_signals() -> None:
+    # Start-up outside an event loop (embedded PostgreSQL, spawning workers) stops where it is, through the
+    # `with` blocks that clean up; once a loop runs, StopSignals takes over.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupted)
+
+
+async def _serve(
+    url: str, settings: Settings, keyring: Keyring, signals: StopSignals, worker: int = 0, workers: int = 1
+) -> None:
+    # Installed first: a signal during start-up (bounded by the database timeouts) ends it at once.
+    signals.install()
+    stop = signals.stop
+    # With workers, the supervisor has migrated already (or checked, with AUTHSVC_MIGRATE=false).
+    pool, store = await open_store(url, settings, keyring, migrate=settings.migrate and workers == 1)
     state = new_state(store, url, settings)
     try:
         await state.start()
@@ -265,6 +365,7 @@ async def _serve(url: str, settings: Settings, worker: int = 0, workers: int = 1
             # One metrics endpoint per worker (a Prometheus target each): a shared port would mix their counters.
             settings = settings.with_overrides(http_port=settings.http_port + worker)
         running = await start_server(store, state, settings, reuse_port=workers > 1, metrics=metrics)
+        signals.serving()
         # What start-up made (modules, descriptors, the loaded state) lives as long as the process: out of the
         # collector's full passes, which then scan only what serving creates (the verify cache, mostly).
         gc.freeze()
@@ -288,9 +389,9 @@ async def _serve(url: str, settings: Settings, worker: int = 0, workers: int = 1
             settings.shutdown_grace,
         )
         stopping = asyncio.create_task(running.stop(settings.shutdown_grace, settings.drain_timeout))
-        hurried = asyncio.create_task(hurry.wait())
+        hurried = asyncio.create_task(signals.hurry.wait())
         await asyncio.wait((stopping, hurried), return_when=asyncio.FIRST_COMPLETED)
-        if hurry.is_set():
+        if signals.hurry.is_set():
             running.hurry()
         hurried.cancel()
         await stopping
@@ -321,26 +422,112 @@ def use_event_loop(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> None:
-    """Runs the service until SIGINT or SIGTERM, with the embedded PostgreSQL when no URL is set."""
+    """Runs the service until SIGINT or SIGTERM, with the embedded PostgreSQL when no URL is set.
+
+    What keeps it from starting raises AuthsvcError (one line for the user); a stop signal before it serves
+    raises Interrupted.
+    """
+    _interrupt_on_signals()
     use_event_loop(settings)
     tls.check(settings)  # wrong TLS files fail here, in one line, before a database or a worker starts
-    with database_url(settings) as url:
-        workers = worker_count(settings)
+    keyring = keyring_for(settings)  # here, once: the workers are handed it
+    workers = worker_count(settings)
+    with _claimed_ports(settings, workers), database_url(settings) as url:
         if workers == 1:
-            asyncio.run(_serve(url, settings))
+            signals = StopSignals()
+            _run(_serve(url, settings, keyring, signals), signals)
         else:
-            _serve_workers(url, settings, workers)
+            _serve_workers(url, settings, keyring, workers)
 
 
-def _worker_main(url: str, settings: Settings, worker: int, workers: int) -> None:
+def port_lock_path(host: str, port: int) -> Path:
+    """The file a server locks for its life on host:port (in the temporary directory, writable in a container)."""
+    return Path(tempfile.gettempdir()) / f"authsvc-{host.strip('[]').replace('/', '_')}-{port}.lock"
+
+
+@contextmanager
+def _port_lock(host: str, port: int) -> Iterator[None]:
+    path = port_lock_path(host, port)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        # Another user's file: that user's server cannot share our port anyway (SO_REUSEPORT needs the same user).
+        log.debug("cannot open %s (%s): the port check alone guards %s:%d", path, exc.strerror, host, port)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"cannot listen for gRPC on {host}:{port}: another authsvc server holds it ({path} is locked)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _check_free(host: str, port: int, what: str) -> None:
+    """Raises ConfigError when a socket of another process listens on host:port, whether it shares or not."""
+    try:
+        addresses = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"cannot listen for {what} on {host}:{port}: {reason}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # Not SO_REUSEPORT: then the bind fails while any socket listens there, sharing (SO_REUSEPORT) or
+            # not. SO_REUSEADDR: connections of a server that just stopped (TIME_WAIT) do not count.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise ConfigError(f"cannot listen for {what} on {host}:{port}: {exc.strerror}") from None
+
+
+@contextmanager
+def _claimed_ports(settings: Settings, workers: int) -> Iterator[None]:
+    """Refuses ports another process listens on, before anything starts: the gRPC port (the workers of this
+    server share it, no one else) and each worker's HTTP port. The gRPC port's lock file, held until the server
+    stops, keeps two servers starting at once from both passing the check."""
+    with ExitStack() as held:
+        if settings.port:
+            held.enter_context(_port_lock(settings.host, settings.port))
+            _check_free(settings.host, settings.port, "gRPC")
+        if settings.http_port:
+            last = settings.http_port + (workers - 1 if workers > 1 else 0)
+            if last > 65535:
+                raise ConfigError(f"AUTHSVC_HTTP_PORT + one port per worker goes past 65535 ({last})")
+            for http_port in range(settings.http_port, last + 1):
+                _check_free(settings.host, http_port, "HTTP")
+        yield
+
+
+def _worker_main(
+    url: str, settings: Settings, keyring: Keyring, worker: int, workers: int, serving: MutableSequence[int]
+) -> None:
     configure_logging(settings.log_level, worker=worker + 1)
     use_event_loop(settings)
-    asyncio.run(_serve(url, settings, worker, workers))
+
+    def report_serving() -> None:
+        serving[worker] = 1
+
+    # SIGINT stays ignored (inherited): the supervisor turns a Ctrl-C into SIGTERM for every worker.
+    signals = StopSignals((signal.SIGTERM,), on_serving=report_serving)
+    try:
+        _run(_serve(url, settings, keyring, signals, worker, workers), signals)
+    except AuthsvcError as exc:
+        print(f"authsvc: {exc.message}", file=sys.stderr)
+        sys.exit(1)
+    except Interrupted as exc:
+        sys.exit(exc.exit_code)
 
 
-def _serve_workers(url: str, settings: Settings, workers: int) -> None:
+def _serve_workers(url: str, settings: Settings, keyring: Keyring, workers: int) -> None:
     """Runs `workers` server processes on one port; stops them all on SIGINT/SIGTERM or when one dies."""
-    asyncio.run(_migrate(url, settings))
+    signals = StopSignals()
+    _run(_prepare_database(url, settings, keyring, signals), signals)
+    _interrupt_on_signals()  # the event loop's exit set the defaults back
     if settings.port == 0:
         # Every worker must bind the same port: reserve a free one (bound, never listening) for them.
         reserved = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
@@ -348,36 +535,51 @@ def _serve_workers(url: str, settings: Settings, workers: int) -> None:
         reserved.bind((settings.host, 0))
         settings = settings.with_overrides(port=reserved.getsockname()[1])
     context = multiprocessing.get_context("spawn")
+    serving = context.RawArray("b", workers)  # worker i sets [i] once it serves
     processes = [
-        context.Process(target=_worker_main, args=(url, settings, i, workers), name=f"authsvc-worker-{i + 1}")
+        context.Process(
+            target=_worker_main, args=(url, settings, keyring, i, workers, serving), name=f"authsvc-worker-{i + 1}"
+        )
         for i in range(workers)
     ]
-    stopping = False
+    received: list[int] = []
 
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+    def stop_workers() -> None:
         for process in processes:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGINT, stop)
+    def stop(signum: int, frame: object) -> None:
+        if not received:
+            received.append(signum)
+        stop_workers()
+
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the workers (see _worker_main)
     for process in processes:
-        process.start()
+        if not received:
+            process.start()
+    signal.signal(signal.SIGINT, stop)
+    if received:
+        stop_workers()  # one may have been starting when the signal came
     log.info("authsvc running %d workers on %s:%d", workers, settings.host, settings.port)
     failed = False
-    while any(process.is_alive() for process in processes):
-        for process in processes:
+    started = [process for process in processes if process.pid is not None]
+    while any(process.is_alive() for process in started):
+        for process in started:
             process.join(timeout=0.2)
-            if not process.is_alive() and process.exitcode not in (0, None) and not stopping:
+            if not process.is_alive() and process.exitcode not in (0, None) and not (received or failed):
                 log.error("%s exited with %s; stopping the others", process.name, process.exitcode)
                 failed = True
-                stop(signal.SIGTERM, None)
-    if failed or any(process.exitcode != 0 for process in processes):
+                stop_workers()
+    # A worker that SIGTERM reached before it could handle it ends with -SIGTERM: stopped as asked.
+    if failed or any(process.exitcode not in (0, -signal.SIGTERM) for process in started):
         raise SystemExit(1)
+    if received and not all(serving):
+        raise Interrupted(received[0])
 
 
-async def _migrate(url: str, settings: Settings) -> None:
-    pool, _ = await open_store(url, settings)
+async def _prepare_database(url: str, settings: Settings, keyring: Keyring, signals: StopSignals) -> None:
+    signals.install()
+    pool, _ = await open_store(url, settings, keyring, migrate=settings.migrate)
     await pool.close()

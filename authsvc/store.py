@@ -21,6 +21,7 @@ import asyncpg
 from authsvc import keys
 from authsvc.audit import SYSTEM, Actor, AuditEvent
 from authsvc.clock import Micros, from_datetime, to_datetime
+from authsvc.database import connect_error
 from authsvc.errors import ConfigError, InvalidArgument, NotFound, Unavailable
 from authsvc.sealing import Keyring, SealError
 from authsvc.tokens import App, KeyPair, Secret
@@ -121,9 +122,10 @@ async def create_pool(dsn: str, *, max_size: int = 10, command_timeout: float = 
             pass
     except Exception as exc:
         pool.terminate()
-        if not unreachable(exc):
+        # PostgresError: a wrong password, no such database; said in one line like a server out of reach.
+        if not unreachable(exc) and not isinstance(exc, asyncpg.PostgresError):
             raise
-        raise Unavailable(f"cannot reach the database: {type(exc).__name__}: {exc}") from exc
+        raise Unavailable(connect_error(dsn, exc)) from exc
     return pool
 
 

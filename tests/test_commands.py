@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
@@ -39,6 +40,10 @@ def test_apps_create_list_show(database_url: str) -> None:
     assert missing.returncode == 1 and "no app has API key" in missing.stderr
 
 
+# Where a wrong setting went unnoticed, serve would reach the database: none there, so it fails another way.
+_NO_DATABASE = {"AUTHSVC_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+
+
 @pytest.mark.parametrize(
     ("args", "env_extra", "message"),
     [
@@ -48,8 +53,39 @@ def test_apps_create_list_show(database_url: str) -> None:
         (["serve"], {"AUTHSVC_PORT": "http"}, "AUTHSVC_PORT must be a port number"),
         (["serve"], {"AUTHSVC_LOG_LEVEL": "LOUD"}, "AUTHSVC_LOG_LEVEL must be one of"),
         (["apps", "list"], {"AUTHSVC_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}, "database"),
+        (
+            ["serve"],
+            {**_NO_DATABASE, "AUTHSVC_DATABASE_TIMEOUT": "0"},
+            "AUTHSVC_DATABASE_TIMEOUT must be longer than 0",
+        ),
+        (["serve"], {**_NO_DATABASE, "AUTHSVC_STATE_CHECK_INTERVAL": "0s"}, "AUTHSVC_STATE_CHECK_INTERVAL must be"),
+        (["serve"], {**_NO_DATABASE, "AUTHSVC_MAX_STALENESS": "0"}, "AUTHSVC_MAX_STALENESS must be longer than 0"),
+        (
+            ["serve"],
+            {**_NO_DATABASE, "AUTHSVC_STATE_CHECK_INTERVAL": "1m", "AUTHSVC_MAX_STALENESS": "30s"},
+            "AUTHSVC_STATE_CHECK_INTERVAL (60s) must be shorter than AUTHSVC_MAX_STALENESS (30s)",
+        ),
+        (["serve"], {**_NO_DATABASE, "AUTHSVC_MIGRATE": "perhaps"}, "AUTHSVC_MIGRATE must be true or false"),
+        (["serve"], {**_NO_DATABASE, "AUTHSVC_KEEPALIVE_TIME": "0"}, "AUTHSVC_KEEPALIVE_TIME must be longer than 0"),
+        (["serve"], {**_NO_DATABASE, "AUTHSVC_MAX_CONNECTION_AGE": "soon"}, "invalid duration 'soon'"),
+        (["serve", "--workers", "0"], _NO_DATABASE, "--workers must be at least 1"),
     ],
-    ids=["bad-ttl", "bad-algorithm", "bad-command", "bad-port", "bad-log-level", "database-down"],
+    ids=[
+        "bad-ttl",
+        "bad-algorithm",
+        "bad-command",
+        "bad-port",
+        "bad-log-level",
+        "database-down",
+        "database-timeout-0",
+        "state-check-interval-0",
+        "max-staleness-0",
+        "check-interval-beyond-staleness",
+        "bad-migrate",
+        "keepalive-0",
+        "bad-connection-age",
+        "workers-0",
+    ],
 )
 def test_bad_flags_and_settings_give_one_line_and_nonzero_exit(
     args: list[str], env_extra: dict[str, str], message: str
@@ -59,6 +95,27 @@ def test_bad_flags_and_settings_give_one_line_and_nonzero_exit(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_database_errors_name_the_server_and_never_the_password(server_url: str) -> None:
+    url = "postgresql://nobody:hunter2@127.0.0.1:1/none?sslmode=disable&password=hunter3"
+    refused = authsvc("apps", "list", env=clean_env(AUTHSVC_DATABASE_URL=url))
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1 and "127.0.0.1:1" in refused.stderr, refused.stderr
+    assert "refused" in refused.stderr and "hunter" not in refused.stderr, refused.stderr
+
+    parts = urlsplit(server_url)
+    unknown_role = urlunsplit(parts._replace(netloc=f"no_such_role@{parts.netloc.rpartition('@')[2]}"))
+    denied = authsvc("apps", "list", env=clean_env(AUTHSVC_DATABASE_URL=unknown_role))
+    assert denied.returncode == 1 and "Traceback" not in denied.stderr, denied.stderr
+    assert denied.stderr.count("\n") == 1 and 'role "no_such_role" does not exist' in denied.stderr, denied.stderr
+
+
+def test_a_misspelled_setting_is_warned_about_in_one_line(database_url: str) -> None:
+    result = authsvc("migrate", env=clean_env(AUTHSVC_DATABASE_URL=database_url, AUTHSVC_DATABSE_TIMEOUT="1s"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "AUTHSVC_DATABSE_TIMEOUT (did you mean AUTHSVC_DATABASE_TIMEOUT?)" in result.stderr
 
 
 def test_migrate_applies_once(fresh_database: str) -> None:

@@ -261,7 +261,7 @@ async def test_writes_during_a_partition_fail_within_the_database_timeout(
     await proxy.start()
     url = proxied(database_url, proxy.port)[0]
     configured = settings.with_overrides(database_url=url, database_timeout=timeout, kek=TEST_KEK)
-    pool, store = await open_store(url, configured)
+    pool, store = await open_store(url, configured, TEST_KEYRING, migrate=True)
     state = new_state(store, url, configured)
     await state.start()
     running = await start_server(store, state, configured)

@@ -116,7 +116,7 @@ async def test_revocation_propagates_to_another_process(
 ) -> None:
     app = await new_app()
     token = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
-    env = clean_env(AUTHSVC_DATABASE_URL=database_url, AUTHSVC_STATE_CHECK_INTERVAL="1h")
+    env = clean_env(AUTHSVC_DATABASE_URL=database_url, AUTHSVC_STATE_CHECK_INTERVAL="1h", AUTHSVC_MAX_STALENESS="2h")
     async with serve(env, tmp_path) as other, grpc.aio.insecure_channel(other.target) as channel:
         other_stub = auth_service_pb2_grpc.AuthServiceStub(channel)
 
