@@ -61,14 +61,16 @@ class Drain:
         """Seconds since the last call started, or 0 while a call is in flight."""
         return 0.0 if self.in_flight else time.perf_counter() - self.last_started
 
-    async def lame_duck(self, longest: float) -> bool:
-        """Phase 1: waits until the callers go quiet or `longest` seconds pass; True when they went quiet."""
+    async def lame_duck(self, longest: float) -> str:
+        """Phase 1: waits until the callers go quiet or `longest` seconds pass (or `hurry`); says which."""
         deadline = time.perf_counter() + longest
         while self.quiet_for() < QUIET_PERIOD:
-            if self._hurried or time.perf_counter() >= deadline:
-                return False
+            if self._hurried:
+                return "a second signal ended it"
+            if time.perf_counter() >= deadline:
+                return "the drain timeout passed with calls coming"
             await asyncio.sleep(_POLL)
-        return True
+        return "the callers went quiet"
 
     async def refuse_and_finish(self, grace: float | None) -> bool:
         """Phase 2: refuses new calls and waits for those in a handler (at most `grace` seconds; None: no

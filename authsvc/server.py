@@ -107,8 +107,7 @@ class RunningServer:
             self._readiness.cancel()
         await self.health.enter_graceful_shutdown()
         if drain_timeout > 0:
-            quiet = await self.drain.lame_duck(drain_timeout)
-            log.info("drain: %s", "the callers went quiet" if quiet else "the drain timeout passed with calls coming")
+            log.info("drain: %s", await self.drain.lame_duck(drain_timeout))
         if not await self.drain.refuse_and_finish(grace):
             log.warning("drain: calls still in flight after the shutdown grace of %ss are cut", grace)
         disconnect(self.port)

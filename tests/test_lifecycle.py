@@ -276,3 +276,35 @@ async def test_a_drain_ends_when_the_callers_go_quiet_not_at_its_timeout(
     assert [c for c in calls if c.code != OK] == []
     drains = [m for m in served.messages() if m.startswith("drain: ")]
     assert drains == ["drain: the callers went quiet"] * 2, drains
+
+
+async def test_a_second_signal_ends_the_drain_at_once(database_url: str, new_app: NewApp, tmp_path: Path) -> None:
+    """Callers that keep calling would hold the drain for its whole timeout (an hour here); an operator's second
+    SIGTERM ends it, and the process still exits 0 with every failed call UNAVAILABLE."""
+    app = await new_app("hurried")
+    env = clean_env(AUTHSVC_DATABASE_URL=database_url, AUTHSVC_DRAIN_TIMEOUT="1h", AUTHSVC_SHUTDOWN_GRACE="1h")
+    signalled, done = asyncio.Event(), asyncio.Event()
+    calls: list[Call] = []
+    async with serve(env, tmp_path, workers=1) as served, _channel(served.target) as channel:
+        stub: AuthServiceAsyncStub = auth_service_pb2_grpc.AuthServiceStub(channel)
+        token = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await watch.read()).status == SERVING
+        callers = [
+            asyncio.create_task(_caller(stub, f"hurried{n}", app, token, signalled, done, calls)) for n in range(4)
+        ]
+        while len(calls) < WARM_UP_CALLS:  # noqa: ASYNC110 - counted as the callers append
+            await asyncio.sleep(0.01)
+        signalled.set()
+        served.process.send_signal(signal.SIGTERM)
+        assert (await watch.read()).status == NOT_SERVING
+        served_after_signal = len(calls)
+        while len(calls) < served_after_signal + WARM_UP_CALLS:  # noqa: ASYNC110 - the drain serves on
+            await asyncio.sleep(0.01)
+        served.process.send_signal(signal.SIGTERM)
+        await served.finished()
+        done.set()
+        await asyncio.gather(*callers)
+    assert served.process.returncode == 0, served.output
+    assert {c.code for c in calls if c.code != OK} <= {grpc.StatusCode.UNAVAILABLE}
+    assert [m for m in served.messages() if m.startswith("drain: ")] == ["drain: a second signal ended it"]
