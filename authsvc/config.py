@@ -5,13 +5,16 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from authsvc.errors import ConfigError
 from authsvc.operators import OperatorHashes, parse_operator_tokens
+
+Parser = Callable[[str, str], Any]
+"""How a setting's text becomes its value: (the text, the variable's name for messages) → value, or ConfigError."""
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -58,8 +61,15 @@ def _positive_int(text: str, name: str) -> int:
     return value
 
 
+def _duration(text: str, name: str) -> float:
+    try:
+        return parse_duration(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc.message}") from None
+
+
 def _positive_duration(text: str, name: str) -> float:
-    seconds = parse_duration(text)
+    seconds = _duration(text, name)
     if seconds <= 0:
         raise ConfigError(f"{name} must be longer than 0, not {text!r}")
     return seconds
@@ -75,6 +85,28 @@ def _bool(text: str, name: str) -> bool:
     return value in _TRUE
 
 
+def _count(text: str, name: str) -> int:
+    """A whole number of 0 or more."""
+    return 0 if text.strip() == "0" else _positive_int(text, name)
+
+
+def _text(text: str, name: str) -> str:
+    return text
+
+
+def _path(text: str, name: str) -> Path:
+    return Path(text)
+
+
+def _choice(*choices: str) -> Parser:
+    def parse(text: str, name: str) -> str:
+        if text not in choices:
+            raise ConfigError(f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, not {text!r}")
+        return text
+
+    return parse
+
+
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -85,72 +117,78 @@ def _log_level(text: str, name: str) -> str:
     return level
 
 
+def _setting(default: Any, parse: Parser) -> Any:
+    """A field of Settings read from its environment variable with `parse` (the settings table's one row)."""
+    return field(default=default, metadata={"parse": parse})
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Every setting of authsvc. Environment variable: `AUTHSVC_` + the field name in upper case."""
+    """Every setting of authsvc, one row each: its type, its default and its parser (which holds its range).
+    Environment variable: `AUTHSVC_` + the field name in upper case."""
 
-    database_url: str | None = None
-    kek: str | None = None
-    """Key-encryption keys (base64 of 32 bytes), comma-separated: the first seals, all open."""
-    kek_file: Path | None = None
-    """A file of key-encryption keys, one per line (a mounted Kubernetes Secret); read after AUTHSVC_KEK."""
+    database_url: str | None = _setting(None, _text)
     """PostgreSQL URL; unset starts an embedded PostgreSQL in data_dir."""
-    data_dir: Path = Path(".authsvc")
+    kek: str | None = _setting(None, _text)
+    """Key-encryption keys (base64 of 32 bytes), comma-separated: the first seals, all open."""
+    kek_file: Path | None = _setting(None, _path)
+    """A file of key-encryption keys, one per line (a mounted Kubernetes Secret); read after AUTHSVC_KEK."""
+    data_dir: Path = _setting(Path(".authsvc"), _path)
     """Where the embedded PostgreSQL keeps its data."""
-    host: str = "0.0.0.0"
+    host: str = _setting("0.0.0.0", _text)
     """Address the gRPC server listens on."""
-    port: int = 50051
+    port: int = _setting(50051, _port)
     """gRPC port; 0 picks a free one."""
-    http_port: int = 8080
+    http_port: int = _setting(8080, _port)
     """HTTP port of /metrics; 0 picks a free one."""
-    issuer: str = "authsvc"
+    issuer: str = _setting("authsvc", _text)
     """The `iss` claim of minted tokens."""
-    clock_leeway: float = 5.0
+    clock_leeway: float = _setting(5.0, _duration)
     """Seconds of clock skew tolerated for exp, nbf, iat and revocation times."""
-    log_level: str = "INFO"
+    log_level: str = _setting("INFO", _log_level)
     """DEBUG, INFO, WARNING or ERROR."""
-    database_pool_size: int = 10
+    database_pool_size: int = _setting(10, _positive_int)
     """Most connections one process holds to PostgreSQL."""
-    database_timeout: float = 5.0
+    database_timeout: float = _setting(5.0, _positive_duration)
     """Seconds to wait for a database connection or query before answering UNAVAILABLE."""
-    drain_timeout: float = 10.0
+    drain_timeout: float = _setting(10.0, _duration)
     """After SIGTERM, seconds the server keeps serving (health NOT_SERVING) until its callers go quiet."""
-    shutdown_grace: float = 20.0
+    shutdown_grace: float = _setting(20.0, _duration)
     """Seconds calls in flight may take to finish once the drain ends and new calls are refused."""
-    max_staleness: float = 30.0
+    max_staleness: float = _setting(30.0, _positive_duration)
     """Seconds VerifyToken keeps answering from memory without reaching the database; then UNAVAILABLE."""
-    state_check_interval: float = 2.0
+    state_check_interval: float = _setting(2.0, _positive_duration)
     """Seconds between checks that the in-memory state is current (the safety net behind NOTIFY)."""
-    workers: int = 0
+    workers: int = _setting(0, _positive_int)
     """Server processes sharing the gRPC port; 0 means one per CPU core."""
-    event_loop: str = "auto"
+    event_loop: str = _setting("auto", _choice("auto", "asyncio", "uvloop"))
     """asyncio, uvloop (measured faster under load, docs/performance.md), or auto: uvloop when installed."""
-    verify_cache_size: int = 10_000
+    verify_cache_size: int = _setting(10_000, _count)
     """Tokens remembered after their signature checked out (expiry and revocation are still checked); 0: off."""
     operator_tokens: OperatorHashes = ()
     """AdminService operators as (id, SHA-256 hex of the token) pairs, from AUTHSVC_OPERATOR_TOKENS (`id:token`,
     comma-separated) and AUTHSVC_OPERATOR_TOKENS_FILE (one per line); the tokens themselves are not kept."""
-    key_rotation_delay: float = 600.0
+    key_rotation_delay: float = _setting(600.0, _duration)
     """Seconds a rotated-in key pair is published before it signs, unless the rotation says otherwise."""
-    secret_overlap: float = 86400.0
+    secret_overlap: float = _setting(86400.0, _duration)
     """Seconds a rotated-out API secret keeps working, unless the rotation says otherwise."""
-    tls_cert_file: Path | None = None
+    tls_cert_file: Path | None = _setting(None, _path)
     """PEM certificate (chain, the server's first) of the gRPC port; with tls_key_file, the port speaks TLS."""
-    tls_key_file: Path | None = None
+    tls_key_file: Path | None = _setting(None, _path)
     """PEM private key of tls_cert_file, unencrypted."""
-    tls_client_ca_file: Path | None = None
+    tls_client_ca_file: Path | None = _setting(None, _path)
     """PEM CA bundle; when set, clients must present a certificate signed by it (mutual TLS)."""
-    migrate: bool = True
+    migrate: bool = _setting(True, _bool)
     """Whether serve and the CLI bring the schema up to date; false: they refuse a database that lacks a
     migration (`authsvc migrate` then applies it), so their database role needs no DDL rights."""
-    max_connection_age: float = 300.0
+    max_connection_age: float = _setting(300.0, _duration)
     """Seconds a client connection may live before the server asks the client to reconnect (GOAWAY), so that
     clients rebalance onto new replicas; 0: forever."""
-    max_connection_age_grace: float = 30.0
+    max_connection_age_grace: float = _setting(30.0, _duration)
     """Seconds calls in flight on a connection past its age may take before it is closed."""
-    keepalive_time: float = 60.0
+    keepalive_time: float = _setting(60.0, _positive_duration)
     """Seconds between the server's keepalive pings on a connection with calls in flight."""
-    keepalive_timeout: float = 20.0
+    keepalive_timeout: float = _setting(20.0, _positive_duration)
     """Seconds the server waits for a ping's answer before closing the connection as dead."""
 
     @classmethod
@@ -163,66 +201,14 @@ class Settings:
             value = env.get(f"AUTHSVC_{name.upper()}")
             return value if value not in (None, "") else None
 
-        if (url := get("database_url")) is not None:
-            values["database_url"] = url
-        if (kek := get("kek")) is not None:
-            values["kek"] = kek
-        if (kek_file := get("kek_file")) is not None:
-            values["kek_file"] = Path(kek_file)
-        if (data_dir := get("data_dir")) is not None:
-            values["data_dir"] = Path(data_dir)
-        if (host := get("host")) is not None:
-            values["host"] = host
-        if (port := get("port")) is not None:
-            values["port"] = _port(port, "AUTHSVC_PORT")
-        if (http_port := get("http_port")) is not None:
-            values["http_port"] = _port(http_port, "AUTHSVC_HTTP_PORT")
-        if (issuer := get("issuer")) is not None:
-            values["issuer"] = issuer
-        if (leeway := get("clock_leeway")) is not None:
-            values["clock_leeway"] = parse_duration(leeway)
-        if (level := get("log_level")) is not None:
-            values["log_level"] = _log_level(level, "AUTHSVC_LOG_LEVEL")
-        if (pool := get("database_pool_size")) is not None:
-            values["database_pool_size"] = _positive_int(pool, "AUTHSVC_DATABASE_POOL_SIZE")
-        if (timeout := get("database_timeout")) is not None:
-            values["database_timeout"] = _positive_duration(timeout, "AUTHSVC_DATABASE_TIMEOUT")
-        if (drain := get("drain_timeout")) is not None:
-            values["drain_timeout"] = parse_duration(drain)
-        if (grace := get("shutdown_grace")) is not None:
-            values["shutdown_grace"] = parse_duration(grace)
-        if (staleness := get("max_staleness")) is not None:
-            values["max_staleness"] = _positive_duration(staleness, "AUTHSVC_MAX_STALENESS")
-        if (interval := get("state_check_interval")) is not None:
-            values["state_check_interval"] = _positive_duration(interval, "AUTHSVC_STATE_CHECK_INTERVAL")
-        if (loop := get("event_loop")) is not None:
-            if loop not in ("auto", "asyncio", "uvloop"):
-                raise ConfigError(f"AUTHSVC_EVENT_LOOP must be auto, asyncio or uvloop, not {loop!r}")
-            values["event_loop"] = loop
-        if (cache := get("verify_cache_size")) is not None:
-            values["verify_cache_size"] = _positive_int(cache, "AUTHSVC_VERIFY_CACHE_SIZE") if cache != "0" else 0
-        if (workers := get("workers")) is not None:
-            values["workers"] = _positive_int(workers, "AUTHSVC_WORKERS")
+        for setting in fields(cls):
+            parse: Parser | None = setting.metadata.get("parse")
+            if parse is not None and (text := get(setting.name)) is not None:
+                values[setting.name] = parse(text, f"AUTHSVC_{setting.name.upper()}")
+        # The one setting read from two variables: tokens inline and a file of them.
         tokens, tokens_file = get("operator_tokens"), get("operator_tokens_file")
         if tokens is not None or tokens_file is not None:
             values["operator_tokens"] = parse_operator_tokens(tokens, Path(tokens_file) if tokens_file else None)
-        if (delay := get("key_rotation_delay")) is not None:
-            values["key_rotation_delay"] = parse_duration(delay)
-        if (overlap := get("secret_overlap")) is not None:
-            values["secret_overlap"] = parse_duration(overlap)
-        for tls_file in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
-            if (tls_path := get(tls_file)) is not None:
-                values[tls_file] = Path(tls_path)
-        if (migrate := get("migrate")) is not None:
-            values["migrate"] = _bool(migrate, "AUTHSVC_MIGRATE")
-        if (age := get("max_connection_age")) is not None:
-            values["max_connection_age"] = parse_duration(age)
-        if (age_grace := get("max_connection_age_grace")) is not None:
-            values["max_connection_age_grace"] = parse_duration(age_grace)
-        if (keepalive := get("keepalive_time")) is not None:
-            values["keepalive_time"] = _positive_duration(keepalive, "AUTHSVC_KEEPALIVE_TIME")
-        if (keepalive_timeout := get("keepalive_timeout")) is not None:
-            values["keepalive_timeout"] = _positive_duration(keepalive_timeout, "AUTHSVC_KEEPALIVE_TIMEOUT")
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
