@@ -55,38 +55,33 @@ def _algorithm(value: int) -> str | None:
     return _ALGORITHM_NAMES[value]
 
 
+_KEY_KINDS = {"api_secret": pb.KEY_KIND_API_SECRET, "key_pair": pb.KEY_KIND_KEY_PAIR}
+
+
 def app_message(app: App, now: Micros) -> pb.App:
-    """The App message of an app: settings and key ids, never a secret or a private key."""
-    secrets = [
-        pb.Key(
-            key_id=secret.key_id,
-            kind=pb.KEY_KIND_API_SECRET,
-            algorithm=pb.ALGORITHM_HS256,
-            expires_at=wire.timestamp(secret.expires_at),
-        )
-        for secret in app.secrets
-    ]
-    pairs = [
-        pb.Key(
-            key_id=pair.key_id,
-            kind=pb.KEY_KIND_KEY_PAIR,
-            algorithm=_ALGORITHMS[pair.key.algorithm],
-            signs_from=wire.timestamp(pair.signs_from),
-        )
-        for pair in app.key_pairs
-    ]
+    """The App message of an app (apps.view, as the CLI shows it): settings and key ids, never a secret."""
+    shown = apps.view(app, now)
     return pb.App(
-        api_key=app.api_key,
-        name=app.name,
-        algorithm=_ALGORITHMS[app.algorithm],
-        key_id=app.signer(now)[0],
-        keys=secrets + pairs,
-        token_ttl=_duration(app.token_ttl_seconds),
-        max_token_lifetime=_duration(app.max_token_lifetime_seconds),
-        auth_checks_disabled=app.auth_checks_disabled,
-        require_iat=app.require_iat,
-        revoked_before=wire.timestamp(app.revoked_before),
-        created_at=wire.timestamp(app.created_at),
+        api_key=shown.api_key,
+        name=shown.name,
+        algorithm=_ALGORITHMS[shown.algorithm],
+        key_id=shown.key_id,
+        keys=[
+            pb.Key(
+                key_id=key.key_id,
+                kind=_KEY_KINDS[key.kind],
+                algorithm=_ALGORITHMS[key.algorithm],
+                expires_at=wire.timestamp(key.expires_at),
+                signs_from=wire.timestamp(key.signs_from),
+            )
+            for key in shown.keys
+        ],
+        token_ttl=_duration(shown.token_ttl_seconds),
+        max_token_lifetime=_duration(shown.max_token_lifetime_seconds),
+        auth_checks_disabled=shown.auth_checks_disabled,
+        require_iat=shown.require_iat,
+        revoked_before=wire.timestamp(shown.revoked_before),
+        created_at=wire.timestamp(shown.created_at),
     )
 
 

@@ -7,13 +7,14 @@ import enum
 import logging
 import secrets
 import string
+from dataclasses import dataclass
 from typing import Any, Final
 
 from cryptography.hazmat.primitives import serialization
 
 from authsvc import keys
 from authsvc.audit import SYSTEM, Actor
-from authsvc.clock import MICROS_PER_SECOND, Micros, to_datetime
+from authsvc.clock import MICROS_PER_SECOND, Micros, system_clock, to_datetime
 from authsvc.errors import InvalidArgument, NotFound
 from authsvc.store import Store
 from authsvc.tokens import HS256, App
@@ -241,37 +242,91 @@ def _iso(micros: Micros | None) -> str | None:
     return None if micros is None else to_datetime(micros).isoformat()
 
 
-def describe(app: App, *, with_secret: bool = False) -> dict[str, Any]:
-    """The app as JSON-ready values; the API secret only when asked (at creation)."""
-    result: dict[str, Any] = {
-        "api_key": app.api_key,
-        "name": app.name,
-        "algorithm": app.algorithm,
-        "key_id": app.key_id,
-        "keys": [
-            {"key_id": secret.key_id, "kind": "api_secret", "expires_at": _iso(secret.expires_at)}
-            for secret in app.secrets
-        ]
-        + [
-            {
-                "key_id": pair.key_id,
-                "kind": "key_pair",
-                "algorithm": pair.key.algorithm,
-                "signs_from": _iso(pair.signs_from),
-            }
-            for pair in app.key_pairs
-        ],
-        "token_ttl_seconds": app.token_ttl_seconds,
-        "auth_checks_disabled": app.auth_checks_disabled,
-        "require_iat": app.require_iat,
-        "max_token_lifetime_seconds": app.max_token_lifetime_seconds,
-        "revoked_before": None if app.revoked_before is None else to_datetime(app.revoked_before).isoformat(),
-        "created_at": to_datetime(app.created_at).isoformat(),
-    }
-    if app.signing_key is not None:
-        result["public_key"] = app.signing_key.public_key.public_bytes(
+@dataclass(frozen=True, slots=True)
+class KeyView:
+    """One live key of an app, as operators see it: never the secret or the private key."""
+
+    key_id: str
+    kind: str
+    """`api_secret` or `key_pair`."""
+    algorithm: str
+    expires_at: Micros | None = None
+    """An API secret rotated out: when it stops working."""
+    signs_from: Micros | None = None
+    """A key pair: when it starts signing (published, and verifying, before)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppView:
+    """An app as operators see it, at a time: what both `authsvc apps show` and AdminService.GetApp print, so the
+    two cannot disagree (during a key rotation, `key_id` is the key that signs now, not the newest)."""
+
+    api_key: str
+    name: str
+    algorithm: str
+    key_id: str
+    """The key that signs tokens issued now."""
+    keys: tuple[KeyView, ...]
+    """Every live key: API secrets current first, then key pairs newest first."""
+    token_ttl_seconds: int | None
+    max_token_lifetime_seconds: int | None
+    auth_checks_disabled: bool
+    require_iat: bool
+    revoked_before: Micros | None
+    created_at: Micros
+    public_key: str | None
+    """PEM of the signing key pair's public key (EdDSA and ES256 apps)."""
+
+
+def view(app: App, now: Micros) -> AppView:
+    """The app as operators see it at `now`."""
+    key_id, _ = app.signer(now)
+    signing = next((pair for pair in app.key_pairs if pair.key_id == key_id), None)
+    return AppView(
+        api_key=app.api_key,
+        name=app.name,
+        algorithm=app.algorithm,
+        key_id=key_id,
+        keys=tuple(KeyView(s.key_id, "api_secret", HS256, expires_at=s.expires_at) for s in app.secrets)
+        + tuple(KeyView(p.key_id, "key_pair", p.key.algorithm, signs_from=p.signs_from) for p in app.key_pairs),
+        token_ttl_seconds=app.token_ttl_seconds,
+        max_token_lifetime_seconds=app.max_token_lifetime_seconds,
+        auth_checks_disabled=app.auth_checks_disabled,
+        require_iat=app.require_iat,
+        revoked_before=app.revoked_before,
+        created_at=app.created_at,
+        public_key=None
+        if signing is None
+        else signing.key.public_key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
+        ).decode(),
+    )
+
+
+def describe(app: App, *, with_secret: bool = False, now: Micros | None = None) -> dict[str, Any]:
+    """The app as JSON-ready values (view at `now`, default the system clock); the API secret only when asked
+    (at creation)."""
+    shown = view(app, system_clock() if now is None else now)
+    result: dict[str, Any] = {
+        "api_key": shown.api_key,
+        "name": shown.name,
+        "algorithm": shown.algorithm,
+        "key_id": shown.key_id,
+        "keys": [
+            {"key_id": k.key_id, "kind": k.kind, "expires_at": _iso(k.expires_at)}
+            if k.kind == "api_secret"
+            else {"key_id": k.key_id, "kind": k.kind, "algorithm": k.algorithm, "signs_from": _iso(k.signs_from)}
+            for k in shown.keys
+        ],
+        "token_ttl_seconds": shown.token_ttl_seconds,
+        "auth_checks_disabled": shown.auth_checks_disabled,
+        "require_iat": shown.require_iat,
+        "max_token_lifetime_seconds": shown.max_token_lifetime_seconds,
+        "revoked_before": _iso(shown.revoked_before),
+        "created_at": _iso(shown.created_at),
+    }
+    if shown.public_key is not None:
+        result["public_key"] = shown.public_key
     if with_secret:
         result["api_secret"] = app.api_secret
     return result

@@ -218,3 +218,13 @@ def test_reencrypt_under_a_new_first_kek_lets_the_new_kek_alone_open_everything(
     one_line_error(authsvc("apps", "list", env=old_env), "cannot open the keys of app")
     (event,) = ok(authsvc("audit", "list", "--action", "keys.", env=new_only))
     assert event["actor"] == f"cli:{getpass.getuser()}" and event["details"]["keys"] == 3
+
+
+def test_during_a_rotation_delay_apps_show_names_the_key_that_signs_as_get_app_does(env: dict[str, str]) -> None:
+    app = create(env, "--algorithm", "EdDSA")
+    rotated = ok(authsvc("keys", "rotate", app["api_key"], "--delay", "1h", env=env))
+    shown = ok(authsvc("apps", "show", app["api_key"], env=env))
+    # The new pair is published (listed first, newest first) but signs only in an hour: the old one signs now.
+    assert [k["key_id"] for k in shown["keys"] if k["kind"] == "key_pair"] == [rotated["key_id"], app["key_id"]]
+    assert shown["key_id"] == app["key_id"]
+    assert shown["public_key"] == app["public_key"]
