@@ -6,7 +6,7 @@ Errors are raised as authsvc.errors types; authsvc.interceptors turns them into 
 from __future__ import annotations
 
 import secrets
-from collections import Counter, OrderedDict
+from collections import Counter
 
 from authsvc import tokens, wire
 from authsvc.callers import Callers, Context
@@ -32,9 +32,6 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         self._store = store
         self._state = state
         self._verifier = Verifier(settings.verify_cache_size)
-        self._cache_size = settings.verify_cache_size
-        # VALID answers by token: the verdict is still reached on every call, only the message is reused.
-        self._valid_responses: OrderedDict[str, pb.VerifyTokenResponse] = OrderedDict()
         self._outcome_counts = metrics.outcome_counts
         self._count_revocation = metrics.count_revocation
         self._settings = settings
@@ -153,13 +150,10 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         not worth the bookkeeping."""
         if result.outcome is not _VALID:
             return wire.verify_response(result)
-        response = self._valid_responses.get(token)
+        response: pb.VerifyTokenResponse | None = self._verifier.answer(token)
         if response is None:
             response = wire.verify_response(result)
-            if token in self._verifier:
-                if len(self._valid_responses) >= self._cache_size:
-                    self._valid_responses.popitem(last=False)
-                self._valid_responses[token] = response
+            self._verifier.keep_answer(token, response)
         return response
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:

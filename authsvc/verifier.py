@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from authsvc import tokens
 from authsvc.clock import Micros
@@ -25,12 +26,12 @@ class Verifier:
 
     def __init__(self, cache_size: int = 10_000) -> None:
         self._cache_size = cache_size
-        # token → (the app as it was when checked, the API secret that signed it (None: a key pair, or no key for
-        # a developer token), the parsed token). Any change of an app (a key retired, say) replaces its App
-        # object, so an entry for an older one no longer matches; only an API secret rotated out expires by itself
-        # (Secret.active, asked on every hit).
+        # token → [the app as it was when checked, the API secret that signed it (None: a key pair, or no key
+        # for a developer token), the parsed token, the caller's rendering of a VALID verdict (keep_answer)].
+        # Any change of an app (a key retired, say) replaces its App object, so an entry for an older one no
+        # longer matches; only an API secret rotated out expires by itself (Secret.active, asked on every hit).
         # An OrderedDict: evicting the oldest entry of a plain dict rescans its deleted slots (quadratic).
-        self._checked: OrderedDict[str, tuple[App, Secret | None, CompactJws]] = OrderedDict()
+        self._checked: OrderedDict[str, list[Any]] = OrderedDict()
         # A doorkeeper: the hashes of tokens that checked out once. A token enters the cache on its second good
         # check, so tokens presented once (most of a stream of fresh logins) cost a set entry, not a cache
         # entry that would push out a token in real use. A hash collision only admits a token early: the cache
@@ -71,7 +72,19 @@ class Verifier:
         checked = self._checked
         if len(checked) >= self._cache_size:
             checked.popitem(last=False)  # the oldest entry
-        checked[token] = (app, key if isinstance(key, Secret) else None, parsed)
+        checked[token] = [app, key if isinstance(key, Secret) else None, parsed, None]
+
+    def answer(self, token: str) -> Any:
+        """What `keep_answer` kept for a token still in the cache, or None."""
+        entry = self._checked.get(token)
+        return None if entry is None else entry[3]
+
+    def keep_answer(self, token: str, answer: Any) -> None:
+        """Keeps the caller's answer for a VALID verdict on a cached token (a token presented again), evicted with
+        the token: a VALID answer depends on the token alone, while the verdict is reached again on every call."""
+        entry = self._checked.get(token)
+        if entry is not None:
+            entry[3] = answer
 
     def __contains__(self, token: object) -> bool:
         return token in self._checked

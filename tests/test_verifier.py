@@ -103,6 +103,20 @@ def test_invalid_tokens_are_not_remembered_and_the_cache_is_bounded() -> None:
     assert token({"user_id": "u9"}) in verifier and token({"user_id": "u6"}) not in verifier  # oldest out
 
 
+def test_an_answer_is_kept_only_with_its_cached_token_and_leaves_with_it() -> None:
+    verifier = Verifier(cache_size=1)
+    first, second = token({"user_id": "alice"}), token({"user_id": "bob"})
+    verifier.keep_answer(first, "answer")  # not cached yet: nothing is kept
+    assert verifier.answer(first) is None
+    for _ in range(2):
+        verifier.verify(first, APP, now=NOW, leeway=0, revoked_before=lambda a, u: None)
+    verifier.keep_answer(first, "answer")
+    assert verifier.answer(first) == "answer"
+    for _ in range(2):  # pushes `first` out of the one-entry cache
+        verifier.verify(second, APP, now=NOW, leeway=0, revoked_before=lambda a, u: None)
+    assert verifier.answer(first) is None and verifier.answer(second) is None
+
+
 def test_a_token_enters_the_cache_on_its_second_good_check() -> None:
     """Tokens presented once (a stream of fresh logins) must not push out the tokens in real use."""
     verifier = Verifier(cache_size=2)
