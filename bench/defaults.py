@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.proc import listening_ports, process_tree
 from bench.report import Row
-from bench.servers import ServerProcess, clean_env, listening_ports, process_tree
+from bench.servers import ServerProcess, clean_env
 
 TARGET = 0.9
 """VerifyToken of a repeated token ÷ Health/Check of the same server, calls/s, with the defaults (the issue's)."""

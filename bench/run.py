@@ -50,28 +50,29 @@ from authsvc.sealing import new_kek_text
 from authsvc.v1 import auth_service_pb2 as pb  # noqa: E402
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc  # noqa: E402
 from bench import defaults, report  # noqa: E402
+from bench.database import PostgresServer, fresh_database, postgres_server  # noqa: E402
 from bench.load import CHANNEL_OPTIONS, issue_tokens, mint_hs256  # noqa: E402
-from bench.report import Row, Target  # noqa: E402
-from bench.servers import (  # noqa: E402
-    AUTHSVC,
+from bench.proc import (  # noqa: E402
     CLK_TCK,
-    REPO,
-    PostgresServer,
-    ServerExited,
-    ServerProcess,
-    clean_env,
-    fresh_database,
-    json_object_with,
-    kill_all_children,
     machine_ticks,
     memory_kib,
-    postgres_server,
-    register,
-    run_command,
-    running,
+    placement,
     set_affinity,
     tree_cpu_by_process,
     tree_cpu_seconds,
+)
+from bench.report import Row, Target  # noqa: E402
+from bench.servers import (  # noqa: E402
+    AUTHSVC,
+    REPO,
+    ServerExited,
+    ServerProcess,
+    clean_env,
+    json_object_with,
+    kill_all_children,
+    register,
+    run_command,
+    running,
     unregister,
 )
 
@@ -1324,17 +1325,6 @@ SCENARIO_KEYS = frozenset(
 )
 """What --only accepts: the row keys, and their parts before the first '-' (b selects every (b) row).
 (g), (h) and (m) run whole."""
-
-
-def placement() -> tuple[frozenset[int], frozenset[int]] | None:
-    """The server's CPU and the generators' CPUs: the first CPU this process may use, and the rest (None with
-    fewer than two, or where affinity cannot be set)."""
-    if not hasattr(os, "sched_getaffinity"):
-        return None
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return None
-    return frozenset(cpus[:1]), frozenset(cpus[1:])
 
 
 def parse_args(argv: list[str] | None) -> Options:
