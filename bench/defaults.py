@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.context import Row
 from bench.proc import listening_ports, process_tree
-from bench.report import Row
 from bench.servers import ServerProcess, clean_env
 
 TARGET = 0.9

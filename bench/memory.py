@@ -31,11 +31,12 @@ from google.protobuf import timestamp_pb2  # noqa: E402
 
 from authsvc.v1 import auth_service_pb2 as pb  # noqa: E402
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc  # noqa: E402
+from bench.context import log  # noqa: E402
 from bench.database import PostgresServer, fresh_database, postgres_server  # noqa: E402
 from bench.load import mint_hs256  # noqa: E402
 from bench.proc import memory_kib  # noqa: E402
-from bench.run import AppCredentials, authsvc_cli, authsvc_server, create_app, log, migrate  # noqa: E402
 from bench.servers import REPO, ServerProcess, kill_all_children  # noqa: E402
+from bench.service import AppCredentials, authsvc_cli, authsvc_server, create_app, migrate  # noqa: E402
 
 USERS_PER_CALL = 1000
 CALLS_IN_FLIGHT = 4

@@ -6,54 +6,10 @@ import os
 import platform
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from bench.context import Row, Target
 from bench.servers import REPO
-
-
-@dataclass
-class Row:
-    """One scenario's figures."""
-
-    key: str
-    label: str
-    chart_label: str
-    server: str
-    calls_per_s: float | None = None
-    tokens_per_s: float | None = None
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    server_cpu_us: float | None = None
-    """Server CPU time per call, µs (user + system, every thread)."""
-    server_cpu_pct: float | None = None
-    """Server CPU use during the window, % of one core."""
-    db_cpu_us: float | None = None
-    """PostgreSQL CPU time per call, µs (postmaster and backends)."""
-    gen_cpu_pct: float | None = None
-    """Load generators' CPU use during the window, % of one core (summed)."""
-    other_cpu_pct: float | None = None
-    """CPU use on the machine by anything else during the window, % of one core."""
-    calls: int = 0
-    window_s: float = 0.0
-    error: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Target:
-    name: str
-    value: float | None
-    threshold: float
-    higher_is_better: bool
-    unit: str = ""
-    detail: str = ""
-
-    @property
-    def met(self) -> bool | None:
-        if self.value is None:
-            return None
-        return self.value >= self.threshold if self.higher_is_better else self.value <= self.threshold
 
 
 def machine() -> dict[str, str]:

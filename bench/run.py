@@ -22,22 +22,16 @@ import atexit
 import contextlib
 import datetime
 import importlib.util
-import json
-import math
 import os
 import shlex
 import shutil
 import signal
-import socket
-import statistics
 import sys
 import tempfile
 import time
-from array import array
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -46,420 +40,36 @@ import asyncpg  # noqa: E402
 import grpc  # noqa: E402
 
 from authsvc.config import Settings  # noqa: E402
-from authsvc.sealing import new_kek_text
 from authsvc.v1 import auth_service_pb2 as pb  # noqa: E402
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc  # noqa: E402
-from bench import defaults, report  # noqa: E402
+from bench import defaults, memory, report  # noqa: E402
+from bench.context import Bench, Options, Row, Target, figure, first_line, log, ratio  # noqa: E402
 from bench.database import PostgresServer, fresh_database, postgres_server  # noqa: E402
 from bench.load import CHANNEL_OPTIONS, issue_tokens, mint_hs256  # noqa: E402
-from bench.proc import (  # noqa: E402
-    CLK_TCK,
-    machine_ticks,
-    memory_kib,
-    placement,
-    set_affinity,
-    tree_cpu_by_process,
-    tree_cpu_seconds,
-)
-from bench.report import Row, Target  # noqa: E402
+from bench.measure import SpecFor, measure, measure_interleaved, percentile  # noqa: E402
+from bench.proc import CLK_TCK, memory_kib, placement, tree_cpu_seconds  # noqa: E402
 from bench.servers import (  # noqa: E402
-    AUTHSVC,
     REPO,
     ServerExited,
     ServerProcess,
     clean_env,
     json_object_with,
     kill_all_children,
-    register,
-    run_command,
     running,
-    unregister,
+)
+from bench.service import (  # noqa: E402
+    BENCH_KEK,
+    LOG_LEVEL,
+    AppCredentials,
+    authsvc_cli,
+    authsvc_server,
+    create_app,
+    migrate,
 )
 
-LOG_LEVEL = "WARNING"
 REPEATED_POOL = 100
 BATCH_SIZE = 100
 MILLION = 1_000_000
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Options:
-    duration: float
-    warmup: float
-    quick: bool
-    generators: int
-    channels: int
-    concurrency: int
-    fresh_tokens: int
-    batch_tokens: int
-    revoke_requests: int
-    eddsa_fresh_tokens: int
-    propagation_iterations: int
-    revocations: int
-    repeat: int
-    rounds: int
-    placement: tuple[frozenset[int], frozenset[int]] | None
-    """(the server's CPUs, the generators' CPUs) for every load measurement, or None: not pinned."""
-    quiet_cores: float
-    quiet_budget: float
-    output: Path | None
-    only: frozenset[str] | None = None
-
-    def selected(self, key: str) -> bool:
-        """Whether scenario `key` (a row key such as `b-fresh`, or `g`/`h`) runs in this invocation."""
-        return self.only is None or key in self.only or key.split("-")[0] in self.only
-
-
-@dataclass
-class AppCredentials:
-    api_key: str
-    api_secret: str
-
-    @property
-    def verify_md(self) -> list[list[str]]:
-        return [["x-api-key", self.api_key]]
-
-    @property
-    def credential_md(self) -> list[list[str]]:
-        return [["x-api-key", self.api_key], ["authorization", f"Bearer {self.api_secret}"]]
-
-
-@dataclass
-class Bench:
-    opts: Options
-    pg: PostgresServer
-    tmp: Path
-    iat: int
-    rows: list[Row]
-    notes: list[str]
-    failures: list[str]
-    """The bench could not measure something, or an answer was wrong: `make bench` exits non-zero."""
-    findings: list[str] = field(default_factory=list)
-    """Something about authsvc worth a headline that is not a target (a start-up failure, say)."""
-    quiet_waited: float = 0.0
-    rounds: dict[str, list[Row]] = field(default_factory=dict)
-    """Every trial of the interleaved scenarios (a, b, c), by row key, in round order (failed ones too)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-BENCH_KEK = new_kek_text()
-"""One key-encryption key for every authsvc process of this run (they share the bench database)."""
-
-
-def authsvc_env(database_url: str, **extra: str) -> dict[str, str]:
-    """The environment of every authsvc process the bench starts."""
-    env = clean_env(
-        AUTHSVC_DATABASE_URL=database_url,
-        AUTHSVC_WORKERS="1",
-        AUTHSVC_LOG_LEVEL=LOG_LEVEL,
-        AUTHSVC_SHUTDOWN_GRACE="2s",
-        AUTHSVC_KEK=BENCH_KEK,
-    )
-    # Side ports (a metrics endpoint, say) must not collide when two servers run at once.
-    for f in fields(Settings):
-        if f.name.endswith("_port") and f.name != "port":
-            env[f"AUTHSVC_{f.name.upper()}"] = str(free_port())
-    env.update(extra)
-    return env
-
-
-def authsvc_server(name: str, database_url: str, **extra: str) -> ServerProcess:
-    argv = [*AUTHSVC, "serve", "--host", "127.0.0.1", "--port", "0"]
-    loop_field = next((f.name for f in fields(Settings) if "loop" in f.name), None)
-    if loop_field is not None:  # say it: the loop measured must not depend on a default
-        loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
-        extra = {f"AUTHSVC_{loop_field.upper()}": loop, **extra}
-    return ServerProcess(name, argv, authsvc_env(database_url, **extra))
-
-
-async def authsvc_cli(database_url: str, *args: str) -> tuple[int, str, str]:
-    return await run_command([*AUTHSVC, *args], authsvc_env(database_url))
-
-
-async def create_app(database_url: str, name: str, *extra: str) -> AppCredentials:
-    code, out, err = await authsvc_cli(database_url, "apps", "create", name, *extra, "--format", "json")
-    created = json_object_with(out, "api_secret") if code == 0 else None
-    if created is None:
-        raise RuntimeError(f"authsvc apps create {name} {' '.join(extra)} failed ({code}): {err.strip() or out}")
-    return AppCredentials(created["api_key"], created["api_secret"])
-
-
-async def migrate(database_url: str) -> None:
-    code, out, err = await authsvc_cli(database_url, "migrate")
-    if code != 0:
-        raise RuntimeError(f"authsvc migrate failed ({code}): {err.strip() or out}")
-
-
-# -- one load measurement --
-
-
-def _open_for_writing(path: Path) -> IO[bytes]:
-    return open(path, "wb")
-
-
-def _read_latencies(path: Path) -> array[int]:
-    values = array("q")
-    with open(path, "rb") as f:
-        values.frombytes(f.read())
-    return values
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def percentile(sorted_values: list[int], q: float) -> float:
-    """Nearest-rank percentile."""
-    if not sorted_values:
-        return math.nan
-    return float(sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))])
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
-
-
-def _for_attempt(spec: dict[str, Any], attempt: int) -> dict[str, Any]:
-    """The spec with its user-id prefixes made unique to the attempt, so a repeat never re-sends a fresh token."""
-    spec = dict(spec)
-    if "prefix" in spec:
-        spec["prefix"] = f"{spec['prefix']}r{attempt}-"
-    if isinstance(spec.get("tokens"), dict) and "prefix" in spec["tokens"]:
-        spec["tokens"] = {**spec["tokens"], "prefix": f"{spec['tokens']['prefix']}r{attempt}-"}
-    return spec
-
-
-def _attempt_specs(spec_for: Callable[[int], dict[str, Any]], attempt: int) -> Callable[[int], dict[str, Any]]:
-    return lambda i: _for_attempt(spec_for(i), attempt)
-
-
-async def wait_for_quiet(bench: Bench) -> float:
-    """Waits (within what is left of the run's budget) until the machine is nearly idle; returns its busy cores.
-
-    Other jobs on a 2-core machine skew every figure; a short wait for them to finish is cheaper than a bad row.
-    """
-    started = time.monotonic()
-    while True:
-        busy0, _ = machine_ticks()
-        await asyncio.sleep(0.5)
-        busy1, _ = machine_ticks()
-        busy = (busy1 - busy0) / CLK_TCK / 0.5
-        waited = time.monotonic() - started
-        if busy < bench.opts.quiet_cores or bench.quiet_waited + waited >= bench.opts.quiet_budget:
-            bench.quiet_waited += waited
-            return busy
-
-
-async def measure(bench: Bench, row: Row, server: ServerProcess, spec_for: Callable[[int], dict[str, Any]]) -> Row:
-    """Runs the generators against `server` `repeat` times and keeps the run with the most calls/s in `row`.
-
-    A failure is recorded in the row (one scenario's failure must not hide the others' figures).
-    """
-    if not bench.opts.selected(row.key):
-        return row
-    trials = [await _trial(bench, row, server, spec_for, attempt) for attempt in range(bench.opts.repeat)]
-    return _keep_best(bench, row, trials)
-
-
-Scenario = tuple[Row, "ServerProcess", Callable[[int], dict[str, Any]]]
-
-
-async def measure_interleaved(bench: Bench, scenarios: list[Scenario]) -> None:
-    """Runs `rounds` rounds of every scenario, one trial of each per round, in turn.
-
-    The ratios between them are then taken round by round (see `targets`): two scenarios measured seconds
-    apart see the same background load, two measured minutes apart may not. The table keeps each row's best.
-    """
-    scenarios = [sc for sc in scenarios if bench.opts.selected(sc[0].key)]
-    trials: dict[str, list[Row]] = {row.key: [] for row, _, _ in scenarios}
-    for attempt in range(bench.opts.rounds):
-        for row, server, spec_for in scenarios:
-            trials[row.key].append(await _trial(bench, row, server, spec_for, attempt))
-    for row, _, _ in scenarios:
-        bench.rounds[row.key] = trials[row.key]
-        _keep_best(bench, row, trials[row.key])
-
-
-async def _trial(
-    bench: Bench, row: Row, server: ServerProcess, spec_for: Callable[[int], dict[str, Any]], attempt: int
-) -> Row:
-    trial = replace(row, notes=[])
-    busy = await wait_for_quiet(bench)
-    if busy >= bench.opts.quiet_cores:
-        trial.notes.append(f"started while the machine was {busy * 100:.0f}% busy (of one core)")
-    try:
-        await _measure(bench, trial, server, _attempt_specs(spec_for, attempt))
-    except Exception as exc:
-        trial.error = _first_line(exc)
-        log(f"{row.label}: FAILED: {exc}")
-    return trial
-
-
-def _keep_best(bench: Bench, row: Row, trials: list[Row]) -> Row:
-    ok = [t for t in trials if t.error is None and t.calls_per_s is not None]
-    if not ok:
-        best = trials[-1]
-        bench.failures.append(f"{row.label}: {best.error}")
-    else:
-        best = max(ok, key=lambda t: t.calls_per_s or 0.0)
-        if len(trials) > 1:
-            runs = ", ".join("failed" if t.error else f"{t.calls_per_s:,.0f}" for t in trials)
-            best.notes.insert(0, f"best of {len(trials)} runs (calls/s: {runs})")
-    bench.rows.append(best)
-    return best
-
-
-async def _measure(bench: Bench, row: Row, server: ServerProcess, spec_for: Callable[[int], dict[str, Any]]) -> None:
-    opts = bench.opts
-    n = opts.generators
-    common: dict[str, Any] = {
-        "target": server.target,
-        "channels": max(1, opts.channels // n),
-        "concurrency": max(1, opts.concurrency // n),
-        "warmup": opts.warmup,
-        "duration": opts.duration,
-        "max_seconds": opts.warmup + opts.duration + 300,
-    }
-    generators: list[asyncio.subprocess.Process] = []
-    err_paths: list[Path] = []
-    lat_paths: list[Path] = []
-    results: list[dict[str, Any]] = []
-    log(f"{row.label}: {server.name} at {server.target}")
-    try:
-        for i in range(n):
-            spec = {**common, **spec_for(i)}
-            lat_paths.append(bench.tmp / f"{row.key}-{i}.lat")
-            err_paths.append(bench.tmp / f"{row.key}-{i}.err")
-            spec["latency_file"] = str(lat_paths[-1])
-            with _open_for_writing(err_paths[-1]) as err:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "bench.load",
-                    cwd=REPO, env=clean_env(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                    stderr=err, start_new_session=True,
-                )  # fmt: skip
-            register(process.pid, f"bench.load {row.key} {i}")
-            generators.append(process)
-            assert process.stdin is not None
-            process.stdin.write(json.dumps(spec).encode() + b"\n")
-            await process.stdin.drain()
-
-        def failure(i: int, what: str) -> RuntimeError:
-            tail = _read_text(err_paths[i]).strip().splitlines()[-5:]
-            return RuntimeError(f"generator {i} {what}: " + (" | ".join(tail) or "no output"))
-
-        for i, process in enumerate(generators):
-            assert process.stdout is not None
-            line = await asyncio.wait_for(process.stdout.readline(), common["max_seconds"])
-            if line.strip() != b"ready":
-                raise failure(i, "did not get ready")
-        if opts.placement is not None:  # the server on a core of its own, as if the load came from elsewhere
-            set_affinity(server.pid, opts.placement[0])
-            for process in generators:
-                set_affinity(process.pid, opts.placement[1])
-        by_process0 = tree_cpu_by_process(server.pid)
-        db0 = bench.pg.cpu_seconds()
-        busy0, _ = machine_ticks()
-        t0 = time.monotonic()
-        for process in generators:
-            assert process.stdin is not None
-            process.stdin.write(b"go\n")
-        await asyncio.gather(*(p.stdin.drain() for p in generators if p.stdin is not None))
-        await asyncio.sleep(opts.duration)
-        by_process1 = tree_cpu_by_process(server.pid)
-        db1 = bench.pg.cpu_seconds()
-        busy1, _ = machine_ticks()
-        t1 = time.monotonic()
-        for i, process in enumerate(generators):
-            assert process.stdout is not None
-            line = await asyncio.wait_for(process.stdout.readline(), 60)
-            if not line.strip():
-                raise failure(i, "gave no result")
-            results.append(json.loads(line))
-            await asyncio.wait_for(process.wait(), 30)
-    finally:
-        if opts.placement is not None:  # free again for what runs next (PostgreSQL work, the next scenario)
-            set_affinity(server.pid, opts.placement[0] | opts.placement[1])
-        for process in generators:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
-            unregister(process.pid)
-
-    latencies: list[int] = []
-    for path in lat_paths:
-        latencies.extend(_read_latencies(path))
-    latencies.sort()
-    wall = t1 - t0
-    row.calls = sum(r["calls"] for r in results)
-    row.window_s = sum(r["window_seconds"] for r in results) / len(results)
-    if row.calls == 0:
-        errors = {k: v for r in results for k, v in {**r["warmup_errors"], **r["errors"]}.items()}
-        raise RuntimeError(f"no call succeeded in the window (errors: {errors or 'none'})")
-    row.calls_per_s = sum(r["calls"] / r["window_seconds"] for r in results)
-    per_call = results[0]["tokens_per_call"]
-    if per_call:
-        row.tokens_per_s = row.calls_per_s * per_call
-    row.p50_ms = percentile(latencies, 0.50) / 1e6
-    row.p99_ms = percentile(latencies, 0.99) / 1e6
-    calls_in_wall = row.calls_per_s * wall
-    used = sorted((t - by_process0.get(pid, 0.0) for pid, t in by_process1.items()), reverse=True)
-    server_cpu = sum(used)
-    if len(used) > 1 and server_cpu > 0:
-        # Several workers share the port (SO_REUSEPORT): the kernel hashes each connection to one of them.
-        row.notes.append(
-            f"the server's {len(used)} processes took {', '.join(f'{u / server_cpu:.0%}' for u in used)} "
-            "of its CPU in the window"
-        )
-    row.server_cpu_us = server_cpu / calls_in_wall * 1e6
-    row.server_cpu_pct = server_cpu / wall * 100
-    db_cpu = None if db0 is None or db1 is None else db1 - db0
-    if db_cpu is not None:
-        row.db_cpu_us = db_cpu / calls_in_wall * 1e6
-    gen_cpu = sum(r["cpu_seconds"] for r in results)
-    row.gen_cpu_pct = gen_cpu / row.window_s * 100
-    machine_cpu = (busy1 - busy0) / CLK_TCK
-    row.other_cpu_pct = (
-        max(0.0, machine_cpu - server_cpu - gen_cpu * wall / row.window_s - (db_cpu or 0.0)) / wall * 100
-    )
-
-    errors_total = sum(sum(r["errors"].values()) for r in results)
-    if errors_total:
-        merged: dict[str, int] = {}
-        for r in results:
-            for code, count in r["errors"].items():
-                merged[code] = merged.get(code, 0) + count
-        row.notes.append(f"{errors_total} calls failed in the window: {merged}")
-        bench.failures.append(f"{row.label}: {errors_total} calls failed: {merged}")
-    bad = sum(r["bad_answers"] for r in results)
-    if bad:
-        row.notes.append(f"{bad} answers were not the expected outcome")
-        bench.failures.append(f"{row.label}: {bad} answers were not the expected outcome")
-    for i, r in enumerate(results):
-        if r["wrapped"]:
-            row.notes.append(
-                f"generator {i} went through its {r['requests']:,} distinct requests "
-                f"{r['requests_used'] / r['requests']:.1f} times"
-            )
-    log(
-        f"{row.label}: {row.calls_per_s:,.0f} calls/s, p50 {row.p50_ms:.2f} ms, p99 {row.p99_ms:.2f} ms, "
-        f"server {row.server_cpu_us:,.0f} µs/call ({row.server_cpu_pct:.0f}% of a core), "
-        f"generators {row.gen_cpu_pct:.0f}%, other {row.other_cpu_pct:.0f}%"
-    )
 
 
 # -- scenarios --
@@ -470,7 +80,7 @@ def health_spec(_: int) -> dict[str, Any]:
     return {"kind": "health", "metadata": []}
 
 
-def verify_specs(app: AppCredentials, repeated: list[str], bench: Bench) -> dict[str, Callable[[int], dict[str, Any]]]:
+def verify_specs(app: AppCredentials, repeated: list[str], bench: Bench) -> dict[str, SpecFor]:
     """The VerifyToken load of (b), reused unchanged for the baseline (f) and for (h)."""
     opts = bench.opts
 
@@ -600,7 +210,7 @@ async def million(bench: Bench) -> dict[str, Any]:
     memory and start-up of each, and VerifyToken throughput measured in interleaved rounds."""
     out: dict[str, Any] = {}
     async with contextlib.AsyncExitStack() as stack:
-        servers: list[tuple[str, int, ServerProcess, dict[str, Callable[[int], dict[str, Any]]]]] = []
+        servers: list[tuple[str, int, ServerProcess, dict[str, SpecFor]]] = []
         for label, count in (("empty", 0), ("revoked", bench.opts.revocations)):
             url = await stack.enter_async_context(fresh_database(bench.pg, f"1m{label[0]}"))
             await migrate(url)
@@ -641,11 +251,11 @@ async def million(bench: Bench) -> dict[str, Any]:
                 for label, count, server, specs in servers
             ],
         )
-        out["fresh_ratio"] = _paired(bench, ("h-fresh-revoked", "calls_per_s"), ("h-fresh-empty", "calls_per_s"))
+        out["fresh_ratio"] = bench.paired(("h-fresh-revoked", "calls_per_s"), ("h-fresh-empty", "calls_per_s"))
         for label, _, server, _ in servers:
             state = out[label]
             state["after_load"] = _memory(server)
-            best = _row(bench, f"h-{label}")
+            best = bench.row(f"h-{label}")
             state["calls_per_s"] = best.calls_per_s if best is not None else None
             log(
                 f"(h) {label}: SERVING after {server.serving_after:.2f}s, "
@@ -837,7 +447,7 @@ async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, 
                                 specs["repeated"],
                             )
                     except Exception as exc:
-                        bench.failures.append(f"asyncio server: {_first_line(exc)}")
+                        bench.failures.append(f"asyncio server: {first_line(exc)}")
                         log(f"asyncio server FAILED: {exc}")
                 else:
                     bench.notes.append(reason)
@@ -893,8 +503,8 @@ async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, 
             if any(opts.selected(key) for key in defaults.ROW_KEYS):
                 extra["defaults"] = await defaults_scenario(bench)
         except Exception as exc:
-            extra["defaults_failure"] = _first_line(exc)
-            bench.failures.append(f"(defaults): {_first_line(exc)}")
+            extra["defaults_failure"] = first_line(exc)
+            bench.failures.append(f"(defaults): {first_line(exc)}")
             log(f"(defaults) FAILED: {exc}")
         try:
             if opts.selected("h"):
@@ -904,8 +514,6 @@ async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, 
             log(f"(h) FAILED: {exc}")
         try:
             if opts.selected("m"):
-                from bench import memory  # (m) lives in its own module, which imports this one
-
                 extra["memory"] = await memory.measure(pg, opts.revocations)
         except Exception as exc:
             bench.failures.append(f"(m) memory: {exc}")
@@ -916,72 +524,21 @@ async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, 
 # -- the report --
 
 
-def _row(bench: Bench, key: str) -> Row | None:
-    for row in bench.rows:
-        if row.key == key and row.error is None:
-            return row
-    return None
-
-
-def _v(row: Row | None, attr: str) -> float | None:
-    """A figure of a row that ran, else None."""
-    if row is None:
-        return None
-    value = getattr(row, attr)
-    return None if value is None else float(value)
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None or b == 0 else a / b
-
-
-def _paired(bench: Bench, num: tuple[str, str], den: tuple[str, str]) -> tuple[float | None, str]:
-    """The ratio num ÷ den, each a (row key, figure): the median of its values round by round when the two were
-    measured in interleaved rounds, else the ratio of the two rows the table keeps."""
-    if not bench.rounds.get(num[0]) or not bench.rounds.get(den[0]):
-        return _ratio(_v(_row(bench, num[0]), num[1]), _v(_row(bench, den[0]), den[1])), ""
-    ratios = _round_ratios(bench, num, den)
-    if not ratios:
-        return None, ""
-    if len(ratios) == 1:
-        return ratios[0], "one round"
-    return statistics.median(ratios), f"median of {len(ratios)} rounds: " + ", ".join(f"{r:.2f}" for r in ratios)
-
-
-def _round_ratios(bench: Bench, num: tuple[str, str], den: tuple[str, str]) -> list[float]:
-    """num ÷ den, each a (row key, figure), round by round, for the rounds where both ran."""
-    return [
-        r
-        for a, b in zip(bench.rounds.get(num[0], []), bench.rounds.get(den[0], []), strict=False)
-        if a.error is None and b.error is None and (r := _ratio(_v(a, num[1]), _v(b, den[1]))) is not None
-    ]
-
-
-def _paired_target(
-    bench: Bench, name: str, num: tuple[str, str], den: tuple[str, str], threshold: float, higher: bool, what: str = ""
-) -> Target:
-    value, rounds = _paired(bench, num, den)
-    return Target(name, value, threshold, higher, detail="; ".join(d for d in (what, rounds) if d))
-
-
 def targets(bench: Bench, extra: dict[str, Any]) -> list[Target]:
     a, rep, fresh, batch = "a", "b-rep", "b-fresh", "c"
     calls, cpu, tokens = "calls_per_s", "server_cpu_us", "tokens_per_s"
     result = [
-        _paired_target(
-            bench, "VerifyToken HS256 repeated calls/s ÷ ceiling calls/s", (rep, calls), (a, calls), 0.9, True
+        bench.paired_target(
+            "VerifyToken HS256 repeated calls/s ÷ ceiling calls/s", (rep, calls), (a, calls), 0.9, True
         ),
-        _paired_target(
-            bench, "VerifyToken HS256 fresh calls/s ÷ ceiling calls/s", (fresh, calls), (a, calls), 0.8, True
+        bench.paired_target("VerifyToken HS256 fresh calls/s ÷ ceiling calls/s", (fresh, calls), (a, calls), 0.8, True),
+        bench.paired_target(
+            "server CPU per VerifyToken ÷ ceiling's", (rep, cpu), (a, cpu), 1.2, False, "repeated tokens"
         ),
-        _paired_target(
-            bench, "server CPU per VerifyToken ÷ ceiling's", (rep, cpu), (a, cpu), 1.2, False, "repeated tokens"
+        bench.paired_target(
+            "server CPU per VerifyToken ÷ ceiling's", (fresh, cpu), (a, cpu), 1.2, False, "fresh tokens"
         ),
-        _paired_target(
-            bench, "server CPU per VerifyToken ÷ ceiling's", (fresh, cpu), (a, cpu), 1.2, False, "fresh tokens"
-        ),
-        _paired_target(
-            bench,
+        bench.paired_target(
             "VerifyTokens tokens/s ÷ VerifyToken calls/s",
             (batch, tokens),
             (fresh, calls),
@@ -989,13 +546,12 @@ def targets(bench: Bench, extra: dict[str, Any]) -> list[Target]:
             True,
             "both fresh HS256",
         ),
-        _paired_target(
-            bench, "VerifyTokens tokens/s ÷ VerifyToken calls/s", (batch, tokens), (rep, calls), 10, True, "vs repeated"
+        bench.paired_target(
+            "VerifyTokens tokens/s ÷ VerifyToken calls/s", (batch, tokens), (rep, calls), 10, True, "vs repeated"
         ),
     ]
     result += [
-        _paired_target(
-            bench,
+        bench.paired_target(
             f"VerifyToken HS256 repeated calls/s ÷ Health/Check calls/s of the same server, {config.title}",
             (f"{config.key}-b-rep", calls),
             (f"{config.key}-a", calls),
@@ -1014,7 +570,7 @@ def targets(bench: Bench, extra: dict[str, Any]) -> list[Target]:
     if empty and full:
         extra_rss = (full["after_load"]["VmRSS"] - empty["after_load"]["VmRSS"]) * 1024 / 1e6  # MB, not MiB
         load_time = full["serving_after"] - empty["serving_after"]
-        ratio, ratio_rounds = _paired(bench, ("h-revoked", "calls_per_s"), ("h-empty", "calls_per_s"))
+        ratio, ratio_rounds = bench.paired(("h-revoked", "calls_per_s"), ("h-empty", "calls_per_s"))
     n = f"{bench.opts.revocations:,} revocations"
     result += [
         Target(f"{n}: extra RSS per server process", extra_rss, 64, False, " MB", "VmRSS after start and load"),
@@ -1087,22 +643,22 @@ def render(bench: Bench, extra: dict[str, Any], command: str, started: datetime.
     if notes:
         lines += [f"- {label}: {note}" for label, note in notes] + [""]
     lines += ["## Targets", "", *report.targets_table(targets(bench, extra)), ""]
-    base_rep, base_fresh = _row(bench, "f-rep"), _row(bench, "f-fresh")
-    rep, fresh = _row(bench, "b-rep"), _row(bench, "b-fresh")
+    base_rep, base_fresh = bench.row("f-rep"), bench.row("f-fresh")
+    rep, fresh = bench.row("b-rep"), bench.row("b-fresh")
     lines += [
         "Baseline (f) ÷ authsvc (b), same load and tokens (no target). Below 1 for calls/s, above 1 for CPU and "
         "latency: authsvc does better.",
         "",
         "| baseline ÷ authsvc | repeated tokens | fresh tokens |",
         "| --- | ---: | ---: |",
-        f"| calls/s | {_fmt_ratio(_v(base_rep, 'calls_per_s'), _v(rep, 'calls_per_s'))} | "
-        f"{_fmt_ratio(_v(base_fresh, 'calls_per_s'), _v(fresh, 'calls_per_s'))} |",
-        f"| server CPU µs/call | {_fmt_ratio(_v(base_rep, 'server_cpu_us'), _v(rep, 'server_cpu_us'))} | "
-        f"{_fmt_ratio(_v(base_fresh, 'server_cpu_us'), _v(fresh, 'server_cpu_us'))} |",
+        f"| calls/s | {_fmt_ratio(figure(base_rep, 'calls_per_s'), figure(rep, 'calls_per_s'))} | "
+        f"{_fmt_ratio(figure(base_fresh, 'calls_per_s'), figure(fresh, 'calls_per_s'))} |",
+        f"| server CPU µs/call | {_fmt_ratio(figure(base_rep, 'server_cpu_us'), figure(rep, 'server_cpu_us'))} | "
+        f"{_fmt_ratio(figure(base_fresh, 'server_cpu_us'), figure(fresh, 'server_cpu_us'))} |",
         f"| server + PostgreSQL CPU µs/call | {_fmt_ratio(_total_cpu(base_rep), _total_cpu(rep))} | "
         f"{_fmt_ratio(_total_cpu(base_fresh), _total_cpu(fresh))} |",
-        f"| p99 latency | {_fmt_ratio(_v(base_rep, 'p99_ms'), _v(rep, 'p99_ms'))} | "
-        f"{_fmt_ratio(_v(base_fresh, 'p99_ms'), _v(fresh, 'p99_ms'))} |",
+        f"| p99 latency | {_fmt_ratio(figure(base_rep, 'p99_ms'), figure(rep, 'p99_ms'))} | "
+        f"{_fmt_ratio(figure(base_fresh, 'p99_ms'), figure(fresh, 'p99_ms'))} |",
         "",
         "## Charts",
         "",
@@ -1114,15 +670,13 @@ def render(bench: Bench, extra: dict[str, Any], command: str, started: datetime.
     if any(opts.selected(key) for key in defaults.ROW_KEYS):
         lines += defaults.section(
             extra.get("defaults"),
-            lambda num, den, figure: _round_ratios(bench, (num, figure), (den, figure)),
+            lambda num, den, figure: bench.round_ratios((num, figure), (den, figure)),
             _placement_text(opts),
             extra.get("defaults_failure"),
         )
     lines += propagation_section(extra.get("propagation"))
     lines += million_section(extra.get("million"), bench.opts.revocations)
     if bench.opts.selected("m"):
-        from bench import memory
-
         lines += memory.section(extra.get("memory"))
     lines += ["## Not measured, and other notes", ""]
     lines += [f"- {note}" for note in bench.notes]
@@ -1162,7 +716,7 @@ def _placement_text(opts: Options) -> str:
 def contention_notes(bench: Bench) -> list[str]:
     """What shared the CPU with the server during the run, from the run's own readings."""
     opts = bench.opts
-    ceiling = _row(bench, "a")
+    ceiling = bench.row("a")
     others = sorted(r.other_cpu_pct for r in bench.rows if r.error is None and r.other_cpu_pct is not None)
     lines = [
         f"- (a), (b) HS256 and (c) ran in {opts.rounds} interleaved rounds (a, b repeated, b fresh, c; then again), "
@@ -1219,7 +773,7 @@ def _total_cpu(row: Row | None) -> float | None:
 
 
 def _fmt_ratio(a: float | None, b: float | None) -> str:
-    r = _ratio(a, b)
+    r = ratio(a, b)
     return "—" if r is None else f"{r:.2f}"
 
 
