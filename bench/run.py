@@ -7,7 +7,7 @@ Scenarios (each: calls/s, p50 and p99 latency, server CPU µs per call): (a) the
 build has it); (c) VerifyTokens with 100 fresh tokens a call; (d) IssueToken; (e) RevokeUser; (f) a baseline
 server (PyJWT + one query a call, bench/baseline_server.py) under the load of (b); (g) revocation propagation
 between two processes; (h) one million revoked users: memory, start-up time and throughput; (m) memory of a
-million revocations loaded at start, followed live and pruned, beside the manifests' limits (bench/memory.py).
+million revocations loaded at start, followed live and pruned, beside the manifests' limits (bench/scenarios/memory.py).
 
 Load comes from separate processes (bench/load.py) to 127.0.0.1 only, for a bounded time. Everything runs in
 fresh databases (on AUTHSVC_BENCH_DATABASE_URL's server, else an embedded PostgreSQL) that are dropped at the end,
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
-import contextlib
 import datetime
 import importlib.util
 import os
@@ -29,337 +28,32 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import asyncpg  # noqa: E402
-import grpc  # noqa: E402
 
-from authsvc.config import Settings  # noqa: E402
-from authsvc.v1 import auth_service_pb2 as pb  # noqa: E402
-from authsvc.v1 import auth_service_pb2_grpc as pb_grpc  # noqa: E402
-from bench import defaults, memory, report  # noqa: E402
-from bench.context import Bench, Options, Row, Target, figure, first_line, log, ratio  # noqa: E402
+from bench import report  # noqa: E402
+from bench.context import Bench, Options, Target, first_line, log  # noqa: E402
 from bench.database import PostgresServer, fresh_database, postgres_server  # noqa: E402
-from bench.load import CHANNEL_OPTIONS, issue_tokens, mint_hs256  # noqa: E402
-from bench.measure import SpecFor, measure, measure_interleaved, percentile  # noqa: E402
-from bench.proc import CLK_TCK, memory_kib, placement, tree_cpu_seconds  # noqa: E402
+from bench.proc import CLK_TCK, placement  # noqa: E402
+from bench.scenarios import defaults, memory, propagation, revocations, throughput  # noqa: E402
+from bench.scenarios.throughput import BATCH_SIZE, REPEATED_POOL  # noqa: E402
 from bench.servers import (  # noqa: E402
     REPO,
-    ServerExited,
-    ServerProcess,
-    clean_env,
-    json_object_with,
     kill_all_children,
     running,
 )
 from bench.service import (  # noqa: E402
-    BENCH_KEK,
     LOG_LEVEL,
-    AppCredentials,
-    authsvc_cli,
     authsvc_server,
     create_app,
     migrate,
 )
 
-REPEATED_POOL = 100
-BATCH_SIZE = 100
 MILLION = 1_000_000
-
-
-# -- scenarios --
-
-
-def health_spec(_: int) -> dict[str, Any]:
-    """The load of (a): Health/Check, the ceiling."""
-    return {"kind": "health", "metadata": []}
-
-
-def verify_specs(app: AppCredentials, repeated: list[str], bench: Bench) -> dict[str, SpecFor]:
-    """The VerifyToken load of (b), reused unchanged for the baseline (f) and for (h)."""
-    opts = bench.opts
-
-    def rep(_: int) -> dict[str, Any]:
-        return {"kind": "verify", "metadata": app.verify_md, "tokens": {"source": "list", "tokens": repeated}}
-
-    def fresh(i: int) -> dict[str, Any]:
-        tokens = {"source": "mint", "secret": app.api_secret, "prefix": f"fresh-g{i}-", "count": opts.fresh_tokens}
-        return {"kind": "verify", "distinct": True, "metadata": app.verify_md, "tokens": {**tokens, "iat": bench.iat}}
-
-    return {"repeated": rep, "fresh": fresh}
-
-
-async def eddsa_scenarios(bench: Bench, server: ServerProcess, database_url: str) -> None:
-    """(b) with EdDSA tokens, when `apps create --algorithm EdDSA` works in this build."""
-    code, out, err = await authsvc_cli(
-        database_url, "apps", "create", "bench-eddsa", "--algorithm", "EdDSA", "--format", "json"
-    )
-    created = json_object_with(out, "api_secret") if code == 0 else None
-    if created is None:
-        reason = (err.strip() or out.strip()).splitlines()[-1] if (err.strip() or out.strip()) else f"exit {code}"
-        bench.notes.append(
-            f"EdDSA: not supported by this build (`authsvc apps create NAME --algorithm EdDSA` said: {reason})"
-        )
-        log("EdDSA: not supported by this build")
-        return
-    app = AppCredentials(created["api_key"], created["api_secret"])
-    credential = [(k, v) for k, v in app.credential_md]
-    repeated = await issue_tokens(server.target, credential, [f"ed-rep-{i}" for i in range(REPEATED_POOL)])
-    await measure(
-        bench,
-        Row("b-eddsa-rep", "(b) VerifyToken EdDSA, repeated (100 tokens)", "b EdDSA rep", "authsvc"),
-        server,
-        lambda _: {"kind": "verify", "metadata": app.verify_md, "tokens": {"source": "list", "tokens": repeated}},
-    )
-    await measure(
-        bench,
-        Row("b-eddsa-fresh", "(b) VerifyToken EdDSA, fresh token per call", "b EdDSA fresh", "authsvc"),
-        server,
-        lambda i: {
-            "kind": "verify",
-            "distinct": True,
-            "metadata": app.verify_md,
-            "tokens": {
-                "source": "issue",
-                "prefix": f"ed-fresh-g{i}-",
-                "count": bench.opts.eddsa_fresh_tokens,
-                "metadata": app.credential_md,
-            },
-        },
-    )
-    bench.notes.append(
-        f"EdDSA fresh tokens were minted through IssueToken before the window "
-        f"({bench.opts.eddsa_fresh_tokens:,} per generator)."
-    )
-
-
-async def propagation(bench: Bench, a: ServerProcess, b: ServerProcess, app: AppCredentials) -> dict[str, Any]:
-    """(g): RevokeUser on A, then VerifyToken on B in a tight loop until REVOKED; latency from A's reply."""
-    n = bench.opts.propagation_iterations
-    users = [f"prop-{i}" for i in range(n)]
-    tokens = mint_hs256(app.api_secret, users, int(time.time()) - 2)
-    verify_md = (("x-api-key", app.api_key),)
-    credential_md = (*verify_md, ("authorization", f"Bearer {app.api_secret}"))
-    latencies: list[float] = []
-    revoke_latencies: list[float] = []
-    polls: list[int] = []
-    timeouts = 0
-    not_valid_before = 0
-    log(f"(g) propagation: {n} revocations on {a.target}, watched on {b.target}")
-    async with (
-        grpc.aio.insecure_channel(a.target, options=CHANNEL_OPTIONS) as channel_a,
-        grpc.aio.insecure_channel(b.target, options=CHANNEL_OPTIONS) as channel_b,
-    ):
-        stub_a = pb_grpc.AuthServiceStub(channel_a)
-        stub_b = pb_grpc.AuthServiceStub(channel_b)
-        for user, token in zip(users, tokens, strict=True):
-            request = pb.VerifyTokenRequest(token=token)
-            before = await stub_b.VerifyToken(request, metadata=verify_md, timeout=5)
-            if before.outcome != pb.VERIFY_OUTCOME_VALID:
-                not_valid_before += 1
-                continue
-            sent = time.perf_counter()
-            await stub_a.RevokeUser(pb.RevokeUserRequest(user_ids=[user]), metadata=credential_md, timeout=10)
-            replied = time.perf_counter()
-            revoke_latencies.append(replied - sent)
-            count = 0
-            while True:
-                answer = await stub_b.VerifyToken(request, metadata=verify_md, timeout=5)
-                count += 1
-                if answer.outcome == pb.VERIFY_OUTCOME_REVOKED:
-                    latencies.append(time.perf_counter() - replied)
-                    polls.append(count)
-                    break
-                if time.perf_counter() - replied > 5:
-                    timeouts += 1
-                    break
-    ordered = sorted(latencies)
-    revokes = sorted(revoke_latencies)
-    result = {
-        "iterations": n,
-        "observed": len(ordered),
-        "timeouts (> 5 s)": timeouts,
-        "not VALID on B before the revocation": not_valid_before,
-        "p50_ms": percentile([round(x * 1e9) for x in ordered], 0.5) / 1e6 if ordered else None,
-        "p99_ms": percentile([round(x * 1e9) for x in ordered], 0.99) / 1e6 if ordered else None,
-        "max_ms": ordered[-1] * 1e3 if ordered else None,
-        "revoke_p50_ms": percentile([round(x * 1e9) for x in revokes], 0.5) / 1e6 if revokes else None,
-        "polls_p50": sorted(polls)[len(polls) // 2] if polls else None,
-        "first_poll_revoked": sum(1 for p in polls if p == 1),
-    }
-    if timeouts or not_valid_before:
-        bench.failures.append(f"(g) propagation: {timeouts} timeouts, {not_valid_before} tokens not VALID before")
-    log(f"(g) propagation: p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, max {result['max_ms']} ms")
-    return result
-
-
-def _memory(server: ServerProcess) -> dict[str, int]:
-    total = {"VmRSS": 0, "VmHWM": 0}
-    for key, value in memory_kib(server.pid).items():
-        total[key] += value
-    return total
-
-
-async def million(bench: Bench) -> dict[str, Any]:
-    """(h): a server with no revocations and one with a million, each on a database of its own, both running;
-    memory and start-up of each, and VerifyToken throughput measured in interleaved rounds."""
-    out: dict[str, Any] = {}
-    async with contextlib.AsyncExitStack() as stack:
-        servers: list[tuple[str, int, ServerProcess, dict[str, SpecFor]]] = []
-        for label, count in (("empty", 0), ("revoked", bench.opts.revocations)):
-            url = await stack.enter_async_context(fresh_database(bench.pg, f"1m{label[0]}"))
-            await migrate(url)
-            app = await create_app(url, "bench-1m")
-            repeated = mint_hs256(app.api_secret, [f"rep-{i}" for i in range(REPEATED_POOL)], bench.iat)
-            if count:
-                await _insert_revocations(url, app, count, out)
-            server, state = await _start_million_server(bench, label, count, url)
-            stack.push_async_callback(server.stop)
-            if count:
-                # The snapshot is really in memory: a revoked user's token is refused.
-                token = mint_hs256(app.api_secret, ["bulk-7"], bench.iat)[0]
-                async with grpc.aio.insecure_channel(server.target) as channel:
-                    answer = await pb_grpc.AuthServiceStub(channel).VerifyToken(
-                        pb.VerifyTokenRequest(token=token), metadata=(("x-api-key", app.api_key),), timeout=10
-                    )
-                state["revoked_user_answer"] = pb.VerifyOutcome.Name(answer.outcome)
-                if answer.outcome != pb.VERIFY_OUTCOME_REVOKED:
-                    bench.failures.append(f"(h) a revoked user's token answered {state['revoked_user_answer']}")
-            out[label] = state
-            servers.append((label, count, server, verify_specs(app, repeated, bench)))
-        await measure_interleaved(
-            bench,
-            [
-                (
-                    Row(
-                        f"h-{tokens}{label}",
-                        f"(h) VerifyToken HS256 {'fresh token per call' if tokens else 'repeated'}, "
-                        f"{_revocations_title(count)}",
-                        f"h {tokens}{label}",
-                        "authsvc",
-                    ),
-                    server,
-                    specs["fresh" if tokens else "repeated"],
-                )
-                # Fresh tokens are new users, asked about for the first time: no remembered answer (no target).
-                for tokens in ("", "fresh-")
-                for label, count, server, specs in servers
-            ],
-        )
-        out["fresh_ratio"] = bench.paired(("h-fresh-revoked", "calls_per_s"), ("h-fresh-empty", "calls_per_s"))
-        for label, _, server, _ in servers:
-            state = out[label]
-            state["after_load"] = _memory(server)
-            best = bench.row(f"h-{label}")
-            state["calls_per_s"] = best.calls_per_s if best is not None else None
-            log(
-                f"(h) {label}: SERVING after {server.serving_after:.2f}s, "
-                f"RSS {state['after_load']['VmRSS'] / 1024:.1f} MiB after load"
-            )
-    return out
-
-
-def _revocations_title(count: int) -> str:
-    return "no revocations" if not count else f"{count:,} revoked users"
-
-
-async def _insert_revocations(url: str, app: AppCredentials, count: int, out: dict[str, Any]) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        started = time.monotonic()
-        app_id = await conn.fetchval("SELECT id FROM apps WHERE api_key = $1", app.api_key)
-        await conn.execute(
-            "INSERT INTO user_revocations (app_id, user_id, revoked_before)"
-            " SELECT $1, 'bulk-' || g, now() FROM generate_series(1, $2::int) AS g",
-            app_id,
-            count,
-        )
-        out["insert_seconds"] = time.monotonic() - started
-        out["rows"] = await conn.fetchval("SELECT count(*) FROM user_revocations WHERE app_id = $1", app_id)
-    finally:
-        await conn.close()
-    log(f"(h) inserted {count:,} revocations in {out['insert_seconds']:.1f}s")
-
-
-async def _start_million_server(bench: Bench, label: str, count: int, url: str) -> tuple[ServerProcess, dict[str, Any]]:
-    server = authsvc_server(f"authsvc ({label})", url)
-    state: dict[str, Any] = {}
-    pg_before = bench.pg.cpu_seconds()
-    try:
-        await server.start()
-    except ServerExited as exc:
-        await server.stop()
-        # The default AUTHSVC_DATABASE_TIMEOUT (5 s) bounds the start-up snapshot query too.
-        state["default_settings_failed"] = str(exc)
-        bench.findings.append(
-            f"(h) with {count:,} revocations the server did not start with the default settings: {exc}"
-        )
-        log(f"(h) {label}: {exc}; again with AUTHSVC_DATABASE_TIMEOUT=60s")
-        server = authsvc_server(f"authsvc ({label}, 60 s timeout)", url, AUTHSVC_DATABASE_TIMEOUT="60s")
-        try:
-            await server.start()
-        except BaseException:
-            await server.stop()
-            raise
-        state["settings"] = "AUTHSVC_DATABASE_TIMEOUT=60s"
-    except BaseException:
-        await server.stop()
-        raise
-    state.update(
-        serving_after=server.serving_after,
-        log_line_after=server.log_line_after,
-        after_start=_memory(server),
-        start_cpu=tree_cpu_seconds(server.pid),
-        start_db_cpu=None if pg_before is None or (pg_now := bench.pg.cpu_seconds()) is None else pg_now - pg_before,
-    )
-    return server, state
-
-
-async def defaults_scenario(bench: Bench) -> list[defaults.Observed]:
-    """`defaults`: VerifyToken ÷ Health/Check of the same server, for `authsvc serve` as `make run` starts it and
-    tuned beside it (bench/defaults.py), in interleaved rounds; then what each server really ran with."""
-    async with fresh_database(bench.pg, "defaults") as url:
-        await migrate(url)
-        app = await create_app(url, "bench-defaults")
-        repeated = mint_hs256(app.api_secret, [f"rep-{i}" for i in range(REPEATED_POOL)], bench.iat)
-        verify = verify_specs(app, repeated, bench)["repeated"]
-        async with defaults.servers(url, BENCH_KEK, bench.tmp) as servers:
-            pairs = list(zip(defaults.CONFIGS, servers, strict=True))
-            await measure_interleaved(
-                bench,
-                [
-                    scenario
-                    for config, server in pairs
-                    for scenario in (
-                        (config.check_row(), server, defaults.spread(health_spec, bench.opts.generators)),
-                        (config.verify_row(), server, defaults.spread(verify, bench.opts.generators)),
-                    )
-                ],
-            )
-            workers = defaults.expected_workers()
-            observed = [await defaults.observe(config, server, workers) for config, server in pairs]
-    for o in observed:
-        log(f"({o.config.key}): {len(o.workers)} workers, event loop {o.event_loop}, log level {o.log_level}")
-    return observed
-
-
-def uvloop_status() -> tuple[str | None, str]:
-    """(settings field, reason): the server's event-loop option when uvloop can be tried, else why not."""
-    loop_fields = [f.name for f in fields(Settings) if "loop" in f.name]
-    has_uvloop = importlib.util.find_spec("uvloop") is not None
-    if not loop_fields:
-        return None, (
-            "uvloop: not measured — authsvc.config.Settings has no event-loop option (no AUTHSVC_EVENT_LOOP or "
-            f"similar) in this build; uvloop is {'importable' if has_uvloop else 'not installed'} in .venv"
-        )
-    if not has_uvloop:
-        return None, f"uvloop: not measured — the server has `{loop_fields[0]}` but uvloop is not installed in .venv"
-    return loop_fields[0], ""
 
 
 # -- the run --
@@ -383,138 +77,29 @@ async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, 
             await migrate(url)
             verify_app = await create_app(url, "bench-verify")
             revoke_app = await create_app(url, "bench-revoke")
-            repeated = mint_hs256(verify_app.api_secret, [f"rep-{i}" for i in range(REPEATED_POOL)], bench.iat)
-            specs = verify_specs(verify_app, repeated, bench)
             async with running(authsvc_server("authsvc", url)) as server:
                 extra["main_start"] = {"serving_after": server.serving_after, "log_line_after": server.log_line_after}
-                extra["main_rss_after_start"] = _memory(server)
-                batch_spec = lambda i: {  # noqa: E731
-                    "kind": "verify_batch",
-                    "distinct": True,
-                    "batch": BATCH_SIZE,
-                    "metadata": verify_app.verify_md,
-                    "tokens": {
-                        "source": "mint",
-                        "secret": verify_app.api_secret,
-                        "prefix": f"batch-g{i}-",
-                        "count": opts.batch_tokens,
-                        "iat": bench.iat,
-                    },
-                }
-                # The targets are ratios between these four: measured in interleaved rounds (see targets()).
-                await measure_interleaved(
-                    bench,
-                    [
-                        (
-                            Row("a", "(a) Health/Check — the ceiling", "a ceiling", "authsvc"),
-                            server,
-                            health_spec,
-                        ),
-                        (
-                            Row("b-rep", "(b) VerifyToken HS256, repeated (100 tokens)", "b rep", "authsvc"),
-                            server,
-                            specs["repeated"],
-                        ),
-                        (
-                            Row("b-fresh", "(b) VerifyToken HS256, fresh token per call", "b fresh", "authsvc"),
-                            server,
-                            specs["fresh"],
-                        ),
-                        (
-                            Row("c", "(c) VerifyTokens, 100 fresh HS256 tokens per call", "c batch", "authsvc"),
-                            server,
-                            batch_spec,
-                        ),
-                    ],
-                )
-                loop_field, reason = uvloop_status()
-                if not opts.selected("b-rep-asyncio"):
-                    pass
-                elif loop_field is not None:
-                    try:
-                        async with running(
-                            authsvc_server("authsvc (asyncio)", url, **{f"AUTHSVC_{loop_field.upper()}": "asyncio"})
-                        ) as asyncio_server:
-                            await measure(
-                                bench,
-                                Row(
-                                    "b-rep-asyncio",
-                                    "(b) VerifyToken HS256 repeated, plain asyncio loop (not uvloop)",
-                                    "b rep asyncio",
-                                    "authsvc",
-                                ),
-                                asyncio_server,
-                                specs["repeated"],
-                            )
-                    except Exception as exc:
-                        bench.failures.append(f"asyncio server: {first_line(exc)}")
-                        log(f"asyncio server FAILED: {exc}")
-                else:
-                    bench.notes.append(reason)
-                    log(reason)
-                if opts.selected("b-eddsa-rep") or opts.selected("b-eddsa-fresh"):
-                    await eddsa_scenarios(bench, server, url)
-                await measure(
-                    bench,
-                    Row("d", "(d) IssueToken", "d issue", "authsvc"),
-                    server,
-                    lambda i: {"kind": "issue", "prefix": f"issue-g{i}-", "metadata": verify_app.credential_md},
-                )
-                await measure(
-                    bench,
-                    Row("e", "(e) RevokeUser, one new user per call", "e revoke", "authsvc"),
-                    server,
-                    lambda i: {
-                        "kind": "revoke",
-                        "distinct": True,
-                        "prefix": f"rv-g{i}-",
-                        "count": opts.revoke_requests,
-                        "metadata": revoke_app.credential_md,
-                    },
-                )
-                async with running(
-                    ServerProcess(
-                        "baseline",
-                        [sys.executable, "-m", "bench.baseline_server", "--database-url", url, "--port", "0"],
-                        clean_env(AUTHSVC_KEK=BENCH_KEK),
-                    )
-                ) as baseline:
-                    await measure(
-                        bench,
-                        Row("f-rep", "(f) baseline VerifyToken, repeated (100 tokens)", "f base rep", "baseline"),
-                        baseline,
-                        specs["repeated"],
-                    )
-                    await measure(
-                        bench,
-                        Row("f-fresh", "(f) baseline VerifyToken, fresh token per call", "f base fresh", "baseline"),
-                        baseline,
-                        specs["fresh"],
-                    )
-                try:
-                    if opts.selected("g"):
-                        async with running(authsvc_server("authsvc B", url)) as server_b:
-                            extra["propagation"] = await propagation(bench, server, server_b, verify_app)
-                except Exception as exc:
-                    bench.failures.append(f"(g) propagation: {exc}")
-                    log(f"(g) propagation FAILED: {exc}")
-                extra["main_rss_at_end"] = _memory(server)
+                extra["main_rss_after_start"] = server.memory()
+                await throughput.run(bench, url, server, verify_app, revoke_app)
+                if opts.selected("g"):
+                    extra["propagation"] = await propagation.run(bench, url, server, verify_app)
+                extra["main_rss_at_end"] = server.memory()
         try:
             if any(opts.selected(key) for key in defaults.ROW_KEYS):
-                extra["defaults"] = await defaults_scenario(bench)
+                extra["defaults"] = await defaults.run(bench)
         except Exception as exc:
             extra["defaults_failure"] = first_line(exc)
             bench.failures.append(f"(defaults): {first_line(exc)}")
             log(f"(defaults) FAILED: {exc}")
         try:
             if opts.selected("h"):
-                extra["million"] = await million(bench)
+                extra["million"] = await revocations.run(bench)
         except Exception as exc:
             bench.failures.append(f"(h) 1M revocations: {exc}")
             log(f"(h) FAILED: {exc}")
         try:
             if opts.selected("m"):
-                extra["memory"] = await memory.measure(pg, opts.revocations)
+                extra["memory"] = await memory.run(pg, opts.revocations)
         except Exception as exc:
             bench.failures.append(f"(m) memory: {exc}")
             log(f"(m) FAILED: {exc}")
@@ -525,67 +110,12 @@ async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, 
 
 
 def targets(bench: Bench, extra: dict[str, Any]) -> list[Target]:
-    a, rep, fresh, batch = "a", "b-rep", "b-fresh", "c"
-    calls, cpu, tokens = "calls_per_s", "server_cpu_us", "tokens_per_s"
-    result = [
-        bench.paired_target(
-            "VerifyToken HS256 repeated calls/s ÷ ceiling calls/s", (rep, calls), (a, calls), 0.9, True
-        ),
-        bench.paired_target("VerifyToken HS256 fresh calls/s ÷ ceiling calls/s", (fresh, calls), (a, calls), 0.8, True),
-        bench.paired_target(
-            "server CPU per VerifyToken ÷ ceiling's", (rep, cpu), (a, cpu), 1.2, False, "repeated tokens"
-        ),
-        bench.paired_target(
-            "server CPU per VerifyToken ÷ ceiling's", (fresh, cpu), (a, cpu), 1.2, False, "fresh tokens"
-        ),
-        bench.paired_target(
-            "VerifyTokens tokens/s ÷ VerifyToken calls/s",
-            (batch, tokens),
-            (fresh, calls),
-            10,
-            True,
-            "both fresh HS256",
-        ),
-        bench.paired_target(
-            "VerifyTokens tokens/s ÷ VerifyToken calls/s", (batch, tokens), (rep, calls), 10, True, "vs repeated"
-        ),
+    return [
+        *throughput.targets(bench),
+        *defaults.targets(bench),
+        propagation.target(extra.get("propagation")),
+        *revocations.targets(bench, extra.get("million")),
     ]
-    result += [
-        bench.paired_target(
-            f"VerifyToken HS256 repeated calls/s ÷ Health/Check calls/s of the same server, {config.title}",
-            (f"{config.key}-b-rep", calls),
-            (f"{config.key}-a", calls),
-            defaults.TARGET,
-            True,
-            f"settings: {config.env_text}",
-        )
-        for config in defaults.CONFIGS
-    ]
-    prop = extra.get("propagation")
-    result.append(Target("(g) revocation propagation p99", prop and prop["p99_ms"], 25, False, " ms"))
-    m = extra.get("million")
-    empty, full = (m or {}).get("empty"), (m or {}).get("revoked")
-    extra_rss = load_time = ratio = None
-    ratio_rounds = ""
-    if empty and full:
-        extra_rss = (full["after_load"]["VmRSS"] - empty["after_load"]["VmRSS"]) * 1024 / 1e6  # MB, not MiB
-        load_time = full["serving_after"] - empty["serving_after"]
-        ratio, ratio_rounds = bench.paired(("h-revoked", "calls_per_s"), ("h-empty", "calls_per_s"))
-    n = f"{bench.opts.revocations:,} revocations"
-    result += [
-        Target(f"{n}: extra RSS per server process", extra_rss, 64, False, " MB", "VmRSS after start and load"),
-        Target(f"{n}: load time", load_time, 3, False, " s", "start-up to SERVING, minus the empty state's"),
-        Target(f"{n}: VerifyToken throughput ÷ empty state's", ratio, 0.95, True, detail=ratio_rounds),
-    ]
-    if full and full.get("default_settings_failed"):
-        for t in result[-3:]:
-            note = "with AUTHSVC_DATABASE_TIMEOUT=60s: the default settings failed to start"
-            t.detail = f"{t.detail}; {note}" if t.detail else note
-    if full:
-        result.append(
-            Target(f"{n}: whole start-up to SERVING", full["serving_after"], 3, False, " s", "process start included")
-        )
-    return result
 
 
 def render(bench: Bench, extra: dict[str, Any], command: str, started: datetime.datetime, took: float) -> str:
@@ -643,22 +173,8 @@ def render(bench: Bench, extra: dict[str, Any], command: str, started: datetime.
     if notes:
         lines += [f"- {label}: {note}" for label, note in notes] + [""]
     lines += ["## Targets", "", *report.targets_table(targets(bench, extra)), ""]
-    base_rep, base_fresh = bench.row("f-rep"), bench.row("f-fresh")
-    rep, fresh = bench.row("b-rep"), bench.row("b-fresh")
     lines += [
-        "Baseline (f) ÷ authsvc (b), same load and tokens (no target). Below 1 for calls/s, above 1 for CPU and "
-        "latency: authsvc does better.",
-        "",
-        "| baseline ÷ authsvc | repeated tokens | fresh tokens |",
-        "| --- | ---: | ---: |",
-        f"| calls/s | {_fmt_ratio(figure(base_rep, 'calls_per_s'), figure(rep, 'calls_per_s'))} | "
-        f"{_fmt_ratio(figure(base_fresh, 'calls_per_s'), figure(fresh, 'calls_per_s'))} |",
-        f"| server CPU µs/call | {_fmt_ratio(figure(base_rep, 'server_cpu_us'), figure(rep, 'server_cpu_us'))} | "
-        f"{_fmt_ratio(figure(base_fresh, 'server_cpu_us'), figure(fresh, 'server_cpu_us'))} |",
-        f"| server + PostgreSQL CPU µs/call | {_fmt_ratio(_total_cpu(base_rep), _total_cpu(rep))} | "
-        f"{_fmt_ratio(_total_cpu(base_fresh), _total_cpu(fresh))} |",
-        f"| p99 latency | {_fmt_ratio(figure(base_rep, 'p99_ms'), figure(rep, 'p99_ms'))} | "
-        f"{_fmt_ratio(figure(base_fresh, 'p99_ms'), figure(fresh, 'p99_ms'))} |",
+        *throughput.baseline_comparison(bench),
         "",
         "## Charts",
         "",
@@ -674,8 +190,8 @@ def render(bench: Bench, extra: dict[str, Any], command: str, started: datetime.
             _placement_text(opts),
             extra.get("defaults_failure"),
         )
-    lines += propagation_section(extra.get("propagation"))
-    lines += million_section(extra.get("million"), bench.opts.revocations)
+    lines += propagation.section(extra.get("propagation"))
+    lines += revocations.section(extra.get("million"), bench.opts.revocations)
     if bench.opts.selected("m"):
         lines += memory.section(extra.get("memory"))
     lines += ["## Not measured, and other notes", ""]
@@ -766,17 +282,6 @@ def contention_notes(bench: Bench) -> list[str]:
     return lines
 
 
-def _total_cpu(row: Row | None) -> float | None:
-    if row is None or row.server_cpu_us is None:
-        return None
-    return row.server_cpu_us + (row.db_cpu_us or 0.0)
-
-
-def _fmt_ratio(a: float | None, b: float | None) -> str:
-    r = ratio(a, b)
-    return "—" if r is None else f"{r:.2f}"
-
-
 def access_log_note() -> str:
     try:
         from authsvc import logs
@@ -788,88 +293,6 @@ def access_log_note() -> str:
             "that out of the figures, as a production deployment that ships no access log would."
         )
     return "This build has no per-call access log."
-
-
-def propagation_section(prop: dict[str, Any] | None) -> list[str]:
-    lines = ["## Revocation propagation between two processes (g)", ""]
-    if prop is None:
-        return [*lines, "Not measured (see failures).", ""]
-    lines += [
-        f"{prop['iterations']} iterations: RevokeUser on process A, then VerifyToken on process B in a tight loop "
-        "(its own channel) until REVOKED; latency from RevokeUser's reply to B's first REVOKED answer.",
-        "",
-        "| p50 | p99 | max | RevokeUser p50 on A | B answered REVOKED on its first poll | timeouts |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| {_ms_or(prop['p50_ms'])} | {_ms_or(prop['p99_ms'])} | {_ms_or(prop['max_ms'])} | "
-        f"{_ms_or(prop['revoke_p50_ms'])} | {prop['first_poll_revoked']} of {prop['observed']} | "
-        f"{prop['timeouts (> 5 s)']} |",
-        "",
-    ]
-    return lines
-
-
-def _ms_or(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f} ms"
-
-
-def million_section(m: dict[str, Any] | None, count: int) -> list[str]:
-    lines = [f"## {count:,} revoked users (h)", ""]
-    if not m or "empty" not in m or "revoked" not in m:
-        return [*lines, "Not measured (see failures).", ""]
-    lines += [
-        "Two more fresh databases, one app each, and a server on each, both running: one with no revocations; "
-        f"one whose database got {count:,} rows in `user_revocations` with one `INSERT ... SELECT generate_series` "
-        f"({m['insert_seconds']:.1f} s, {m['rows']:,} rows) before its server started and loaded them in its "
-        f"start-up snapshot (a revoked user's token then answered {m['revoked'].get('revoked_user_answer', '?')}). "
-        "Their VerifyToken throughput was measured in interleaved rounds (empty, revoked; again), and the target "
-        "ratio is the median of the round-by-round ratios.",
-        "",
-        *(
-            [
-                "With a fresh token per call (a user never asked about before each time, so the user id is hashed "
-                "and searched for on every call instead of answered from the remembered answers), the throughput "
-                f"with {count:,} revocations was {m['fresh_ratio'][0]:.2f} of the empty state's "
-                f"({m['fresh_ratio'][1] or 'one round'}). No target: the target is for repeated tokens.",
-                "",
-            ]
-            if m.get("fresh_ratio") and m["fresh_ratio"][0] is not None
-            else []
-        ),
-        *(
-            [
-                f"**With the default settings the server did not start** ({m['revoked']['default_settings_failed']}); "
-                "the figures below are with AUTHSVC_DATABASE_TIMEOUT=60s.",
-                "",
-            ]
-            if m["revoked"].get("default_settings_failed")
-            else []
-        ),
-        "| state | start-up to SERVING | server CPU by then | PostgreSQL CPU meanwhile | RSS after start | "
-        "RSS after load | peak RSS | VerifyToken calls/s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for key, title in (("empty", "no revocations"), ("revoked", f"{count:,} revocations")):
-        s = m[key]
-        db = "—" if s.get("start_db_cpu") is None else f"{s['start_db_cpu']:.2f} s"
-        calls = "failed" if s.get("calls_per_s") is None else f"{s['calls_per_s']:,.0f}"
-        lines.append(
-            f"| {title} | {s['serving_after']:.2f} s | {s['start_cpu']:.2f} s | {db} | "
-            f"{s['after_start']['VmRSS'] / 1024:.1f} MiB | {s['after_load']['VmRSS'] / 1024:.1f} MiB | "
-            f"{s['after_load']['VmHWM'] / 1024:.1f} MiB | {calls} |"
-        )
-    lines += [
-        "",
-        "Start-up is from the process's start to the first SERVING answer of grpc.health.v1.Health/Check"
-        + (
-            f" (the 'serving gRPC' log line came after {m['revoked']['log_line_after']:.2f} s)."
-            if m["revoked"].get("log_line_after") is not None
-            else f" (no 'serving gRPC' log line is written at {LOG_LEVEL})."
-        )
-        + " RSS is VmRSS of the server process from "
-        "`/proc/<pid>/status`, peak RSS its VmHWM (MiB; the target is in MB, 10⁶ bytes).",
-        "",
-    ]
-    return lines
 
 
 SCENARIO_KEYS = frozenset(

@@ -20,7 +20,7 @@ from typing import IO, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.proc import listening_ports, process_tree
+from bench.proc import listening_ports, memory_kib, process_tree
 
 REPO = Path(__file__).resolve().parent.parent
 SERVING_LINE = re.compile(r"serving gRPC on (?:\[[^\]]*\]|[^\s:\"']+):(\d+)")
@@ -138,6 +138,10 @@ class ServerProcess:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def memory(self) -> dict[str, int]:
+        """VmRSS and VmHWM (peak RSS) of the server process, in KiB (0 where /proc did not say)."""
+        return {"VmRSS": 0, "VmHWM": 0, **memory_kib(self.pid)}
 
     async def _read(self, stream: asyncio.StreamReader) -> None:
         while line := await stream.readline():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import socket
+import sys
 from dataclasses import dataclass, fields
 
 from authsvc.config import Settings
@@ -81,3 +82,23 @@ async def migrate(database_url: str) -> None:
     code, out, err = await authsvc_cli(database_url, "migrate")
     if code != 0:
         raise RuntimeError(f"authsvc migrate failed ({code}): {err.strip() or out}")
+
+
+def uvloop_status() -> tuple[str | None, str]:
+    """(settings field, reason): the server's event-loop option when uvloop can be tried, else why not."""
+    loop_fields = [f.name for f in fields(Settings) if "loop" in f.name]
+    has_uvloop = importlib.util.find_spec("uvloop") is not None
+    if not loop_fields:
+        return None, (
+            "uvloop: not measured — authsvc.config.Settings has no event-loop option (no AUTHSVC_EVENT_LOOP or "
+            f"similar) in this build; uvloop is {'importable' if has_uvloop else 'not installed'} in .venv"
+        )
+    if not has_uvloop:
+        return None, f"uvloop: not measured — the server has `{loop_fields[0]}` but uvloop is not installed in .venv"
+    return loop_fields[0], ""
+
+
+def baseline_server(database_url: str) -> ServerProcess:
+    """The baseline (bench/baseline_server.py) on a free loopback port, reading the apps of `database_url`."""
+    argv = [sys.executable, "-m", "bench.baseline_server", "--database-url", database_url, "--port", "0"]
+    return ServerProcess("baseline", argv, clean_env(AUTHSVC_KEK=BENCH_KEK))

@@ -1,6 +1,6 @@
 """(m) Memory of a million revocations: loaded at start, followed live, pruned; beside the manifests' limits.
 
-    .venv/bin/python -m bench.memory [--revocations N]     (make bench runs it as scenario m)
+    .venv/bin/python -m bench.scenarios.memory [--revocations N]     (make bench runs it as scenario m)
 
 Three `authsvc serve` processes on one fresh database: a *writer* that takes the RevokeUser calls (1,000 users
 a call), a *follower* that only follows them (LISTEN/NOTIFY and the change log), and, once they are all made, a
@@ -22,8 +22,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as `python bench/memory.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as `python bench/scenarios/memory.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import asyncpg  # noqa: E402
 import grpc  # noqa: E402
@@ -110,7 +110,7 @@ async def _until(check: Any, what: str, within: float) -> float:
     return time.monotonic() - started
 
 
-async def measure(pg: PostgresServer, count: int) -> dict[str, Any]:
+async def run(pg: PostgresServer, count: int) -> dict[str, Any]:
     """Runs scenario (m) on a fresh database of `pg`; the figures, in KiB, by server and moment."""
     out: dict[str, Any] = {"count": count, "limits": manifest_limits(), "servers": {}}
     async with contextlib.AsyncExitStack() as stack, fresh_database(pg, "mem") as url:
@@ -213,13 +213,13 @@ def section(m: dict[str, Any] | None) -> list[str]:
 
 async def _main(count: int) -> int:
     async with postgres_server() as pg:
-        result = await measure(pg, count)
+        result = await run(pg, count)
     print("\n".join(section(result)))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.scenarios.memory", description=__doc__.splitlines()[0])
     parser.add_argument("--revocations", type=int, default=1_000_000, help="revoked users (default 1000000)")
     args = parser.parse_args(argv)
     try:
