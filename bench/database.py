@@ -77,16 +77,16 @@ async def postgres_server() -> AsyncIterator[PostgresServer]:
 async def fresh_database(server: PostgresServer, label: str) -> AsyncIterator[str]:
     """A new, empty database on the server, dropped afterwards (WITH (FORCE): every session is ended)."""
     name = f"authsvc_bench_{label}_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(server.admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    await _administer(server, f'CREATE DATABASE "{name}"')
     try:
         yield with_database(server.admin_url, name)
     finally:
-        admin = await asyncpg.connect(server.admin_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await _administer(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _administer(server: PostgresServer, statement: str) -> None:
+    admin = await asyncpg.connect(server.admin_url)
+    try:
+        await admin.execute(statement)
+    finally:
+        await admin.close()

@@ -4,11 +4,8 @@ the server's, PostgreSQL's and the machine's CPU read around it; repeated, or in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
-import os
-import signal
 import sys
 import time
 from array import array
@@ -19,7 +16,7 @@ from typing import IO, Any
 
 from bench.context import Bench, Row, first_line, log
 from bench.proc import CLK_TCK, machine_ticks, set_affinity, tree_cpu_by_process
-from bench.servers import REPO, ServerProcess, clean_env, register, unregister
+from bench.servers import REPO, ServerProcess, clean_env, reap, register
 
 SpecFor = Callable[[int], dict[str, Any]]
 """The load spec (bench/load.py's) of generator i of a scenario."""
@@ -210,11 +207,7 @@ async def _measure(bench: Bench, row: Row, server: ServerProcess, spec_for: Spec
         if opts.placement is not None:  # free again for what runs next (PostgreSQL work, the next scenario)
             set_affinity(server.pid, opts.placement[0] | opts.placement[1])
         for process in generators:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
-            unregister(process.pid)
+            await reap(process)
 
     latencies: list[int] = []
     for path in lat_paths:

@@ -4,7 +4,6 @@ the targets, Mermaid charts, and each scenario's own section."""
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import os
 import platform
 import subprocess
@@ -17,7 +16,7 @@ from bench.proc import CLK_TCK
 from bench.scenarios import defaults, memory, propagation, revocations, throughput
 from bench.scenarios.throughput import BATCH_SIZE, REPEATED_POOL
 from bench.servers import REPO
-from bench.service import LOG_LEVEL
+from bench.service import BENCH_LOOP, LOG_LEVEL
 
 
 def machine() -> dict[str, str]:
@@ -175,7 +174,7 @@ def render(bench: Bench, extra: dict[str, Any], command: str, started: datetime.
         "- Servers (all but the defaults rows, which have a section of their own): `authsvc serve --host 127.0.0.1 "
         "--port 0` subprocesses with `AUTHSVC_WORKERS=1` (one process), "
         f"`AUTHSVC_LOG_LEVEL={LOG_LEVEL}`, `AUTHSVC_EVENT_LOOP="
-        f"{'uvloop' if importlib.util.find_spec('uvloop') is not None else 'asyncio'}` (set explicitly, as the "
+        f"{BENCH_LOOP}` (set explicitly, as the "
         "service's default `auto` does when uvloop is installed; one scenario runs the plain asyncio loop beside it), "
         "on a fresh database created for the run and dropped after it "
         f"({'an embedded PostgreSQL (pgserver)' if pg.embedded else 'the server AUTHSVC_BENCH_DATABASE_URL names'}).",
@@ -261,7 +260,7 @@ def render(bench: Bench, extra: dict[str, Any], command: str, started: datetime.
 def _placement_text(opts: Options) -> str:
     if opts.placement is None:
         return "The server's processes and the generators shared every core (--no-pin)."
-    server_cpus, gen_cpus = (",".join(map(str, sorted(c))) for c in opts.placement)
+    server_cpus, gen_cpus = (_cpu_list(c) for c in opts.placement)
     return (
         f"As for every row, each window ran the server's processes (all its workers) on CPU {server_cpus} alone "
         f"and the generators on CPU {gen_cpus}; `--no-pin` lets them share every core."
@@ -284,7 +283,7 @@ def contention_notes(bench: Bench) -> list[str]:
         f"{bench.quiet_waited:.0f} s in this run.",
     ]
     if opts.placement is not None:
-        server_cpus, gen_cpus = (",".join(map(str, sorted(c))) for c in opts.placement)
+        server_cpus, gen_cpus = (_cpu_list(c) for c in opts.placement)
         at_ceiling = (
             f" At the ceiling the server used {ceiling.server_cpu_pct:.0f}% of its core and the generators "
             f"{ceiling.gen_cpu_pct:.0f}% of theirs."
@@ -332,3 +331,7 @@ def access_log_note() -> str:
             "that out of the figures, as a production deployment that ships no access log would."
         )
     return "This build has no per-call access log."
+
+
+def _cpu_list(cpus: frozenset[int]) -> str:
+    return ",".join(map(str, sorted(cpus)))

@@ -45,6 +45,15 @@ def kill_all_children() -> None:
         _children.pop(pid, None)
 
 
+async def reap(process: asyncio.subprocess.Process) -> None:
+    """SIGKILLs the process's group if the process still runs, waits for it, and forgets it."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+    unregister(process.pid)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The bench's environment without any AUTHSVC_* setting of the caller's, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
@@ -67,11 +76,7 @@ async def run_command(argv: Sequence[str], env: Mapping[str, str], within: float
     try:
         out, err = await asyncio.wait_for(process.communicate(), within)
     finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-        unregister(process.pid)
+        await reap(process)
     assert process.returncode is not None
     return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 

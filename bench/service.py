@@ -13,6 +13,11 @@ from authsvc.sealing import new_kek_text
 from bench.servers import AUTHSVC, ServerProcess, clean_env, json_object_with, run_command
 
 LOG_LEVEL = "WARNING"
+HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
+BENCH_LOOP = "uvloop" if HAS_UVLOOP else "asyncio"
+"""The event loop every bench server is told to run (the service's default `auto` picks the same)."""
+
+Metadata = tuple[tuple[str, str], ...]
 
 
 @dataclass
@@ -21,12 +26,22 @@ class AppCredentials:
     api_secret: str
 
     @property
-    def verify_md(self) -> list[list[str]]:
-        return [["x-api-key", self.api_key]]
+    def verify_md(self) -> Metadata:
+        """What VerifyToken and VerifyTokens need: the app's API key."""
+        return (("x-api-key", self.api_key),)
 
     @property
-    def credential_md(self) -> list[list[str]]:
-        return [["x-api-key", self.api_key], ["authorization", f"Bearer {self.api_secret}"]]
+    def credential_md(self) -> Metadata:
+        """What IssueToken and RevokeUser need: the API key and the API secret."""
+        return (*self.verify_md, ("authorization", f"Bearer {self.api_secret}"))
+
+
+class AppNotCreated(RuntimeError):
+    """`authsvc apps create` failed; `said` is the last line it wrote."""
+
+    def __init__(self, message: str, said: str) -> None:
+        super().__init__(message)
+        self.said = said
 
 
 def free_port() -> int:
@@ -59,10 +74,9 @@ def authsvc_env(database_url: str, **extra: str) -> dict[str, str]:
 
 def authsvc_server(name: str, database_url: str, **extra: str) -> ServerProcess:
     argv = [*AUTHSVC, "serve", "--host", "127.0.0.1", "--port", "0"]
-    loop_field = next((f.name for f in fields(Settings) if "loop" in f.name), None)
+    loop_field = loop_setting()
     if loop_field is not None:  # say it: the loop measured must not depend on a default
-        loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
-        extra = {f"AUTHSVC_{loop_field.upper()}": loop, **extra}
+        extra = {f"AUTHSVC_{loop_field.upper()}": BENCH_LOOP, **extra}
     return ServerProcess(name, argv, authsvc_env(database_url, **extra))
 
 
@@ -74,7 +88,8 @@ async def create_app(database_url: str, name: str, *extra: str) -> AppCredential
     code, out, err = await authsvc_cli(database_url, "apps", "create", name, *extra, "--format", "json")
     created = json_object_with(out, "api_secret") if code == 0 else None
     if created is None:
-        raise RuntimeError(f"authsvc apps create {name} {' '.join(extra)} failed ({code}): {err.strip() or out}")
+        said = (err.strip() or out.strip()).splitlines()[-1] if (err.strip() or out.strip()) else f"exit {code}"
+        raise AppNotCreated(f"authsvc apps create {name} {' '.join(extra)} failed ({code}): {err.strip() or out}", said)
     return AppCredentials(created["api_key"], created["api_secret"])
 
 
@@ -84,18 +99,22 @@ async def migrate(database_url: str) -> None:
         raise RuntimeError(f"authsvc migrate failed ({code}): {err.strip() or out}")
 
 
+def loop_setting() -> str | None:
+    """The name of the server's event-loop setting, when this build has one."""
+    return next((f.name for f in fields(Settings) if "loop" in f.name), None)
+
+
 def uvloop_status() -> tuple[str | None, str]:
     """(settings field, reason): the server's event-loop option when uvloop can be tried, else why not."""
-    loop_fields = [f.name for f in fields(Settings) if "loop" in f.name]
-    has_uvloop = importlib.util.find_spec("uvloop") is not None
-    if not loop_fields:
+    loop_field = loop_setting()
+    if loop_field is None:
         return None, (
             "uvloop: not measured — authsvc.config.Settings has no event-loop option (no AUTHSVC_EVENT_LOOP or "
-            f"similar) in this build; uvloop is {'importable' if has_uvloop else 'not installed'} in .venv"
+            f"similar) in this build; uvloop is {'importable' if HAS_UVLOOP else 'not installed'} in .venv"
         )
-    if not has_uvloop:
-        return None, f"uvloop: not measured — the server has `{loop_fields[0]}` but uvloop is not installed in .venv"
-    return loop_fields[0], ""
+    if not HAS_UVLOOP:
+        return None, f"uvloop: not measured — the server has `{loop_field}` but uvloop is not installed in .venv"
+    return loop_field, ""
 
 
 def baseline_server(database_url: str) -> ServerProcess:

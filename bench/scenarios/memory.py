@@ -34,7 +34,6 @@ from authsvc.v1 import auth_service_pb2_grpc as pb_grpc  # noqa: E402
 from bench.context import log  # noqa: E402
 from bench.database import PostgresServer, fresh_database, postgres_server  # noqa: E402
 from bench.load import mint_hs256  # noqa: E402
-from bench.proc import memory_kib  # noqa: E402
 from bench.servers import REPO, ServerProcess, kill_all_children  # noqa: E402
 from bench.service import AppCredentials, authsvc_cli, authsvc_server, create_app, migrate  # noqa: E402
 
@@ -55,10 +54,6 @@ def manifest_limits() -> dict[str, str]:
 
 def _mib(kib: int) -> float:
     return kib / 1024
-
-
-def _rss(server: ServerProcess) -> dict[str, int]:
-    return memory_kib(server.pid)
 
 
 async def _revoke_all(target: str, app: AppCredentials, count: int, before: int) -> None:
@@ -123,7 +118,7 @@ async def run(pg: PostgresServer, count: int) -> dict[str, Any]:
             stack.push_async_callback(server.stop)
             await server.start()
             servers[label] = server
-            out["servers"][label] = {"after_start": _rss(server)}
+            out["servers"][label] = {"after_start": server.memory()}
             return server
 
         writer, follower = await start("writer"), await start("follower")
@@ -140,11 +135,11 @@ async def run(pg: PostgresServer, count: int) -> dict[str, Any]:
         await _until(follower_has_them, "the follower applying the revocations", 120)
         await asyncio.sleep(1)
         for label in ("writer", "follower"):
-            out["servers"][label]["after_revocations"] = _rss(servers[label])
+            out["servers"][label]["after_revocations"] = servers[label].memory()
         await start("loaded")
         log(
             f"(m) {count:,} revocations in {out['revoke_seconds']:.1f}s; RSS "
-            + ", ".join(f"{label} {_mib(_rss(s)['VmRSS']):.1f} MiB" for label, s in servers.items())
+            + ", ".join(f"{label} {_mib(s.memory()['VmRSS']):.1f} MiB" for label, s in servers.items())
         )
         code, _, err = await authsvc_cli(url, "apps", "update", app.api_key, "--max-token-lifetime", "1h")
         if code != 0:
@@ -164,7 +159,7 @@ async def run(pg: PostgresServer, count: int) -> dict[str, Any]:
             await conn.close()
         await asyncio.sleep(1)
         for label, server in servers.items():
-            out["servers"][label]["after_prune"] = _rss(server)
+            out["servers"][label]["after_prune"] = server.memory()
         log(
             f"(m) pruned in {out['prune_seconds']:.0f}s; RSS "
             + ", ".join(

@@ -42,7 +42,7 @@ async def run(bench: Bench) -> dict[str, Any]:
                 token = mint_hs256(app.api_secret, ["bulk-7"], bench.iat)[0]
                 async with grpc.aio.insecure_channel(server.target) as channel:
                     answer = await pb_grpc.AuthServiceStub(channel).VerifyToken(
-                        pb.VerifyTokenRequest(token=token), metadata=(("x-api-key", app.api_key),), timeout=10
+                        pb.VerifyTokenRequest(token=token), metadata=app.verify_md, timeout=10
                     )
                 state["revoked_user_answer"] = pb.VerifyOutcome.Name(answer.outcome)
                 if answer.outcome != pb.VERIFY_OUTCOME_REVOKED:

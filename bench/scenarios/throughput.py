@@ -13,8 +13,8 @@ from typing import Any
 from bench.context import Bench, Row, Target, figure, first_line, log, ratio
 from bench.load import issue_tokens, mint_hs256
 from bench.measure import SpecFor, measure, measure_interleaved
-from bench.servers import ServerProcess, json_object_with, running
-from bench.service import AppCredentials, authsvc_cli, authsvc_server, baseline_server, uvloop_status
+from bench.servers import ServerProcess, running
+from bench.service import AppCredentials, AppNotCreated, authsvc_server, baseline_server, create_app, uvloop_status
 
 REPEATED_POOL = 100
 BATCH_SIZE = 100
@@ -34,14 +34,16 @@ def verify_specs(app: AppCredentials, repeated: list[str], bench: Bench) -> dict
     """The VerifyToken load of (b), reused unchanged for the baseline (f) and for (h)."""
     opts = bench.opts
 
-    def rep(_: int) -> dict[str, Any]:
-        return {"kind": "verify", "metadata": app.verify_md, "tokens": {"source": "list", "tokens": repeated}}
-
     def fresh(i: int) -> dict[str, Any]:
         tokens = {"source": "mint", "secret": app.api_secret, "prefix": f"fresh-g{i}-", "count": opts.fresh_tokens}
         return {"kind": "verify", "distinct": True, "metadata": app.verify_md, "tokens": {**tokens, "iat": bench.iat}}
 
-    return {"repeated": rep, "fresh": fresh}
+    return {"repeated": repeated_spec(app, repeated), "fresh": fresh}
+
+
+def repeated_spec(app: AppCredentials, tokens: list[str]) -> SpecFor:
+    """VerifyToken of `tokens` in turn, over and over."""
+    return lambda _: {"kind": "verify", "metadata": app.verify_md, "tokens": {"source": "list", "tokens": tokens}}
 
 
 def batch_spec(app: AppCredentials, bench: Bench) -> SpecFor:
@@ -155,25 +157,20 @@ async def asyncio_scenario(bench: Bench, url: str, repeated: SpecFor) -> None:
 
 async def eddsa_scenarios(bench: Bench, server: ServerProcess, database_url: str) -> None:
     """(b) with EdDSA tokens, when `apps create --algorithm EdDSA` works in this build."""
-    code, out, err = await authsvc_cli(
-        database_url, "apps", "create", "bench-eddsa", "--algorithm", "EdDSA", "--format", "json"
-    )
-    created = json_object_with(out, "api_secret") if code == 0 else None
-    if created is None:
-        reason = (err.strip() or out.strip()).splitlines()[-1] if (err.strip() or out.strip()) else f"exit {code}"
+    try:
+        app = await create_app(database_url, "bench-eddsa", "--algorithm", "EdDSA")
+    except AppNotCreated as exc:
         bench.notes.append(
-            f"EdDSA: not supported by this build (`authsvc apps create NAME --algorithm EdDSA` said: {reason})"
+            f"EdDSA: not supported by this build (`authsvc apps create NAME --algorithm EdDSA` said: {exc.said})"
         )
         log("EdDSA: not supported by this build")
         return
-    app = AppCredentials(created["api_key"], created["api_secret"])
-    credential = [(k, v) for k, v in app.credential_md]
-    repeated = await issue_tokens(server.target, credential, [f"ed-rep-{i}" for i in range(REPEATED_POOL)])
+    repeated = await issue_tokens(server.target, app.credential_md, [f"ed-rep-{i}" for i in range(REPEATED_POOL)])
     await measure(
         bench,
         Row("b-eddsa-rep", "(b) VerifyToken EdDSA, repeated (100 tokens)", "b EdDSA rep", "authsvc"),
         server,
-        lambda _: {"kind": "verify", "metadata": app.verify_md, "tokens": {"source": "list", "tokens": repeated}},
+        repeated_spec(app, repeated),
     )
     await measure(
         bench,
