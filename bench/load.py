@@ -1,17 +1,17 @@
 """The load generator of `make bench`: one process, many unary calls in flight over several grpc.aio channels.
 
-Run by bench/run.py as `python -m bench.load`, never by hand. The protocol on stdin/stdout, one line each:
+Run by bench/measure.py as `python -m bench.load`, never by hand. The protocol on stdin/stdout, one line each:
 
-1. run.py writes the spec (one JSON object, see `Spec`);
+1. measure.py writes the spec (one JSON object, see `Spec`);
 2. the generator builds every request up front (minting tokens if asked), opens its channels, starts
    `concurrency` call loops, warms up for `warmup` seconds, then prints `ready` and keeps the load going;
-3. run.py writes `go` once every generator is ready (and reads the server's CPU time); the generator records
+3. measure.py writes `go` once every generator is ready (and reads the server's CPU time); the generator records
    the calls that complete in the next `duration` seconds, stops, writes the latencies (int64 nanoseconds) to
    `latency_file` and prints one JSON object with its counts.
 
 Requests are serialized once, before the window; the calls are made with raw bytes (no serializer, no
 deserializer), and an answer is judged by its first bytes, so the generator spends its CPU on gRPC itself.
-A generator that hears nothing on stdin (run.py gone) or outlives `max_seconds` stops by itself.
+A generator that hears nothing on stdin (the bench gone) or outlives `max_seconds` stops by itself.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def mint_hs256(secret: str, user_ids: Sequence[str], iat: int) -> list[str]:
     return tokens
 
 
-async def issue_tokens(target: str, credential_md: list[tuple[str, str]], user_ids: list[str]) -> list[str]:
+async def issue_tokens(target: str, credential_md: Sequence[tuple[str, str]], user_ids: list[str]) -> list[str]:
     """Tokens minted by the server's IssueToken (for algorithms only the server can sign), 32 calls at a time."""
     async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
         call = channel.unary_unary(
@@ -218,7 +218,7 @@ async def run(spec: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
             print("ready", flush=True)
             line = await _read_line()
             if line.strip() != "go":
-                raise SystemExit("bench.load: run.py went away before 'go'")
+                raise SystemExit("bench.load: the bench went away before 'go'")
             usage_before = resource.getrusage(resource.RUSAGE_SELF)
             window_started = now()
             recording = True

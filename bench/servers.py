@@ -1,4 +1,5 @@
-"""What the bench runs and measures: the bench database, server processes, and readings from /proc."""
+"""The processes the bench starts (servers, commands): each started in a group of its own, found by its port,
+and stopped on any exit."""
 
 from __future__ import annotations
 
@@ -7,142 +8,25 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import signal
 import sys
-import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.proc import listening_ports, memory_kib, process_tree
+
 REPO = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVING_LINE = re.compile(r"serving gRPC on (?:\[[^\]]*\]|[^\s:\"']+):(\d+)")
 
 # Every process the bench starts, so that an exit by any path (exception, Ctrl-C, SIGTERM) can kill it.
 _children: dict[int, str] = {}
-
-
-# -- /proc readings --
-
-
-def _stat_fields(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as f:
-        text = f.read()
-    # The command name (field 2) is in parentheses and may hold spaces: split after the last ')'.
-    return text[text.rindex(")") + 2 :].split()
-
-
-def cpu_seconds(pid: int, *, with_reaped_children: bool = False) -> float:
-    """User + system CPU time of a process (all its threads, live or exited)."""
-    f = _stat_fields(pid)
-    ticks = int(f[11]) + int(f[12])  # utime, stime (fields 14, 15)
-    if with_reaped_children:
-        ticks += int(f[13]) + int(f[14])  # cutime, cstime
-    return ticks / CLK_TCK
-
-
-def parent_of(pid: int) -> int:
-    return int(_stat_fields(pid)[1])
-
-
-def process_tree(root: int) -> list[int]:
-    """The process and its descendants, alive now."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                children.setdefault(parent_of(int(entry)), []).append(int(entry))
-            except (OSError, ValueError):
-                continue
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, ()))
-    return tree
-
-
-def set_affinity(root: int, cpus: Collection[int]) -> None:
-    """Lets every thread of the process tree at `root` run only on `cpus` (threads made later inherit it)."""
-    for pid in process_tree(root):
-        with contextlib.suppress(OSError):
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with contextlib.suppress(OSError):
-                    os.sched_setaffinity(int(tid), cpus)
-
-
-def tree_cpu_seconds(root: int, *, with_reaped_children: bool = False) -> float:
-    """CPU time of a process and its live descendants (and of its reaped ones, if asked)."""
-    return sum(tree_cpu_by_process(root, with_reaped_children=with_reaped_children).values())
-
-
-def tree_cpu_by_process(root: int, *, with_reaped_children: bool = False) -> dict[int, float]:
-    """CPU time of a process and of each of its live descendants (with the root's reaped ones, if asked)."""
-    times: dict[int, float] = {}
-    for pid in process_tree(root):
-        with contextlib.suppress(OSError):
-            times[pid] = cpu_seconds(pid, with_reaped_children=with_reaped_children and pid == root)
-    return times
-
-
-def memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of a process, in KiB."""
-    values: dict[str, int] = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0])
-    return values
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) CPU ticks of the whole machine, from /proc/stat."""
-    with open("/proc/stat") as f:
-        parts = [int(x) for x in f.readline().split()[1:]]
-    idle = parts[3] + parts[4]  # idle, iowait
-    total = sum(parts[:8])  # guest time is already counted in user
-    return total - idle, total
-
-
-def listening_ports(pids: Sequence[int]) -> set[int]:
-    """TCP ports the processes listen on (IPv4 and IPv6), from their socket inodes and /proc/net/tcp*."""
-    inodes: set[str] = set()
-    for pid in pids:
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if link.startswith("socket:["):
-                        inodes.add(link[8:-1])
-        except OSError:
-            continue
-    ports: set[int] = set()
-    if not inodes:
-        return ports
-    for table in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/{pids[0]}/net/{table}") as f:
-                next(f)
-                for line in f:
-                    cols = line.split()
-                    if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
-                        ports.add(int(cols[1].rsplit(":", 1)[1], 16))
-        except (OSError, IndexError, StopIteration):
-            continue
-    return ports
-
-
-# -- processes --
 
 
 def register(pid: int, name: str) -> None:
@@ -159,6 +43,15 @@ def kill_all_children() -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
         _children.pop(pid, None)
+
+
+async def reap(process: asyncio.subprocess.Process) -> None:
+    """SIGKILLs the process's group if the process still runs, waits for it, and forgets it."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+    unregister(process.pid)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -183,11 +76,7 @@ async def run_command(argv: Sequence[str], env: Mapping[str, str], within: float
     try:
         out, err = await asyncio.wait_for(process.communicate(), within)
     finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-        unregister(process.pid)
+        await reap(process)
     assert process.returncode is not None
     return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
@@ -254,6 +143,10 @@ class ServerProcess:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def memory(self) -> dict[str, int]:
+        """VmRSS and VmHWM (peak RSS) of the server process, in KiB (0 where /proc did not say)."""
+        return {"VmRSS": 0, "VmHWM": 0, **memory_kib(self.pid)}
 
     async def _read(self, stream: asyncio.StreamReader) -> None:
         while line := await stream.readline():
@@ -355,80 +248,3 @@ async def running(server: ServerProcess, within: float = 120) -> AsyncIterator[S
         yield await server.start(within)
     finally:
         await server.stop()
-
-
-# -- the database --
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-@dataclass
-class PostgresServer:
-    """The PostgreSQL server the bench creates its databases on."""
-
-    admin_url: str
-    embedded: bool
-    version: str = ""
-    postmaster_pid: int | None = None
-    """The postmaster, when it runs on this machine (its CPU time is then measured)."""
-
-    def cpu_seconds(self) -> float | None:
-        """CPU time of the postmaster and its backends, including backends that have exited."""
-        if self.postmaster_pid is None:
-            return None
-        try:
-            return tree_cpu_seconds(self.postmaster_pid, with_reaped_children=True)
-        except OSError:
-            return None
-
-
-@contextlib.asynccontextmanager
-async def postgres_server() -> AsyncIterator[PostgresServer]:
-    """AUTHSVC_BENCH_DATABASE_URL's server, else an embedded one (pgserver) in a temporary directory."""
-    url = os.environ.get("AUTHSVC_BENCH_DATABASE_URL")
-    embedded = None
-    if not url:
-        import warnings
-
-        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-        import pgserver
-
-        # Short path: the unix socket lives in the data dir.
-        pgdata = Path(tempfile.mkdtemp(prefix="authsvc-bench-pg-"))
-        embedded = await asyncio.to_thread(pgserver.get_server, pgdata, cleanup_mode="delete")
-        url = embedded.get_uri()
-    assert url is not None
-    try:
-        conn = await asyncpg.connect(url, timeout=30)
-        try:
-            server = PostgresServer(url, embedded is not None, str(await conn.fetchval("SHOW server_version")))
-            backend = await conn.fetchval("SELECT pg_backend_pid()")
-            with contextlib.suppress(OSError, ValueError):
-                server.postmaster_pid = parent_of(int(backend))  # a backend's parent is the postmaster
-        finally:
-            await conn.close()
-        yield server
-    finally:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.cleanup)
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(server: PostgresServer, label: str) -> AsyncIterator[str]:
-    """A new, empty database on the server, dropped afterwards (WITH (FORCE): every session is ended)."""
-    name = f"authsvc_bench_{label}_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(server.admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield with_database(server.admin_url, name)
-    finally:
-        admin = await asyncpg.connect(server.admin_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()

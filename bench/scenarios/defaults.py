@@ -4,7 +4,7 @@ A user runs the defaults: the event loop, the log level and the worker count the
 set. Each configuration gets a server of its own, started with no AUTHSVC_EVENT_LOOP, AUTHSVC_LOG_LEVEL or
 AUTHSVC_WORKERS beyond what the configuration names, its stdout (the JSON log, one access-log line per call at
 INFO) going to a file as a log collector would take it. VerifyToken of a repeated token is measured against
-Health/Check of the same server, in interleaved rounds (bench/run.py). What each server really ran with is then
+Health/Check of the same server, in interleaved rounds (bench/measure.py). What each server really ran with is then
 read from the server itself, not assumed: its worker processes and the event loop loaded in each (/proc), its
 log level from what its log holds, and whatever its start-up log says about either.
 """
@@ -25,8 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.report import Row
-from bench.servers import ServerProcess, clean_env, listening_ports, process_tree
+from bench.context import Bench, Row, Target, log
+from bench.database import fresh_database
+from bench.measure import measure_interleaved
+from bench.proc import listening_ports, process_tree
+from bench.scenarios.throughput import health_spec, repeated_tokens, verify_specs
+from bench.servers import ServerProcess, clean_env
+from bench.service import BENCH_KEK, create_app, migrate
 
 TARGET = 0.9
 """VerifyToken of a repeated token ÷ Health/Check of the same server, calls/s, with the defaults (the issue's)."""
@@ -251,6 +256,48 @@ async def servers(database_url: str, kek: str, log_dir: Path) -> AsyncIterator[l
     finally:
         for server in started:
             await server.stop()
+
+
+async def run(bench: Bench) -> list[Observed]:
+    """VerifyToken ÷ Health/Check of the same server, for every configuration, in interleaved rounds on a database
+    of their own; then what each server really ran with."""
+    async with fresh_database(bench.pg, "defaults") as url:
+        await migrate(url)
+        app = await create_app(url, "bench-defaults")
+        verify = verify_specs(app, repeated_tokens(bench, app), bench)["repeated"]
+        async with servers(url, BENCH_KEK, bench.tmp) as started:
+            pairs = list(zip(CONFIGS, started, strict=True))
+            await measure_interleaved(
+                bench,
+                [
+                    scenario
+                    for config, server in pairs
+                    for scenario in (
+                        (config.check_row(), server, spread(health_spec, bench.opts.generators)),
+                        (config.verify_row(), server, spread(verify, bench.opts.generators)),
+                    )
+                ],
+            )
+            workers = expected_workers()
+            observed = [await observe(config, server, workers) for config, server in pairs]
+    for o in observed:
+        log(f"({o.config.key}): {len(o.workers)} workers, event loop {o.event_loop}, log level {o.log_level}")
+    return observed
+
+
+def targets(bench: Bench) -> list[Target]:
+    """Each configuration's VerifyToken ÷ Health/Check target, the median of its ratios round by round."""
+    return [
+        bench.paired_target(
+            f"VerifyToken HS256 repeated calls/s ÷ Health/Check calls/s of the same server, {config.title}",
+            (f"{config.key}-b-rep", "calls_per_s"),
+            (f"{config.key}-a", "calls_per_s"),
+            TARGET,
+            True,
+            f"settings: {config.env_text}",
+        )
+        for config in CONFIGS
+    ]
 
 
 def section(

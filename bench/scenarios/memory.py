@@ -1,6 +1,6 @@
 """(m) Memory of a million revocations: loaded at start, followed live, pruned; beside the manifests' limits.
 
-    .venv/bin/python -m bench.memory [--revocations N]     (make bench runs it as scenario m)
+    .venv/bin/python -m bench.scenarios.memory [--revocations N]     (make bench runs it as scenario m)
 
 Three `authsvc serve` processes on one fresh database: a *writer* that takes the RevokeUser calls (1,000 users
 a call), a *follower* that only follows them (LISTEN/NOTIFY and the change log), and, once they are all made, a
@@ -22,8 +22,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as `python bench/memory.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as `python bench/scenarios/memory.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import asyncpg  # noqa: E402
 import grpc  # noqa: E402
@@ -31,17 +31,11 @@ from google.protobuf import timestamp_pb2  # noqa: E402
 
 from authsvc.v1 import auth_service_pb2 as pb  # noqa: E402
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc  # noqa: E402
+from bench.context import log  # noqa: E402
+from bench.database import PostgresServer, fresh_database, postgres_server  # noqa: E402
 from bench.load import mint_hs256  # noqa: E402
-from bench.run import AppCredentials, authsvc_cli, authsvc_server, create_app, log, migrate  # noqa: E402
-from bench.servers import (  # noqa: E402
-    REPO,
-    PostgresServer,
-    ServerProcess,
-    fresh_database,
-    kill_all_children,
-    memory_kib,
-    postgres_server,
-)
+from bench.servers import REPO, ServerProcess, kill_all_children  # noqa: E402
+from bench.service import AppCredentials, authsvc_cli, authsvc_server, create_app, migrate  # noqa: E402
 
 USERS_PER_CALL = 1000
 CALLS_IN_FLIGHT = 4
@@ -60,10 +54,6 @@ def manifest_limits() -> dict[str, str]:
 
 def _mib(kib: int) -> float:
     return kib / 1024
-
-
-def _rss(server: ServerProcess) -> dict[str, int]:
-    return memory_kib(server.pid)
 
 
 async def _revoke_all(target: str, app: AppCredentials, count: int, before: int) -> None:
@@ -115,7 +105,7 @@ async def _until(check: Any, what: str, within: float) -> float:
     return time.monotonic() - started
 
 
-async def measure(pg: PostgresServer, count: int) -> dict[str, Any]:
+async def run(pg: PostgresServer, count: int) -> dict[str, Any]:
     """Runs scenario (m) on a fresh database of `pg`; the figures, in KiB, by server and moment."""
     out: dict[str, Any] = {"count": count, "limits": manifest_limits(), "servers": {}}
     async with contextlib.AsyncExitStack() as stack, fresh_database(pg, "mem") as url:
@@ -128,7 +118,7 @@ async def measure(pg: PostgresServer, count: int) -> dict[str, Any]:
             stack.push_async_callback(server.stop)
             await server.start()
             servers[label] = server
-            out["servers"][label] = {"after_start": _rss(server)}
+            out["servers"][label] = {"after_start": server.memory()}
             return server
 
         writer, follower = await start("writer"), await start("follower")
@@ -145,11 +135,11 @@ async def measure(pg: PostgresServer, count: int) -> dict[str, Any]:
         await _until(follower_has_them, "the follower applying the revocations", 120)
         await asyncio.sleep(1)
         for label in ("writer", "follower"):
-            out["servers"][label]["after_revocations"] = _rss(servers[label])
+            out["servers"][label]["after_revocations"] = servers[label].memory()
         await start("loaded")
         log(
             f"(m) {count:,} revocations in {out['revoke_seconds']:.1f}s; RSS "
-            + ", ".join(f"{label} {_mib(_rss(s)['VmRSS']):.1f} MiB" for label, s in servers.items())
+            + ", ".join(f"{label} {_mib(s.memory()['VmRSS']):.1f} MiB" for label, s in servers.items())
         )
         code, _, err = await authsvc_cli(url, "apps", "update", app.api_key, "--max-token-lifetime", "1h")
         if code != 0:
@@ -169,7 +159,7 @@ async def measure(pg: PostgresServer, count: int) -> dict[str, Any]:
             await conn.close()
         await asyncio.sleep(1)
         for label, server in servers.items():
-            out["servers"][label]["after_prune"] = _rss(server)
+            out["servers"][label]["after_prune"] = server.memory()
         log(
             f"(m) pruned in {out['prune_seconds']:.0f}s; RSS "
             + ", ".join(
@@ -218,13 +208,13 @@ def section(m: dict[str, Any] | None) -> list[str]:
 
 async def _main(count: int) -> int:
     async with postgres_server() as pg:
-        result = await measure(pg, count)
+        result = await run(pg, count)
     print("\n".join(section(result)))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.scenarios.memory", description=__doc__.splitlines()[0])
     parser.add_argument("--revocations", type=int, default=1_000_000, help="revoked users (default 1000000)")
     args = parser.parse_args(argv)
     try:
