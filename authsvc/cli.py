@@ -13,16 +13,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from authsvc import apps, migrations, operators
+from authsvc import apps, operators
 from authsvc.audit import cli_actor
 from authsvc.clock import Micros, from_datetime, system_clock, to_datetime
 from authsvc.config import Settings, parse_duration, unknown_variables
-from authsvc.database import database_url
+from authsvc.database import apply_migrations, database_url, keyring_for, open_store
 from authsvc.errors import AuthsvcError, ConfigError, NotFound
 from authsvc.logs import configure_logging
 from authsvc.sealing import new_kek_text
-from authsvc.server import Interrupted, keyring_for, open_store, serve
-from authsvc.store import Store, create_pool
+from authsvc.server import Interrupted, serve
+from authsvc.store import Store
 from authsvc.tokens import App
 
 log = logging.getLogger("authsvc")
@@ -308,12 +308,7 @@ async def _apps_command(args: argparse.Namespace, store: Store, settings: Settin
 
 
 async def _migrate(url: str, settings: Settings) -> int:
-    pool = await create_pool(url, max_size=1, command_timeout=settings.database_timeout)
-    try:
-        async with pool.acquire() as conn:
-            applied = await migrations.apply(conn)
-    finally:
-        await pool.close()
+    applied = await apply_migrations(url, settings)
     print(f"applied {', '.join(applied)}" if applied else "database is up to date")
     return 0
 

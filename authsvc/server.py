@@ -18,16 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from authsvc import credentials, migrations, tls
+from authsvc import credentials, tls
 from authsvc.admin_servicer import AdminServicer
 from authsvc.clock import MICROS_PER_SECOND, Clock, system_clock
 from authsvc.config import Settings
-from authsvc.database import database_url
+from authsvc.database import database_url, keyring_for, open_store
 from authsvc.errors import AuthsvcError, ConfigError
 from authsvc.http import HttpServer, Routes, jwks_handler, metrics_handler
 from authsvc.interceptors import ObservingInterceptor
@@ -36,10 +35,10 @@ from authsvc.logs import CredentialCheck, configure_logging
 from authsvc.metrics import Metrics
 from authsvc.operators import hash_token
 from authsvc.reflection import enable_reflection
-from authsvc.sealing import Keyring, generated_keyring, keyring_from
+from authsvc.sealing import Keyring
 from authsvc.servicer import AuthServicer
 from authsvc.state import State
-from authsvc.store import Store, create_pool
+from authsvc.store import Store
 from authsvc.v1 import admin_service_pb2, admin_service_pb2_grpc, auth_service_pb2, auth_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -209,50 +208,6 @@ def connection_options(settings: Settings) -> list[tuple[str, int]]:
             ("grpc.max_connection_age_grace_ms", round(settings.max_connection_age_grace * 1000)),
         ]
     return options
-
-
-def keyring_for(settings: Settings, *, warn: bool = True) -> Keyring:
-    """The key-encryption keys from the settings; for the embedded database only, one kept in the data dir.
-
-    With an external database and no key configured, authsvc refuses to start: it would otherwise have to
-    keep secrets in plain text, or make a key that other replicas cannot know. Using the data dir's key is
-    warned about unless `warn` is false (the CLI), and always when the key is made.
-    """
-    keyring = keyring_from(settings.kek, settings.kek_file)
-    if keyring is not None:
-        return keyring
-    if settings.database_url:
-        raise ConfigError(
-            "no key-encryption key: set AUTHSVC_KEK or AUTHSVC_KEK_FILE (base64 of 32 random bytes; "
-            "'authsvc keys new-kek' prints one). API secrets and private keys are sealed with it."
-        )
-    keyring, created = generated_keyring(settings.data_dir)
-    log.log(
-        logging.WARNING if warn or created else logging.INFO,
-        "no key-encryption key configured: %s %s for the embedded database; set AUTHSVC_KEK_FILE in production",
-        "generated" if created else "using",
-        settings.data_dir / "kek",
-    )
-    return keyring
-
-
-async def open_store(url: str, settings: Settings, keyring: Keyring, *, migrate: bool) -> tuple[asyncpg.Pool, Store]:
-    """A pool on the database at `url` and the store over it. First the schema: brought up to date (`migrate`),
-    else checked (ConfigError when this release's migrations are not all applied)."""
-    pool = await create_pool(url, max_size=settings.database_pool_size, command_timeout=settings.database_timeout)
-    try:
-        async with pool.acquire() as conn:
-            if migrate:
-                await migrations.apply(conn)
-            else:
-                await migrations.require_applied(conn)
-        store = Store(pool, keyring, timeout=settings.database_timeout)
-        if sealed := await store.reseal(only_plain=True):
-            log.info("sealed %d keys carried over in plain text", sealed)
-    except BaseException:  # a signal during start-up cancels it too
-        pool.terminate()
-        raise
-    return pool, store
 
 
 def new_state(store: Store, url: str, settings: Settings) -> State:
