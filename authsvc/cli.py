@@ -21,9 +21,10 @@ from authsvc.database import apply_migrations, database_url, keyring_for, open_s
 from authsvc.errors import AuthsvcError, ConfigError, NotFound
 from authsvc.logs import configure_logging
 from authsvc.sealing import new_kek_text
-from authsvc.server import Interrupted, serve
+from authsvc.server import Interrupted
 from authsvc.store import Store
 from authsvc.tokens import App
+from authsvc.workers import serve
 
 log = logging.getLogger("authsvc")
 
