@@ -156,7 +156,7 @@ async def start_server(
         port = (
             server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
         )
-    except RuntimeError:  # grpc's "Failed to bind to address ..."; serve() checks the port first, in one line
+    except RuntimeError:  # grpc's "Failed to bind to address ..."; workers.serve checks the port first
         port = 0
     if port == 0:
         raise ConfigError(f"cannot listen for gRPC on {address}: the address is in use or not this host's")
