@@ -13,16 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from authsvc import apps, migrations, operators
+from authsvc import apps, operators
 from authsvc.audit import cli_actor
 from authsvc.clock import Micros, from_datetime, system_clock, to_datetime
 from authsvc.config import Settings, parse_duration, unknown_variables
-from authsvc.database import database_url
+from authsvc.database import apply_migrations, database_url, keyring_for, open_store
 from authsvc.errors import AuthsvcError, ConfigError, NotFound
 from authsvc.logs import configure_logging
 from authsvc.sealing import new_kek_text
-from authsvc.server import Interrupted, keyring_for, open_store, serve
-from authsvc.store import Store, create_pool
+from authsvc.store import Store
 from authsvc.tokens import App
 
 log = logging.getLogger("authsvc")
@@ -308,13 +307,21 @@ async def _apps_command(args: argparse.Namespace, store: Store, settings: Settin
 
 
 async def _migrate(url: str, settings: Settings) -> int:
-    pool = await create_pool(url, max_size=1, command_timeout=settings.database_timeout)
-    try:
-        async with pool.acquire() as conn:
-            applied = await migrations.apply(conn)
-    finally:
-        await pool.close()
+    applied = await apply_migrations(url, settings)
     print(f"applied {', '.join(applied)}" if applied else "database is up to date")
+    return 0
+
+
+def _serve(settings: Settings) -> int:
+    # Imported here: the other commands reach the database alone, without loading the server (a third of their
+    # start-up time).
+    from authsvc.server import Interrupted
+    from authsvc.workers import serve
+
+    try:
+        serve(settings)
+    except Interrupted as exc:  # a stop signal during start-up
+        return exc.exit_code
     return 0
 
 
@@ -343,8 +350,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         if unknown := unknown_variables():
             log.warning("%s", unknown)
         if args.command == "serve":
-            serve(settings)
-            return 0
+            return _serve(settings)
         with database_url(settings) as url:
             if args.command == "migrate":
                 return asyncio.run(_migrate(url, settings))
@@ -352,8 +358,6 @@ def run(argv: Sequence[str] | None = None) -> int:
     except AuthsvcError as exc:
         print(f"authsvc: {exc.message}", file=sys.stderr)
         return 1
-    except Interrupted as exc:  # a stop signal during start-up
-        return exc.exit_code
     except KeyboardInterrupt:
         return 130
 

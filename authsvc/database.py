@@ -1,4 +1,5 @@
-"""Which PostgreSQL authsvc talks to: the configured URL, or an embedded server in the data dir."""
+"""The database of a process: which PostgreSQL (the configured URL, or an embedded server in the data dir), why
+connecting failed, the key-encryption keys, the schema (migrated or checked) and the store opened over it."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
 
+from authsvc import migrations
 from authsvc.config import Settings
 from authsvc.errors import ConfigError
+from authsvc.sealing import Keyring, generated_keyring, keyring_from
+
+if TYPE_CHECKING:
+    from authsvc.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +107,61 @@ def database_url(settings: Settings) -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+def keyring_for(settings: Settings, *, warn: bool = True) -> Keyring:
+    """The key-encryption keys from the settings; for the embedded database only, one kept in the data dir.
+
+    With an external database and no key configured, authsvc refuses to start: it would otherwise have to
+    keep secrets in plain text, or make a key that other replicas cannot know. Using the data dir's key is
+    warned about unless `warn` is false (the CLI), and always when the key is made.
+    """
+    keyring = keyring_from(settings.kek, settings.kek_file)
+    if keyring is not None:
+        return keyring
+    if settings.database_url:
+        raise ConfigError(
+            "no key-encryption key: set AUTHSVC_KEK or AUTHSVC_KEK_FILE (base64 of 32 random bytes; "
+            "'authsvc keys new-kek' prints one). API secrets and private keys are sealed with it."
+        )
+    keyring, created = generated_keyring(settings.data_dir)
+    log.log(
+        logging.WARNING if warn or created else logging.INFO,
+        "no key-encryption key configured: %s %s for the embedded database; set AUTHSVC_KEK_FILE in production",
+        "generated" if created else "using",
+        settings.data_dir / "kek",
+    )
+    return keyring
+
+
+async def apply_migrations(url: str, settings: Settings) -> list[str]:
+    """Applies the migrations the database at `url` lacks; returns their versions (none: it was up to date)."""
+    from authsvc.store import create_pool  # here: authsvc.store imports this module (connect_error)
+
+    pool = await create_pool(url, max_size=1, command_timeout=settings.database_timeout)
+    try:
+        async with pool.acquire() as conn:
+            return await migrations.apply(conn)
+    finally:
+        await pool.close()
+
+
+async def open_store(url: str, settings: Settings, keyring: Keyring, *, migrate: bool) -> tuple[asyncpg.Pool, Store]:
+    """A pool on the database at `url` and the store over it. First the schema: brought up to date (`migrate`),
+    else checked (ConfigError when this release's migrations are not all applied)."""
+    from authsvc.store import Store, create_pool  # here: authsvc.store imports this module (connect_error)
+
+    pool = await create_pool(url, max_size=settings.database_pool_size, command_timeout=settings.database_timeout)
+    try:
+        async with pool.acquire() as conn:
+            if migrate:
+                await migrations.apply(conn)
+            else:
+                await migrations.require_applied(conn)
+        store = Store(pool, keyring, timeout=settings.database_timeout)
+        if sealed := await store.reseal(only_plain=True):
+            log.info("sealed %d keys carried over in plain text", sealed)
+    except BaseException:  # a signal during start-up cancels it too
+        pool.terminate()
+        raise
+    return pool, store

@@ -1,45 +1,37 @@
-"""Wiring: the gRPC server with AuthService, health and reflection, the HTTP port, and the `serve` lifecycle."""
+"""One serving process: the gRPC server with AuthService, AdminService, health and reflection, and the HTTP port;
+its readiness, its drain and its stop signals. authsvc.workers runs one of these, or several sharing the port."""
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import gc
 import logging
-import multiprocessing
-import os
 import signal
-import socket
-import sys
-import tempfile
-from collections.abc import Callable, Coroutine, Iterator, MutableSequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from authsvc import credentials, migrations, tls
+from authsvc import credentials, tls
 from authsvc.admin_servicer import AdminServicer
 from authsvc.clock import MICROS_PER_SECOND, Clock, system_clock
 from authsvc.config import Settings
-from authsvc.database import database_url
-from authsvc.errors import AuthsvcError, ConfigError
+from authsvc.database import open_store
+from authsvc.errors import ConfigError
 from authsvc.http import HttpServer, Routes, jwks_handler, metrics_handler
 from authsvc.interceptors import ObservingInterceptor
 from authsvc.lifecycle import Drain, disconnect
-from authsvc.logs import CredentialCheck, configure_logging
+from authsvc.logs import CredentialCheck
 from authsvc.metrics import Metrics
 from authsvc.operators import hash_token
 from authsvc.reflection import enable_reflection
-from authsvc.sealing import Keyring, generated_keyring, keyring_from
+from authsvc.sealing import Keyring
 from authsvc.servicer import AuthServicer
 from authsvc.state import State
-from authsvc.store import Store, create_pool
+from authsvc.store import Store
 from authsvc.v1 import admin_service_pb2, admin_service_pb2_grpc, auth_service_pb2, auth_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -164,7 +156,7 @@ async def start_server(
         port = (
             server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
         )
-    except RuntimeError:  # grpc's "Failed to bind to address ..."; serve() checks the port first, in one line
+    except RuntimeError:  # grpc's "Failed to bind to address ..."; workers.serve checks the port first
         port = 0
     if port == 0:
         raise ConfigError(f"cannot listen for gRPC on {address}: the address is in use or not this host's")
@@ -211,50 +203,6 @@ def connection_options(settings: Settings) -> list[tuple[str, int]]:
     return options
 
 
-def keyring_for(settings: Settings, *, warn: bool = True) -> Keyring:
-    """The key-encryption keys from the settings; for the embedded database only, one kept in the data dir.
-
-    With an external database and no key configured, authsvc refuses to start: it would otherwise have to
-    keep secrets in plain text, or make a key that other replicas cannot know. Using the data dir's key is
-    warned about unless `warn` is false (the CLI), and always when the key is made.
-    """
-    keyring = keyring_from(settings.kek, settings.kek_file)
-    if keyring is not None:
-        return keyring
-    if settings.database_url:
-        raise ConfigError(
-            "no key-encryption key: set AUTHSVC_KEK or AUTHSVC_KEK_FILE (base64 of 32 random bytes; "
-            "'authsvc keys new-kek' prints one). API secrets and private keys are sealed with it."
-        )
-    keyring, created = generated_keyring(settings.data_dir)
-    log.log(
-        logging.WARNING if warn or created else logging.INFO,
-        "no key-encryption key configured: %s %s for the embedded database; set AUTHSVC_KEK_FILE in production",
-        "generated" if created else "using",
-        settings.data_dir / "kek",
-    )
-    return keyring
-
-
-async def open_store(url: str, settings: Settings, keyring: Keyring, *, migrate: bool) -> tuple[asyncpg.Pool, Store]:
-    """A pool on the database at `url` and the store over it. First the schema: brought up to date (`migrate`),
-    else checked (ConfigError when this release's migrations are not all applied)."""
-    pool = await create_pool(url, max_size=settings.database_pool_size, command_timeout=settings.database_timeout)
-    try:
-        async with pool.acquire() as conn:
-            if migrate:
-                await migrations.apply(conn)
-            else:
-                await migrations.require_applied(conn)
-        store = Store(pool, keyring, timeout=settings.database_timeout)
-        if sealed := await store.reseal(only_plain=True):
-            log.info("sealed %d keys carried over in plain text", sealed)
-    except BaseException:  # a signal during start-up cancels it too
-        pool.terminate()
-        raise
-    return pool, store
-
-
 def new_state(store: Store, url: str, settings: Settings) -> State:
     """The in-memory verification state of this process, following the database at `url`."""
     return State(
@@ -281,7 +229,7 @@ class Interrupted(BaseException):
 
 class StopSignals:
     """The stop signals of a serving process. Until `serving()`, one cancels start-up (the task that called
-    `install()`; `_run` turns that into Interrupted); from then on it sets `stop`, and the drain begins."""
+    `install()`; `run_loop` turns that into Interrupted); from then on it sets `stop`, and the drain begins."""
 
     def __init__(
         self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM), on_serving: Callable[[], None] | None = None
@@ -319,7 +267,7 @@ class StopSignals:
             self.stop.set()
 
 
-def _run(main: Coroutine[Any, Any, None], signals: StopSignals) -> None:
+def run_loop(main: Coroutine[Any, Any, None], signals: StopSignals) -> None:
     """Runs `main` (which installs `signals`) in a new event loop; Interrupted when a signal cut its start-up."""
     try:
         asyncio.run(main)
@@ -333,16 +281,18 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
-def _interrupt_on_signals() -> None:
-    # Start-up outside an event loop (embedded PostgreSQL, spawning workers) stops where it is, through the
-    # `with` blocks that clean up; once a loop runs, StopSignals takes over.
+def interrupt_on_signals() -> None:
+    """Makes SIGINT and SIGTERM raise Interrupted: start-up outside an event loop (embedded PostgreSQL, spawning
+    workers) stops where it is, through the `with` blocks that clean up; once a loop runs, StopSignals takes over."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _raise_interrupted)
 
 
-async def _serve(
+async def serve_process(
     url: str, settings: Settings, keyring: Keyring, signals: StopSignals, worker: int = 0, workers: int = 1
 ) -> None:
+    """Serves on the database at `url` until `signals` say stop, then drains; run it with `run_loop`. `worker` of
+    `workers` is this process's place among the supervisor's (authsvc.workers), 0 of 1 when it serves alone."""
     # Installed first: a signal during start-up (bounded by the database timeouts) ends it at once.
     signals.install()
     stop = signals.stop
@@ -400,13 +350,6 @@ async def _serve(
     log.info("authsvc stopped")
 
 
-def worker_count(settings: Settings) -> int:
-    """How many server processes to run: the setting, or one per CPU core available to this process."""
-    if settings.workers:
-        return settings.workers
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def use_event_loop(settings: Settings) -> None:
     """Installs uvloop as the event loop policy when the settings ask for it (or, with auto, when installed)."""
     if settings.event_loop == "asyncio":
@@ -418,167 +361,3 @@ def use_event_loop(settings: Settings) -> None:
             raise ConfigError("AUTHSVC_EVENT_LOOP=uvloop, but uvloop is not installed") from None
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-def serve(settings: Settings) -> None:
-    """Runs the service until SIGINT or SIGTERM, with the embedded PostgreSQL when no URL is set.
-
-    What keeps it from starting raises AuthsvcError (one line for the user); a stop signal before it serves
-    raises Interrupted.
-    """
-    _interrupt_on_signals()
-    use_event_loop(settings)
-    tls.check(settings)  # wrong TLS files fail here, in one line, before a database or a worker starts
-    keyring = keyring_for(settings)  # here, once: the workers are handed it
-    workers = worker_count(settings)
-    with _claimed_ports(settings, workers), database_url(settings) as url:
-        if workers == 1:
-            signals = StopSignals()
-            _run(_serve(url, settings, keyring, signals), signals)
-        else:
-            _serve_workers(url, settings, keyring, workers)
-
-
-def port_lock_path(host: str, port: int) -> Path:
-    """The file a server locks for its life on host:port (in the temporary directory, writable in a container)."""
-    return Path(tempfile.gettempdir()) / f"authsvc-{host.strip('[]').replace('/', '_')}-{port}.lock"
-
-
-@contextmanager
-def _port_lock(host: str, port: int) -> Iterator[None]:
-    path = port_lock_path(host, port)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        # Another user's file: that user's server cannot share our port anyway (SO_REUSEPORT needs the same user).
-        log.debug("cannot open %s (%s): the port check alone guards %s:%d", path, exc.strerror, host, port)
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                f"cannot listen for gRPC on {host}:{port}: another authsvc server holds it ({path} is locked)"
-            ) from None
-        yield
-    finally:
-        os.close(fd)
-
-
-def _check_free(host: str, port: int, what: str) -> None:
-    """Raises ConfigError when a socket of another process listens on host:port, whether it shares or not."""
-    try:
-        addresses = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (socket.gaierror, UnicodeError) as exc:
-        reason = getattr(exc, "strerror", None) or exc
-        raise ConfigError(f"cannot listen for {what} on {host}:{port}: {reason}") from None
-    for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as probe:
-            # Not SO_REUSEPORT: then the bind fails while any socket listens there, sharing (SO_REUSEPORT) or
-            # not. SO_REUSEADDR: connections of a server that just stopped (TIME_WAIT) do not count.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                raise ConfigError(f"cannot listen for {what} on {host}:{port}: {exc.strerror}") from None
-
-
-@contextmanager
-def _claimed_ports(settings: Settings, workers: int) -> Iterator[None]:
-    """Refuses ports another process listens on, before anything starts: the gRPC port (the workers of this
-    server share it, no one else) and each worker's HTTP port. The gRPC port's lock file, held until the server
-    stops, keeps two servers starting at once from both passing the check."""
-    with ExitStack() as held:
-        if settings.port:
-            held.enter_context(_port_lock(settings.host, settings.port))
-            _check_free(settings.host, settings.port, "gRPC")
-        if settings.http_port:
-            last = settings.http_port + (workers - 1 if workers > 1 else 0)
-            if last > 65535:
-                raise ConfigError(f"AUTHSVC_HTTP_PORT + one port per worker goes past 65535 ({last})")
-            for http_port in range(settings.http_port, last + 1):
-                _check_free(settings.host, http_port, "HTTP")
-        yield
-
-
-def _worker_main(
-    url: str, settings: Settings, keyring: Keyring, worker: int, workers: int, serving: MutableSequence[int]
-) -> None:
-    configure_logging(settings.log_level, worker=worker + 1)
-    use_event_loop(settings)
-
-    def report_serving() -> None:
-        serving[worker] = 1
-
-    # SIGINT stays ignored (inherited): the supervisor turns a Ctrl-C into SIGTERM for every worker.
-    signals = StopSignals((signal.SIGTERM,), on_serving=report_serving)
-    try:
-        _run(_serve(url, settings, keyring, signals, worker, workers), signals)
-    except AuthsvcError as exc:
-        print(f"authsvc: {exc.message}", file=sys.stderr)
-        sys.exit(1)
-    except Interrupted as exc:
-        sys.exit(exc.exit_code)
-
-
-def _serve_workers(url: str, settings: Settings, keyring: Keyring, workers: int) -> None:
-    """Runs `workers` server processes on one port; stops them all on SIGINT/SIGTERM or when one dies."""
-    signals = StopSignals()
-    _run(_prepare_database(url, settings, keyring, signals), signals)
-    _interrupt_on_signals()  # the event loop's exit set the defaults back
-    if settings.port == 0:
-        # Every worker must bind the same port: reserve a free one (bound, never listening) for them.
-        reserved = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
-        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        reserved.bind((settings.host, 0))
-        settings = settings.with_overrides(port=reserved.getsockname()[1])
-    context = multiprocessing.get_context("spawn")
-    serving = context.RawArray("b", workers)  # worker i sets [i] once it serves
-    processes = [
-        context.Process(
-            target=_worker_main, args=(url, settings, keyring, i, workers, serving), name=f"authsvc-worker-{i + 1}"
-        )
-        for i in range(workers)
-    ]
-    received: list[int] = []
-
-    def stop_workers() -> None:
-        for process in processes:
-            if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
-
-    def stop(signum: int, frame: object) -> None:
-        if not received:
-            received.append(signum)
-        stop_workers()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the workers (see _worker_main)
-    for process in processes:
-        if not received:
-            process.start()
-    signal.signal(signal.SIGINT, stop)
-    if received:
-        stop_workers()  # one may have been starting when the signal came
-    log.info("authsvc running %d workers on %s:%d", workers, settings.host, settings.port)
-    failed = False
-    started = [process for process in processes if process.pid is not None]
-    while any(process.is_alive() for process in started):
-        for process in started:
-            process.join(timeout=0.2)
-            if not process.is_alive() and process.exitcode not in (0, None) and not (received or failed):
-                log.error("%s exited with %s; stopping the others", process.name, process.exitcode)
-                failed = True
-                stop_workers()
-    # A worker that SIGTERM reached before it could handle it ends with -SIGTERM: stopped as asked.
-    if failed or any(process.exitcode not in (0, -signal.SIGTERM) for process in started):
-        raise SystemExit(1)
-    if received and not all(serving):
-        raise Interrupted(received[0])
-
-
-async def _prepare_database(url: str, settings: Settings, keyring: Keyring, signals: StopSignals) -> None:
-    signals.install()
-    pool, _ = await open_store(url, settings, keyring, migrate=settings.migrate)
-    await pool.close()

@@ -25,7 +25,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authsvc import apps, migrations
 from authsvc.config import Settings
-from authsvc.server import LIVENESS, READINESS, new_state, open_store, start_server
+from authsvc.database import open_store
+from authsvc.server import LIVENESS, READINESS, new_state, start_server
 from authsvc.state import State
 from authsvc.store import Store, create_pool
 from authsvc.v1 import admin_service_pb2 as admin_pb

@@ -22,11 +22,12 @@ import pytest
 
 from authsvc import migrations
 from authsvc.config import Settings
-from authsvc.server import port_lock_path, start_server
+from authsvc.server import start_server
 from authsvc.state import State
 from authsvc.store import Store
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
+from authsvc.workers import port_lock_path
 from tests.conftest import NewApp
 from tests.processes import AUTHSVC, Served, authsvc, clean_env, serve
 from tests.support import FakeClock, backend
