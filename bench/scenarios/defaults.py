@@ -237,7 +237,7 @@ async def observe(config: Config, server: ServerProcess, expected_workers: int) 
 
 
 def expected_workers() -> int:
-    """The server's default worker count here (authsvc.server.worker_count with AUTHSVC_WORKERS unset): the
+    """The server's default worker count here (authsvc.workers.worker_count with AUTHSVC_WORKERS unset): the
     server inherits this process's CPU affinity."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
