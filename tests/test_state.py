@@ -1,4 +1,4 @@
-"""The in-memory verification state: compact revocations, propagation, read-your-writes, outages, pruning.
+"""The in-memory verification state: propagation, read-your-writes, outages, pruning.
 
 No test here is timed: waits are bounded polls for an event, and staleness runs on an injected clock.
 """
@@ -6,7 +6,6 @@ No test here is timed: waits are bounded polls for an event, and staleness runs 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +20,7 @@ from authsvc.audit import Actor
 from authsvc.clock import MICROS_PER_SECOND as S
 from authsvc.config import Settings
 from authsvc.server import RunningServer, start_server
-from authsvc.state import RevocationSet, State
+from authsvc.state import State
 from authsvc.store import Store, create_pool
 from authsvc.tokens import App, user_hash
 from authsvc.v1 import auth_service_pb2 as pb
@@ -51,29 +50,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 15
     async with asyncio.timeout(within):
         while not await check():  # noqa: ASYNC110 - the condition lives in another process
             await asyncio.sleep(0.02)
-
-
-def test_revocation_set_matches_a_dict_under_random_changes() -> None:
-    rng = random.Random(7)
-    model: dict[int, int] = {}
-    keys = sorted({rng.randrange(-(2**63), 2**63) for _ in range(3000)})
-    revocations = RevocationSet(keys, [k % 1000 for k in keys])
-    model.update({k: k % 1000 for k in keys})
-    pool = keys + [rng.randrange(-(2**63), 2**63) for _ in range(3000)]
-    for step in range(20000):
-        key = rng.choice(pool)
-        if rng.random() < 0.3:
-            revocations.remove(key)
-            model.pop(key, None)
-        else:
-            revocations.set(key, step)
-            model[key] = step
-        if step % 997 == 0:
-            probe = rng.sample(pool, 200)
-            assert [revocations.get(k) for k in probe] == [model.get(k) for k in probe]
-    assert len(revocations) == len(model)
-    assert all(revocations.get(k) == v for k, v in model.items())
-    assert revocations.nbytes() == 16 * len(model)
 
 
 async def test_app_made_elsewhere_is_found_at_once(stub: AuthServiceAsyncStub, store: Store) -> None:
@@ -272,34 +248,3 @@ async def test_user_hash_in_postgresql_matches_the_process(store: Store) -> None
     async with store._pool.acquire() as conn:  # noqa: SLF001
         rows = await conn.fetch("SELECT user_id, user_hash FROM user_revocations WHERE app_id = $1", app.id)
     assert {row["user_id"]: row["user_hash"] for row in rows} == {u: user_hash(u) for u in ids}
-
-
-def test_remembered_answers_by_user_follow_every_change() -> None:
-    rng = random.Random(11)
-    users = [f"user-{i}" for i in range(300)]
-    model: dict[str, int] = {u: i for i, u in enumerate(users[:100])}
-    revocations = RevocationSet()
-    for user, at in model.items():
-        revocations.set(user_hash(user), at)
-    for step in range(5000):
-        user = rng.choice(users)
-        # Asked first (so the answer is remembered), then changed, then asked again.
-        assert revocations.get_user(user) == model.get(user)
-        if rng.random() < 0.3:
-            revocations.remove(user_hash(user))
-            model.pop(user, None)
-        elif rng.random() < 0.5:
-            revocations.set(user_hash(user), 1000 + step)
-            model[user] = 1000 + step
-        assert revocations.get_user(user) == model.get(user)
-        other = rng.choice(users)  # a change to one user must not leave another's answer stale either
-        assert revocations.get_user(other) == model.get(other)
-    # More users than it remembers: it forgets, and still answers right.
-    many = [f"u{i}" for i in range(10_000)]
-    assert all(revocations.get_user(u) is None for u in many)
-    assert all(revocations.get_user(u) == model.get(u) for u in users)
-
-
-def test_revocation_set_sorts_unsorted_input() -> None:
-    revocations = RevocationSet([5, -3, 9], [50, -30, 90])
-    assert [revocations.get(k) for k in (9, 5, -3, 4)] == [90, 50, -30, None]
