@@ -1,13 +1,14 @@
 """The in-memory verification state of one process: apps, keys, settings and revocations.
 
 VerifyToken reads only this. Every change is written to PostgreSQL with a version (see store.py); this module
-keeps the process's copy current:
+keeps the process's copy current, reading through the store and doing no I/O of its own:
 
 - at start, a full snapshot;
-- on `NOTIFY authsvc_state`, the changes logged since the local version, applied in version order;
+- on a notification (Store.listen), the changes logged since the local version, applied in version order;
 - after a write of this process, the same catch-up before the RPC answers (read-your-writes);
 - every `check_interval`, a version check that catches up whatever a lost notification missed;
-- a gap in the change log (pruned history) or a lost listener falls back to a full reload.
+- a lost listener connection is opened again at once (with backoff while the database is away), then catches up;
+- a gap in the change log (pruned history) falls back to a full reload.
 
 The state is fresh as of the last successful contact with the database. Past `max_staleness` without one,
 `check_fresh` raises Unavailable: verification fails closed rather than trusting revocations it may have missed.
@@ -23,12 +24,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import asyncpg
-
 from authsvc.clock import Micros
 from authsvc.errors import AuthsvcError, Unavailable
 from authsvc.revocations import RevocationSet
-from authsvc.store import CHANNEL, Change, Snapshot, Store, unreachable
+from authsvc.store import Change, Snapshot, Store
 from authsvc.tokens import App
 
 log = logging.getLogger(__name__)
@@ -91,7 +90,6 @@ class State:
         self.version = 0
         self._fresh_at = -float("inf")
         self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_prune = monotonic()
         self._applied_since_trim = 0
@@ -233,39 +231,26 @@ class State:
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                if isinstance(exc, AuthsvcError) or unreachable(exc):
-                    log.warning("cannot follow state changes (%s); retrying in %.1fs", type(exc).__name__, backoff)
-                else:  # a bug, logged in full; following goes on (a stopped follower would fail every call closed)
-                    log.exception("unexpected error following state changes; retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except AuthsvcError as exc:
+                log.warning("cannot follow state changes (%s); retrying in %.1fs", exc, backoff)
+            except Exception:
+                # A bug, logged in full; following goes on (a stopped follower would fail every call closed).
+                log.exception("unexpected error following state changes; retrying in %.1fs", backoff)
+            else:
+                continue
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
     async def _follow_connection(self) -> None:
-        """LISTENs on one connection and catches up on every wake-up or check, until the connection is lost."""
-        lost = asyncio.Event()
-        timeout = self._store.timeout
-        conn = await asyncpg.connect(self._dsn, timeout=timeout, command_timeout=timeout)
-        try:
-            await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
-            conn.add_termination_listener(lambda _: lost.set())
+        """Catches up on every notification and every check, until the listener's connection is lost."""
+        async with self._store.listen(self._dsn) as listener:
             await self.catch_up()  # whatever happened while no one listened
-            while not lost.is_set():
-                try:
-                    # Not wait_for: on 3.11 it can swallow a cancellation that lands with its result
-                    # (CPython gh-86296), and stop() would then wait forever.
-                    async with asyncio.timeout(self._check_interval):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
-                self._wake.clear()
+            while not listener.lost:
+                await listener.wait(self._check_interval)
                 await self.catch_up()
                 if self._monotonic() - self._last_prune >= self._prune_interval:
                     self._last_prune = self._monotonic()
                     await self.prune()
-        finally:
-            if not conn.is_closed():
-                conn.terminate()
 
     async def prune(self) -> None:
         """Deletes user revocations no live token can predate, and old change-log rows."""

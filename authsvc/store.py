@@ -72,7 +72,7 @@ _UPDATABLE = frozenset(
 )
 
 CHANNEL = "authsvc_state"
-"""NOTIFY channel announcing a new state version (authsvc.state listens)."""
+"""NOTIFY channel announcing a new state version (Store.listen)."""
 
 _MICROS = "(extract(epoch from {0}) * 1000000)::bigint"
 
@@ -107,6 +107,40 @@ class Snapshot:
     apps: list[App]
     revocations: dict[int, tuple[array[int], array[int]]]
     """Per app id: user hashes (sorted) and their revocation times, in microseconds, as int64 arrays."""
+
+
+class Listener:
+    """Notifications of new state versions on one connection (Store.listen), and whether it was lost."""
+
+    def __init__(self) -> None:
+        self._notified = asyncio.Event()
+        self._lost = False
+
+    @property
+    def lost(self) -> bool:
+        """True once the connection is gone: no notification arrives any more."""
+        return self._lost
+
+    async def wait(self, at_most: float) -> None:
+        """Returns at a notification (or one that came since the last wait), at the connection's loss, or after
+        `at_most` seconds, whichever comes first."""
+        try:
+            # Not wait_for: on 3.11 it can swallow a cancellation that lands with its result (CPython
+            # gh-86296), and stopping the follower would then wait forever.
+            async with asyncio.timeout(at_most):
+                await self._notified.wait()
+        except TimeoutError:
+            pass
+        self._notified.clear()
+
+    def notify(self) -> None:
+        """A new state version was announced."""
+        self._notified.set()
+
+    def lose(self) -> None:
+        """The connection is gone."""
+        self._lost = True
+        self._notified.set()  # wakes a waiter at once, to reconnect
 
 
 async def create_pool(dsn: str, *, max_size: int = 10, command_timeout: float = 5.0) -> asyncpg.Pool:
@@ -581,6 +615,30 @@ class Store:
             )
             for row in rows
         ]
+
+    @asynccontextmanager
+    async def listen(self, dsn: str) -> AsyncIterator[Listener]:
+        """Announcements of new state versions, on a connection of its own (outside the pool: LISTEN holds it
+        for good). Raises Unavailable when the database cannot be reached; the connection ends on leaving."""
+        listener = Listener()
+        try:
+            conn = await asyncpg.connect(dsn, timeout=self.timeout, command_timeout=self.timeout)
+        except Exception as exc:
+            if not unreachable(exc) and not isinstance(exc, asyncpg.PostgresError):
+                raise
+            raise Unavailable(connect_error(dsn, exc)) from exc
+        try:
+            conn.add_termination_listener(lambda _: listener.lose())
+            try:
+                await conn.add_listener(CHANNEL, lambda *_: listener.notify())
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                raise Unavailable("the database is unavailable; retry later with backoff") from exc
+            yield listener
+        finally:
+            if not conn.is_closed():
+                conn.terminate()
 
     async def prune_revocations(self, leeway: Micros, batch: int = 10_000) -> int | None:
         """Deletes up to `batch` user revocations older than their app's maximum token lifetime (plus leeway).

@@ -186,6 +186,58 @@ async def test_verify_token_issues_no_query(
         await pool.close()
 
 
+@pytest.fixture
+async def own_store(fresh_database: str) -> AsyncIterator[Store]:
+    """A store on a migrated database of this test's own: no other State follows or prunes it."""
+    pool = await create_pool(fresh_database)
+    try:
+        async with pool.acquire() as conn:
+            await migrations.apply(conn)
+        yield Store(pool, TEST_KEYRING)
+    finally:
+        await pool.close()
+
+
+async def _listeners(store: Store) -> set[int]:
+    """The server processes of the connections LISTENing on this database."""
+    async with store._pool.acquire() as conn:  # noqa: SLF001 - the test inspects the server's sessions
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+        )
+    return {row["pid"] for row in rows}
+
+
+async def test_a_lost_listener_connection_is_reopened_at_once(own_store: Store, fresh_database: str) -> None:
+    store = own_store
+    app = await apps.create_app(store, "listened-again")
+    # Periodic checks off (1h): only a listener brings changes over, and nothing but its loss wakes a follower.
+    follower = State(store, fresh_database, check_interval=3600, max_staleness=3600)
+    await follower.start()
+    try:
+        first: set[int] = set()
+
+        async def listening() -> bool:
+            first.update(await _listeners(store))
+            return bool(first)
+
+        await eventually(listening)
+        async with store._pool.acquire() as conn:  # noqa: SLF001
+            await conn.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", list(first))
+
+        async def listening_again() -> bool:
+            return bool(await _listeners(store) - first)
+
+        await eventually(listening_again)
+        await store.revoke_users(app.id, ["alice"], await _db_now(store), actor=TEST_ACTOR)
+
+        async def revoked_there() -> bool:
+            return follower.user_revoked_before(app.id, "alice") is not None
+
+        await eventually(revoked_there)
+    finally:
+        await follower.stop()
+
+
 async def test_old_revocations_are_pruned(store: Store, state: State, pool: asyncpg.Pool) -> None:
     app = await apps.create_app(store, "short-lived", max_token_lifetime_seconds=3600)
     # Revoked two hours ago (beyond the 1 h lifetime) and just now.
