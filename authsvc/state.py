@@ -252,13 +252,17 @@ class State:
                     self._last_prune = self._monotonic()
                     await self.prune()
 
-    async def prune(self) -> None:
-        """Deletes user revocations no live token can predate, and old change-log rows."""
+    async def prune(self) -> bool:
+        """A pruning pass (Store.prune), applying each batch, and whatever else changed meanwhile, before the
+        next; False when another process was running one, so this one did nothing."""
         pruned = False
-        while (version := await self._store.prune_revocations(self._leeway)) is not None:
-            # Between batches, so that this process applies other processes' changes meanwhile too.
+
+        async def apply(version: int) -> None:
+            nonlocal pruned
             await self.catch_up(version)
             pruned = True
+
+        ran = await self._store.prune(self._dsn, self._leeway, apply)
         if pruned:
             release_free_memory()
-        await self._store.prune_change_log()
+        return ran

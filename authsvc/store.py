@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from array import array
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +75,12 @@ CHANNEL = "authsvc_state"
 """NOTIFY channel announcing a new state version (Store.listen)."""
 
 _MICROS = "(extract(epoch from {0}) * 1000000)::bigint"
+
+PRUNING_LOCK_KEY = int.from_bytes(b"authprun")
+"""The advisory lock of a pruning pass: one process prunes at a time, over every replica."""
+# Change-log rows pruned once both this old and this far behind; a process that far behind reloads.
+_CHANGE_LOG_KEEP_SECONDS = 3600.0
+_CHANGE_LOG_KEEP_VERSIONS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,15 +265,17 @@ class Store:
         """Seconds one database operation may take, all of it: AUTHSVC_DATABASE_TIMEOUT."""
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection for one operation. The operation as a whole (acquiring the connection, every
-        query, the commit) gets one deadline, `timeout`; past it, or when the database is lost, it raises
-        Unavailable. This is the one place where database errors become authsvc errors."""
+    async def _connection(self, held: asyncpg.Connection | None = None) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for one operation: a pooled one, or `held` (a dedicated one the caller keeps). The
+        operation as a whole (acquiring the connection, every query, the commit) gets one deadline, `timeout`;
+        past it, or when the database is lost, it raises Unavailable. This is the one place where database
+        errors become authsvc errors."""
         deadline = asyncio.get_running_loop().time() + self.timeout
-        conn: asyncpg.Connection | None = None
+        conn = held
         try:
             async with asyncio.timeout_at(deadline):
-                conn = await self._pool.acquire()
+                if conn is None:
+                    conn = await self._pool.acquire()
                 yield conn
         except Exception as exc:
             if not unreachable(exc):
@@ -285,8 +293,24 @@ class Store:
             log.warning("a database operation failed: %s: %s", type(exc).__name__, exc)
             raise Unavailable("the database is unavailable; retry later with backoff") from exc
         finally:
-            if conn is not None:
+            if conn is not None and held is None:
                 await self._release(conn, deadline)
+
+    @asynccontextmanager
+    async def _dedicated(self, dsn: str) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of its own, outside the pool, for what lives as long as a session (LISTEN, a session
+        lock); ended on leaving, which ends that too. Raises Unavailable when the database cannot be reached."""
+        try:
+            conn = await asyncpg.connect(dsn, timeout=self.timeout, command_timeout=self.timeout)
+        except Exception as exc:
+            if not unreachable(exc) and not isinstance(exc, asyncpg.PostgresError):
+                raise
+            raise Unavailable(connect_error(dsn, exc)) from exc
+        try:
+            yield conn
+        finally:
+            if not conn.is_closed():
+                conn.terminate()
 
     async def _release(self, conn: asyncpg.Connection, deadline: float) -> None:
         # The operation's outcome is settled by now: a failure to reset the connection only drops it (asyncpg
@@ -618,38 +642,49 @@ class Store:
 
     @asynccontextmanager
     async def listen(self, dsn: str) -> AsyncIterator[Listener]:
-        """Announcements of new state versions, on a connection of its own (outside the pool: LISTEN holds it
-        for good). Raises Unavailable when the database cannot be reached; the connection ends on leaving."""
+        """Announcements of new state versions, on a dedicated connection (LISTEN holds it for good, so not a
+        pooled one). Raises Unavailable when the database cannot be reached."""
         listener = Listener()
-        try:
-            conn = await asyncpg.connect(dsn, timeout=self.timeout, command_timeout=self.timeout)
-        except Exception as exc:
-            if not unreachable(exc) and not isinstance(exc, asyncpg.PostgresError):
-                raise
-            raise Unavailable(connect_error(dsn, exc)) from exc
-        try:
+        async with self._dedicated(dsn) as conn:
             conn.add_termination_listener(lambda _: listener.lose())
-            try:
+            async with self._connection(conn):
                 await conn.add_listener(CHANNEL, lambda *_: listener.notify())
-            except Exception as exc:
-                if not unreachable(exc):
-                    raise
-                raise Unavailable("the database is unavailable; retry later with backoff") from exc
             yield listener
-        finally:
-            if not conn.is_closed():
-                conn.terminate()
 
-    async def prune_revocations(self, leeway: Micros, batch: int = 10_000) -> int | None:
-        """Deletes up to `batch` user revocations older than their app's maximum token lifetime (plus leeway).
+    async def prune(
+        self, dsn: str, leeway: Micros, applied: Callable[[int], Awaitable[None]], *, batch: int = 10_000
+    ) -> bool:
+        """One pruning pass, unless another process (of any replica) is running one: then returns False at once.
 
-        No live token can predate them: such a token would have expired. Called until it returns None, it
-        prunes them all, a batch a change: a million of them never sit in memory at once, here or in the
-        processes that follow the change, and each batch fits the database timeout. Returns the state version
-        of the change logged, or None when nothing was left to prune.
+        Deletes the user revocations no live token can predate (older than their app's maximum token lifetime
+        plus `leeway`: such a token would have expired), `batch` at a time, each batch a logged change whose
+        version is handed to `applied` before the next batch; then change-log rows old and far behind. A million
+        revocations never sit in memory at once, here or in the processes that follow, and each batch fits the
+        database timeout. Returns True.
         """
-        async with self._connection() as conn, conn.transaction():
-            # SKIP LOCKED: processes pruning at once take disjoint batches, and each row is returned once.
+        async with self._dedicated(dsn) as conn:
+            async with self._connection(conn):
+                # A session lock, on a connection of the pass's own: a process that dies mid-pass lets go of it
+                # with its connection, and the pool (which even a pool of one shares with `applied`) stays free.
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", PRUNING_LOCK_KEY):
+                    return False
+            while (version := await self._prune_batch(conn, leeway, batch)) is not None:
+                await applied(version)
+            async with self._connection(conn):
+                await conn.execute(
+                    "DELETE FROM state_changes WHERE created_at < now() - make_interval(secs => $1::float8)"
+                    " AND version < (SELECT version FROM state_version) - $2",
+                    _CHANGE_LOG_KEEP_SECONDS,
+                    _CHANGE_LOG_KEEP_VERSIONS,
+                )
+        return True
+
+    async def _prune_batch(self, conn: asyncpg.Connection, leeway: Micros, batch: int) -> int | None:
+        """Deletes up to `batch` prunable user revocations as one logged change; its version, or None when none
+        was left."""
+        async with self._connection(conn), conn.transaction():
+            # SKIP LOCKED: a pruner that holds no lock (a release before the lock, during a rolling update) takes
+            # other rows, so each row is still deleted and logged once.
             rows = await conn.fetch(
                 "DELETE FROM user_revocations WHERE (app_id, user_id) IN ("
                 " SELECT r.app_id, r.user_id FROM user_revocations r JOIN apps a ON a.id = r.app_id"
@@ -703,17 +738,6 @@ class Store:
             )
             for row in rows
         ]
-
-    async def prune_change_log(self, keep_seconds: float = 3600.0, keep_versions: int = 10_000) -> int:
-        """Deletes change-log rows that are both old and far behind; a process that far behind reloads."""
-        async with self._connection() as conn:
-            result: str = await conn.execute(
-                "DELETE FROM state_changes WHERE created_at < now() - make_interval(secs => $1::float8)"
-                " AND version < (SELECT version FROM state_version) - $2",
-                keep_seconds,
-                keep_versions,
-            )
-        return int(result.split()[-1])
 
 
 def _required(value: Any) -> Micros:

@@ -238,53 +238,99 @@ async def test_a_lost_listener_connection_is_reopened_at_once(own_store: Store, 
         await follower.stop()
 
 
-async def test_old_revocations_are_pruned(store: Store, state: State, pool: asyncpg.Pool) -> None:
+async def test_old_revocations_are_pruned(own_store: Store, fresh_database: str) -> None:
+    store = own_store
     app = await apps.create_app(store, "short-lived", max_token_lifetime_seconds=3600)
     # Revoked two hours ago (beyond the 1 h lifetime) and just now.
-    async with asyncio.timeout(10):
-        _, old_version = await store.revoke_users(app.id, ["old"], await _db_now(store) - 7200 * S, actor=TEST_ACTOR)
-        _, new_version = await store.revoke_users(app.id, ["new"], await _db_now(store), actor=TEST_ACTOR)
-    await state.catch_up(new_version)
+    _, old_version = await store.revoke_users(app.id, ["old"], await _db_now(store) - 7200 * S, actor=TEST_ACTOR)
+    _, new_version = await store.revoke_users(app.id, ["new"], await _db_now(store), actor=TEST_ACTOR)
+    state = State(store, fresh_database, check_interval=3600, max_staleness=3600)
+    await state.load()
     assert state.user_revoked_before(app.id, "old") is not None
-    await state.prune()
+    assert await state.prune()
     assert state.user_revoked_before(app.id, "old") is None
     assert state.user_revoked_before(app.id, "new") is not None
-    assert await stored_revocation(pool, app.id, "old") is None
-    assert await stored_revocation(pool, app.id, "new") is not None
+    assert await stored_revocation(store._pool, app.id, "old") is None  # noqa: SLF001
+    assert await stored_revocation(store._pool, app.id, "new") is not None  # noqa: SLF001
     assert old_version < new_version
 
 
-async def test_pruning_goes_in_batches_that_every_process_applies(fresh_database: str) -> None:
-    pool = await create_pool(fresh_database)
+async def test_pruning_goes_in_batches_that_every_process_applies(own_store: Store, fresh_database: str) -> None:
+    store = own_store
+    app = await apps.create_app(store, "pruned-in-batches", max_token_lifetime_seconds=3600)
+    old = [f"old-{i}" for i in range(5)]
+    _, first = await store.revoke_users(app.id, old, await _db_now(store) - 7200 * S, actor=TEST_ACTOR)
+    follower = State(store, fresh_database, check_interval=3600, max_staleness=3600)
+    await follower.load()
+    # More changes than one read of the change log takes: the follower catches up in steps, and all of them.
+    recent = [f"new-{i}" for i in range(state_module._CHANGES_PER_READ + 20)]  # noqa: SLF001
+    for user in recent:
+        await store.revoke_users(app.id, [user], await _db_now(store), actor=TEST_ACTOR)
+    await follower.catch_up()
+    assert all(follower.user_revoked_before(app.id, u) is not None for u in old + recent)
+    # A pruning of five revocations, two at a time: three changes, each as small as its batch.
+    versions: list[int] = []
+
+    async def applied(version: int) -> None:
+        versions.append(version)
+
+    assert await store.prune(fresh_database, 0, applied, batch=2)
+    pruned = [c for c in await store.changes_since(first, limit=1000) if c.kind == "clear"]
+    assert [len(c.user_hashes) for c in pruned] == [2, 2, 1]
+    assert sorted(h for c in pruned for h in c.user_hashes) == sorted(user_hash(u) for u in old)
+    assert versions == [c.version for c in pruned]
+    await follower.catch_up()
+    assert [follower.user_revoked_before(app.id, u) for u in old] == [None] * 5
+    assert all(follower.user_revoked_before(app.id, u) is not None for u in recent)
+    assert await store.prune(fresh_database, 0, applied, batch=2)
+    assert len(versions) == 3, "nothing left to prune: no change logged"
+
+
+async def test_one_process_prunes_at_a_time(own_store: Store, fresh_database: str) -> None:
+    store = own_store
+    app = await apps.create_app(store, "pruned-once", max_token_lifetime_seconds=3600)
+    old = [f"old-{i}" for i in range(5)]
+    _, first = await store.revoke_users(app.id, old, await _db_now(store) - 7200 * S, actor=TEST_ACTOR)
+    one, other = (State(store, fresh_database, check_interval=3600, max_staleness=3600) for _ in range(2))
+    await one.load()
+    await other.load()
+    # The first process's pass stops between its batches, until the test lets it go on.
+    between_batches, go_on = asyncio.Event(), asyncio.Event()
+
+    async def applied(version: int) -> None:
+        await one.catch_up(version)
+        between_batches.set()
+        await go_on.wait()
+
+    first_pass = asyncio.create_task(store.prune(fresh_database, 0, applied, batch=2))
     try:
-        async with pool.acquire() as conn:
-            await migrations.apply(conn)
-        store = Store(pool, TEST_KEYRING)
-        app = await apps.create_app(store, "pruned-in-batches", max_token_lifetime_seconds=3600)
-        old = [f"old-{i}" for i in range(5)]
-        _, first = await store.revoke_users(app.id, old, await _db_now(store) - 7200 * S, actor=TEST_ACTOR)
-        follower = State(store, fresh_database, check_interval=3600, max_staleness=3600)
-        await follower.load()
-        # More changes than one read of the change log takes: the follower catches up in steps, and all of them.
-        recent = [f"new-{i}" for i in range(state_module._CHANGES_PER_READ + 20)]  # noqa: SLF001
-        for user in recent:
-            await store.revoke_users(app.id, [user], await _db_now(store), actor=TEST_ACTOR)
-        await follower.catch_up()
-        assert all(follower.user_revoked_before(app.id, u) is not None for u in old + recent)
-        # A pruning of five revocations, two at a time: three changes, each as small as its batch.
-        versions = []
-        while (version := await store.prune_revocations(0, batch=2)) is not None:
-            versions.append(version)
-        pruned = [c for c in await store.changes_since(first, limit=1000) if c.kind == "clear"]
-        assert [len(c.user_hashes) for c in pruned] == [2, 2, 1]
-        assert sorted(h for c in pruned for h in c.user_hashes) == sorted(user_hash(u) for u in old)
-        assert versions == [c.version for c in pruned]
-        await follower.catch_up()
-        assert [follower.user_revoked_before(app.id, u) for u in old] == [None] * 5
-        assert all(follower.user_revoked_before(app.id, u) is not None for u in recent)
-        assert await store.prune_revocations(0, batch=2) is None
+        async with asyncio.timeout(15):
+            await between_batches.wait()
+            # Meanwhile the other process's own pass (every minute in production) finds it running, and skips.
+            ran = await other.prune()
+            assert await _pruning_events(store, app.api_key) == [2], "the other process pruned too"
+            assert not ran
+            go_on.set()
+            assert await first_pass
     finally:
-        await pool.close()
+        go_on.set()
+        first_pass.cancel()
+    # Every revocation was pruned once, by the one pass, in its three batches; both processes dropped them.
+    assert await _pruning_events(store, app.api_key) == [2, 2, 1]
+    pruned = [c for c in await store.changes_since(first, limit=1000) if c.kind == "clear"]
+    assert [len(c.user_hashes) for c in pruned] == [2, 2, 1]
+    await other.catch_up()
+    for state in (one, other):
+        assert [state.user_revoked_before(app.id, u) for u in old] == [None] * 5
+    # Once the pass is over, the next one of any process runs (and finds nothing left).
+    assert await other.prune()
+    assert await _pruning_events(store, app.api_key) == [2, 2, 1]
+
+
+async def _pruning_events(store: Store, api_key: str) -> list[int]:
+    """The users of each recorded pruning of the app, oldest first."""
+    events = await store.audit_events(api_key=api_key, action="revocations.pruned")
+    return [event.details["users"] for event in reversed(events)]
 
 
 async def _db_now(store: Store) -> int:
