@@ -83,10 +83,6 @@ class RevocationSet:
         self._merge()
         return len(self._keys)
 
-    def nbytes(self) -> int:
-        """Bytes held by the arrays (the dict of recent changes aside)."""
-        return self._keys.itemsize * len(self._keys) + self._times.itemsize * len(self._times)
-
     def _maybe_merge(self) -> None:
         # A sixty-fourth: a merge copies the arrays, so amortized cost stays O(1) a change (64 copies for a
         # million changes to a million revocations), while the dict (~100 bytes an entry, ints included, against

@@ -129,10 +129,6 @@ class State:
                 "STATE_STALE",
             )
 
-    def revocation_count(self) -> int:
-        """User revocations held in memory, over all apps."""
-        return sum(len(entry.revocations) for entry in self._by_id.values())
-
     # -- keeping current --
 
     async def find_app(self, api_key: str) -> App | None:

@@ -100,8 +100,7 @@ class Queries:
     def __init__(self, pool: asyncpg.Pool, keyring: Keyring, *, timeout: float = 5.0) -> None:
         self._pool = pool
         self._keyring = keyring
-        self.timeout = timeout
-        """Seconds one database operation may take, all of it: AUTHSVC_DATABASE_TIMEOUT."""
+        self._timeout = timeout  # seconds one database operation may take, all of it: AUTHSVC_DATABASE_TIMEOUT
 
     @asynccontextmanager
     async def _connection(self, held: asyncpg.Connection | None = None) -> AsyncIterator[asyncpg.Connection]:
@@ -109,7 +108,7 @@ class Queries:
         operation as a whole (acquiring the connection, every query, the commit) gets one deadline, `timeout`;
         past it, or when the database is lost, it raises Unavailable. This is the one place where database
         errors become authsvc errors."""
-        deadline = asyncio.get_running_loop().time() + self.timeout
+        deadline = asyncio.get_running_loop().time() + self._timeout
         conn = held
         try:
             async with asyncio.timeout_at(deadline):
@@ -125,9 +124,9 @@ class Queries:
                 with suppress(asyncpg.InterfaceError):
                     conn.terminate()
             if isinstance(exc, TimeoutError):
-                log.warning("a database operation took longer than %gs: cut off", self.timeout)
+                log.warning("a database operation took longer than %gs: cut off", self._timeout)
                 raise Unavailable(
-                    f"the database did not answer within {self.timeout:g}s; retry later with backoff"
+                    f"the database did not answer within {self._timeout:g}s; retry later with backoff"
                 ) from exc
             log.warning("a database operation failed: %s: %s", type(exc).__name__, exc)
             raise Unavailable("the database is unavailable; retry later with backoff") from exc
@@ -140,7 +139,7 @@ class Queries:
         """A connection of its own, outside the pool, for what lives as long as a session (LISTEN, a session
         lock); ended on leaving, which ends that too. Raises Unavailable when the database cannot be reached."""
         try:
-            conn = await asyncpg.connect(dsn, timeout=self.timeout, command_timeout=self.timeout)
+            conn = await asyncpg.connect(dsn, timeout=self._timeout, command_timeout=self._timeout)
         except Exception as exc:
             if not unreachable(exc) and not isinstance(exc, asyncpg.PostgresError):
                 raise
