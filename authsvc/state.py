@@ -1,13 +1,14 @@
 """The in-memory verification state of one process: apps, keys, settings and revocations.
 
 VerifyToken reads only this. Every change is written to PostgreSQL with a version (see store.py); this module
-keeps the process's copy current:
+keeps the process's copy current, reading through the store and doing no I/O of its own:
 
 - at start, a full snapshot;
-- on `NOTIFY authsvc_state`, the changes logged since the local version, applied in version order;
+- on a notification (Store.listen), the changes logged since the local version, applied in version order;
 - after a write of this process, the same catch-up before the RPC answers (read-your-writes);
 - every `check_interval`, a version check that catches up whatever a lost notification missed;
-- a gap in the change log (pruned history) or a lost listener falls back to a full reload.
+- a lost listener connection is opened again at once (with backoff while the database is away), then catches up;
+- a gap in the change log (pruned history) falls back to a full reload.
 
 The state is fresh as of the last successful contact with the database. Past `max_staleness` without one,
 `check_fresh` raises Unavailable: verification fails closed rather than trusting revocations it may have missed.
@@ -20,22 +21,17 @@ import ctypes
 import ctypes.util
 import logging
 import time
-from array import array
-from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import asyncpg
 
 from authsvc.clock import Micros
 from authsvc.errors import AuthsvcError, Unavailable
-from authsvc.store import CHANNEL, Change, Snapshot, Store, unreachable
-from authsvc.tokens import App, user_hash
+from authsvc.revocations import RevocationSet
+from authsvc.store import Change, Snapshot, Store
+from authsvc.tokens import App
 
 log = logging.getLogger(__name__)
 
-_ABSENT = object()
-_MEMO_SIZE = 4096
 _CHANGES_PER_READ = 100
 """Changes read from the log at a time: a process far behind catches up in bounded steps."""
 _TRIM_AFTER = 65_536
@@ -60,104 +56,6 @@ def release_free_memory() -> None:
     """
     if _TRIM is not None:
         _TRIM(0)
-
-
-class RevocationSet:
-    """User revocations of one app: user hash → revoked-before, in 16 bytes a user.
-
-    A sorted pair of int64 arrays holds the bulk; recent changes sit in a small dict (None marks a removal)
-    that is merged into the arrays once it grows past an eighth of them, so merging stays O(n) amortized.
-    The answers for the users last asked about are remembered by user id until the set changes: hashing a
-    user id and a binary search through megabytes cost a chat's active users more than a dict look-up.
-    """
-
-    __slots__ = ("_keys", "_times", "_recent", "_answers")
-
-    def __init__(self, keys: Iterable[int] = (), times: Iterable[int] = ()) -> None:
-        # int64 arrays (a snapshot's) are taken over, not copied: 16 MB a million revocations.
-        self._keys = keys if isinstance(keys, array) and keys.typecode == "q" else array("q", keys)
-        self._times = times if isinstance(times, array) and times.typecode == "q" else array("q", times)
-        self._recent: dict[int, int | None] = {}
-        self._answers: dict[str, Micros | None] = {}
-        if any(a > b for a, b in zip(self._keys, self._keys[1:], strict=False)):
-            # The snapshot query delivers hashes in order; this only guards against a plan that does not.
-            pairs = sorted(zip(self._keys, self._times, strict=True))
-            self._keys = array("q", (k for k, _ in pairs))
-            self._times = array("q", (t for _, t in pairs))
-
-    def get(self, key: int) -> Micros | None:
-        """The revocation time of a user hash, or None."""
-        hit = self._recent.get(key, _ABSENT)
-        if hit is not _ABSENT:
-            return hit  # type: ignore[return-value]
-        keys = self._keys
-        i = bisect_left(keys, key)
-        if i < len(keys) and keys[i] == key:
-            return self._times[i]
-        return None
-
-    def get_user(self, user_id: str) -> Micros | None:
-        """The revocation time of a user, or None (remembered for the last few thousand users asked about)."""
-        answers = self._answers
-        answer = answers.get(user_id, _ABSENT)
-        if answer is not _ABSENT:
-            return answer  # type: ignore[return-value]
-        answer = self.get(user_hash(user_id))
-        if len(answers) >= _MEMO_SIZE:
-            answers.clear()
-        answers[user_id] = answer
-        return answer
-
-    def set(self, key: int, revoked_before: Micros) -> None:
-        """Records a user's revocation time (as the database has it in force)."""
-        self._answers.clear()
-        self._recent[key] = revoked_before
-        self._maybe_merge()
-
-    def remove(self, key: int) -> None:
-        """Forgets a user's revocation."""
-        self._answers.clear()
-        self._recent[key] = None
-        self._maybe_merge()
-
-    def __bool__(self) -> bool:
-        """False only when certainly empty, without merging (cheap enough for the hot path)."""
-        return bool(self._keys) or bool(self._recent)
-
-    def __len__(self) -> int:
-        self._merge()
-        return len(self._keys)
-
-    def nbytes(self) -> int:
-        """Bytes held by the arrays (the dict of recent changes aside)."""
-        return self._keys.itemsize * len(self._keys) + self._times.itemsize * len(self._times)
-
-    def _maybe_merge(self) -> None:
-        # A sixty-fourth: a merge copies the arrays, so amortized cost stays O(1) a change (64 copies for a
-        # million changes to a million revocations), while the dict (~100 bytes an entry, ints included, against
-        # 16 in the arrays) stays small: at an eighth it held as much memory as the arrays themselves.
-        if len(self._recent) > max(1024, len(self._keys) // 64):
-            self._merge()
-
-    def _merge(self) -> None:
-        if not self._recent:
-            return
-        keys, times = self._keys, self._times
-        merged_keys, merged_times = array("q"), array("q")
-        start = 0
-        for key, value in sorted(self._recent.items()):
-            i = bisect_left(keys, key, start)
-            merged_keys.extend(keys[start:i])
-            merged_times.extend(times[start:i])
-            if i < len(keys) and keys[i] == key:
-                i += 1
-            if value is not None:
-                merged_keys.append(key)
-                merged_times.append(value)
-            start = i
-        merged_keys.extend(keys[start:])
-        merged_times.extend(times[start:])
-        self._keys, self._times, self._recent = merged_keys, merged_times, {}
 
 
 @dataclass
@@ -192,7 +90,6 @@ class State:
         self.version = 0
         self._fresh_at = -float("inf")
         self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_prune = monotonic()
         self._applied_since_trim = 0
@@ -231,10 +128,6 @@ class State:
                 "for revocations; retry later",
                 "STATE_STALE",
             )
-
-    def revocation_count(self) -> int:
-        """User revocations held in memory, over all apps."""
-        return sum(len(entry.revocations) for entry in self._by_id.values())
 
     # -- keeping current --
 
@@ -334,47 +227,38 @@ class State:
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                if isinstance(exc, AuthsvcError) or unreachable(exc):
-                    log.warning("cannot follow state changes (%s); retrying in %.1fs", type(exc).__name__, backoff)
-                else:  # a bug, logged in full; following goes on (a stopped follower would fail every call closed)
-                    log.exception("unexpected error following state changes; retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except AuthsvcError as exc:
+                log.warning("cannot follow state changes (%s); retrying in %.1fs", exc, backoff)
+            except Exception:
+                # A bug, logged in full; following goes on (a stopped follower would fail every call closed).
+                log.exception("unexpected error following state changes; retrying in %.1fs", backoff)
+            else:
+                continue
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
     async def _follow_connection(self) -> None:
-        """LISTENs on one connection and catches up on every wake-up or check, until the connection is lost."""
-        lost = asyncio.Event()
-        timeout = self._store.timeout
-        conn = await asyncpg.connect(self._dsn, timeout=timeout, command_timeout=timeout)
-        try:
-            await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
-            conn.add_termination_listener(lambda _: lost.set())
+        """Catches up on every notification and every check, until the listener's connection is lost."""
+        async with self._store.listen(self._dsn) as listener:
             await self.catch_up()  # whatever happened while no one listened
-            while not lost.is_set():
-                try:
-                    # Not wait_for: on 3.11 it can swallow a cancellation that lands with its result
-                    # (CPython gh-86296), and stop() would then wait forever.
-                    async with asyncio.timeout(self._check_interval):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
-                self._wake.clear()
+            while not listener.lost:
+                await listener.wait(self._check_interval)
                 await self.catch_up()
                 if self._monotonic() - self._last_prune >= self._prune_interval:
                     self._last_prune = self._monotonic()
                     await self.prune()
-        finally:
-            if not conn.is_closed():
-                conn.terminate()
 
-    async def prune(self) -> None:
-        """Deletes user revocations no live token can predate, and old change-log rows."""
+    async def prune(self) -> bool:
+        """A pruning pass (Store.prune), applying each batch, and whatever else changed meanwhile, before the
+        next; False when another process was running one, so this one did nothing."""
         pruned = False
-        while (version := await self._store.prune_revocations(self._leeway)) is not None:
-            # Between batches, so that this process applies other processes' changes meanwhile too.
+
+        async def apply(version: int) -> None:
+            nonlocal pruned
             await self.catch_up(version)
             pruned = True
+
+        ran = await self._store.prune(self._dsn, self._leeway, apply)
         if pruned:
             release_free_memory()
-        await self._store.prune_change_log()
+        return ran

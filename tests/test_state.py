@@ -1,4 +1,4 @@
-"""The in-memory verification state: compact revocations, propagation, read-your-writes, outages, pruning.
+"""The in-memory verification state: propagation, read-your-writes, outages, pruning.
 
 No test here is timed: waits are bounded polls for an event, and staleness runs on an injected clock.
 """
@@ -6,7 +6,6 @@ No test here is timed: waits are bounded polls for an event, and staleness runs 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +20,7 @@ from authsvc.audit import Actor
 from authsvc.clock import MICROS_PER_SECOND as S
 from authsvc.config import Settings
 from authsvc.server import RunningServer, start_server
-from authsvc.state import RevocationSet, State
+from authsvc.state import State
 from authsvc.store import Store, create_pool
 from authsvc.tokens import App, user_hash
 from authsvc.v1 import auth_service_pb2 as pb
@@ -51,29 +50,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 15
     async with asyncio.timeout(within):
         while not await check():  # noqa: ASYNC110 - the condition lives in another process
             await asyncio.sleep(0.02)
-
-
-def test_revocation_set_matches_a_dict_under_random_changes() -> None:
-    rng = random.Random(7)
-    model: dict[int, int] = {}
-    keys = sorted({rng.randrange(-(2**63), 2**63) for _ in range(3000)})
-    revocations = RevocationSet(keys, [k % 1000 for k in keys])
-    model.update({k: k % 1000 for k in keys})
-    pool = keys + [rng.randrange(-(2**63), 2**63) for _ in range(3000)]
-    for step in range(20000):
-        key = rng.choice(pool)
-        if rng.random() < 0.3:
-            revocations.remove(key)
-            model.pop(key, None)
-        else:
-            revocations.set(key, step)
-            model[key] = step
-        if step % 997 == 0:
-            probe = rng.sample(pool, 200)
-            assert [revocations.get(k) for k in probe] == [model.get(k) for k in probe]
-    assert len(revocations) == len(model)
-    assert all(revocations.get(k) == v for k, v in model.items())
-    assert revocations.nbytes() == 16 * len(model)
 
 
 async def test_app_made_elsewhere_is_found_at_once(stub: AuthServiceAsyncStub, store: Store) -> None:
@@ -210,53 +186,151 @@ async def test_verify_token_issues_no_query(
         await pool.close()
 
 
-async def test_old_revocations_are_pruned(store: Store, state: State, pool: asyncpg.Pool) -> None:
-    app = await apps.create_app(store, "short-lived", max_token_lifetime_seconds=3600)
-    # Revoked two hours ago (beyond the 1 h lifetime) and just now.
-    async with asyncio.timeout(10):
-        _, old_version = await store.revoke_users(app.id, ["old"], await _db_now(store) - 7200 * S, actor=TEST_ACTOR)
-        _, new_version = await store.revoke_users(app.id, ["new"], await _db_now(store), actor=TEST_ACTOR)
-    await state.catch_up(new_version)
-    assert state.user_revoked_before(app.id, "old") is not None
-    await state.prune()
-    assert state.user_revoked_before(app.id, "old") is None
-    assert state.user_revoked_before(app.id, "new") is not None
-    assert await stored_revocation(pool, app.id, "old") is None
-    assert await stored_revocation(pool, app.id, "new") is not None
-    assert old_version < new_version
-
-
-async def test_pruning_goes_in_batches_that_every_process_applies(fresh_database: str) -> None:
+@pytest.fixture
+async def own_store(fresh_database: str) -> AsyncIterator[Store]:
+    """A store on a migrated database of this test's own: no other State follows or prunes it."""
     pool = await create_pool(fresh_database)
     try:
         async with pool.acquire() as conn:
             await migrations.apply(conn)
-        store = Store(pool, TEST_KEYRING)
-        app = await apps.create_app(store, "pruned-in-batches", max_token_lifetime_seconds=3600)
-        old = [f"old-{i}" for i in range(5)]
-        _, first = await store.revoke_users(app.id, old, await _db_now(store) - 7200 * S, actor=TEST_ACTOR)
-        follower = State(store, fresh_database, check_interval=3600, max_staleness=3600)
-        await follower.load()
-        # More changes than one read of the change log takes: the follower catches up in steps, and all of them.
-        recent = [f"new-{i}" for i in range(state_module._CHANGES_PER_READ + 20)]  # noqa: SLF001
-        for user in recent:
-            await store.revoke_users(app.id, [user], await _db_now(store), actor=TEST_ACTOR)
-        await follower.catch_up()
-        assert all(follower.user_revoked_before(app.id, u) is not None for u in old + recent)
-        # A pruning of five revocations, two at a time: three changes, each as small as its batch.
-        versions = []
-        while (version := await store.prune_revocations(0, batch=2)) is not None:
-            versions.append(version)
-        pruned = [c for c in await store.changes_since(first, limit=1000) if c.kind == "clear"]
-        assert [len(c.user_hashes) for c in pruned] == [2, 2, 1]
-        assert sorted(h for c in pruned for h in c.user_hashes) == sorted(user_hash(u) for u in old)
-        assert versions == [c.version for c in pruned]
-        await follower.catch_up()
-        assert [follower.user_revoked_before(app.id, u) for u in old] == [None] * 5
-        assert all(follower.user_revoked_before(app.id, u) is not None for u in recent)
-        assert await store.prune_revocations(0, batch=2) is None
+        yield Store(pool, TEST_KEYRING)
     finally:
         await pool.close()
+
+
+async def _listeners(store: Store) -> set[int]:
+    """The server processes of the connections LISTENing on this database."""
+    async with store._pool.acquire() as conn:  # noqa: SLF001 - the test inspects the server's sessions
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+        )
+    return {row["pid"] for row in rows}
+
+
+async def test_a_lost_listener_connection_is_reopened_at_once(own_store: Store, fresh_database: str) -> None:
+    store = own_store
+    app = await apps.create_app(store, "listened-again")
+    # Periodic checks off (1h): only a listener brings changes over, and nothing but its loss wakes a follower.
+    follower = State(store, fresh_database, check_interval=3600, max_staleness=3600)
+    await follower.start()
+    try:
+        first: set[int] = set()
+
+        async def listening() -> bool:
+            first.update(await _listeners(store))
+            return bool(first)
+
+        await eventually(listening)
+        async with store._pool.acquire() as conn:  # noqa: SLF001
+            await conn.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", list(first))
+
+        async def listening_again() -> bool:
+            return bool(await _listeners(store) - first)
+
+        await eventually(listening_again)
+        await store.revoke_users(app.id, ["alice"], await _db_now(store), actor=TEST_ACTOR)
+
+        async def revoked_there() -> bool:
+            return follower.user_revoked_before(app.id, "alice") is not None
+
+        await eventually(revoked_there)
+    finally:
+        await follower.stop()
+
+
+async def test_old_revocations_are_pruned(own_store: Store, fresh_database: str) -> None:
+    store = own_store
+    app = await apps.create_app(store, "short-lived", max_token_lifetime_seconds=3600)
+    # Revoked two hours ago (beyond the 1 h lifetime) and just now.
+    _, old_version = await store.revoke_users(app.id, ["old"], await _db_now(store) - 7200 * S, actor=TEST_ACTOR)
+    _, new_version = await store.revoke_users(app.id, ["new"], await _db_now(store), actor=TEST_ACTOR)
+    state = State(store, fresh_database, check_interval=3600, max_staleness=3600)
+    await state.load()
+    assert state.user_revoked_before(app.id, "old") is not None
+    assert await state.prune()
+    assert state.user_revoked_before(app.id, "old") is None
+    assert state.user_revoked_before(app.id, "new") is not None
+    assert await stored_revocation(store._pool, app.id, "old") is None  # noqa: SLF001
+    assert await stored_revocation(store._pool, app.id, "new") is not None  # noqa: SLF001
+    assert old_version < new_version
+
+
+async def test_pruning_goes_in_batches_that_every_process_applies(own_store: Store, fresh_database: str) -> None:
+    store = own_store
+    app = await apps.create_app(store, "pruned-in-batches", max_token_lifetime_seconds=3600)
+    old = [f"old-{i}" for i in range(5)]
+    _, first = await store.revoke_users(app.id, old, await _db_now(store) - 7200 * S, actor=TEST_ACTOR)
+    follower = State(store, fresh_database, check_interval=3600, max_staleness=3600)
+    await follower.load()
+    # More changes than one read of the change log takes: the follower catches up in steps, and all of them.
+    recent = [f"new-{i}" for i in range(state_module._CHANGES_PER_READ + 20)]  # noqa: SLF001
+    for user in recent:
+        await store.revoke_users(app.id, [user], await _db_now(store), actor=TEST_ACTOR)
+    await follower.catch_up()
+    assert all(follower.user_revoked_before(app.id, u) is not None for u in old + recent)
+    # A pruning of five revocations, two at a time: three changes, each as small as its batch.
+    versions: list[int] = []
+
+    async def applied(version: int) -> None:
+        versions.append(version)
+
+    assert await store.prune(fresh_database, 0, applied, batch=2)
+    pruned = [c for c in await store.changes_since(first, limit=1000) if c.kind == "clear"]
+    assert [len(c.user_hashes) for c in pruned] == [2, 2, 1]
+    assert sorted(h for c in pruned for h in c.user_hashes) == sorted(user_hash(u) for u in old)
+    assert versions == [c.version for c in pruned]
+    await follower.catch_up()
+    assert [follower.user_revoked_before(app.id, u) for u in old] == [None] * 5
+    assert all(follower.user_revoked_before(app.id, u) is not None for u in recent)
+    assert await store.prune(fresh_database, 0, applied, batch=2)
+    assert len(versions) == 3, "nothing left to prune: no change logged"
+
+
+async def test_one_process_prunes_at_a_time(own_store: Store, fresh_database: str) -> None:
+    store = own_store
+    app = await apps.create_app(store, "pruned-once", max_token_lifetime_seconds=3600)
+    old = [f"old-{i}" for i in range(5)]
+    _, first = await store.revoke_users(app.id, old, await _db_now(store) - 7200 * S, actor=TEST_ACTOR)
+    one, other = (State(store, fresh_database, check_interval=3600, max_staleness=3600) for _ in range(2))
+    await one.load()
+    await other.load()
+    # The first process's pass stops between its batches, until the test lets it go on.
+    between_batches, go_on = asyncio.Event(), asyncio.Event()
+
+    async def applied(version: int) -> None:
+        await one.catch_up(version)
+        between_batches.set()
+        await go_on.wait()
+
+    first_pass = asyncio.create_task(store.prune(fresh_database, 0, applied, batch=2))
+    try:
+        async with asyncio.timeout(15):
+            await between_batches.wait()
+            # Meanwhile the other process's own pass (every minute in production) finds it running, and skips.
+            ran = await other.prune()
+            assert await _pruning_events(store, app.api_key) == [2], "the other process pruned too"
+            assert not ran
+            go_on.set()
+            assert await first_pass
+    finally:
+        go_on.set()
+        first_pass.cancel()
+    # Every revocation was pruned once, by the one pass, in its three batches; both processes dropped them.
+    assert await _pruning_events(store, app.api_key) == [2, 2, 1]
+    pruned = [c for c in await store.changes_since(first, limit=1000) if c.kind == "clear"]
+    assert [len(c.user_hashes) for c in pruned] == [2, 2, 1]
+    await other.catch_up()
+    for state in (one, other):
+        assert [state.user_revoked_before(app.id, u) for u in old] == [None] * 5
+    # Once the pass is over, the next one of any process runs (and finds nothing left).
+    assert await other.prune()
+    assert await _pruning_events(store, app.api_key) == [2, 2, 1]
+
+
+async def _pruning_events(store: Store, api_key: str) -> list[int]:
+    """The users of each recorded pruning of the app, oldest first."""
+    events = await store.audit_events(api_key=api_key, action="revocations.pruned")
+    return [event.details["users"] for event in reversed(events)]
 
 
 async def _db_now(store: Store) -> int:
@@ -272,34 +346,3 @@ async def test_user_hash_in_postgresql_matches_the_process(store: Store) -> None
     async with store._pool.acquire() as conn:  # noqa: SLF001
         rows = await conn.fetch("SELECT user_id, user_hash FROM user_revocations WHERE app_id = $1", app.id)
     assert {row["user_id"]: row["user_hash"] for row in rows} == {u: user_hash(u) for u in ids}
-
-
-def test_remembered_answers_by_user_follow_every_change() -> None:
-    rng = random.Random(11)
-    users = [f"user-{i}" for i in range(300)]
-    model: dict[str, int] = {u: i for i, u in enumerate(users[:100])}
-    revocations = RevocationSet()
-    for user, at in model.items():
-        revocations.set(user_hash(user), at)
-    for step in range(5000):
-        user = rng.choice(users)
-        # Asked first (so the answer is remembered), then changed, then asked again.
-        assert revocations.get_user(user) == model.get(user)
-        if rng.random() < 0.3:
-            revocations.remove(user_hash(user))
-            model.pop(user, None)
-        elif rng.random() < 0.5:
-            revocations.set(user_hash(user), 1000 + step)
-            model[user] = 1000 + step
-        assert revocations.get_user(user) == model.get(user)
-        other = rng.choice(users)  # a change to one user must not leave another's answer stale either
-        assert revocations.get_user(other) == model.get(other)
-    # More users than it remembers: it forgets, and still answers right.
-    many = [f"u{i}" for i in range(10_000)]
-    assert all(revocations.get_user(u) is None for u in many)
-    assert all(revocations.get_user(u) == model.get(u) for u in users)
-
-
-def test_revocation_set_sorts_unsorted_input() -> None:
-    revocations = RevocationSet([5, -3, 9], [50, -30, 90])
-    assert [revocations.get(k) for k in (9, 5, -3, 4)] == [90, 50, -30, None]

@@ -14,7 +14,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TOKEN_CORE = ("authsvc.tokens", "authsvc.jws", "authsvc.keys", "authsvc.verifier", "authsvc.credentials")
+TOKEN_CORE = (
+    "authsvc.tokens",
+    "authsvc.jws",
+    "authsvc.keys",
+    "authsvc.verifier",
+    "authsvc.credentials",
+    "authsvc.revocations",
+)
 SERVER_ONLY = ("grpc", "google", "asyncpg", "prometheus_client", "pgserver", "uvloop")
 
 _BLOCKING_IMPORTER = """
