@@ -153,7 +153,7 @@ async def run(pg: PostgresServer, count: int) -> dict[str, Any]:
                 version: int = await conn.fetchval("SELECT version FROM state_version")
                 return all(_state_version(s) >= version for s in servers.values())
 
-            # Each process prunes once a minute.
+            # Each process tries to prune once a minute; one at a time does (an advisory lock), the others apply it.
             out["prune_seconds"] = await _until(pruned_everywhere, "pruning", 300)
         finally:
             await conn.close()
