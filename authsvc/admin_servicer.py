@@ -6,9 +6,7 @@ the answer, so the next call (to any service of this process) sees it.
 
 from __future__ import annotations
 
-from google.protobuf import duration_pb2
-
-from authsvc import apps, keys, wire
+from authsvc import apps, wire
 from authsvc.callers import Callers, Context
 from authsvc.clock import MICROS_PER_SECOND, Clock, Micros
 from authsvc.config import Settings
@@ -19,70 +17,9 @@ from authsvc.tokens import HS256, App
 from authsvc.v1 import admin_service_pb2 as pb
 from authsvc.v1 import admin_service_pb2_grpc as pb_grpc
 
-_ALGORITHMS: dict[str, pb.Algorithm] = {
-    HS256: pb.ALGORITHM_HS256,
-    keys.EDDSA: pb.ALGORITHM_EDDSA,
-    keys.ES256: pb.ALGORITHM_ES256,
-}
-_ALGORITHM_NAMES: dict[int, str] = {number: name for name, number in _ALGORITHMS.items()}
-
 MAX_AUDIT_EVENTS = 1000
 """The most audit events one ListAuditEvents call returns."""
 DEFAULT_AUDIT_EVENTS = 100
-
-
-def _duration(seconds: int | None) -> duration_pb2.Duration | None:
-    return None if seconds is None else duration_pb2.Duration(seconds=seconds)
-
-
-def _seconds(duration: duration_pb2.Duration) -> float:
-    return duration.seconds + duration.nanos / 1e9
-
-
-def _lifetime(duration: duration_pb2.Duration, field: str) -> int:
-    """A token lifetime: whole seconds (the lower bound is checked by authsvc.apps)."""
-    if duration.nanos:
-        raise InvalidArgument(f"{field} must be whole seconds", "INVALID_TTL")
-    return duration.seconds
-
-
-def _algorithm(value: int) -> str | None:
-    """The algorithm's name; None when unspecified."""
-    if value == pb.ALGORITHM_UNSPECIFIED:
-        return None
-    if value not in _ALGORITHM_NAMES:
-        raise InvalidArgument(f"algorithm {value} is not supported; use HS256, EdDSA or ES256", "INVALID_ALGORITHM")
-    return _ALGORITHM_NAMES[value]
-
-
-_KEY_KINDS = {"api_secret": pb.KEY_KIND_API_SECRET, "key_pair": pb.KEY_KIND_KEY_PAIR}
-
-
-def app_message(app: App, now: Micros) -> pb.App:
-    """The App message of an app (apps.view, as the CLI shows it): settings and key ids, never a secret."""
-    shown = apps.view(app, now)
-    return pb.App(
-        api_key=shown.api_key,
-        name=shown.name,
-        algorithm=_ALGORITHMS[shown.algorithm],
-        key_id=shown.key_id,
-        keys=[
-            pb.Key(
-                key_id=key.key_id,
-                kind=_KEY_KINDS[key.kind],
-                algorithm=_ALGORITHMS[key.algorithm],
-                expires_at=wire.timestamp(key.expires_at),
-                signs_from=wire.timestamp(key.signs_from),
-            )
-            for key in shown.keys
-        ],
-        token_ttl=_duration(shown.token_ttl_seconds),
-        max_token_lifetime=_duration(shown.max_token_lifetime_seconds),
-        auth_checks_disabled=shown.auth_checks_disabled,
-        require_iat=shown.require_iat,
-        revoked_before=wire.timestamp(shown.revoked_before),
-        created_at=wire.timestamp(shown.created_at),
-    )
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):
@@ -103,10 +40,10 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         app = await apps.create_app(
             self._store,
             request.name,
-            algorithm=_algorithm(request.algorithm) or HS256,
-            token_ttl_seconds=_lifetime(request.token_ttl, "token_ttl") if request.HasField("token_ttl") else None,
+            algorithm=wire.algorithm_name(request.algorithm) or HS256,
+            token_ttl_seconds=wire.lifetime(request.token_ttl, "token_ttl") if request.HasField("token_ttl") else None,
             max_token_lifetime_seconds=(
-                _lifetime(request.max_token_lifetime, "max_token_lifetime")
+                wire.lifetime(request.max_token_lifetime, "max_token_lifetime")
                 if request.HasField("max_token_lifetime")
                 else None
             ),
@@ -116,35 +53,37 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             actor=actor,
         )
         await self._state.catch_up()
-        return pb.CreateAppResponse(app=app_message(app, self._clock()), api_secret=app.api_secret)
+        return pb.CreateAppResponse(app=wire.app_message(apps.view(app, self._clock())), api_secret=app.api_secret)
 
     async def GetApp(self, request: pb.GetAppRequest, context: Context) -> pb.GetAppResponse:
         self._callers.operator(context)
-        return pb.GetAppResponse(app=app_message(await self._existing(request.api_key), self._clock()))
+        return pb.GetAppResponse(app=wire.app_message(apps.view(await self._existing(request.api_key), self._clock())))
 
     async def ListApps(self, request: pb.ListAppsRequest, context: Context) -> pb.ListAppsResponse:
         self._callers.operator(context)
         now = self._clock()
-        return pb.ListAppsResponse(apps=[app_message(app, now) for app in await self._store.list_apps()])
+        return pb.ListAppsResponse(
+            apps=[wire.app_message(apps.view(app, now)) for app in await self._store.list_apps()]
+        )
 
     async def UpdateApp(self, request: pb.UpdateAppRequest, context: Context) -> pb.UpdateAppResponse:
         actor = self._callers.operator(context)
         app = await self._existing(request.api_key)
         token_ttl: int | None | apps.Unchanged = apps.UNCHANGED
         if request.WhichOneof("token_ttl_update") == "token_ttl":
-            token_ttl = _lifetime(request.token_ttl, "token_ttl")
+            token_ttl = wire.lifetime(request.token_ttl, "token_ttl")
         elif request.clear_token_ttl:
             token_ttl = None
         longest: int | None | apps.Unchanged = apps.UNCHANGED
         if request.WhichOneof("max_token_lifetime_update") == "max_token_lifetime":
-            longest = _lifetime(request.max_token_lifetime, "max_token_lifetime")
+            longest = wire.lifetime(request.max_token_lifetime, "max_token_lifetime")
         elif request.clear_max_token_lifetime:
             longest = None
         updated, version = await apps.update_app(
             self._store,
             app,
             name=request.name if request.HasField("name") else None,
-            algorithm=_algorithm(request.algorithm),
+            algorithm=wire.algorithm_name(request.algorithm),
             token_ttl_seconds=token_ttl,
             max_token_lifetime_seconds=longest,
             auth_checks_disabled=(request.auth_checks_disabled if request.HasField("auth_checks_disabled") else None),
@@ -153,12 +92,12 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         )
         if version is not None:
             await self._state.catch_up(version)
-        return pb.UpdateAppResponse(app=app_message(updated, self._clock()))
+        return pb.UpdateAppResponse(app=wire.app_message(apps.view(updated, self._clock())))
 
     async def RotateKey(self, request: pb.RotateKeyRequest, context: Context) -> pb.RotateKeyResponse:
         actor = self._callers.operator(context)
         app = await self._existing(request.api_key)
-        delay = _seconds(request.delay) if request.HasField("delay") else self._key_rotation_delay
+        delay = wire.seconds(request.delay) if request.HasField("delay") else self._key_rotation_delay
         key_id, signs_from, version = await apps.rotate_key(
             self._store, app, delay_seconds=delay, now=self._clock(), actor=actor
         )
@@ -172,12 +111,12 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             raise InvalidArgument("key_id is empty; name the key to retire", "MISSING_KEY_ID")
         version = await apps.retire_key(self._store, app, request.key_id, now=self._clock(), actor=actor)
         await self._state.catch_up(version)
-        return pb.RetireKeyResponse(app=app_message(await self._current(app), self._clock()))
+        return pb.RetireKeyResponse(app=wire.app_message(apps.view(await self._current(app), self._clock())))
 
     async def RotateApiSecret(self, request: pb.RotateApiSecretRequest, context: Context) -> pb.RotateApiSecretResponse:
         actor = self._callers.operator(context)
         app = await self._existing(request.api_key)
-        overlap = _seconds(request.overlap) if request.HasField("overlap") else self._secret_overlap
+        overlap = wire.seconds(request.overlap) if request.HasField("overlap") else self._secret_overlap
         key_id, secret, version = await apps.rotate_api_secret(
             self._store,
             app,

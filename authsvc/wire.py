@@ -7,14 +7,19 @@ authsvc.v1 carry google.protobuf Timestamps and Structs. Each conversion lives h
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
+from authsvc import keys
 from authsvc.clock import MICROS_PER_SECOND, Micros
 from authsvc.errors import InvalidArgument
-from authsvc.tokens import Outcome, Verification
+from authsvc.tokens import HS256, Outcome, Verification
+from authsvc.v1 import admin_service_pb2 as admin_pb
 from authsvc.v1 import auth_service_pb2 as pb
+
+if TYPE_CHECKING:
+    from authsvc.apps import AppView  # authsvc.apps reaches the database; the client imports this module
 
 # Timestamp's documented range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
 _FIRST_SECOND = -62135596800
@@ -114,3 +119,66 @@ def verify_response(result: Verification) -> pb.VerifyTokenResponse:
     if result.claims:
         fill_struct(response.claims, result.claims)
     return response
+
+
+# AdminService: durations, algorithms and the App message.
+
+_ALGORITHMS: dict[str, admin_pb.Algorithm] = {
+    HS256: admin_pb.ALGORITHM_HS256,
+    keys.EDDSA: admin_pb.ALGORITHM_EDDSA,
+    keys.ES256: admin_pb.ALGORITHM_ES256,
+}
+_ALGORITHM_NAMES: dict[int, str] = {number: name for name, number in _ALGORITHMS.items()}
+_KEY_KINDS = {"api_secret": admin_pb.KEY_KIND_API_SECRET, "key_pair": admin_pb.KEY_KIND_KEY_PAIR}
+
+
+def duration(seconds: int | None) -> duration_pb2.Duration | None:
+    """A Duration of whole seconds, or None (the field left unset)."""
+    return None if seconds is None else duration_pb2.Duration(seconds=seconds)
+
+
+def seconds(value: duration_pb2.Duration) -> float:
+    """A request's Duration in seconds."""
+    return value.seconds + value.nanos / 1e9
+
+
+def lifetime(value: duration_pb2.Duration, field: str) -> int:
+    """A token lifetime: whole seconds, INVALID_TTL otherwise (the lower bound is checked by authsvc.apps)."""
+    if value.nanos:
+        raise InvalidArgument(f"{field} must be whole seconds", "INVALID_TTL")
+    return value.seconds
+
+
+def algorithm_name(value: int) -> str | None:
+    """The algorithm's name; None when unspecified; INVALID_ALGORITHM for a number no algorithm has."""
+    if value == admin_pb.ALGORITHM_UNSPECIFIED:
+        return None
+    if value not in _ALGORITHM_NAMES:
+        raise InvalidArgument(f"algorithm {value} is not supported; use HS256, EdDSA or ES256", "INVALID_ALGORITHM")
+    return _ALGORITHM_NAMES[value]
+
+
+def app_message(shown: AppView) -> admin_pb.App:
+    """The App message of an app as operators see it (authsvc.apps.view, as the CLI shows it too)."""
+    return admin_pb.App(
+        api_key=shown.api_key,
+        name=shown.name,
+        algorithm=_ALGORITHMS[shown.algorithm],
+        key_id=shown.key_id,
+        keys=[
+            admin_pb.Key(
+                key_id=key.key_id,
+                kind=_KEY_KINDS[key.kind],
+                algorithm=_ALGORITHMS[key.algorithm],
+                expires_at=timestamp(key.expires_at),
+                signs_from=timestamp(key.signs_from),
+            )
+            for key in shown.keys
+        ],
+        token_ttl=duration(shown.token_ttl_seconds),
+        max_token_lifetime=duration(shown.max_token_lifetime_seconds),
+        auth_checks_disabled=shown.auth_checks_disabled,
+        require_iat=shown.require_iat,
+        revoked_before=timestamp(shown.revoked_before),
+        created_at=timestamp(shown.created_at),
+    )
