@@ -132,16 +132,6 @@ class App:
         """The current API secret."""
         return self.secrets[0].value
 
-    @property
-    def key_id(self) -> str:
-        """The kid of the newest signing key: the current secret (HS256) or the newest key pair."""
-        return self.key_pairs[0].key_id if self.key_pairs else self.secrets[0].key_id
-
-    @property
-    def signing_key(self) -> keys.SigningKey | None:
-        """The newest key pair, for EdDSA and ES256 apps."""
-        return self.key_pairs[0].key if self.key_pairs else None
-
     def jwks(self) -> list[dict[str, str]]:
         """The app's public keys as a JSON Web Key Set's `keys` (empty for HS256: secrets are never published)."""
         return [keys.jwk(pair.key, pair.key_id) for pair in self.key_pairs]

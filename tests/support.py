@@ -58,6 +58,11 @@ async def stored_revocation(pool: asyncpg.Pool, app_id: int, user_id: str) -> Mi
     return None if value is None else from_datetime(value)
 
 
+def newest_kid(app: App) -> str:
+    """The kid of the app's newest key: its newest key pair, else its current API secret."""
+    return app.key_pairs[0].key_id if app.key_pairs else app.secrets[0].key_id
+
+
 def api_key_only(app: App) -> Metadata:
     """Call metadata naming the app, as for VerifyToken."""
     return (("x-api-key", app.api_key),)

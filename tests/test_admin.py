@@ -34,7 +34,7 @@ from authsvc.v1 import admin_service_pb2_grpc, auth_service_pb2_grpc
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import NewApp
 from tests.processes import clean_env
-from tests.support import FakeClock, api_key_only, backend, expect_failure
+from tests.support import FakeClock, api_key_only, backend, expect_failure, newest_kid
 
 if TYPE_CHECKING:
     from authsvc.v1.admin_service_pb2_grpc import AdminServiceAsyncStub
@@ -476,14 +476,18 @@ async def test_changing_the_algorithm_signs_with_the_new_one_and_old_tokens_stop
     assert [key.kid for key in jwks.keys] == [es256_app.key_id]
 
     back = await change(admin_pb.ALGORITHM_HS256)
-    assert [key.kind for key in back.keys] == [admin_pb.KEY_KIND_API_SECRET] and back.key_id == app.key_id
+    assert [key.kind for key in back.keys] == [admin_pb.KEY_KIND_API_SECRET] and back.key_id == newest_kid(app)
     assert await outcome(auth, app, (await issue(auth, app)).token) == pb.VERIFY_OUTCOME_VALID
     assert await outcome(auth, app, hs256) == pb.VERIFY_OUTCOME_VALID
     assert await outcome(auth, app, es256) == pb.VERIFY_OUTCOME_INVALID_SIGNATURE
 
     to_hs256, to_es256, to_eddsa = await events(admin, app, action_prefix="app.updated")
     assert_audited(to_eddsa, "app.updated")
-    assert details(to_eddsa) == {"changed": {"algorithm": "EdDSA"}, "key_id": eddsa_app.key_id, "retired_key_ids": []}
+    assert details(to_eddsa) == {
+        "changed": {"algorithm": "EdDSA"},
+        "key_id": eddsa_app.key_id,
+        "retired_key_ids": [],
+    }
     assert details(to_es256)["retired_key_ids"] == [eddsa_app.key_id]
     assert details(to_hs256) == {"changed": {"algorithm": "HS256"}, "retired_key_ids": [es256_app.key_id]}
 
@@ -503,7 +507,7 @@ async def test_rotating_the_api_secret_keeps_the_old_one_working_during_the_over
         admin_pb.RotateApiSecretRequest(api_key=app.api_key, overlap=seconds(60)), metadata=operator()
     )
     assert rotated.api_secret != app.api_secret and len(rotated.api_secret) >= 43
-    assert rotated.key_id != app.key_id
+    assert rotated.key_id != newest_kid(app)
     expires = micros(rotated.old_secrets_expire_at)
     assert now + 60 * SECOND <= expires < now + 3600 * SECOND  # the database's now plus the overlap
 
@@ -517,7 +521,7 @@ async def test_rotating_the_api_secret_keeps_the_old_one_working_during_the_over
     shown = (await admin.GetApp(admin_pb.GetAppRequest(api_key=app.api_key), metadata=operator())).app
     assert [(key.key_id, micros(key.expires_at) if key.HasField("expires_at") else None) for key in shown.keys] == [
         (rotated.key_id, None),
-        (app.key_id, expires),
+        (newest_kid(app), expires),
     ]
     assert shown.key_id == rotated.key_id
 
@@ -589,14 +593,14 @@ async def test_rotating_a_key_publishes_it_at_once_and_signs_with_it_after_the_d
     pairs = [(key.key_id, micros(key.signs_from)) for key in shown.keys if key.kind == admin_pb.KEY_KIND_KEY_PAIR]
     assert pairs[0] == (rotated.key_id, now + 600 * SECOND) and [kid for kid, _ in pairs] == [
         rotated.key_id,
-        app.key_id,
+        newest_kid(app),
     ]
-    assert shown.key_id == app.key_id  # the old key still signs
+    assert shown.key_id == newest_kid(app)  # the old key still signs
     jwks = await auth.GetJwks(pb.GetJwksRequest(), metadata=api_key_only(app))
-    assert {key.kid for key in jwks.keys} == {rotated.key_id, app.key_id}
+    assert {key.kid for key in jwks.keys} == {rotated.key_id, newest_kid(app)}
 
     before = (await issue(auth, app)).token
-    assert jwt.get_unverified_header(before)["kid"] == app.key_id
+    assert jwt.get_unverified_header(before)["kid"] == newest_kid(app)
     clock.advance(600 * SECOND)
     after = (await issue(auth, app)).token
     assert jwt.get_unverified_header(after)["kid"] == rotated.key_id
@@ -638,7 +642,7 @@ async def test_retiring_a_key_makes_its_tokens_unknown_and_keys_in_use_cannot_be
         )
         return response.app
 
-    only = await expect_failure(retire(app.key_id))
+    only = await expect_failure(retire(newest_kid(app)))
     assert (only.code, only.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "KEY_IN_USE")
     current_secret = await expect_failure(retire(app.secrets[0].key_id))
     assert current_secret.reason == "KEY_IN_USE"
@@ -649,20 +653,20 @@ async def test_retiring_a_key_makes_its_tokens_unknown_and_keys_in_use_cannot_be
     pending = await admin.RotateKey(
         admin_pb.RotateKeyRequest(api_key=app.api_key, delay=seconds(60)), metadata=operator()
     )
-    still_only = await expect_failure(retire(app.key_id))  # the new key does not sign yet
+    still_only = await expect_failure(retire(newest_kid(app)))  # the new key does not sign yet
     assert still_only.reason == "KEY_IN_USE"
     clock.advance(60 * SECOND)
     new_token = (await issue(auth, app)).token
-    remaining = await retire(app.key_id)
+    remaining = await retire(newest_kid(app))
     assert [key.key_id for key in remaining.keys] == [app.secrets[0].key_id, pending.key_id]
     assert await outcome(auth, app, old_token) == pb.VERIFY_OUTCOME_UNKNOWN_KEY
     assert await outcome(auth, app, new_token) == pb.VERIFY_OUTCOME_VALID
-    again = await expect_failure(retire(app.key_id))
+    again = await expect_failure(retire(newest_kid(app)))
     assert again.reason == "KEY_NOT_FOUND"
 
     (event,) = await events(admin, app, action_prefix="key.retired")
     assert_audited(event, "key.retired")
-    assert details(event) == {"key_id": app.key_id}
+    assert details(event) == {"key_id": newest_kid(app)}
 
 
 async def test_retiring_a_rotated_out_api_secret_ends_it_before_its_overlap(
@@ -672,7 +676,7 @@ async def test_retiring_a_rotated_out_api_secret_ends_it_before_its_overlap(
     old_token = (await issue(auth, app)).token
     rotated = await admin.RotateApiSecret(admin_pb.RotateApiSecretRequest(api_key=app.api_key), metadata=operator())
     await issue(auth, app)  # the old secret is in its overlap
-    await admin.RetireKey(admin_pb.RetireKeyRequest(api_key=app.api_key, key_id=app.key_id), metadata=operator())
+    await admin.RetireKey(admin_pb.RetireKeyRequest(api_key=app.api_key, key_id=newest_kid(app)), metadata=operator())
     failed = await expect_failure(issue(auth, app))
     assert failed.reason == "INVALID_CREDENTIAL"
     assert await outcome(auth, app, old_token) == pb.VERIFY_OUTCOME_UNKNOWN_KEY

@@ -19,7 +19,7 @@ from authsvc.keys import EDDSA, ES256
 from authsvc.server import RunningServer
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import NewApp
-from tests.support import api_key_only, backend
+from tests.support import api_key_only, backend, newest_kid
 
 if TYPE_CHECKING:
     from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
@@ -52,11 +52,11 @@ async def test_issued_tokens_verify_with_the_public_key(
     app = await new_app(algorithm=algorithm)
     issued = await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))
     header = jwt.get_unverified_header(issued.token)
-    assert (header["alg"], header["kid"]) == (algorithm, app.key_id)
+    assert (header["alg"], header["kid"]) == (algorithm, newest_kid(app))
     assert (await verify(stub, app, issued.token)).valid
     # Any JWT library verifies it with the public key alone.
-    assert app.signing_key is not None
-    claims = jwt.decode(issued.token, app.signing_key.public_key, algorithms=[algorithm], audience=app.api_key)
+    assert app.key_pairs[0].key is not None
+    claims = jwt.decode(issued.token, app.key_pairs[0].key.public_key, algorithms=[algorithm], audience=app.api_key)
     assert claims["user_id"] == "alice"
 
 
@@ -65,8 +65,8 @@ async def test_hmac_signed_with_the_public_key_fails(
     stub: AuthServiceAsyncStub, new_app: NewApp, algorithm: str
 ) -> None:
     app = await new_app(algorithm=algorithm)
-    assert app.signing_key is not None
-    public = app.signing_key.public_key
+    assert app.key_pairs[0].key is not None
+    public = app.key_pairs[0].key.public_key
     encodings = [
         public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
         public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
@@ -75,7 +75,7 @@ async def test_hmac_signed_with_the_public_key_fails(
     for key in encodings:
         for alg in ("HS256", "HS384", "HS512"):
             digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
-            header = {"alg": alg, "kid": app.key_id}
+            header = {"alg": alg, "kid": newest_kid(app)}
             payload = {"user_id": "mallory"}
             signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}".encode()
             token = forge(header, payload, hmac.new(key, signing_input, digest).digest())
@@ -116,12 +116,12 @@ async def test_jwks_over_grpc_and_http_verifies_issued_tokens(
     app = await new_app(algorithm=algorithm)
     issued = await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))
     response = await stub.GetJwks(pb.GetJwksRequest(), metadata=api_key_only(app))
-    assert [key.kid for key in response.keys] == [app.key_id]
+    assert [key.kid for key in response.keys] == [newest_kid(app)]
     url = f"http://127.0.0.1:{server.http_port}/.well-known/jwks/{app.api_key}.json"
     document = await asyncio.to_thread(fetch_json, url)
-    assert [key["kid"] for key in document["keys"]] == [app.key_id]
+    assert [key["kid"] for key in document["keys"]] == [newest_kid(app)]
     # A plain JWT library verifies the token with nothing but the published key set.
-    jwk = jwt.PyJWKSet.from_dict(document)[app.key_id]
+    jwk = jwt.PyJWKSet.from_dict(document)[newest_kid(app)]
     claims = jwt.decode(issued.token, jwk.key, algorithms=[algorithm], audience=app.api_key)
     assert claims["user_id"] == "alice"
 

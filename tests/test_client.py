@@ -37,7 +37,7 @@ from authsvc.tokens import App
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
 from tests.conftest import NewApp
-from tests.support import FakeClock
+from tests.support import FakeClock, newest_kid
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -71,7 +71,7 @@ async def test_issue_then_verify(client: AuthClient, app: App, clock: FakeClock)
     issued = await client.issue_token("alice", ttl=timedelta(seconds=90), claims={"room": "general", "level": 3})
     assert issued.issued_at == at(now) and issued.issued_at.tzinfo is not None
     assert issued.expires_at == at(now + 90 * S)
-    assert issued.key_id == app.key_id
+    assert issued.key_id == newest_kid(app)
     assert issued.token.count(".") == 2 and issued.token not in repr(issued)
 
     result = await client.verify_token(issued.token)

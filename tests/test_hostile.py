@@ -30,7 +30,7 @@ from authsvc.v1 import admin_service_pb2 as admin_pb
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import NewApp
 from tests.processes import clean_env, serve
-from tests.support import api_key_only, backend, expect_failure, failure
+from tests.support import api_key_only, backend, expect_failure, failure, newest_kid
 
 if TYPE_CHECKING:
     from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
@@ -155,7 +155,7 @@ async def test_an_asymmetric_apps_user_token_as_credential_is_user_token_not_all
     assert (found.code, found.reason) == (grpc.StatusCode.PERMISSION_DENIED, "USER_TOKEN_NOT_ALLOWED")
     # Signed with a key the app does not have, under the app's own kid: still not a credential at all.
     stranger = keys.load(algorithm, keys.generate(algorithm)).private_key
-    forged = jwt.encode({"user_id": "alice"}, stranger, algorithm=algorithm, headers={"kid": app.key_id})
+    forged = jwt.encode({"user_id": "alice"}, stranger, algorithm=algorithm, headers={"kid": newest_kid(app)})
     found = await expect_failure(stub.IssueToken(pb.IssueTokenRequest(user_id="bob"), metadata=backend(app, forged)))
     assert (found.code, found.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIAL")
     # The backend's own credentials keep working: the API secret, and a server token signed with it.

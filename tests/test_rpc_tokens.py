@@ -24,7 +24,7 @@ from tests.conftest import NewApp
 
 if TYPE_CHECKING:
     from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
-from tests.support import FakeClock, api_key_only, backend, expect_failure
+from tests.support import FakeClock, api_key_only, backend, expect_failure, newest_kid
 
 Outcome = pb.VerifyOutcome
 
@@ -49,7 +49,7 @@ async def test_issue_then_verify(stub: AuthServiceAsyncStub, new_app: NewApp, cl
     issued = await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))
     assert issued.issued_at.ToMicroseconds() == now
     assert not issued.HasField("expires_at")
-    assert issued.key_id == app.key_id
+    assert issued.key_id == newest_kid(app)
     result = await verify(stub, app, issued.token)
     assert result.valid and result.outcome == Outcome.VERIFY_OUTCOME_VALID
     assert result.user_id == "alice"

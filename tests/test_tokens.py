@@ -17,6 +17,7 @@ from authsvc.clock import MICROS_PER_SECOND as S
 from authsvc.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from authsvc.tokens import App, Outcome, Secret
 from authsvc.verifier import Verifier
+from tests.support import newest_kid
 
 NOW = 1_800_000_000 * S
 LEEWAY = 5 * S
@@ -62,7 +63,7 @@ class TestIssue:
         assert claims["iat"] == NOW // S
         assert claims["exp"] == NOW // S + 3600
         assert claims["aud"] == APP.api_key and claims["iss"] == "authsvc" and claims["jti"] == "j1"
-        assert jwt.get_unverified_header(issued.token)["kid"] == APP.key_id == issued.key_id
+        assert jwt.get_unverified_header(issued.token)["kid"] == newest_kid(APP) == issued.key_id
         result = check(issued.token)
         assert result.outcome is Outcome.VALID
         assert (result.user_id, result.issued_at, result.expires_at) == ("alice", NOW, NOW + 3600 * S)
