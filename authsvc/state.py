@@ -128,6 +128,12 @@ class RevocationSet:
         self._merge()
         return len(self._keys)
 
+    def arrays(self) -> tuple[array[int], array[int]]:
+        """The user hashes (ascending) and their revocation times, merged: arrays a later change replaces, never
+        alters, so a reader may keep them as they are now (authsvc.watch sends them as a snapshot)."""
+        self._merge()
+        return self._keys, self._times
+
     def nbytes(self) -> int:
         """Bytes held by the arrays (the dict of recent changes aside)."""
         return self._keys.itemsize * len(self._keys) + self._times.itemsize * len(self._times)
@@ -158,6 +164,10 @@ class RevocationSet:
         merged_keys.extend(keys[start:])
         merged_times.extend(times[start:])
         self._keys, self._times, self._recent = merged_keys, merged_times, {}
+
+
+StateListener = Callable[[Change | None], None]
+"""Told of each change as it is applied, and (with None) of each full reload; it must not raise."""
 
 
 @dataclass
@@ -196,6 +206,7 @@ class State:
         self._task: asyncio.Task[None] | None = None
         self._last_prune = monotonic()
         self._applied_since_trim = 0
+        self._listeners: list[StateListener] = []  # watch hook
 
     # -- reading (the hot path: no I/O) --
 
@@ -231,6 +242,17 @@ class State:
                 "for revocations; retry later",
                 "STATE_STALE",
             )
+
+    def user_revocations(self, app_id: int) -> RevocationSet | None:
+        """The app's user revocations (watch hook: authsvc.watch snapshots them), or None for an unknown app."""
+        entry = self._by_id.get(app_id)
+        return None if entry is None else entry.revocations
+
+    def subscribe(self, listener: StateListener) -> Callable[[], None]:
+        """Watch hook: `listener` is told of every change applied and every reload, from now until the returned
+        function is called. authsvc.watch fans them out to the WatchState streams."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
 
     def revocation_count(self) -> int:
         """User revocations held in memory, over all apps."""
@@ -302,6 +324,8 @@ class State:
         del snapshot, by_id
         release_free_memory()  # the snapshot's byte strings and the previous state's arrays
         self._applied_since_trim = 0
+        for listener in self._listeners:  # watch hook: after the swap, so State.version is the snapshot's
+            listener(None)
 
     def _apply(self, change: Change) -> None:
         entry = self._by_id.get(change.app_id)
@@ -324,6 +348,8 @@ class State:
                 entry.revocations.remove(key)
         self._applied_since_trim += len(change.user_hashes)
         self.version = change.version
+        for listener in self._listeners:  # watch hook
+            listener(change)
 
     async def _follow(self) -> None:
         backoff = 0.1

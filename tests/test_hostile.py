@@ -150,7 +150,7 @@ async def test_an_asymmetric_apps_user_token_as_credential_is_user_token_not_all
     )
     assert (found.code, found.reason) == (grpc.StatusCode.PERMISSION_DENIED, "USER_TOKEN_NOT_ALLOWED")
     # Signed with a key the app does not have, under the app's own kid: still not a credential at all.
-    stranger = keys.load(algorithm, keys.generate(algorithm)).private_key
+    stranger = keys.generate(algorithm)
     forged = jwt.encode({"user_id": "alice"}, stranger, algorithm=algorithm, headers={"kid": app.key_id})
     found = await expect_failure(stub.IssueToken(pb.IssueTokenRequest(user_id="bob"), metadata=backend(app, forged)))
     assert (found.code, found.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIAL")
