@@ -105,6 +105,7 @@ class WatchHub:
         """The oldest `from_version` the history can serve."""
         self._apps = {app.id: app for app in state.apps()}
         self._unsubscribe = state.subscribe(self._heard)
+        self._closed = False
         self._tasks = [
             asyncio.create_task(self._follow(), name="authsvc-watch"),
             asyncio.create_task(self._beat(), name="authsvc-watch-heartbeat"),
@@ -116,6 +117,9 @@ class WatchHub:
 
     async def close(self) -> None:
         """Stops hearing of changes; streams still open get nothing more (the server's stop ends them)."""
+        if self._closed:
+            return
+        self._closed = True
         self._unsubscribe()
         for task in self._tasks:
             task.cancel()

@@ -103,7 +103,7 @@ async def test_an_undecodable_request_is_invalid_argument_malformed_request(
         path, request_serializer=None, response_deserializer=None
     )
     labels = {
-        "grpc_type": "unary",
+        "grpc_type": "server_stream" if method.server_streaming else "unary",  # WatchState streams its answer
         "grpc_service": method.containing_service.full_name,
         "grpc_method": method.name,
         "grpc_code": "INVALID_ARGUMENT",
