@@ -190,6 +190,12 @@ class Settings:
     """Seconds between the server's keepalive pings on a connection with calls in flight."""
     keepalive_timeout: float = _setting(20.0, _positive_duration)
     """Seconds the server waits for a ping's answer before closing the connection as dead."""
+    watch_heartbeat: float = _setting(2.0, _positive_duration)
+    """Seconds between heartbeats on each WatchState stream; a local verifier counts its lag from the last
+    message it got, so its max_lag must be well above this (and above state_check_interval)."""
+    watch_buffer: int = _setting(1024, _positive_int)
+    """Messages a WatchState stream may have waiting to be sent; a watcher that lets more pile up is cut off
+    (RESOURCE_EXHAUSTED, reason WATCHER_TOO_SLOW) and resumes from its version."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

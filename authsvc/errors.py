@@ -5,6 +5,7 @@
     ├── Unauthenticated               the app credential is missing or wrong
     ├── PermissionDenied              the credential is valid but not for this call or app
     ├── NotFound                      the app (or another named thing) does not exist
+    ├── ResourceExhausted             the caller takes more than the server will hold for it: back off
     ├── Unavailable                   the database is needed and down: retry with backoff
     └── ConfigError                   a setting is wrong; raised at start-up, not over gRPC
 
@@ -59,6 +60,13 @@ class NotFound(AuthsvcError):
 
     status = "NOT_FOUND"
     default_reason = "APP_NOT_FOUND"
+
+
+class ResourceExhausted(AuthsvcError):
+    """The caller would make the server hold more than its bound (a watcher too slow for its stream)."""
+
+    status = "RESOURCE_EXHAUSTED"
+    default_reason = "RESOURCE_EXHAUSTED"
 
 
 class Unavailable(AuthsvcError):

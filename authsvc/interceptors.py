@@ -281,6 +281,12 @@ def _observed_generator(
             except AuthsvcError as error:
                 code = grpc.StatusCode[error.status]
                 await _abort(context, status_of(error))
+            except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unexpected error in %s", method.name)
+                await _abort(context, _internal_status())
             code = context.code() or _OK
         except grpc.aio.AbortError:
             code = context.code() or _UNKNOWN

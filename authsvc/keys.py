@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import binascii
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -24,7 +26,8 @@ class SigningKey:
     """One key pair of an app."""
 
     algorithm: str
-    private_key: PrivateKey
+    private_key: PrivateKey | None
+    """None for a key known by its public half only (a local verifier's, from the state stream): it verifies."""
     public_key: PublicKey
 
 
@@ -71,6 +74,24 @@ def jwk(key: SigningKey, key_id: str) -> dict[str, str]:
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def from_jwk(jwk: Mapping[str, str]) -> SigningKey:
+    """The public key of a JSON Web Key as `jwk` makes it (Ed25519 or P-256), for verifying only; ValueError
+    when it is not one."""
+    try:
+        if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and jwk.get("alg") == EDDSA:
+            return SigningKey(EDDSA, None, ed25519.Ed25519PublicKey.from_public_bytes(_unb64(jwk["x"])))
+        if jwk.get("kty") == "EC" and jwk.get("crv") == "P-256" and jwk.get("alg") == ES256:
+            x, y = (int.from_bytes(_unb64(jwk[name]), "big") for name in ("x", "y"))
+            return SigningKey(ES256, None, ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key())
+    except (KeyError, ValueError, binascii.Error) as exc:
+        raise ValueError(f"not a valid {jwk.get('alg')} public key: {exc}") from None
+    raise ValueError(f"not an EdDSA (Ed25519) or ES256 (P-256) JSON Web Key: {jwk.get('kty')} {jwk.get('crv')}")
 
 
 def signature_matches(key: SigningKey, signing_input: bytes, signature: bytes) -> bool:

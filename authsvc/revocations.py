@@ -83,6 +83,12 @@ class RevocationSet:
         self._merge()
         return len(self._keys)
 
+    def arrays(self) -> tuple[array[int], array[int]]:
+        """The user hashes (ascending) and their revocation times, merged: arrays a later change replaces, never
+        alters, so a reader may keep them as they are now (authsvc.watch sends them as a snapshot)."""
+        self._merge()
+        return self._keys, self._times
+
     def _maybe_merge(self) -> None:
         # A sixty-fourth: a merge copies the arrays, so amortized cost stays O(1) a change (64 copies for a
         # million changes to a million revocations), while the dict (~100 bytes an entry, ints included, against

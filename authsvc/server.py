@@ -33,6 +33,7 @@ from authsvc.servicer import AuthServicer
 from authsvc.state import State
 from authsvc.store import Store
 from authsvc.v1 import admin_service_pb2, admin_service_pb2_grpc, auth_service_pb2, auth_service_pb2_grpc
+from authsvc.watch import WatchHub
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class RunningServer:
     metrics: Metrics
     drain: Drain
     fresh: Callable[[], bool]
+    watch: WatchHub | None = None
+    """The WatchState streams' hub; closed at stop."""
     _readiness: asyncio.Task[None] | None = None
 
     async def mark_serving(self) -> None:
@@ -105,6 +108,8 @@ class RunningServer:
         disconnect(self.port)
         await self.server.stop(0)
         await self.http.close()
+        if self.watch is not None:
+            await self.watch.close()
 
     def hurry(self) -> None:
         """Ends a stop in progress now: no more waiting for callers or calls in flight (a second signal)."""
@@ -139,8 +144,9 @@ async def start_server(
         interceptors=[ObservingInterceptor(metrics, state.app, drain, _credential_check(state, settings))],
         options=[("grpc.so_reuseport", 1 if reuse_port else 0), *connection_options(settings)],
     )
+    watch = WatchHub(state, store, settings, clock)
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
-        AuthServicer(store, state, settings, clock, metrics), server
+        AuthServicer(store, state, settings, clock, metrics, watch), server
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(store, state, settings, clock), server)
     health = HealthServicer()
@@ -169,7 +175,7 @@ async def start_server(
     http = HttpServer(routes)
     http_port = await http.start(settings.host, settings.http_port)
     await server.start()
-    running = RunningServer(server, port, health, http, http_port, metrics, drain, state.fresh)
+    running = RunningServer(server, port, health, http, http_port, metrics, drain, state.fresh, watch)
     if serving:
         await running.mark_serving()
     return running

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
+from collections.abc import AsyncIterator
 
 from authsvc import tokens, wire
 from authsvc.callers import Callers, Context
@@ -19,6 +20,7 @@ from authsvc.store import Store
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
 from authsvc.verifier import Verifier
+from authsvc.watch import WatchHub
 
 # Enum members' .name is a descriptor call; the hot path looks it up in a plain dict.
 _OUTCOME_NAMES = {outcome: outcome.name for outcome in tokens.Outcome}
@@ -28,8 +30,17 @@ _VALID = tokens.Outcome.VALID
 class AuthServicer(pb_grpc.AuthServiceServicer):
     """Issues, verifies and revokes the user tokens of the app named by `x-api-key`."""
 
-    def __init__(self, store: Store, state: State, settings: Settings, clock: Clock, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        store: Store,
+        state: State,
+        settings: Settings,
+        clock: Clock,
+        metrics: Metrics,
+        watch: WatchHub | None = None,
+    ) -> None:
         self._store = store
+        self._watch = watch
         self._state = state
         self._verifier = Verifier(settings.verify_cache_size)
         self._outcome_counts = metrics.outcome_counts
@@ -159,3 +170,15 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
         app = await self._callers.app(context)
         return pb.GetJwksResponse(keys=[pb.Jwk(**jwk) for jwk in app.jwks()])
+
+    async def WatchState(self, request: pb.WatchStateRequest, context: Context) -> AsyncIterator[pb.WatchStateResponse]:
+        app, _ = await self._callers.backend(context)
+        if self._watch is None:
+            self._watch = WatchHub(self._state, self._store, self._settings, self._clock)
+        from_version = request.from_version if request.HasField("from_version") else None
+        if from_version is not None and from_version < 0:
+            raise InvalidArgument(
+                "from_version is negative; send the version of the last message applied", "INVALID_VERSION"
+            )
+        async for message in self._watch.watch(app, from_version):
+            yield message

@@ -58,6 +58,10 @@ def release_free_memory() -> None:
         _TRIM(0)
 
 
+StateListener = Callable[[Change | None], None]
+"""Told of each change as it is applied, and (with None) of each full reload; it must not raise."""
+
+
 @dataclass
 class _AppEntry:
     app: App
@@ -93,6 +97,7 @@ class State:
         self._task: asyncio.Task[None] | None = None
         self._last_prune = monotonic()
         self._applied_since_trim = 0
+        self._listeners: list[StateListener] = []  # watch hook
 
     # -- reading (the hot path: no I/O) --
 
@@ -128,6 +133,17 @@ class State:
                 "for revocations; retry later",
                 "STATE_STALE",
             )
+
+    def user_revocations(self, app_id: int) -> RevocationSet | None:
+        """The app's user revocations (watch hook: authsvc.watch snapshots them), or None for an unknown app."""
+        entry = self._by_id.get(app_id)
+        return None if entry is None else entry.revocations
+
+    def subscribe(self, listener: StateListener) -> Callable[[], None]:
+        """Watch hook: `listener` is told of every change applied and every reload, from now until the returned
+        function is called. authsvc.watch fans them out to the WatchState streams."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
 
     # -- keeping current --
 
@@ -195,6 +211,8 @@ class State:
         del snapshot, by_id
         release_free_memory()  # the snapshot's byte strings and the previous state's arrays
         self._applied_since_trim = 0
+        for listener in self._listeners:  # watch hook: after the swap, so State.version is the snapshot's
+            listener(None)
 
     def _apply(self, change: Change) -> None:
         entry = self._by_id.get(change.app_id)
@@ -217,6 +235,8 @@ class State:
                 entry.revocations.remove(key)
         self._applied_since_trim += len(change.user_hashes)
         self.version = change.version
+        for listener in self._listeners:  # watch hook
+            listener(change)
 
     async def _follow(self) -> None:
         backoff = 0.1

@@ -282,7 +282,7 @@ PeerServer = tuple[Peer, int]
 
 @pytest.fixture
 async def peer() -> AsyncIterator[PeerServer]:
-    servicer = Peer()
+    servicer = Peer()  # type: ignore[abstract]  # WatchState: UNIMPLEMENTED
     server = grpc.aio.server()
     pb_grpc.add_AuthServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")

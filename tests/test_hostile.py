@@ -103,7 +103,7 @@ async def test_an_undecodable_request_is_invalid_argument_malformed_request(
         path, request_serializer=None, response_deserializer=None
     )
     labels = {
-        "grpc_type": "unary",
+        "grpc_type": "server_stream" if method.server_streaming else "unary",  # WatchState streams its answer
         "grpc_service": method.containing_service.full_name,
         "grpc_method": method.name,
         "grpc_code": "INVALID_ARGUMENT",
@@ -154,7 +154,7 @@ async def test_an_asymmetric_apps_user_token_as_credential_is_user_token_not_all
     )
     assert (found.code, found.reason) == (grpc.StatusCode.PERMISSION_DENIED, "USER_TOKEN_NOT_ALLOWED")
     # Signed with a key the app does not have, under the app's own kid: still not a credential at all.
-    stranger = keys.load(algorithm, keys.generate(algorithm)).private_key
+    stranger = keys.generate(algorithm)
     forged = jwt.encode({"user_id": "alice"}, stranger, algorithm=algorithm, headers={"kid": newest_kid(app)})
     found = await expect_failure(stub.IssueToken(pb.IssueTokenRequest(user_id="bob"), metadata=backend(app, forged)))
     assert (found.code, found.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIAL")

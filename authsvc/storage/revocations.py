@@ -97,6 +97,18 @@ class RevocationQueries(Queries):
             version = await record(conn, app_id, "app")
         return bool(had), version
 
+    async def revoked_user_ids(self, app_id: int, user_hashes: Iterable[int]) -> list[str]:
+        """The ids of the app's users with these hashes that have a revocation now, in order (authsvc.watch names
+        them to watchers: the change log holds hashes only)."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT user_id FROM user_revocations WHERE app_id = $1 AND user_hash = ANY($2::bigint[])"
+                " ORDER BY user_id",
+                app_id,
+                list(user_hashes),
+            )
+        return [row["user_id"] for row in rows]
+
     async def prune(
         self, dsn: str, leeway: Micros, applied: Callable[[int], Awaitable[None]], *, batch: int = 10_000
     ) -> bool:

@@ -23,6 +23,14 @@ class VerifyOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERIFY_OUTCOME_NOT_YET_VALID: _ClassVar[VerifyOutcome]
     VERIFY_OUTCOME_WRONG_AUDIENCE: _ClassVar[VerifyOutcome]
     VERIFY_OUTCOME_REVOKED: _ClassVar[VerifyOutcome]
+    VERIFY_OUTCOME_UNAVAILABLE: _ClassVar[VerifyOutcome]
+
+class KeyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    KEY_STATE_UNSPECIFIED: _ClassVar[KeyState]
+    KEY_STATE_PUBLISHED: _ClassVar[KeyState]
+    KEY_STATE_SIGNING: _ClassVar[KeyState]
+    KEY_STATE_RETIRED: _ClassVar[KeyState]
 VERIFY_OUTCOME_UNSPECIFIED: VerifyOutcome
 VERIFY_OUTCOME_VALID: VerifyOutcome
 VERIFY_OUTCOME_MALFORMED: VerifyOutcome
@@ -32,6 +40,11 @@ VERIFY_OUTCOME_EXPIRED: VerifyOutcome
 VERIFY_OUTCOME_NOT_YET_VALID: VerifyOutcome
 VERIFY_OUTCOME_WRONG_AUDIENCE: VerifyOutcome
 VERIFY_OUTCOME_REVOKED: VerifyOutcome
+VERIFY_OUTCOME_UNAVAILABLE: VerifyOutcome
+KEY_STATE_UNSPECIFIED: KeyState
+KEY_STATE_PUBLISHED: KeyState
+KEY_STATE_SIGNING: KeyState
+KEY_STATE_RETIRED: KeyState
 
 class IssueTokenRequest(_message.Message):
     __slots__ = ("user_id", "expires_at", "ttl", "claims")
@@ -176,3 +189,107 @@ class GetJwksResponse(_message.Message):
     KEYS_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedCompositeFieldContainer[Jwk]
     def __init__(self, keys: _Optional[_Iterable[_Union[Jwk, _Mapping]]] = ...) -> None: ...
+
+class WatchStateRequest(_message.Message):
+    __slots__ = ("from_version",)
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    from_version: int
+    def __init__(self, from_version: _Optional[int] = ...) -> None: ...
+
+class WatchStateResponse(_message.Message):
+    __slots__ = ("version", "staleness", "snapshot", "change", "heartbeat")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STALENESS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    staleness: _duration_pb2.Duration
+    snapshot: SnapshotChunk
+    change: StateChange
+    heartbeat: Heartbeat
+    def __init__(self, version: _Optional[int] = ..., staleness: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotChunk, _Mapping]] = ..., change: _Optional[_Union[StateChange, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+
+class SnapshotChunk(_message.Message):
+    __slots__ = ("app", "fresh", "user_hashes", "revoked_before", "last")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    FRESH_FIELD_NUMBER: _ClassVar[int]
+    USER_HASHES_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    app: AppState
+    fresh: bool
+    user_hashes: _containers.RepeatedScalarFieldContainer[int]
+    revoked_before: _containers.RepeatedScalarFieldContainer[int]
+    last: bool
+    def __init__(self, app: _Optional[_Union[AppState, _Mapping]] = ..., fresh: _Optional[bool] = ..., user_hashes: _Optional[_Iterable[int]] = ..., revoked_before: _Optional[_Iterable[int]] = ..., last: _Optional[bool] = ...) -> None: ...
+
+class StateChange(_message.Message):
+    __slots__ = ("app", "revoked", "cleared")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
+    app: AppState
+    revoked: UserRevocations
+    cleared: UserRevocations
+    def __init__(self, app: _Optional[_Union[AppState, _Mapping]] = ..., revoked: _Optional[_Union[UserRevocations, _Mapping]] = ..., cleared: _Optional[_Union[UserRevocations, _Mapping]] = ...) -> None: ...
+
+class UserRevocations(_message.Message):
+    __slots__ = ("user_hashes", "revoked_before", "user_ids")
+    USER_HASHES_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    USER_IDS_FIELD_NUMBER: _ClassVar[int]
+    user_hashes: _containers.RepeatedScalarFieldContainer[int]
+    revoked_before: _containers.RepeatedScalarFieldContainer[int]
+    user_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_hashes: _Optional[_Iterable[int]] = ..., revoked_before: _Optional[_Iterable[int]] = ..., user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("interval",)
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    interval: _duration_pb2.Duration
+    def __init__(self, interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class AppState(_message.Message):
+    __slots__ = ("api_key", "algorithm", "auth_checks_disabled", "require_iat", "revoked_before", "max_token_lifetime", "clock_leeway", "issuer", "public_keys", "secrets")
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    AUTH_CHECKS_DISABLED_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_IAT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKEN_LIFETIME_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_LEEWAY_FIELD_NUMBER: _ClassVar[int]
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEYS_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    api_key: str
+    algorithm: str
+    auth_checks_disabled: bool
+    require_iat: bool
+    revoked_before: _timestamp_pb2.Timestamp
+    max_token_lifetime: _duration_pb2.Duration
+    clock_leeway: _duration_pb2.Duration
+    issuer: str
+    public_keys: _containers.RepeatedCompositeFieldContainer[PublicKey]
+    secrets: _containers.RepeatedCompositeFieldContainer[SecretFingerprint]
+    def __init__(self, api_key: _Optional[str] = ..., algorithm: _Optional[str] = ..., auth_checks_disabled: _Optional[bool] = ..., require_iat: _Optional[bool] = ..., revoked_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_token_lifetime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., clock_leeway: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., issuer: _Optional[str] = ..., public_keys: _Optional[_Iterable[_Union[PublicKey, _Mapping]]] = ..., secrets: _Optional[_Iterable[_Union[SecretFingerprint, _Mapping]]] = ...) -> None: ...
+
+class PublicKey(_message.Message):
+    __slots__ = ("jwk", "state", "signs_from")
+    JWK_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SIGNS_FROM_FIELD_NUMBER: _ClassVar[int]
+    jwk: Jwk
+    state: KeyState
+    signs_from: _timestamp_pb2.Timestamp
+    def __init__(self, jwk: _Optional[_Union[Jwk, _Mapping]] = ..., state: _Optional[_Union[KeyState, str]] = ..., signs_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SecretFingerprint(_message.Message):
+    __slots__ = ("kid", "fingerprint", "expires_at")
+    KID_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    kid: str
+    fingerprint: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, kid: _Optional[str] = ..., fingerprint: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

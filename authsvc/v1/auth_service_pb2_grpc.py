@@ -70,6 +70,11 @@ class AuthServiceStub:
                 request_serializer=authsvc_dot_v1_dot_auth__service__pb2.GetJwksRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.GetJwksResponse.FromString,
                 _registered_method=True)
+        self.WatchState = channel.unary_stream(
+                '/authsvc.v1.AuthService/WatchState',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.WatchStateRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.WatchStateResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -126,6 +131,17 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchState(self, request, context):
+        """WatchState streams what a local verifier needs to verify the app's tokens in its own process: first a
+        snapshot, then every change as it is committed, in version order, and a heartbeat every
+        AUTHSVC_WATCH_HEARTBEAT. Needs the app's credential. Never carries a secret or a private key. A watcher that
+        does not keep up is cut off with RESOURCE_EXHAUSTED (reason WATCHER_TOO_SLOW); it resumes with
+        `from_version`. The stream ends UNAVAILABLE when the server stops.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +179,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.GetJwks,
                     request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.GetJwksRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_auth__service__pb2.GetJwksResponse.SerializeToString,
+            ),
+            'WatchState': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchState,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.WatchStateRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.WatchStateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +376,33 @@ class AuthService:
             '/authsvc.v1.AuthService/GetJwks',
             authsvc_dot_v1_dot_auth__service__pb2.GetJwksRequest.SerializeToString,
             authsvc_dot_v1_dot_auth__service__pb2.GetJwksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/authsvc.v1.AuthService/WatchState',
+            authsvc_dot_v1_dot_auth__service__pb2.WatchStateRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.WatchStateResponse.FromString,
             options,
             channel_credentials,
             insecure,

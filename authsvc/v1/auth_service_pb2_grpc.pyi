@@ -57,6 +57,13 @@ class AuthServiceStub:
     """GetJwks returns the app's public keys (EdDSA and ES256 apps) as a JSON Web Key Set; needs only x-api-key.
     The same document is served over HTTP at /.well-known/jwks/<api key>.json.
     """
+    WatchState: _grpc.UnaryStreamMultiCallable[_auth_service_pb2.WatchStateRequest, _auth_service_pb2.WatchStateResponse]
+    """WatchState streams what a local verifier needs to verify the app's tokens in its own process: first a
+    snapshot, then every change as it is committed, in version order, and a heartbeat every
+    AUTHSVC_WATCH_HEARTBEAT. Needs the app's credential. Never carries a secret or a private key. A watcher that
+    does not keep up is cut off with RESOURCE_EXHAUSTED (reason WATCHER_TOO_SLOW); it resumes with
+    `from_version`. The stream ends UNAVAILABLE when the server stops.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -78,6 +85,13 @@ class AuthServiceAsyncStub(AuthServiceStub):
     GetJwks: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetJwksRequest, _auth_service_pb2.GetJwksResponse]  # type: ignore[assignment]
     """GetJwks returns the app's public keys (EdDSA and ES256 apps) as a JSON Web Key Set; needs only x-api-key.
     The same document is served over HTTP at /.well-known/jwks/<api key>.json.
+    """
+    WatchState: _aio.UnaryStreamMultiCallable[_auth_service_pb2.WatchStateRequest, _auth_service_pb2.WatchStateResponse]  # type: ignore[assignment]
+    """WatchState streams what a local verifier needs to verify the app's tokens in its own process: first a
+    snapshot, then every change as it is committed, in version order, and a heartbeat every
+    AUTHSVC_WATCH_HEARTBEAT. Needs the app's credential. Never carries a secret or a private key. A watcher that
+    does not keep up is cut off with RESOURCE_EXHAUSTED (reason WATCHER_TOO_SLOW); it resumes with
+    `from_version`. The stream ends UNAVAILABLE when the server stops.
     """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -139,6 +153,19 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_auth_service_pb2.GetJwksResponse, _abc.Awaitable[_auth_service_pb2.GetJwksResponse]]:
         """GetJwks returns the app's public keys (EdDSA and ES256 apps) as a JSON Web Key Set; needs only x-api-key.
         The same document is served over HTTP at /.well-known/jwks/<api key>.json.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchState(
+        self,
+        request: _auth_service_pb2.WatchStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_auth_service_pb2.WatchStateResponse], _abc.AsyncIterator[_auth_service_pb2.WatchStateResponse]]:
+        """WatchState streams what a local verifier needs to verify the app's tokens in its own process: first a
+        snapshot, then every change as it is committed, in version order, and a heartbeat every
+        AUTHSVC_WATCH_HEARTBEAT. Needs the app's credential. Never carries a secret or a private key. A watcher that
+        does not keep up is cut off with RESOURCE_EXHAUSTED (reason WATCHER_TOO_SLOW); it resumes with
+        `from_version`. The stream ends UNAVAILABLE when the server stops.
         """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
