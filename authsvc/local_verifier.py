@@ -1,0 +1,369 @@
+"""LocalVerifier: an app's tokens verified in the caller's own process, with no round trip.
+
+It follows the app's state over AuthService.WatchState (a snapshot, then each change, then heartbeats) and runs
+authsvc's own token rules on it: authsvc.verifier and authsvc.tokens, the very code the server runs, and the
+server's compact revocation set (authsvc.revocations). Imported as `authsvc.client.LocalVerifier`.
+
+    async with LocalVerifier("localhost:50051", api_key, api_secret, hs256_secret=api_secret) as verifier:
+        result = verifier.verify(token)   # synchronous, no I/O; VerifyOutcome.UNAVAILABLE past max_lag
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import weakref
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import grpc
+
+from authsvc import tokens, watch_wire
+from authsvc.client import API_KEY_HEADER, AUTHORIZATION_HEADER, AuthsvcClientError, Verification, VerifyOutcome
+from authsvc.clock import Clock, Micros, system_clock, to_datetime
+from authsvc.revocations import RevocationSet
+from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
+from authsvc.verifier import Verifier
+
+if TYPE_CHECKING:
+    from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """A revocation a LocalVerifier just heard of, for `on_revoked` callbacks: close these users' connections.
+
+    `user_ids` names revoked users (as far as the server could tell); `app` is true when the whole app was revoked;
+    `resync` is true when the verifier loaded a fresh snapshot after missing changes, so that any user may have
+    been revoked meanwhile (verify the open connections again).
+    """
+
+    user_ids: tuple[str, ...] = ()
+    app: bool = False
+    resync: bool = False
+
+
+# Codes after which a first connection will not succeed by trying again: start() raises them.
+_FATAL_AT_START = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+_OUTCOMES = {outcome: VerifyOutcome(outcome.value) for outcome in tokens.Outcome}
+
+
+def _when(micros: Micros | None) -> datetime | None:
+    return None if micros is None else to_datetime(micros)
+
+
+class LocalVerifier:
+    """Verifies the tokens of one app in this process, with authsvc's own token rules, on a copy of the app's state
+    that the WatchState stream keeps current (revocations arrive within milliseconds).
+
+    `credential` (the API secret or a server token) opens the stream. For an HS256 app, `hs256_secret` is the
+    API secret that signs its tokens (or several, during a rotation): the stream never carries a secret, only a
+    fingerprint that says whether the configured one is still accepted, and until when. EdDSA and ES256 apps need
+    none: the stream carries their public keys.
+
+    `verify(token)` is synchronous and does no I/O. When the copy is older than `max_lag` seconds (no message,
+    not even a heartbeat, since), it fails closed: VerifyOutcome.UNAVAILABLE. The stream reconnects by itself
+    with backoff and resumes from `version`. `lag` and `version` tell where it stands; with prometheus-client
+    installed they are also the gauges `authsvc_local_verifier_lag_seconds` and `authsvc_local_verifier_version`
+    (label `api_key`) of `registry` (default: prometheus_client's), unless `metrics` is false.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        api_key: str,
+        credential: str,
+        *,
+        hs256_secret: str | Sequence[str] | None = None,
+        max_lag: float = 10.0,
+        cache_size: int = 10_000,
+        start_timeout: float = 30.0,
+        reconnect_backoff: float = 0.1,
+        reconnect_max_backoff: float = 5.0,
+        channel_options: Sequence[tuple[str, Any]] = (),
+        secure: bool = False,
+        credentials: grpc.ChannelCredentials | None = None,
+        clock: Clock = system_clock,
+        metrics: bool = True,
+        registry: Any = None,
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key is empty; pass the app's API key")
+        if not credential:
+            raise ValueError("credential is empty; pass the app's API secret or a server token")
+        if max_lag <= 0 or start_timeout <= 0 or reconnect_backoff <= 0 or reconnect_max_backoff < reconnect_backoff:
+            raise ValueError("max_lag, start_timeout and the backoffs must be positive, the maximum backoff the larger")
+        self.target = target
+        self.api_key = api_key
+        self._metadata = ((API_KEY_HEADER, api_key), (AUTHORIZATION_HEADER, f"Bearer {credential}"))
+        self._secrets = (hs256_secret,) if isinstance(hs256_secret, str) else tuple(hs256_secret or ())
+        self._max_lag = max_lag
+        self._start_timeout = start_timeout
+        self._backoff = reconnect_backoff
+        self._max_backoff = reconnect_max_backoff
+        self._clock = clock
+        self._verifier = Verifier(cache_size)
+        self._channel_args = (target, list(channel_options), secure, credentials)
+        self._channel: grpc.aio.Channel | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._started: asyncio.Future[None] | None = None
+        self._listeners: list[Callable[[Revoked], Any]] = []
+        self._metrics = (registry, metrics)
+        # The state: replaced as a whole by a snapshot, changed in place by changes; read by verify().
+        self._app: tokens.App | None = None
+        self._leeway: Micros = 0
+        self._revocations = RevocationSet()
+        self._version = 0
+        self._confirmed_at = -float("inf")
+        self._pending: tuple[pb.AppState, bool, array[int], array[int]] | None = None
+        self.last_error: AuthsvcClientError | None = None
+        """Why the stream last failed, or None: for logs and health checks of the caller."""
+
+    def __repr__(self) -> str:
+        return f"LocalVerifier(target={self.target!r}, api_key={self.api_key!r}, version={self._version})"
+
+    @property
+    def version(self) -> int:
+        """The state version held: send in no request, only for monitoring (0 before the first snapshot)."""
+        return self._version
+
+    @property
+    def lag(self) -> float:
+        """Seconds since the state held was last known current (infinite before the first snapshot)."""
+        return time.monotonic() - self._confirmed_at
+
+    def on_revoked(self, callback: Callable[[Revoked], Any]) -> None:
+        """Calls `callback(Revoked)` for each revocation as it arrives (users, the app, or a resync)."""
+        self._listeners.append(callback)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Opens the stream and returns once the first snapshot is loaded. Raises AuthsvcClientError when the
+        server refuses the credential or the app (no retry would help), or UNAVAILABLE when no snapshot came
+        within `start_timeout`; ValueError when the app signs with HS256 and no `hs256_secret` it accepts was
+        given (every token would be refused)."""
+        if self._task is not None:
+            raise RuntimeError("this LocalVerifier was started already")
+        target, options, secure, credentials = self._channel_args
+        if credentials is not None or secure:
+            self._channel = grpc.aio.secure_channel(target, credentials or grpc.ssl_channel_credentials(), options)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options)
+        self._started = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._follow(pb_grpc.AuthServiceStub(self._channel)), name="LocalVerifier")
+        try:
+            async with asyncio.timeout(self._start_timeout):
+                await asyncio.shield(self._started)
+        except TimeoutError:
+            await self.close()
+            cause = f": {self.last_error}" if self.last_error else ""
+            raise AuthsvcClientError(
+                grpc.StatusCode.UNAVAILABLE, "", f"no state from {target} within {self._start_timeout:g}s{cause}"
+            ) from None
+        except BaseException:
+            await self.close()
+            raise
+        app = self._app
+        if app is not None and app.algorithm == tokens.HS256 and not app.secrets:
+            await self.close()
+            raise ValueError(
+                "this app signs its tokens with HS256: pass its API secret as hs256_secret (none given, or not one "
+                "the app accepts)"
+            )
+        _register(self)
+
+    async def close(self) -> None:
+        """Stops following the state (verify answers UNAVAILABLE once max_lag passes) and closes the channel."""
+        _unregister(self)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    def verify(self, token: str) -> Verification:
+        """authsvc's verdict on `token` for this app, reached here, now: the same rules and verdict type as
+        AuthClient.verify_token. VerifyOutcome.UNAVAILABLE when the state held is older than max_lag."""
+        app = self._app
+        if app is None or time.monotonic() - self._confirmed_at > self._max_lag:
+            return Verification(VerifyOutcome.UNAVAILABLE, False, None, None, None, {}, False)
+        result = self._verifier.verify(
+            token, app, now=self._clock(), leeway=self._leeway, revoked_before=self._user_revoked_before
+        )
+        return Verification(
+            outcome=_OUTCOMES[result.outcome],
+            valid=result.outcome is tokens.Outcome.VALID,
+            user_id=result.user_id or None,
+            issued_at=_when(result.issued_at),
+            expires_at=_when(result.expires_at),
+            claims=dict(result.claims),
+            dev_token=result.dev_token,
+        )
+
+    def _user_revoked_before(self, app_id: int, user_id: str) -> Micros | None:
+        revocations = self._revocations
+        return revocations.get_user(user_id) if revocations else None
+
+    async def _follow(self, stub: AuthServiceAsyncStub) -> None:
+        backoff = self._backoff
+        while True:
+            request = pb.WatchStateRequest()
+            if self._app is not None:
+                request.from_version = self._version
+            try:
+                async for message in stub.WatchState(request, metadata=self._metadata):
+                    self._receive(message)
+                    backoff = self._backoff
+            except grpc.aio.AioRpcError as error:
+                self.last_error = AuthsvcClientError.from_rpc_error(error)
+                started = self._started
+                if started is not None and not started.done() and error.code() in _FATAL_AT_START:
+                    started.set_exception(self.last_error)
+                    return
+            except ValueError as exc:  # a message that does not decode (a key that does not load): start over
+                self.last_error = AuthsvcClientError(grpc.StatusCode.INTERNAL, "", f"undecodable state: {exc}")
+                self._pending = None
+            # Jittered, so that the watchers of a server that went away do not all come back at once.
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, self._max_backoff)
+
+    def _receive(self, message: pb.WatchStateResponse) -> None:
+        kind = message.WhichOneof("event")
+        if kind == "snapshot":
+            if not self._snapshot_chunk(message.snapshot):
+                return  # more chunks to come: the state held is unchanged, and so is its lag
+        elif kind == "change":
+            self._change(message.change)
+        self._version = message.version
+        self._confirmed_at = time.monotonic() - message.staleness.ToTimedelta().total_seconds()
+
+    def _snapshot_chunk(self, chunk: pb.SnapshotChunk) -> bool:
+        if chunk.HasField("app"):
+            self._pending = (chunk.app, chunk.fresh, array("q"), array("q"))
+        if self._pending is None:
+            raise ValueError("a snapshot chunk without its first")
+        state, fresh, hashes, times = self._pending
+        hashes.extend(chunk.user_hashes)
+        times.extend(chunk.revoked_before)
+        if not chunk.last:
+            return False
+        self._pending = None
+        had_state = self._app is not None
+        previous = self._app
+        self._set_app(state)
+        self._revocations = RevocationSet(hashes, times)
+        if fresh and had_state:
+            self._tell(Revoked(resync=True))
+        elif previous is not None:
+            self._tell_app_revoked(previous)
+        if self._started is not None and not self._started.done():
+            self._started.set_result(None)
+        return True
+
+    def _change(self, change: pb.StateChange) -> None:
+        kind = change.WhichOneof("change")
+        if kind == "app":
+            previous = self._app
+            self._set_app(change.app)
+            self._tell_app_revoked(previous)
+        elif kind == "revoked":
+            revoked = change.revoked
+            for user_hash, revoked_before in zip(revoked.user_hashes, revoked.revoked_before, strict=True):
+                self._revocations.set(user_hash, revoked_before)
+            self._tell(Revoked(user_ids=tuple(revoked.user_ids)))
+        elif kind == "cleared":
+            for user_hash in change.cleared.user_hashes:
+                self._revocations.remove(user_hash)
+
+    def _set_app(self, state: pb.AppState) -> None:
+        self._app = watch_wire.app_from_state(state, self._secrets)
+        self._leeway = watch_wire.leeway_of(state)
+
+    def _tell_app_revoked(self, previous: tokens.App | None) -> None:
+        now = self._app.revoked_before if self._app is not None else None
+        before = previous.revoked_before if previous is not None else None
+        if now is not None and (before is None or now > before):
+            self._tell(Revoked(app=True))
+
+    def _tell(self, event: Revoked) -> None:
+        for callback in self._listeners:
+            try:
+                callback(event)
+            except Exception as exc:  # the caller's bug: reported like an unhandled task error, the stream goes on
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "LocalVerifier on_revoked callback failed", "exception": exc}
+                )
+
+
+class _Gauges:
+    """The lag and version gauges of every LocalVerifier registered in one Prometheus registry."""
+
+    def __init__(self) -> None:
+        self.verifiers: weakref.WeakSet[LocalVerifier] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        lag = GaugeMetricFamily(
+            "authsvc_local_verifier_lag_seconds",
+            "Seconds since a LocalVerifier's state was last known current; past its max_lag it fails closed.",
+            labels=["api_key"],
+        )
+        version = GaugeMetricFamily(
+            "authsvc_local_verifier_version", "The state version a LocalVerifier holds.", labels=["api_key"]
+        )
+        for verifier in list(self.verifiers):
+            lag.add_metric([verifier.api_key], verifier.lag)
+            version.add_metric([verifier.api_key], verifier.version)
+        yield lag
+        yield version
+
+
+_GAUGES: dict[int, tuple[Any, _Gauges]] = {}
+
+
+def _register(verifier: LocalVerifier) -> None:
+    registry, enabled = verifier._metrics
+    if not enabled:
+        return
+    try:
+        import prometheus_client
+    except ImportError:
+        return
+    registry = prometheus_client.REGISTRY if registry is None else registry
+    if id(registry) not in _GAUGES:
+        gauges = _Gauges()
+        registry.register(gauges)
+        _GAUGES[id(registry)] = (registry, gauges)
+    _GAUGES[id(registry)][1].verifiers.add(verifier)
+
+
+def _unregister(verifier: LocalVerifier) -> None:
+    for _, gauges in _GAUGES.values():
+        gauges.verifiers.discard(verifier)
