@@ -344,7 +344,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             migrate=False if getattr(args, "no_migrate", False) else None,
         )
         if args.command == "serve":
-            configure_logging(settings.log_level)
+            configure_logging(settings.log_level, ok_line_rate=settings.access_log_rate)
         else:
             logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if unknown := unknown_variables():

@@ -87,7 +87,13 @@ def _bool(text: str, name: str) -> bool:
 
 def _count(text: str, name: str) -> int:
     """A whole number of 0 or more."""
-    return 0 if text.strip() == "0" else _positive_int(text, name)
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {text!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 or more, not {value}")
+    return value
 
 
 def _text(text: str, name: str) -> str:
@@ -147,6 +153,9 @@ class Settings:
     """Seconds of clock skew tolerated for exp, nbf, iat and revocation times."""
     log_level: str = _setting("INFO", _log_level)
     """DEBUG, INFO, WARNING or ERROR."""
+    access_log_rate: int = _setting(100, _count)
+    """Access lines of successful calls written per second and process at most (the calls past it are counted
+    in one line); every failed call's line is always written. 0: none."""
     database_pool_size: int = _setting(10, _positive_int)
     """Most connections one process holds to PostgreSQL."""
     database_timeout: float = _setting(5.0, _positive_duration)

@@ -120,7 +120,7 @@ def _claimed_ports(settings: Settings, workers: int) -> Iterator[None]:
 def _worker_main(
     url: str, settings: Settings, keyring: Keyring, worker: int, workers: int, serving: MutableSequence[int]
 ) -> None:
-    configure_logging(settings.log_level, worker=worker + 1)
+    configure_logging(settings.log_level, ok_line_rate=settings.access_log_rate, worker=worker + 1)
     use_event_loop(settings)
 
     def report_serving() -> None:

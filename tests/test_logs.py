@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -198,3 +199,35 @@ async def test_serve_logs_one_json_line_per_call_and_never_a_secret(
         assert part not in output, "no piece of a token is logged"
     assert app.api_secret not in output
     assert "Bearer" not in output
+
+
+async def test_past_the_access_log_rate_ok_lines_are_counted_not_written_and_failures_always_are(
+    database_url: str, new_app: NewApp, tmp_path: Path
+) -> None:
+    app = await new_app("rate-limited")
+    env = clean_env(AUTHSVC_DATABASE_URL=database_url, AUTHSVC_ACCESS_LOG_RATE="0")
+    async with serve(env, tmp_path, workers=1) as served:
+        async with grpc.aio.insecure_channel(served.target) as channel:
+            stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+            token = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
+            for n in range(20):
+                await stub.VerifyToken(
+                    pb.VerifyTokenRequest(token=token), metadata=(*api_key_only(app), ("x-request-id", f"ok-{n}"))
+                )
+            for n in range(3):
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await stub.VerifyToken(
+                        pb.VerifyTokenRequest(token=""), metadata=(*api_key_only(app), ("x-request-id", f"bad-{n}"))
+                    )
+            # The calls past the rate are reported once their second is over, with the next call after it.
+            await asyncio.sleep(1.1)
+            await stub.VerifyToken(pb.VerifyTokenRequest(token=token), metadata=api_key_only(app))
+
+        def reported(records: list[dict[str, object]]) -> int:
+            return sum(int(str(r.get("not_logged", 0))) for r in records if r.get("logger") == "authsvc.access")
+
+        await served.wait_for(lambda records: reported(records) >= 21)
+    access = [r for r in served.records if r.get("logger") == "authsvc.access" and "code" in r]
+    assert sorted(r["request_id"] for r in access) == ["bad-0", "bad-1", "bad-2"]
+    assert all(r["code"] == "INVALID_ARGUMENT" for r in access)
+    assert reported(served.records) == 21  # IssueToken and the 20 VerifyToken; the last call is not reported yet
