@@ -314,7 +314,12 @@ async def test_no_credential_sent_in_any_header_reaches_the_access_log(
 ) -> None:
     app = await new_app("swapped-headers")
     operator_token = secrets.token_hex(32)  # `openssl rand -hex 32`: lowercase hex, the shape of an API key
-    env = clean_env(AUTHSVC_DATABASE_URL=database_url, AUTHSVC_OPERATOR_TOKENS=f"ops:{operator_token}")
+    # Every call's line counts below, successful ones too: no access-log rate limit.
+    env = clean_env(
+        AUTHSVC_DATABASE_URL=database_url,
+        AUTHSVC_OPERATOR_TOKENS=f"ops:{operator_token}",
+        AUTHSVC_ACCESS_LOG_RATE="1000000",
+    )
     async with serve(env, tmp_path, workers=1) as served:
         async with grpc.aio.insecure_channel(served.target) as channel:
             stub = auth_service_pb2_grpc.AuthServiceStub(channel)
