@@ -51,14 +51,23 @@ def _port(text: str, name: str) -> int:
     return port
 
 
-def _positive_int(text: str, name: str) -> int:
+def _whole(text: str, name: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, not {text!r}") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be at least 1, not {value}")
+    if value < least:
+        raise ConfigError(f"{name} must be at least {least}, not {value}")
     return value
+
+
+def _positive_int(text: str, name: str) -> int:
+    return _whole(text, name, 1)
+
+
+def _count(text: str, name: str) -> int:
+    """A whole number of 0 or more."""
+    return _whole(text, name, 0)
 
 
 def _duration(text: str, name: str) -> float:
@@ -83,17 +92,6 @@ def _bool(text: str, name: str) -> bool:
     if value not in _TRUE + _FALSE:
         raise ConfigError(f"{name} must be true or false, not {text!r}")
     return value in _TRUE
-
-
-def _count(text: str, name: str) -> int:
-    """A whole number of 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {text!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must be 0 or more, not {value}")
-    return value
 
 
 def _text(text: str, name: str) -> str:

@@ -22,7 +22,7 @@ from authsvc.tokens import App
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import NewApp
-from tests.processes import clean_env, serve
+from tests.processes import Served, clean_env, serve
 from tests.support import FakeClock, api_key_only, backend
 
 if TYPE_CHECKING:
@@ -248,6 +248,30 @@ async def test_sigterm_under_sustained_load_fails_no_call_but_with_unavailable_a
     assert "Traceback" not in served.output
 
 
+async def _sigterm_under_load(
+    served: Served,
+    channel: grpc.aio.Channel,
+    app: App,
+    name: str,
+    signalled: asyncio.Event,
+    done: asyncio.Event,
+    calls: list[Call],
+) -> list[asyncio.Task[None]]:
+    """Four callers on `channel` calling without pause; once warm, SIGTERM, and back when health says NOT_SERVING.
+    The callers go on until `done`."""
+    stub: AuthServiceAsyncStub = auth_service_pb2_grpc.AuthServiceStub(channel)
+    token = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+    assert (await watch.read()).status == SERVING
+    callers = [asyncio.create_task(_caller(stub, f"{name}{n}", app, token, signalled, done, calls)) for n in range(4)]
+    while len(calls) < WARM_UP_CALLS:  # noqa: ASYNC110 - counted as the callers append
+        await asyncio.sleep(0.01)
+    signalled.set()
+    served.process.send_signal(signal.SIGTERM)
+    assert (await watch.read()).status == NOT_SERVING
+    return callers
+
+
 async def test_a_drain_ends_when_the_callers_go_quiet_not_at_its_timeout(
     database_url: str, new_app: NewApp, tmp_path: Path
 ) -> None:
@@ -259,18 +283,7 @@ async def test_a_drain_ends_when_the_callers_go_quiet_not_at_its_timeout(
     signalled, done = asyncio.Event(), asyncio.Event()
     calls: list[Call] = []
     async with serve(env, tmp_path, workers=2) as served, _channel(served.target) as channel:
-        stub: AuthServiceAsyncStub = auth_service_pb2_grpc.AuthServiceStub(channel)
-        token = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
-        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
-        assert (await watch.read()).status == SERVING
-        callers = [
-            asyncio.create_task(_caller(stub, f"quiet{n}", app, token, signalled, done, calls)) for n in range(4)
-        ]
-        while len(calls) < WARM_UP_CALLS:  # noqa: ASYNC110 - counted as the callers append
-            await asyncio.sleep(0.01)
-        signalled.set()
-        served.process.send_signal(signal.SIGTERM)
-        assert (await watch.read()).status == NOT_SERVING
+        callers = await _sigterm_under_load(served, channel, app, "quiet", signalled, done, calls)
         done.set()
         await asyncio.gather(*callers)
         await served.finished()
@@ -288,18 +301,7 @@ async def test_a_second_signal_ends_the_drain_at_once(database_url: str, new_app
     signalled, done = asyncio.Event(), asyncio.Event()
     calls: list[Call] = []
     async with serve(env, tmp_path, workers=1) as served, _channel(served.target) as channel:
-        stub: AuthServiceAsyncStub = auth_service_pb2_grpc.AuthServiceStub(channel)
-        token = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
-        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
-        assert (await watch.read()).status == SERVING
-        callers = [
-            asyncio.create_task(_caller(stub, f"hurried{n}", app, token, signalled, done, calls)) for n in range(4)
-        ]
-        while len(calls) < WARM_UP_CALLS:  # noqa: ASYNC110 - counted as the callers append
-            await asyncio.sleep(0.01)
-        signalled.set()
-        served.process.send_signal(signal.SIGTERM)
-        assert (await watch.read()).status == NOT_SERVING
+        callers = await _sigterm_under_load(served, channel, app, "hurried", signalled, done, calls)
         served_after_signal = len(calls)
         while len(calls) < served_after_signal + WARM_UP_CALLS:  # noqa: ASYNC110 - the drain serves on
             await asyncio.sleep(0.01)
