@@ -10,7 +10,7 @@ without one. Every call has a deadline (`timeout`, covering its retries too). Fa
 decoded from the google.rpc.ErrorInfo authsvc puts in each error status.
 
 Retries: only calls that are safe to repeat are retried, and only on UNAVAILABLE (the server or the network is
-down, or authsvc answered DATABASE_UNAVAILABLE, which changes nothing), with a small bounded exponential backoff.
+down, or authsvc answered DATABASE_UNAVAILABLE: nothing acknowledged), with a small bounded exponential backoff.
 VerifyToken and VerifyTokens read only; RevokeUser, RevokeApp and ClearRevocation are idempotent (revoking again
 never moves a revocation backwards; clearing twice clears nothing more). IssueToken is never retried: a lost
 answer may hide a minted token, and a retry would mint a second one.

@@ -70,7 +70,8 @@ class ResourceExhausted(AuthsvcError):
 
 
 class Unavailable(AuthsvcError):
-    """The database is needed and cannot be reached; nothing was changed. Retry with backoff."""
+    """The database is needed and cannot be reached; nothing was acknowledged. Retry with backoff: a write cut off
+    at its commit may have been applied, and every write authsvc retries is idempotent."""
 
     status = "UNAVAILABLE"
     default_reason = "DATABASE_UNAVAILABLE"

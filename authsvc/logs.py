@@ -166,7 +166,14 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(stream)
         self._pending = False
         self._interval = interval
+        self._stopped = threading.Event()
         threading.Thread(target=self._flush_pending, name="authsvc-log-flush", daemon=True).start()
+
+    def close(self) -> None:
+        """Flushes what waits and ends the flushing thread (the stream itself stays open, as StreamHandler's)."""
+        self._stopped.set()
+        self.flush()
+        super().close()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -181,8 +188,7 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
 
     def _flush_pending(self) -> None:
-        while True:
-            time.sleep(self._interval)
+        while not self._stopped.wait(self._interval):
             if self._pending:
                 self.acquire()
                 try:
@@ -204,6 +210,7 @@ def configure_logging(level: str, stream: TextIO | None = None, *, ok_line_rate:
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)

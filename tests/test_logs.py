@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from authsvc.logs import AccessRecord, JsonFormatter, current_request_id, loggable_api_key, request_id
+from authsvc.logs import (
+    AccessRecord,
+    JsonFormatter,
+    configure_logging,
+    current_request_id,
+    loggable_api_key,
+    request_id,
+)
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import NewApp
@@ -231,3 +238,29 @@ async def test_past_the_access_log_rate_ok_lines_are_counted_not_written_and_fai
     assert sorted(r["request_id"] for r in access) == ["bad-0", "bad-1", "bad-2"]
     assert all(r["code"] == "INVALID_ARGUMENT" for r in access)
     assert reported(served.records) == 21  # IssueToken and the 20 VerifyToken; the last call is not reported yet
+
+
+def test_configuring_logging_again_ends_the_previous_handlers_flushing_thread() -> None:
+    import threading
+
+    def flushers() -> int:
+        return sum(thread.name == "authsvc-log-flush" and thread.is_alive() for thread in threading.enumerate())
+
+    root = logging.getLogger()
+    kept_handlers, kept_level = list(root.handlers), root.level
+    try:
+        configure_logging("INFO", io.StringIO())
+        before = flushers()
+        for _ in range(5):
+            configure_logging("INFO", io.StringIO())
+        for thread in threading.enumerate():  # the closed ones end at their next wake-up at the latest
+            if thread.name == "authsvc-log-flush" and thread is not threading.current_thread():
+                thread.join(timeout=0.05)
+        assert flushers() <= before
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in kept_handlers:
+            root.addHandler(handler)
+        root.setLevel(kept_level)
