@@ -354,3 +354,8 @@ function fromStruct(struct) {
 }
 
 module.exports = { AuthClient, AuthsvcClientError, VerifyOutcome, ROUND_ROBIN, RETRIED_METHODS, status: grpc.status };
+// The LocalVerifier (local_verifier.js, which requires this file) is loaded on first use.
+Object.defineProperty(module.exports, "LocalVerifier", {
+  enumerable: true,
+  get: () => require("./local_verifier").LocalVerifier,
+});
