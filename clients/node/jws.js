@@ -52,7 +52,7 @@ class LimitExceeded extends MalformedToken {
 }
 
 // `$` without the m flag matches only at the very end (unlike Python's, never before a final newline).
-const COMPACT_RE = /^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/;
+const COMPACT_RE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 // The last character of a segment whose length is 2 or 3 mod 4 carries 4 or 2 unused bits, which must be zero for
 // the encoding to be canonical; these are the characters whose low bits are zero.
 const CANONICAL_LAST_2 = "AQgw";
@@ -63,31 +63,33 @@ const HEADER_CACHE_SIZE = 256;
 const MAX_CACHED_HEADER_SEGMENT = 512;
 const headerCache = new Map();
 
-function decodeSegment(segment, name) {
+function checkCanonical(segment, name) {
   const rem = segment.length % 4;
   if (rem === 1) throw new MalformedToken(`${name} segment has an impossible base64url length`);
   const last = segment[segment.length - 1];
   if ((rem === 2 && !CANONICAL_LAST_2.includes(last)) || (rem === 3 && !CANONICAL_LAST_3.includes(last))) {
     throw new MalformedToken(`${name} segment is not canonical base64url`);
   }
-  // The alphabet was checked by COMPACT_RE and the trailing bits above: this decoding is exact.
-  return Buffer.from(segment, "base64url");
 }
 
-function utf8(bytes, name) {
-  let ascii = true;
-  for (let i = 0; i < bytes.length; i++) {
-    if (bytes[i] > 0x7f) {
-      ascii = false;
-      break;
+// Segments are decoded into this buffer (a token's are shorter), then read out as text: no Buffer a segment.
+const scratch = Buffer.alloc(MAX_TOKEN_BYTES);
+
+/** A header or payload segment decoded, as text (UTF-8); MalformedToken when it is not canonical or not UTF-8. */
+function segmentText(segment, name) {
+  checkCanonical(segment, name);
+  // The alphabet was checked by COMPACT_RE and the trailing bits by checkCanonical: this decoding is exact.
+  const length = scratch.write(segment, 0, "base64url");
+  for (let i = 0; i < length; i++) {
+    if (scratch[i] > 0x7f) {
+      try {
+        return UTF8.decode(scratch.subarray(0, length));
+      } catch {
+        throw new MalformedToken(`${name} is not UTF-8`);
+      }
     }
   }
-  if (ascii) return bytes.latin1Slice(0, bytes.length);
-  try {
-    return UTF8.decode(bytes);
-  } catch {
-    throw new MalformedToken(`${name} is not UTF-8`);
-  }
+  return scratch.latin1Slice(0, length);
 }
 
 // The JSON parser: recursive descent over one string at a time (module state; nothing re-enters it).
@@ -294,8 +296,76 @@ function parseNumber() {
   return value === 0 ? 0 : value;
 }
 
+/**
+ * Whether JSON.parse reads `text` exactly as Python's json module does, and how many object members it has. The
+ * two grammars are the same (RFC 8259, strict); they differ in what Python's side of authsvc then refuses or keeps:
+ * duplicate keys (JSON.parse keeps the last: caught by counting members, a colon each outside strings, against the
+ * keys parsed), \u escapes (NUL, lone surrogates), numbers that overflow or are -0, and the nesting depth. Returns
+ * the member count, or -1 when the text has any of those (the full parser decides then).
+ */
+function plainMembers(text) {
+  // Without a backslash (most tokens) a string ends at the next quote; with one, the full parser decides.
+  if (text.indexOf("\\") !== -1) return -1;
+  let members = 0;
+  let open = 0;
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      i = text.indexOf('"', i + 1);
+      if (i === -1) return -1;
+    } else if (c === 0x3a) {
+      members++;
+    } else if (c === 0x7b || c === 0x5b) {
+      // Brackets, not depth: the full parser measures depth when there are this many.
+      if (++open > MAX_JSON_DEPTH) return -1;
+    } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+      const start = i;
+      if (c === 0x2d && text.charCodeAt(i + 1) === 0x30) return -1; // -0, -0.5: the full parser's rules
+      while (i + 1 < n) {
+        const d = text.charCodeAt(i + 1);
+        if ((d >= 0x30 && d <= 0x39) || d === 0x2e) i++;
+        else if (d === 0x65 || d === 0x45) return -1; // exponents can overflow
+        else break;
+      }
+      if (i - start >= 15) return -1; // long numbers can overflow, or be integers of 2**1023 and more
+    }
+  }
+  return members;
+}
+
+function countMembers(value) {
+  if (value === null || typeof value !== "object") return 0;
+  let count = 0;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) count += countMembers(value[i]);
+    return count;
+  }
+  const keys = Object.keys(value);
+  for (let i = 0; i < keys.length; i++) count += 1 + countMembers(value[keys[i]]);
+  return count;
+}
+
 /** The JSON object in `text` (header or payload); MalformedToken for anything else. */
 function parseJsonObject(text, name) {
+  const members = plainMembers(text);
+  if (members >= 0) {
+    let value;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      throw new MalformedToken(`${name} is not valid JSON`);
+    }
+    if (value === null || typeof value !== "object" || Array.isArray(value)) {
+      throw new MalformedToken(`${name} is not a JSON object`);
+    }
+    if (countMembers(value) !== members) throw new MalformedToken(`${name} has a duplicate key`);
+    return value;
+  }
+  return parseStrictly(text, name);
+}
+
+function parseStrictly(text, name) {
   src = text;
   pos = 0;
   depth = 0;
@@ -336,7 +406,7 @@ function checkHeader(header) {
 }
 
 function parseHeader(segment) {
-  const header = parseJsonObject(utf8(decodeSegment(segment, "header"), "header"), "header");
+  const header = parseJsonObject(segmentText(segment, "header"), "header");
   checkHeader(header);
   return deepFreeze(header);
 }
@@ -396,8 +466,8 @@ function diagnose(token) {
  * @property {Readonly<Record<string, unknown>>} claims what a verdict shows: the payload, with such integers as
  *   their decimal text, as VerifyToken renders them
  * @property {string} signingInput the first two segments and their dot
- * @property {Buffer} signature empty for a developer token
- * @property {string} signatureSegment
+ * @property {string} signatureSegment canonical base64url, or "devtoken"
+ * @property {Buffer | null} signatureBytes the decoded signature, once signature() was asked
  */
 
 /** Splits and decodes a compact JWS, throwing MalformedToken for anything not strictly well-formed. */
@@ -406,26 +476,40 @@ function parseCompact(token) {
   // .length counts UTF-16 units: at most the UTF-8 bytes. A longer token is refused unread; a shorter one with
   // more bytes has non-ASCII characters, which COMPACT_RE refuses.
   if (token.length > MAX_TOKEN_BYTES) throw new LimitExceeded(`token too large (more than ${MAX_TOKEN_BYTES} bytes)`);
-  const match = COMPACT_RE.exec(token);
-  if (match === null) {
+  if (!COMPACT_RE.test(token)) {
     if (Buffer.byteLength(token, "utf8") > MAX_TOKEN_BYTES) {
       throw new LimitExceeded(`token too large (more than ${MAX_TOKEN_BYTES} bytes)`);
     }
     throw diagnose(token);
   }
-  const [, headerSegment, payloadSegment, signatureSegment] = match;
+  const firstDot = token.indexOf(".");
+  const secondDot = token.indexOf(".", firstDot + 1);
+  const headerSegment = token.slice(0, firstDot);
+  const payloadSegment = token.slice(firstDot + 1, secondDot);
+  const signatureSegment = token.slice(secondDot + 1);
   const parsedHeader = header(headerSegment);
   sawHugeInt = false;
-  const payload = deepFreeze(parseJsonObject(utf8(decodeSegment(payloadSegment, "payload"), "payload"), "payload"));
-  const signature = signatureSegment === DEV_SIGNATURE ? Buffer.alloc(0) : decodeSegment(signatureSegment, "signature");
+  const payload = deepFreeze(parseJsonObject(segmentText(payloadSegment, "payload"), "payload"));
+  // Checked now, decoded when a key pair needs the bytes (signature()): a canonical segment stands for exactly one
+  // byte string, so an HMAC compares as base64url text.
+  if (signatureSegment !== DEV_SIGNATURE) checkCanonical(signatureSegment, "signature");
   return {
     header: parsedHeader,
     payload,
     claims: sawHugeInt ? deepFreeze(asText(payload)) : payload,
-    signingInput: token.slice(0, headerSegment.length + 1 + payloadSegment.length),
-    signature,
+    signingInput: token.slice(0, secondDot),
     signatureSegment,
+    signatureBytes: null,
   };
+}
+
+/** The signature of a parsed token as bytes (empty for a developer token). */
+function signature(parsed) {
+  if (parsed.signatureBytes === null) {
+    parsed.signatureBytes =
+      parsed.signatureSegment === DEV_SIGNATURE ? Buffer.alloc(0) : Buffer.from(parsed.signatureSegment, "base64url");
+  }
+  return parsed.signatureBytes;
 }
 
 /** The claim as a NumericDate in seconds, null if absent; MalformedToken unless a number in range. */
@@ -449,4 +533,5 @@ module.exports = {
   numericDate,
   parseCompact,
   parseJsonObject,
+  signature,
 };

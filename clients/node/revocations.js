@@ -66,6 +66,7 @@ class RevocationSet {
 
   /** The revocation time of a user (micros), or null; remembered for the last few thousand users asked about. */
   getUser(userId) {
+    if (this._hi.length === 0 && this._recent.size === 0) return null; // no revocation: no hash to compute
     const answers = this._answers;
     const known = answers.get(userId);
     if (known !== undefined) return known;

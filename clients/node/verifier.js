@@ -61,7 +61,7 @@ class Verifier {
     seenOnce.delete(token);
     const checked = this._checked;
     if (checked.size >= this._cacheSize) checked.delete(checked.keys().next().value); // the oldest entry
-    checked.set(token, { app, secret: key !== null && key.hmacKey ? key : null, parsed });
+    checked.set(token, { app, secret: key !== null && key.hmac ? key : null, parsed });
   }
 
   /** The number of tokens remembered. */
