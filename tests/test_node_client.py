@@ -214,3 +214,21 @@ async def test_readme_node_example_works_as_printed(
     code, out, err = await run(*node, str(tmp_path / "example.js"), cwd=tmp_path, env=env, limit=60)
     assert code == 0, err
     assert out == "VALID alice\nREVOKED\n"
+
+
+async def test_local_verifier_example_works_as_printed(
+    server: RunningServer, new_app: NewApp, node_modules: Path, tmp_path: Path
+) -> None:
+    app = await new_app("node-local-readme")
+    readme = (NODE_CLIENT / "README.md").read_text()
+    section = readme.split("## Verify in your own process: LocalVerifier", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```js\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1, "the section has one example"
+    script = blocks[0].replace('require("@authsvc/client")', f"require({str(NODE_CLIENT)!r})")
+    assert "localhost:50051" in script
+    (tmp_path / "example.js").write_text(script.replace("localhost:50051", f"localhost:{server.port}"))
+    env = base_env()
+    env.update(API_KEY=app.api_key, API_SECRET=app.api_secret)
+    code, out, err = await run(*node_tool("node"), str(tmp_path / "example.js"), cwd=tmp_path, env=env, limit=60)
+    assert code == 0, err
+    assert out == "VALID alice\nrevoked: alice\nREVOKED\n"
