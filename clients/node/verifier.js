@@ -8,6 +8,7 @@
  * never the expiry, audience or revocation checks, which run on every call against the current state.
  */
 
+const { MAX_TOKEN_BYTES } = require("./jws");
 const tokens = require("./tokens");
 
 const MALFORMED = tokens.verdict(tokens.Outcome.MALFORMED);
@@ -36,6 +37,8 @@ class Verifier {
    * @returns {import("./tokens").Verdict} (a verdict with no claims may be shared: treat every verdict as read-only)
    */
   verify(token, app, now, leeway, revokedBefore) {
+    // Refused before the look-up, which would hash the whole string.
+    if (typeof token !== "string" || token.length > MAX_TOKEN_BYTES) return MALFORMED;
     const hit = this._checked.get(token);
     let parsed;
     if (hit !== undefined && hit.app === app && (hit.secret === null || tokens.secretActive(hit.secret, now))) {
