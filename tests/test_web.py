@@ -10,6 +10,7 @@ import base64
 import json
 import re
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,10 +34,13 @@ from authsvc.web import asgi, contract
 from authsvc.web.asgi import BearerAuthMiddleware, TokenProvider
 from authsvc.web.contract import TokenVerifier
 from authsvc.web.fastapi import BearerAuth, mount_token_provider, use_authsvc_errors
+from tests import test_node_client as node
 from tests.conftest import NewApp
+from tests.processes import clean_env
 from tests.support import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent
+NODE_CLIENT = ROOT / "clients" / "node"
 REALM = "chat"
 TOKEN_PATH = "/auth/token"
 JSON = {"content-type": "application/json"}
@@ -585,3 +589,82 @@ def test_set_up_mistakes_fail_at_once() -> None:
         BearerAuthMiddleware(app, verifier=object())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="realm"):
         BearerAuth(LocalVerifier("127.0.0.1:1", "key", "secret", metrics=False), realm='a"b')
+
+
+# The README's examples, as printed: run as their own processes (uvicorn, node) against the session's authsvc.
+
+
+def readme_example(language: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Checking tokens in your web backend", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1, f"the section has one {language} example"
+    return str(blocks[0])
+
+
+@asynccontextmanager
+async def example_process(*command: str, cwd: Path, env: dict[str, str], port: int) -> AsyncIterator[str]:
+    """Runs an example server until the test is done with it; yields its URL once it answers."""
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with asyncio.timeout(60), httpx.AsyncClient() as http:
+            while True:
+                if process.returncode is not None:
+                    _, err = await process.communicate()
+                    raise AssertionError(f"the example exited: {err.decode()}")
+                try:
+                    await http.get(f"{url}/messages")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+        yield url
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        _, err = await process.communicate()
+        print(err.decode()[-3000:])  # the example's own log, shown when the test fails
+
+
+async def check_example(url: str) -> None:
+    """What the README says of both examples: a token for the demo session, then the user of that token."""
+    async with httpx.AsyncClient(base_url=url) as http:
+        provided = await http.post(TOKEN_PATH, json={}, headers=cookie("demo-session"))
+        assert provided.status_code == 200, provided.text
+        token = provided.json()["token"]
+        answer = await http.get("/messages", headers={"authorization": f"Bearer {token}"})
+        assert answer.json() == {"user": "alice"}
+        assert_refused(await http.get("/messages"), 401, "missing_token", "authenticate")
+        assert_refused(await http.post(TOKEN_PATH, json={}), 401, "no_session", "authenticate")
+
+
+async def test_readme_fastapi_example_works_as_printed(server: RunningServer, new_app: NewApp, tmp_path: Path) -> None:
+    app = await new_app("web-readme-py")
+    example = readme_example("python").replace("localhost:50051", f"localhost:{server.port}")
+    (tmp_path / "example.py").write_text(example)
+    port = closed_port()
+    env = clean_env(API_KEY=app.api_key, API_SECRET=app.api_secret)
+    command = (sys.executable, "-m", "uvicorn", "example:app", "--port", str(port), "--log-level", "warning")
+    async with example_process(*command, cwd=tmp_path, env=env, port=port) as url:
+        await check_example(url)
+
+
+async def test_readme_express_example_works_as_printed(server: RunningServer, new_app: NewApp, tmp_path: Path) -> None:
+    modules = NODE_CLIENT / "node_modules"
+    if not (modules / "express").is_dir():  # a node_modules from before Express was a devDependency
+        npm = node.node_tool("npm")
+        code, out, err = await node.run(
+            *npm, "ci", "--no-audit", "--no-fund", cwd=NODE_CLIENT, env=node.base_env(), limit=300
+        )
+        assert code == 0, f"npm ci failed:\n{out}\n{err}"
+    app = await new_app("web-readme-js")
+    port = closed_port()
+    example = readme_example("js").replace('require("@authsvc/client")', f"require({str(NODE_CLIENT)!r})")
+    example = example.replace("localhost:50051", f"localhost:{server.port}").replace("listen(3000)", f"listen({port})")
+    (tmp_path / "example.js").write_text(example)
+    env = node.base_env()
+    env.update(API_KEY=app.api_key, API_SECRET=app.api_secret, NODE_PATH=str(modules))
+    async with example_process(*node.node_tool("node"), "example.js", cwd=tmp_path, env=env, port=port) as url:
+        await check_example(url)

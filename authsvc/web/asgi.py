@@ -1,6 +1,6 @@
 """authsvc in a plain ASGI app (Starlette, FastAPI, Quart, Django's ASGI, ...), with no extra package.
 
-    verifier = LocalVerifier("authsvc:50051", api_key, api_secret, hs256_secret=api_secret)  # or an AuthClient
+    # verifier: a started LocalVerifier or an AuthClient, or a function answering one (for one made at start-up)
     app = BearerAuthMiddleware(app, verifier=verifier, exclude={"/healthz", "/auth/token"})
     # a handler finds the VALID Verification in scope["state"]["authsvc"] (Starlette: request.state.authsvc)
 
@@ -17,7 +17,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from authsvc.web import contract
-from authsvc.web.contract import Answer, ClaimsHook, Identify, TokenVerifier
+from authsvc.web.contract import Answer, ClaimsHook, Identify, IssuerRef, VerifierRef
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -73,7 +73,7 @@ class BearerAuthMiddleware:
         self,
         app: ASGIApp,
         *,
-        verifier: TokenVerifier,
+        verifier: VerifierRef,
         realm: str = contract.DEFAULT_REALM,
         exclude: Collection[str] = (),
         retry_after: int = contract.DEFAULT_RETRY_AFTER,
@@ -140,7 +140,7 @@ class TokenProvider:
 
     def __init__(
         self,
-        client: Any,
+        client: IssuerRef,
         identify: Identify,
         *,
         ttl: timedelta | None = None,
@@ -148,9 +148,7 @@ class TokenProvider:
         allowed_origins: Collection[str] = (),
         retry_after: int = contract.DEFAULT_RETRY_AFTER,
     ) -> None:
-        if not callable(getattr(client, "issue_token", None)):
-            raise TypeError("client must be an AuthClient (made with the app's credential)")
-        self.client = client
+        self.client = contract.check_issuer(client)
         self.identify = identify
         self.ttl = ttl
         self.claims = claims

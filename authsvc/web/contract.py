@@ -172,30 +172,79 @@ class RemoteTokenVerifier(Protocol):
 
 
 TokenVerifier = LocalTokenVerifier | RemoteTokenVerifier
-"""What the middleware accepts as `verifier`: a LocalVerifier or an AuthClient."""
+"""What checks a token: a LocalVerifier or an AuthClient."""
+
+VerifierRef = TokenVerifier | Callable[[], TokenVerifier]
+"""A verifier, or a function answering it on each request (say `lambda: app.state.verifier`): gRPC channels belong
+to the event loop they were made in, so a verifier made at start-up, in the server's loop, is handed over so."""
 
 
-def check_verifier(verifier: object) -> TokenVerifier:
-    """`verifier`, when it has `verify` or `verify_token`; else TypeError (at set-up, not on the first request)."""
-    if not isinstance(verifier, LocalTokenVerifier | RemoteTokenVerifier):
-        raise TypeError("verifier must be a LocalVerifier or an AuthClient (an object with verify or verify_token)")
-    return verifier
+@runtime_checkable
+class TokenIssuer(Protocol):
+    """What mints a token: AuthClient (made with the app's credential)."""
+
+    def issue_token(
+        self, user_id: str, *, ttl: timedelta | None = None, claims: Mapping[str, Any] | None = None
+    ) -> Awaitable[IssuedToken]: ...
+
+
+IssuerRef = TokenIssuer | Callable[[], TokenIssuer]
+"""An AuthClient, or a function answering it on each request (as for VerifierRef)."""
+
+
+def _is_verifier(value: object) -> bool:
+    return isinstance(value, LocalTokenVerifier | RemoteTokenVerifier)
+
+
+def check_verifier(verifier: object) -> VerifierRef:
+    """`verifier`, when it is one (or a function that will answer one); else TypeError, at set-up."""
+    if _is_verifier(verifier) or callable(verifier):
+        return verifier  # type: ignore[return-value]  # checked: a verifier, or a callable answering one
+    raise TypeError("verifier must be a LocalVerifier or an AuthClient (an object with verify or verify_token)")
+
+
+def resolve_verifier(verifier: VerifierRef) -> TokenVerifier:
+    """The verifier itself, calling the function that answers it if that is what was given."""
+    if isinstance(verifier, LocalTokenVerifier | RemoteTokenVerifier):
+        return verifier
+    found = verifier()
+    if not _is_verifier(found):
+        raise TypeError(f"the verifier function answered {type(found).__name__}, not a LocalVerifier or AuthClient")
+    return found
+
+
+def check_issuer(client: object) -> IssuerRef:
+    """`client`, when it is an AuthClient (or a function that will answer one); else TypeError, at set-up."""
+    if isinstance(client, TokenIssuer) or callable(client):
+        return client
+    raise TypeError("client must be an AuthClient (made with the app's credential)")
+
+
+def resolve_issuer(client: IssuerRef) -> TokenIssuer:
+    """The AuthClient itself, calling the function that answers it if that is what was given."""
+    if isinstance(client, TokenIssuer):
+        return client
+    found = client()
+    if not isinstance(found, TokenIssuer):
+        raise TypeError(f"the client function answered {type(found).__name__}, not an AuthClient")
+    return found
 
 
 async def authenticate(
-    verifier: TokenVerifier, authorization: Sequence[str], *, realm: str, retry_after: int
+    verifier: VerifierRef, authorization: Sequence[str], *, realm: str, retry_after: int
 ) -> Verification | Answer:
     """The VALID verdict on the request's bearer token, or the answer that refuses the request. Fails closed: a
     verifier that cannot vouch (UNAVAILABLE, or the RPC failing) never lets the request through."""
     token = bearer_token(authorization, realm)
     if isinstance(token, Answer):
         return token
+    checker = resolve_verifier(verifier)
     try:
-        if isinstance(verifier, LocalTokenVerifier):
-            verdict = verifier.verify(token)
+        if isinstance(checker, LocalTokenVerifier):
+            verdict = checker.verify(token)
             verification = await verdict if inspect.isawaitable(verdict) else verdict
         else:
-            verification = await verifier.verify_token(token)
+            verification = await checker.verify_token(token)
     except AuthsvcClientError as error:
         return _failed_call("VerifyToken", error, retry_after, "the backend could not verify the token")
     if verification.outcome is VerifyOutcome.UNAVAILABLE:
@@ -286,7 +335,7 @@ def origin_allowed(origin: str | None, host: str | None, allowed_origins: Collec
 
 
 async def issue(
-    client: Any,
+    client: IssuerRef,
     request: Any,
     user_id: str | None,
     *,
@@ -302,7 +351,7 @@ async def issue(
         given = claims(request, user_id)
         extra = await given if inspect.isawaitable(given) else given
     try:
-        token = await client.issue_token(user_id, ttl=ttl, claims=extra)
+        token = await resolve_issuer(client).issue_token(user_id, ttl=ttl, claims=extra)
     except AuthsvcClientError as error:
         return _failed_call("IssueToken", error, retry_after, "the backend could not issue a token")
     return issued(token)

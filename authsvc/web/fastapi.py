@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from authsvc.client import Verification
 from authsvc.web import asgi, contract
-from authsvc.web.contract import Answer, ClaimsHook, Identify, TokenVerifier
+from authsvc.web.contract import Answer, ClaimsHook, Identify, IssuerRef, VerifierRef
 
 
 class BearerAuthError(HTTPException):
@@ -57,7 +57,7 @@ class BearerAuth:
 
     def __init__(
         self,
-        verifier: TokenVerifier,
+        verifier: VerifierRef,
         *,
         realm: str = contract.DEFAULT_REALM,
         retry_after: int = contract.DEFAULT_RETRY_AFTER,
@@ -94,7 +94,7 @@ def mount_token_provider(
     app: FastAPI,
     path: str,
     *,
-    client: Any,
+    client: IssuerRef,
     identify: Identify,
     ttl: timedelta | None = None,
     claims: ClaimsHook | None = None,
