@@ -354,3 +354,6 @@ function fromStruct(struct) {
 }
 
 module.exports = { AuthClient, AuthsvcClientError, VerifyOutcome, ROUND_ROBIN, RETRIED_METHODS, status: grpc.status };
+
+// The web-stack middleware (middleware.js): bearerAuth and tokenProvider.
+Object.assign(module.exports, require("./middleware"));
