@@ -44,15 +44,34 @@ VECTORS = Path(__file__).resolve().parent.parent / "conformance" / "vectors.json
 
 FORMAT = 1
 
-OUTCOMES = ("VALID", "MALFORMED", "INVALID_SIGNATURE", "UNKNOWN_KEY", "EXPIRED", "NOT_YET_VALID", "WRONG_AUDIENCE",
-            "REVOKED")  # fmt: skip
+OUTCOMES = (
+    "VALID",
+    "MALFORMED",
+    "INVALID_SIGNATURE",
+    "UNKNOWN_KEY",
+    "EXPIRED",
+    "NOT_YET_VALID",
+    "WRONG_AUDIENCE",
+    "REVOKED",
+)
 """Every VerifyOutcome but UNSPECIFIED and UNAVAILABLE: the file must have a case of each."""
 
 RULE_PATTERN = re.compile(r"TOKEN_MODEL (step [1-7]|Apps|User tokens|Revocation|Development mode): \S.*")
 """What a case's `rule` looks like: the TOKEN_MODEL step (or section) it checks, then what it checks."""
 
-RULES = ("step 1", "step 2", "step 3", "step 4", "step 5", "step 6", "step 7", "Apps", "User tokens", "Revocation",
-         "Development mode")  # fmt: skip
+RULES = (
+    "step 1",
+    "step 2",
+    "step 3",
+    "step 4",
+    "step 5",
+    "step 6",
+    "step 7",
+    "Apps",
+    "User tokens",
+    "Revocation",
+    "Development mode",
+)
 """Every step and section of shared/TOKEN_MODEL.md about verification: the file must name each."""
 
 WAIT = 30.0

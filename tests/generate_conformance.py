@@ -230,7 +230,8 @@ class Vectors:
         """A token issued by the server (IssueToken) with its clock at `at`."""
         self.clock.set(at)
         response = await self.stub.IssueToken(
-            pb.IssueTokenRequest(user_id=user_id, **fields), metadata=conformance.backend(app.api_key, secret or app.secret)
+            pb.IssueTokenRequest(user_id=user_id, **fields),
+            metadata=conformance.backend(app.api_key, secret or app.secret),
         )
         return str(response.token)
 
@@ -255,10 +256,30 @@ def define_apps(v: Vectors) -> None:
         steps=[
             # carol: revoked at a fractional second; dave: revoked, then "revoked" again earlier (R stays);
             # erin: revoked, then cleared.
-            {"action": "revoke_users", "at": T0 + 1000_500_000, "user_ids": ["carol"], "revoke_before": T0 + 1000_500_000},
-            {"action": "revoke_users", "at": T0 + 2000 * SECOND, "user_ids": ["dave"], "revoke_before": T0 + 2000 * SECOND},
-            {"action": "revoke_users", "at": T0 + 2100 * SECOND, "user_ids": ["dave"], "revoke_before": T0 + 1900 * SECOND},
-            {"action": "revoke_users", "at": T0 + 3000 * SECOND, "user_ids": ["erin"], "revoke_before": T0 + 3000 * SECOND},
+            {
+                "action": "revoke_users",
+                "at": T0 + 1000_500_000,
+                "user_ids": ["carol"],
+                "revoke_before": T0 + 1000_500_000,
+            },
+            {
+                "action": "revoke_users",
+                "at": T0 + 2000 * SECOND,
+                "user_ids": ["dave"],
+                "revoke_before": T0 + 2000 * SECOND,
+            },
+            {
+                "action": "revoke_users",
+                "at": T0 + 2100 * SECOND,
+                "user_ids": ["dave"],
+                "revoke_before": T0 + 1900 * SECOND,
+            },
+            {
+                "action": "revoke_users",
+                "at": T0 + 3000 * SECOND,
+                "user_ids": ["erin"],
+                "revoke_before": T0 + 3000 * SECOND,
+            },
             {"action": "clear_users", "at": T0 + 3100 * SECOND, "user_ids": ["erin"]},
         ],
     )
@@ -267,7 +288,12 @@ def define_apps(v: Vectors) -> None:
         "require-iat",
         steps=[
             {"action": "update", "at": T0 + 100 * SECOND, "changes": {"require_iat": True}},
-            {"action": "revoke_users", "at": T0 + 1000 * SECOND, "user_ids": ["bob"], "revoke_before": T0 + 1000 * SECOND},
+            {
+                "action": "revoke_users",
+                "at": T0 + 1000 * SECOND,
+                "user_ids": ["bob"],
+                "revoke_before": T0 + 1000 * SECOND,
+            },
         ],
     )
     v.app(
@@ -288,7 +314,12 @@ def define_apps(v: Vectors) -> None:
         "dev",
         steps=[
             {"action": "update", "at": T0 + 100 * SECOND, "changes": {"auth_checks_disabled": True}},
-            {"action": "revoke_users", "at": T0 + 1000 * SECOND, "user_ids": ["mallory"], "revoke_before": T0 + 1000 * SECOND},
+            {
+                "action": "revoke_users",
+                "at": T0 + 1000 * SECOND,
+                "user_ids": ["mallory"],
+                "revoke_before": T0 + 1000 * SECOND,
+            },
         ],
     )
     rotated = v.app("rotated", mint_first=["alice"])
@@ -302,30 +333,48 @@ def define_apps(v: Vectors) -> None:
         }
     )
     rotated.extra_secrets.append(fixed_secret("rotated 2"))
-    v.app("max-lifetime", steps=[{"action": "update", "at": T0 + 100 * SECOND, "changes": {"max_token_lifetime_seconds": 3600}}])
+    v.app(
+        "max-lifetime",
+        steps=[{"action": "update", "at": T0 + 100 * SECOND, "changes": {"max_token_lifetime_seconds": 3600}}],
+    )
     v.app(
         "eddsa",
         algorithm="EdDSA",
         mint_first=["alice"],
         key_pair={"kid": fixed_kid("eddsa 1"), "pem": fixed_pem("EdDSA", "eddsa 1")},
         steps=[
-            {"action": "add_key_pair", "at": T0 + 1000 * SECOND, "kid": fixed_kid("eddsa 2"),
-             "pem": fixed_pem("EdDSA", "eddsa 2"), "signs_from": T0 + 1000 * SECOND},
-            {"action": "add_key_pair", "at": T0 + 1100 * SECOND, "kid": fixed_kid("eddsa 3"),
-             "pem": fixed_pem("EdDSA", "eddsa 3"), "signs_from": T0 + 1100 * SECOND},
+            {
+                "action": "add_key_pair",
+                "at": T0 + 1000 * SECOND,
+                "kid": fixed_kid("eddsa 2"),
+                "pem": fixed_pem("EdDSA", "eddsa 2"),
+                "signs_from": T0 + 1000 * SECOND,
+            },
+            {
+                "action": "add_key_pair",
+                "at": T0 + 1100 * SECOND,
+                "kid": fixed_kid("eddsa 3"),
+                "pem": fixed_pem("EdDSA", "eddsa 3"),
+                "signs_from": T0 + 1100 * SECOND,
+            },
             {"action": "retire_key", "at": T0 + 1200 * SECOND, "kid": fixed_kid("eddsa 1")},
         ],
-    )  # fmt: skip
+    )
     wycheproof = _wycheproof_es256()
     v.app(
         "es256",
         algorithm="ES256",
         key_pair={"kid": wycheproof["kid"], "pem": wycheproof["pem"]},
         steps=[
-            {"action": "add_key_pair", "at": T0 + 1000 * SECOND, "kid": fixed_kid("es256 2"),
-             "pem": fixed_pem("ES256", "es256 2"), "signs_from": T0 + 1000 * SECOND},
+            {
+                "action": "add_key_pair",
+                "at": T0 + 1000 * SECOND,
+                "kid": fixed_kid("es256 2"),
+                "pem": fixed_pem("ES256", "es256 2"),
+                "signs_from": T0 + 1000 * SECOND,
+            },
         ],
-    )  # fmt: skip
+    )
 
 
 def _wycheproof_group(comment: str) -> dict[str, Any]:
@@ -366,16 +415,24 @@ async def hs256_cases(v: Vectors) -> None:
     v.case(app, "four-segments", S1 + "not three parts -> MALFORMED", f"{good}.{s}")
     v.case(app, "five-segments-jwe", S1 + "a JWE (five parts) -> MALFORMED", f"{good}.{s}.{s}")
     v.case(app, "empty-signature-segment", S1 + "an empty part -> MALFORMED", f"{h}.{p}.")
-    v.case(app, "json-serialization", S1 + "JWS JSON serialization -> MALFORMED",
-           json.dumps({"payload": p, "protected": h, "signature": s}))  # fmt: skip
+    v.case(
+        app,
+        "json-serialization",
+        S1 + "JWS JSON serialization -> MALFORMED",
+        json.dumps({"payload": p, "protected": h, "signature": s}),
+    )
     v.case(app, "standard-base64-alphabet", S1 + "'+' and '/' are not base64url -> MALFORMED", f"{h}.{p}.+/{s[2:]}")
     v.case(app, "base64-padding", S1 + "base64 padding '=' -> MALFORMED", f"{good}=")
     v.case(app, "whitespace-in-token", S1 + "a space inside a part -> MALFORMED", f"{h}.{p[:10]} {p[10:]}.{s}")
     v.case(app, "impossible-base64-length", S1 + "a part of 4n+1 characters -> MALFORMED", f"{h}.{p}A.{s}")
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
     noncanonical = s[:-1] + alphabet[alphabet.index(s[-1]) + 1]  # 43 characters: the last one's 2 low bits are unused
-    v.case(app, "non-canonical-base64url", S1 + "non-zero unused bits in the last character -> MALFORMED",
-           f"{h}.{p}.{noncanonical}")  # fmt: skip
+    v.case(
+        app,
+        "non-canonical-base64url",
+        S1 + "non-zero unused bits in the last character -> MALFORMED",
+        f"{h}.{p}.{noncanonical}",
+    )
     v.case(app, "non-ascii-character", S1 + "a character outside base64url -> MALFORMED", f"{h}.{p}\u00e9.{s}")
     v.case(app, "payload-not-json", S1 + "payload is not JSON -> MALFORMED", jws(head, '{"user_id":"alice"', sign))
     v.case(app, "payload-not-utf8", S1 + "payload is not UTF-8 -> MALFORMED", jws(head, b'{"user_id":"\xff"}', sign))
@@ -383,57 +440,148 @@ async def hs256_cases(v: Vectors) -> None:
     v.case(app, "payload-array", S1 + "payload is a JSON array -> MALFORMED", jws(head, [claims(app)], sign))
     v.case(app, "payload-string", S1 + "payload is a JSON string -> MALFORMED", jws(head, '"alice"', sign))
     v.case(app, "payload-number", S1 + "payload is a JSON number -> MALFORMED", jws(head, "42", sign))
-    v.case(app, "duplicate-claim", S1 + "a duplicate key in the payload -> MALFORMED",
-           jws(head, '{"user_id":"alice","user_id":"mallory","iat":' + str(secs(NOW - 60 * SECOND)) + "}", sign))  # fmt: skip
+    v.case(
+        app,
+        "duplicate-claim",
+        S1 + "a duplicate key in the payload -> MALFORMED",
+        jws(head, '{"user_id":"alice","user_id":"mallory","iat":' + str(secs(NOW - 60 * SECOND)) + "}", sign),
+    )
     v.case(app, "nan-literal", S1 + "NaN is not JSON -> MALFORMED", jws(head, '{"user_id":"alice","n":NaN}', sign))
-    v.case(app, "number-overflow", S1 + "a number that overflows to infinity -> MALFORMED",
-           jws(head, '{"user_id":"alice","n":1e400}', sign))  # fmt: skip
-    v.case(app, "nested-too-deep", S1 + "JSON nested more than 32 levels -> MALFORMED",
-           jws(head, claims(app, deep=json.loads("[" * 32 + "]" * 32)), sign))  # fmt: skip
-    v.case(app, "nul-in-string", S1 + "an escaped NUL in a string -> MALFORMED",
-           jws(head, '{"user_id":"alice","note":"a\\u0000b"}', sign))  # fmt: skip
-    v.case(app, "lone-surrogate", S1 + "an unpaired surrogate escape -> MALFORMED",
-           jws(head, '{"user_id":"alice","note":"\\ud800"}', sign))  # fmt: skip
-    v.case(app, "oversized-token", S1 + "a token over 8192 bytes -> MALFORMED", jws(head, claims(app, pad="x" * 8200), sign))
+    v.case(
+        app,
+        "number-overflow",
+        S1 + "a number that overflows to infinity -> MALFORMED",
+        jws(head, '{"user_id":"alice","n":1e400}', sign),
+    )
+    v.case(
+        app,
+        "nested-too-deep",
+        S1 + "JSON nested more than 32 levels -> MALFORMED",
+        jws(head, claims(app, deep=json.loads("[" * 32 + "]" * 32)), sign),
+    )
+    v.case(
+        app,
+        "nul-in-string",
+        S1 + "an escaped NUL in a string -> MALFORMED",
+        jws(head, '{"user_id":"alice","note":"a\\u0000b"}', sign),
+    )
+    v.case(
+        app,
+        "lone-surrogate",
+        S1 + "an unpaired surrogate escape -> MALFORMED",
+        jws(head, '{"user_id":"alice","note":"\\ud800"}', sign),
+    )
+    v.case(
+        app,
+        "oversized-token",
+        S1 + "a token over 8192 bytes -> MALFORMED",
+        jws(head, claims(app, pad="x" * 8200), sign),
+    )
     v.case(app, "header-without-alg", S1 + "a header without alg -> MALFORMED", jws({"typ": "JWT"}, claims(app), sign))
     v.case(app, "alg-not-a-string", S1 + "alg that is not a string -> MALFORMED", jws({"alg": 256}, claims(app), sign))
-    v.case(app, "kid-not-a-string", S1 + "kid that is not a string -> MALFORMED",
-           jws({"alg": "HS256", "kid": 1}, claims(app), sign))  # fmt: skip
-    v.case(app, "crit-header", S1 + "a crit header (no extension understood) -> MALFORMED",
-           jws({"alg": "HS256", "crit": ["exp"]}, claims(app), sign))  # fmt: skip
-    v.case(app, "b64-header", S1 + "b64 (unencoded payload) -> MALFORMED", jws({"alg": "HS256", "b64": False}, claims(app), sign))
-    v.case(app, "nested-jwt", S1 + "cty JWT (a nested token) -> MALFORMED", jws({"alg": "HS256", "cty": "JWT"}, claims(app), sign))
+    v.case(
+        app,
+        "kid-not-a-string",
+        S1 + "kid that is not a string -> MALFORMED",
+        jws({"alg": "HS256", "kid": 1}, claims(app), sign),
+    )
+    v.case(
+        app,
+        "crit-header",
+        S1 + "a crit header (no extension understood) -> MALFORMED",
+        jws({"alg": "HS256", "crit": ["exp"]}, claims(app), sign),
+    )
+    v.case(
+        app,
+        "b64-header",
+        S1 + "b64 (unencoded payload) -> MALFORMED",
+        jws({"alg": "HS256", "b64": False}, claims(app), sign),
+    )
+    v.case(
+        app,
+        "nested-jwt",
+        S1 + "cty JWT (a nested token) -> MALFORMED",
+        jws({"alg": "HS256", "cty": "JWT"}, claims(app), sign),
+    )
 
     # Step 2: the header's alg and kid.
-    v.case(app, "alg-none", S2 + "alg none is never allowed -> INVALID_SIGNATURE", jws({"alg": "none"}, claims(app), sign))
-    v.case(app, "alg-none-unsigned", S1 + "alg none with an empty signature part -> MALFORMED",
-           jws({"alg": "none"}, claims(app), lambda data: b""))  # fmt: skip
-    v.case(app, "alg-lowercase", S2 + "alg compared exactly: 'hs256' -> INVALID_SIGNATURE", jws({"alg": "hs256"}, claims(app), sign))
-    v.case(app, "alg-hs384", S2 + "an HMAC alg the app does not use -> INVALID_SIGNATURE",
-           jws({"alg": "HS384"}, claims(app), lambda data: hmac.new(app.secret.encode(), data, hashlib.sha384).digest()))  # fmt: skip
-    v.case(app, "alg-of-another-family", S2 + "alg ES256 on an HS256 app -> INVALID_SIGNATURE", jws({"alg": "ES256"}, claims(app), sign))
-    v.case(app, "unknown-kid", S2 + "a kid that names no key of this app -> UNKNOWN_KEY",
-           jws({"alg": "HS256", "kid": "k0000000000000000"}, claims(app), sign))  # fmt: skip
-    v.case(app, "kid-of-its-secret", S7 + "kid naming the app's API secret -> VALID",
-           jws({"alg": "HS256", "kid": app.secret_kid}, claims(app), sign))  # fmt: skip
+    v.case(
+        app, "alg-none", S2 + "alg none is never allowed -> INVALID_SIGNATURE", jws({"alg": "none"}, claims(app), sign)
+    )
+    v.case(
+        app,
+        "alg-none-unsigned",
+        S1 + "alg none with an empty signature part -> MALFORMED",
+        jws({"alg": "none"}, claims(app), lambda data: b""),
+    )
+    v.case(
+        app,
+        "alg-lowercase",
+        S2 + "alg compared exactly: 'hs256' -> INVALID_SIGNATURE",
+        jws({"alg": "hs256"}, claims(app), sign),
+    )
+    v.case(
+        app,
+        "alg-hs384",
+        S2 + "an HMAC alg the app does not use -> INVALID_SIGNATURE",
+        jws({"alg": "HS384"}, claims(app), lambda data: hmac.new(app.secret.encode(), data, hashlib.sha384).digest()),
+    )
+    v.case(
+        app,
+        "alg-of-another-family",
+        S2 + "alg ES256 on an HS256 app -> INVALID_SIGNATURE",
+        jws({"alg": "ES256"}, claims(app), sign),
+    )
+    v.case(
+        app,
+        "unknown-kid",
+        S2 + "a kid that names no key of this app -> UNKNOWN_KEY",
+        jws({"alg": "HS256", "kid": "k0000000000000000"}, claims(app), sign),
+    )
+    v.case(
+        app,
+        "kid-of-its-secret",
+        S7 + "kid naming the app's API secret -> VALID",
+        jws({"alg": "HS256", "kid": app.secret_kid}, claims(app), sign),
+    )
 
     # Step 3: the signature.
     wrong = hs256(fixed_secret("not the secret"))
     v.case(app, "wrong-secret", S3 + "signed with another secret -> INVALID_SIGNATURE", jws(head, claims(app), wrong))
-    v.case(app, "wrong-secret-with-kid", S3 + "the app's kid, another secret -> INVALID_SIGNATURE",
-           jws({"alg": "HS256", "kid": app.secret_kid}, claims(app), wrong))  # fmt: skip
+    v.case(
+        app,
+        "wrong-secret-with-kid",
+        S3 + "the app's kid, another secret -> INVALID_SIGNATURE",
+        jws({"alg": "HS256", "kid": app.secret_kid}, claims(app), wrong),
+    )
     tampered = f"{h}.{segment(claims(app, user_id='mallory'))}.{s}"
     v.case(app, "tampered-payload", S3 + "payload changed after signing -> INVALID_SIGNATURE", tampered)
-    v.case(app, "tampered-header", S3 + "header changed after signing -> INVALID_SIGNATURE",
-           f"{segment({'alg': 'HS256', 'typ': 'JWS'})}.{p}.{s}")  # fmt: skip
-    v.case(app, "truncated-signature", S3 + "a signature a byte short -> INVALID_SIGNATURE",
-           resign(good, sign(good.rsplit(".", 1)[0].encode())[:-1]))  # fmt: skip
-    v.case(app, "dev-token-checks-enabled", DEV + "a developer token on an app with checks enabled -> INVALID_SIGNATURE",
-           resign(good, "devtoken"))  # fmt: skip
+    v.case(
+        app,
+        "tampered-header",
+        S3 + "header changed after signing -> INVALID_SIGNATURE",
+        f"{segment({'alg': 'HS256', 'typ': 'JWS'})}.{p}.{s}",
+    )
+    v.case(
+        app,
+        "truncated-signature",
+        S3 + "a signature a byte short -> INVALID_SIGNATURE",
+        resign(good, sign(good.rsplit(".", 1)[0].encode())[:-1]),
+    )
+    v.case(
+        app,
+        "dev-token-checks-enabled",
+        DEV + "a developer token on an app with checks enabled -> INVALID_SIGNATURE",
+        resign(good, "devtoken"),
+    )
     other_token = await v.mint(other, "alice", NOW - 60 * SECOND, ttl=_duration(3600))
     v.case(app, "token-of-another-app", APPS + "a token minted by another app (its kid) -> UNKNOWN_KEY", other_token)
-    v.case(app, "token-of-another-app-no-kid", APPS + "another app's secret, no kid -> INVALID_SIGNATURE",
-           jws(head, claims(app), hs256(other.secret)))  # fmt: skip
+    v.case(
+        app,
+        "token-of-another-app-no-kid",
+        APPS + "another app's secret, no kid -> INVALID_SIGNATURE",
+        jws(head, claims(app), hs256(other.secret)),
+    )
 
     # Step 4: times, audience, user.
     for name, exp, rule in (
@@ -451,26 +599,42 @@ async def hs256_cases(v: Vectors) -> None:
         ("nbf-inside-leeway", {"nbf": secs(NOW + LEEWAY)}, "nbf exactly the leeway ahead -> VALID"),
         ("iat-ahead", {"iat": secs(NOW + 5_000_001)}, "iat 5.000001 s ahead -> NOT_YET_VALID"),
         ("iat-inside-leeway", {"iat": secs(NOW + 4 * SECOND)}, "iat 4 s ahead -> VALID"),
-        ("nbf-and-iat-ahead", {"nbf": secs(NOW + 60 * SECOND), "iat": secs(NOW + 60 * SECOND)},
-         "nbf and iat a minute ahead -> NOT_YET_VALID"),
-        ("expired-and-not-yet-valid", {"exp": secs(NOW - 60 * SECOND), "nbf": secs(NOW + 60 * SECOND)},
-         "exp past and nbf ahead: EXPIRED is checked first -> EXPIRED"),
+        (
+            "nbf-and-iat-ahead",
+            {"nbf": secs(NOW + 60 * SECOND), "iat": secs(NOW + 60 * SECOND)},
+            "nbf and iat a minute ahead -> NOT_YET_VALID",
+        ),
+        (
+            "expired-and-not-yet-valid",
+            {"exp": secs(NOW - 60 * SECOND), "nbf": secs(NOW + 60 * SECOND)},
+            "exp past and nbf ahead: EXPIRED is checked first -> EXPIRED",
+        ),
         ("exp-not-a-number", {"exp": "tomorrow"}, "exp that is not a NumericDate -> MALFORMED"),
         ("iat-boolean", {"iat": True}, "iat true is not a NumericDate -> MALFORMED"),
         ("nbf-negative", {"nbf": -1}, "a negative nbf -> MALFORMED"),
         ("exp-after-year-9999", {"exp": 253402300800}, "exp after 9999-12-31 -> MALFORMED"),
         ("aud-other-string", {"aud": "someone-else"}, "aud that is not this app -> WRONG_AUDIENCE"),
         ("aud-other-app", {"aud": other.api_key}, "aud of another app -> WRONG_AUDIENCE"),
-        ("aud-list-without-app", {"aud": ["someone-else", other.api_key]}, "aud list without this app -> WRONG_AUDIENCE"),
+        (
+            "aud-list-without-app",
+            {"aud": ["someone-else", other.api_key]},
+            "aud list without this app -> WRONG_AUDIENCE",
+        ),
         ("aud-list-with-app", {"aud": [other.api_key, app.api_key]}, "aud list that holds this app -> VALID"),
         ("aud-empty-list", {"aud": []}, "an empty aud list -> WRONG_AUDIENCE"),
         ("aud-number", {"aud": 42}, "aud that is neither string nor list -> WRONG_AUDIENCE"),
         ("aud-absent", {"aud": None}, "no aud (the app's own by default) -> VALID"),
-        ("expired-wrong-audience", {"exp": secs(NOW - 60 * SECOND), "aud": "someone-else"},
-         "exp past and aud wrong: EXPIRED comes first -> EXPIRED"),
+        (
+            "expired-wrong-audience",
+            {"exp": secs(NOW - 60 * SECOND), "aud": "someone-else"},
+            "exp past and aud wrong: EXPIRED comes first -> EXPIRED",
+        ),
         ("no-user-id", {"user_id": None}, "no user_id -> MALFORMED"),
-        ("wrong-audience-no-user-id", {"user_id": None, "aud": "someone-else"},
-         "aud wrong and no user_id: the audience comes first -> WRONG_AUDIENCE"),
+        (
+            "wrong-audience-no-user-id",
+            {"user_id": None, "aud": "someone-else"},
+            "aud wrong and no user_id: the audience comes first -> WRONG_AUDIENCE",
+        ),
         ("user-id-empty", {"user_id": ""}, "an empty user_id -> MALFORMED"),
         ("user-id-with-space", {"user_id": "alice smith"}, "user_id with a space -> MALFORMED"),
         ("user-id-non-ascii", {"user_id": "al\u00efce"}, "user_id with a non-ASCII letter -> MALFORMED"),
@@ -479,12 +643,24 @@ async def hs256_cases(v: Vectors) -> None:
         ("user-id-all-classes", {"user_id": "A-z_0@9"}, "user_id of letters, digits, '@', '_', '-' -> VALID"),
         ("user-id-number", {"user_id": 42}, "user_id that is a number -> MALFORMED"),
     ):
-        v.case(app, name, (S4 if "aud" in name or "exp" in name or "nbf" in name or "iat" in name else USERS) + rule,
-               jws(head, claims(app, **more), sign))  # fmt: skip
-    v.case(app, "server-token", USERS + "a server token (server: true, no user_id) -> MALFORMED",
-           jws(head, {"server": True, "iat": secs(NOW - 60 * SECOND), "aud": app.api_key}, sign))  # fmt: skip
-    v.case(app, "server-claim-with-user-id", USERS + "a user token with a server claim -> MALFORMED",
-           jws(head, claims(app, server=True), sign))  # fmt: skip
+        v.case(
+            app,
+            name,
+            (S4 if "aud" in name or "exp" in name or "nbf" in name or "iat" in name else USERS) + rule,
+            jws(head, claims(app, **more), sign),
+        )
+    v.case(
+        app,
+        "server-token",
+        USERS + "a server token (server: true, no user_id) -> MALFORMED",
+        jws(head, {"server": True, "iat": secs(NOW - 60 * SECOND), "aud": app.api_key}, sign),
+    )
+    v.case(
+        app,
+        "server-claim-with-user-id",
+        USERS + "a user token with a server claim -> MALFORMED",
+        jws(head, claims(app, server=True), sign),
+    )
 
     # Step 6: user revocations (carol at T0+1000.5 s, dave at T0+2000 s, erin's cleared).
     carol_r = T0 + 1000_500_000
@@ -495,28 +671,68 @@ async def hs256_cases(v: Vectors) -> None:
         ("user-revoked-iat-just-after", carol_r + 1000, "iat 1 ms after the user's R -> VALID"),
     ):
         v.case(app, name, S6 + rule, jws(head, claims(app, "carol", iat=secs(iat)), sign))
-    v.case(app, "user-revoked-no-iat", S6 + "no iat: user revocation does not apply -> VALID",
-           jws(head, claims(app, "carol", iat=None), sign))  # fmt: skip
-    v.case(app, "user-revoked-minted-before", S6 + "minted before the user's R -> REVOKED",
-           await v.mint(app, "carol", carol_r - 1000 * SECOND))  # fmt: skip
-    v.case(app, "user-revoked-minted-after", S6 + "minted after the user's R -> VALID", await v.mint(app, "carol", carol_r + 1))
-    v.case(app, "revocation-never-moves-back", REVOCATION + "revoked at 2000 s, again at 1900 s: R stays -> REVOKED",
-           jws(head, claims(app, "dave", iat=secs(T0 + 1950 * SECOND)), sign))  # fmt: skip
-    v.case(app, "cleared-user-revocation", REVOCATION + "a cleared user revocation rejects no more -> VALID",
-           jws(head, claims(app, "erin", iat=secs(T0 + 2500 * SECOND)), sign))  # fmt: skip
+    v.case(
+        app,
+        "user-revoked-no-iat",
+        S6 + "no iat: user revocation does not apply -> VALID",
+        jws(head, claims(app, "carol", iat=None), sign),
+    )
+    v.case(
+        app,
+        "user-revoked-minted-before",
+        S6 + "minted before the user's R -> REVOKED",
+        await v.mint(app, "carol", carol_r - 1000 * SECOND),
+    )
+    v.case(
+        app,
+        "user-revoked-minted-after",
+        S6 + "minted after the user's R -> VALID",
+        await v.mint(app, "carol", carol_r + 1),
+    )
+    v.case(
+        app,
+        "revocation-never-moves-back",
+        REVOCATION + "revoked at 2000 s, again at 1900 s: R stays -> REVOKED",
+        jws(head, claims(app, "dave", iat=secs(T0 + 1950 * SECOND)), sign),
+    )
+    v.case(
+        app,
+        "cleared-user-revocation",
+        REVOCATION + "a cleared user revocation rejects no more -> VALID",
+        jws(head, claims(app, "erin", iat=secs(T0 + 2500 * SECOND)), sign),
+    )
 
     # Step 7: valid tokens, and what the answer says.
     v.case(app, "minted", S7 + "a token minted by the server -> VALID", await v.mint(app, "alice", NOW - 60 * SECOND))
-    v.case(app, "minted-with-claims", S7 + "extra claims come back in the answer -> VALID",
-           await v.mint(app, "alice", NOW - 60 * SECOND, ttl=_duration(3600),
-                        claims=_struct({"role": "moderator", "rooms": ["general", "random"], "level": 3})))  # fmt: skip
+    v.case(
+        app,
+        "minted-with-claims",
+        S7 + "extra claims come back in the answer -> VALID",
+        await v.mint(
+            app,
+            "alice",
+            NOW - 60 * SECOND,
+            ttl=_duration(3600),
+            claims=_struct({"role": "moderator", "rooms": ["general", "random"], "level": 3}),
+        ),
+    )
     v.case(app, "hand-crafted", S7 + "a token signed with the app's secret, no kid -> VALID", good)
-    v.case(app, "extra-claims", S7 + "nested and fractional claims come back -> VALID",
-           jws(head, claims(app, role="admin", ratio=0.25, flags={"beta": True, "tags": ["a", "b"]}, nothing=[]), sign))  # fmt: skip
-    v.case(app, "fractional-iat", S7 + "a fractional iat is reported to the microsecond -> VALID",
-           jws(head, claims(app, iat=secs(NOW - 59_876_543)), sign))  # fmt: skip
+    v.case(
+        app,
+        "extra-claims",
+        S7 + "nested and fractional claims come back -> VALID",
+        jws(head, claims(app, role="admin", ratio=0.25, flags={"beta": True, "tags": ["a", "b"]}, nothing=[]), sign),
+    )
+    v.case(
+        app,
+        "fractional-iat",
+        S7 + "a fractional iat is reported to the microsecond -> VALID",
+        jws(head, claims(app, iat=secs(NOW - 59_876_543)), sign),
+    )
     v.case(app, "no-exp", S7 + "no exp: the token does not expire -> VALID", jws(head, claims(app, exp=None), sign))
-    v.case(app, "no-iat", S7 + "no iat (and no revocation that needs one) -> VALID", jws(head, claims(app, iat=None), sign))
+    v.case(
+        app, "no-iat", S7 + "no iat (and no revocation that needs one) -> VALID", jws(head, claims(app, iat=None), sign)
+    )
 
 
 def _duration(seconds: int) -> Any:
@@ -537,15 +753,36 @@ async def revocation_cases(v: Vectors) -> None:
     # require-iat: require_iat on, bob revoked at T0+1000 s.
     app = v.apps["require-iat"]
     sign, head = hs256(app.secret), {"alg": "HS256"}
-    v.case(app, "no-iat-revoked-user", S6 + "require iat: no iat, a revoked user -> REVOKED",
-           jws(head, claims(app, "bob", iat=None), sign))  # fmt: skip
-    v.case(app, "no-iat-any-user", S6 + "require iat: no iat at all is refused -> REVOKED",
-           jws(head, claims(app, "alice", iat=None), sign))  # fmt: skip
-    v.case(app, "iat-after-revocation", S6 + "require iat: iat after the user's R -> VALID",
-           jws(head, claims(app, "bob"), sign))  # fmt: skip
-    v.case(app, "iat-before-revocation", S6 + "require iat: iat before the user's R -> REVOKED",
-           jws(head, claims(app, "bob", iat=secs(T0 + 999 * SECOND)), sign))  # fmt: skip
-    v.case(app, "minted", S7 + "require iat: a minted token carries iat -> VALID", await v.mint(app, "alice", NOW - 60 * SECOND))
+    v.case(
+        app,
+        "no-iat-revoked-user",
+        S6 + "require iat: no iat, a revoked user -> REVOKED",
+        jws(head, claims(app, "bob", iat=None), sign),
+    )
+    v.case(
+        app,
+        "no-iat-any-user",
+        S6 + "require iat: no iat at all is refused -> REVOKED",
+        jws(head, claims(app, "alice", iat=None), sign),
+    )
+    v.case(
+        app,
+        "iat-after-revocation",
+        S6 + "require iat: iat after the user's R -> VALID",
+        jws(head, claims(app, "bob"), sign),
+    )
+    v.case(
+        app,
+        "iat-before-revocation",
+        S6 + "require iat: iat before the user's R -> REVOKED",
+        jws(head, claims(app, "bob", iat=secs(T0 + 999 * SECOND)), sign),
+    )
+    v.case(
+        app,
+        "minted",
+        S7 + "require iat: a minted token carries iat -> VALID",
+        await v.mint(app, "alice", NOW - 60 * SECOND),
+    )
 
     # app-revoked: R = T0+5000.25 s, then an earlier "revocation" that leaves it.
     app = v.apps["app-revoked"]
@@ -554,22 +791,42 @@ async def revocation_cases(v: Vectors) -> None:
         ("iat-just-before", r - 1, "iat 1 us before the app's R -> REVOKED"),
         ("iat-at-r", r, "iat equal to the app's R -> VALID"),
         ("iat-just-after", r + 1000, "iat 1 ms after the app's R -> VALID"),
-        ("iat-before-earlier-revocation", T0 + 4500 * SECOND,
-         "revoked at 5000.25 s, again at 4000 s: R stays; iat 4500 s -> REVOKED"),
+        (
+            "iat-before-earlier-revocation",
+            T0 + 4500 * SECOND,
+            "revoked at 5000.25 s, again at 4000 s: R stays; iat 4500 s -> REVOKED",
+        ),
     ):
-        v.case(app, name, (S5 if "earlier" not in name else REVOCATION) + rule, jws(head, claims(app, iat=secs(iat)), sign))
+        v.case(
+            app, name, (S5 if "earlier" not in name else REVOCATION) + rule, jws(head, claims(app, iat=secs(iat)), sign)
+        )
     v.case(app, "no-iat", S5 + "app revoked and no iat -> REVOKED", jws(head, claims(app, iat=None), sign))
-    v.case(app, "minted-before", S5 + "minted before the app's R -> REVOKED", await v.mint(app, "alice", r - 60 * SECOND))
+    v.case(
+        app, "minted-before", S5 + "minted before the app's R -> REVOKED", await v.mint(app, "alice", r - 60 * SECOND)
+    )
     v.case(app, "minted-after", S5 + "minted after the app's R -> VALID", await v.mint(app, "alice", r + 60 * SECOND))
-    v.case(app, "expired-and-revoked", S4 + "expired and revoked: EXPIRED comes first -> EXPIRED",
-           jws(head, claims(app, iat=secs(r - 7200 * SECOND), exp=secs(r - 3600 * SECOND)), sign))  # fmt: skip
+    v.case(
+        app,
+        "expired-and-revoked",
+        S4 + "expired and revoked: EXPIRED comes first -> EXPIRED",
+        jws(head, claims(app, iat=secs(r - 7200 * SECOND), exp=secs(r - 3600 * SECOND)), sign),
+    )
 
     # app-cleared: revoked at T0+5000 s, then cleared.
     app = v.apps["app-cleared"]
     sign = hs256(app.secret)
-    v.case(app, "iat-before-cleared", REVOCATION + "a cleared app revocation rejects no more -> VALID",
-           jws(head, claims(app, iat=secs(T0 + 4000 * SECOND)), sign))  # fmt: skip
-    v.case(app, "no-iat-after-clear", REVOCATION + "cleared: a token without iat -> VALID", jws(head, claims(app, iat=None), sign))
+    v.case(
+        app,
+        "iat-before-cleared",
+        REVOCATION + "a cleared app revocation rejects no more -> VALID",
+        jws(head, claims(app, iat=secs(T0 + 4000 * SECOND)), sign),
+    )
+    v.case(
+        app,
+        "no-iat-after-clear",
+        REVOCATION + "cleared: a token without iat -> VALID",
+        jws(head, claims(app, iat=None), sign),
+    )
 
 
 async def dev_cases(v: Vectors) -> None:
@@ -580,21 +837,49 @@ async def dev_cases(v: Vectors) -> None:
         return f"{segment(header)}.{segment(payload)}.devtoken"
 
     v.case(app, "dev-token", DEV + "checks disabled: a developer token -> VALID (dev_token)", dev(claims(app)))
-    v.case(app, "dev-token-minimal", DEV + "checks disabled: a developer token with user_id only -> VALID",
-           dev({"user_id": "alice"}))  # fmt: skip
-    v.case(app, "dev-token-expired", DEV + "expiry still applies to developer tokens -> EXPIRED",
-           dev(claims(app, iat=secs(NOW - 7200 * SECOND), exp=secs(NOW - 3600 * SECOND))))  # fmt: skip
-    v.case(app, "dev-token-revoked-user", DEV + "revocation still applies to developer tokens -> REVOKED",
-           dev(claims(app, "mallory", iat=secs(T0 + 500 * SECOND))))  # fmt: skip
+    v.case(
+        app,
+        "dev-token-minimal",
+        DEV + "checks disabled: a developer token with user_id only -> VALID",
+        dev({"user_id": "alice"}),
+    )
+    v.case(
+        app,
+        "dev-token-expired",
+        DEV + "expiry still applies to developer tokens -> EXPIRED",
+        dev(claims(app, iat=secs(NOW - 7200 * SECOND), exp=secs(NOW - 3600 * SECOND))),
+    )
+    v.case(
+        app,
+        "dev-token-revoked-user",
+        DEV + "revocation still applies to developer tokens -> REVOKED",
+        dev(claims(app, "mallory", iat=secs(T0 + 500 * SECOND))),
+    )
     v.case(app, "dev-token-no-user-id", DEV + "a developer token without user_id -> MALFORMED", dev({"iat": secs(NOW)}))
-    v.case(app, "dev-token-wrong-audience", DEV + "a developer token for another app -> WRONG_AUDIENCE",
-           dev(claims(app, aud="someone-else")))  # fmt: skip
-    v.case(app, "dev-token-bad-json", DEV + "a developer token must still parse -> MALFORMED",
-           f"{segment(head)}.{segment('{user_id')}.devtoken")  # fmt: skip
-    v.case(app, "signed-token", DEV + "checks disabled: a properly signed token -> VALID (not dev_token)",
-           jws(head, claims(app), sign))  # fmt: skip
-    v.case(app, "wrong-secret", DEV + "checks disabled: a wrong signature is still refused -> INVALID_SIGNATURE",
-           jws(head, claims(app), hs256(fixed_secret("not the secret"))))  # fmt: skip
+    v.case(
+        app,
+        "dev-token-wrong-audience",
+        DEV + "a developer token for another app -> WRONG_AUDIENCE",
+        dev(claims(app, aud="someone-else")),
+    )
+    v.case(
+        app,
+        "dev-token-bad-json",
+        DEV + "a developer token must still parse -> MALFORMED",
+        f"{segment(head)}.{segment('{user_id')}.devtoken",
+    )
+    v.case(
+        app,
+        "signed-token",
+        DEV + "checks disabled: a properly signed token -> VALID (not dev_token)",
+        jws(head, claims(app), sign),
+    )
+    v.case(
+        app,
+        "wrong-secret",
+        DEV + "checks disabled: a wrong signature is still refused -> INVALID_SIGNATURE",
+        jws(head, claims(app), hs256(fixed_secret("not the secret"))),
+    )
 
 
 async def rotation_cases(v: Vectors) -> None:
@@ -606,41 +891,122 @@ async def rotation_cases(v: Vectors) -> None:
     old_token = jws({"alg": "HS256", "kid": old_kid}, payload, hs256(old))
     old_no_kid = jws({"alg": "HS256"}, payload, hs256(old))
     end = T0 + 4600 * SECOND
-    v.case(app, "old-secret-in-overlap", APPS + "the rotated-out secret inside its overlap -> VALID", old_token, T0 + 2000 * SECOND)
-    v.case(app, "old-secret-last-microsecond", APPS + "the rotated-out secret 1 us before the overlap ends -> VALID",
-           old_token, end - 1)  # fmt: skip
-    v.case(app, "old-secret-overlap-over", APPS + "the rotated-out secret once its overlap is over (its kid) -> UNKNOWN_KEY",
-           old_token, end)  # fmt: skip
-    v.case(app, "old-secret-no-kid-in-overlap", APPS + "rotated-out secret, no kid, inside the overlap -> VALID",
-           old_no_kid, T0 + 2000 * SECOND)  # fmt: skip
-    v.case(app, "old-secret-no-kid-overlap-over", S3 + "rotated-out secret, no kid, after the overlap -> INVALID_SIGNATURE",
-           old_no_kid, end + SECOND)  # fmt: skip
+    v.case(
+        app,
+        "old-secret-in-overlap",
+        APPS + "the rotated-out secret inside its overlap -> VALID",
+        old_token,
+        T0 + 2000 * SECOND,
+    )
+    v.case(
+        app,
+        "old-secret-last-microsecond",
+        APPS + "the rotated-out secret 1 us before the overlap ends -> VALID",
+        old_token,
+        end - 1,
+    )
+    v.case(
+        app,
+        "old-secret-overlap-over",
+        APPS + "the rotated-out secret once its overlap is over (its kid) -> UNKNOWN_KEY",
+        old_token,
+        end,
+    )
+    v.case(
+        app,
+        "old-secret-no-kid-in-overlap",
+        APPS + "rotated-out secret, no kid, inside the overlap -> VALID",
+        old_no_kid,
+        T0 + 2000 * SECOND,
+    )
+    v.case(
+        app,
+        "old-secret-no-kid-overlap-over",
+        S3 + "rotated-out secret, no kid, after the overlap -> INVALID_SIGNATURE",
+        old_no_kid,
+        end + SECOND,
+    )
     minted_old = app.minted_first["alice"]
-    v.case(app, "minted-before-rotation", APPS + "minted before the rotation, in the overlap -> VALID", minted_old, T0 + 3000 * SECOND)
-    v.case(app, "minted-before-rotation-later", APPS + "minted before the rotation, after the overlap -> UNKNOWN_KEY",
-           minted_old, T0 + 5000 * SECOND)  # fmt: skip
-    v.case(app, "new-secret", S7 + "the new secret, its kid -> VALID", jws({"alg": "HS256", "kid": new_kid}, payload, hs256(new)),
-           T0 + 5000 * SECOND)  # fmt: skip
-    v.case(app, "new-secret-no-kid", S7 + "the new secret, no kid -> VALID", jws({"alg": "HS256"}, payload, hs256(new)),
-           T0 + 2000 * SECOND)  # fmt: skip
-    v.case(app, "new-secret-old-kid", S3 + "the new secret under the old secret's kid -> INVALID_SIGNATURE",
-           jws({"alg": "HS256", "kid": old_kid}, payload, hs256(new)), T0 + 2000 * SECOND)  # fmt: skip
-    v.case(app, "minted-after-rotation", S7 + "minted after the rotation (the new secret) -> VALID",
-           await v.mint(app, "alice", T0 + 1500 * SECOND, secret=new), T0 + 5000 * SECOND)  # fmt: skip
+    v.case(
+        app,
+        "minted-before-rotation",
+        APPS + "minted before the rotation, in the overlap -> VALID",
+        minted_old,
+        T0 + 3000 * SECOND,
+    )
+    v.case(
+        app,
+        "minted-before-rotation-later",
+        APPS + "minted before the rotation, after the overlap -> UNKNOWN_KEY",
+        minted_old,
+        T0 + 5000 * SECOND,
+    )
+    v.case(
+        app,
+        "new-secret",
+        S7 + "the new secret, its kid -> VALID",
+        jws({"alg": "HS256", "kid": new_kid}, payload, hs256(new)),
+        T0 + 5000 * SECOND,
+    )
+    v.case(
+        app,
+        "new-secret-no-kid",
+        S7 + "the new secret, no kid -> VALID",
+        jws({"alg": "HS256"}, payload, hs256(new)),
+        T0 + 2000 * SECOND,
+    )
+    v.case(
+        app,
+        "new-secret-old-kid",
+        S3 + "the new secret under the old secret's kid -> INVALID_SIGNATURE",
+        jws({"alg": "HS256", "kid": old_kid}, payload, hs256(new)),
+        T0 + 2000 * SECOND,
+    )
+    v.case(
+        app,
+        "minted-after-rotation",
+        S7 + "minted after the rotation (the new secret) -> VALID",
+        await v.mint(app, "alice", T0 + 1500 * SECOND, secret=new),
+        T0 + 5000 * SECOND,
+    )
 
     # max-lifetime: tokens must not live longer than 3600 s.
     app = v.apps["max-lifetime"]
     sign, head = hs256(app.secret), {"alg": "HS256"}
     iat = NOW - 60 * SECOND
-    v.case(app, "lifetime-at-max", S4 + "exp - iat = the app's max lifetime -> VALID",
-           jws(head, claims(app, iat=secs(iat), exp=secs(iat + 3600 * SECOND)), sign))  # fmt: skip
-    v.case(app, "lifetime-beyond-max", S4 + "exp - iat beyond the app's max lifetime -> MALFORMED",
-           jws(head, claims(app, iat=secs(iat), exp=secs(iat + 3600 * SECOND + 1)), sign))  # fmt: skip
-    v.case(app, "no-exp", S4 + "no exp on an app with a max lifetime -> MALFORMED", jws(head, claims(app, exp=None), sign))
-    v.case(app, "no-iat", S4 + "exp but no iat: the lifetime cannot be measured -> VALID", jws(head, claims(app, iat=None), sign))
-    v.case(app, "expired-beyond-max", S4 + "expired and too long-lived: EXPIRED comes first -> EXPIRED",
-           jws(head, claims(app, iat=secs(NOW - 9000 * SECOND), exp=secs(NOW - 60 * SECOND)), sign))  # fmt: skip
-    v.case(app, "minted", S7 + "a minted token gets the max lifetime as exp -> VALID", await v.mint(app, "alice", NOW - 60 * SECOND))
+    v.case(
+        app,
+        "lifetime-at-max",
+        S4 + "exp - iat = the app's max lifetime -> VALID",
+        jws(head, claims(app, iat=secs(iat), exp=secs(iat + 3600 * SECOND)), sign),
+    )
+    v.case(
+        app,
+        "lifetime-beyond-max",
+        S4 + "exp - iat beyond the app's max lifetime -> MALFORMED",
+        jws(head, claims(app, iat=secs(iat), exp=secs(iat + 3600 * SECOND + 1)), sign),
+    )
+    v.case(
+        app, "no-exp", S4 + "no exp on an app with a max lifetime -> MALFORMED", jws(head, claims(app, exp=None), sign)
+    )
+    v.case(
+        app,
+        "no-iat",
+        S4 + "exp but no iat: the lifetime cannot be measured -> VALID",
+        jws(head, claims(app, iat=None), sign),
+    )
+    v.case(
+        app,
+        "expired-beyond-max",
+        S4 + "expired and too long-lived: EXPIRED comes first -> EXPIRED",
+        jws(head, claims(app, iat=secs(NOW - 9000 * SECOND), exp=secs(NOW - 60 * SECOND)), sign),
+    )
+    v.case(
+        app,
+        "minted",
+        S7 + "a minted token gets the max lifetime as exp -> VALID",
+        await v.mint(app, "alice", NOW - 60 * SECOND),
+    )
 
 
 async def asymmetric_cases(v: Vectors) -> None:
@@ -661,24 +1027,59 @@ async def asymmetric_cases(v: Vectors) -> None:
     v.case(app, "retired-key-no-kid", S3 + "a retired key's signature, no kid -> INVALID_SIGNATURE", signed(1))
     v.case(app, "no-kid", S7 + "no kid: any live key pair may have signed -> VALID", signed(2))
     v.case(app, "kid-of-another-key", S3 + "signed with key 2 under key 3's kid -> INVALID_SIGNATURE", signed(2, 3))
-    v.case(app, "unknown-kid", S2 + "a kid that names no key -> UNKNOWN_KEY",
-           jws({"alg": "EdDSA", "kid": "nope"}, claims(app), eddsa(pems[3])))  # fmt: skip
-    v.case(app, "kid-of-api-secret", S2 + "the API secret's kid on an EdDSA app -> UNKNOWN_KEY",
-           jws({"alg": "EdDSA", "kid": app.secret_kid}, claims(app), eddsa(pems[3])))  # fmt: skip
-    v.case(app, "alg-spelled-ed25519", S2 + "alg 'Ed25519' is not the app's 'EdDSA' -> INVALID_SIGNATURE", signed(3, 3, "Ed25519"))
-    v.case(app, "alg-hs256-api-secret", S2 + "HS256 with the API secret on an EdDSA app -> INVALID_SIGNATURE",
-           jws({"alg": "HS256"}, claims(app), hs256(app.secret)))  # fmt: skip
+    v.case(
+        app,
+        "unknown-kid",
+        S2 + "a kid that names no key -> UNKNOWN_KEY",
+        jws({"alg": "EdDSA", "kid": "nope"}, claims(app), eddsa(pems[3])),
+    )
+    v.case(
+        app,
+        "kid-of-api-secret",
+        S2 + "the API secret's kid on an EdDSA app -> UNKNOWN_KEY",
+        jws({"alg": "EdDSA", "kid": app.secret_kid}, claims(app), eddsa(pems[3])),
+    )
+    v.case(
+        app,
+        "alg-spelled-ed25519",
+        S2 + "alg 'Ed25519' is not the app's 'EdDSA' -> INVALID_SIGNATURE",
+        signed(3, 3, "Ed25519"),
+    )
+    v.case(
+        app,
+        "alg-hs256-api-secret",
+        S2 + "HS256 with the API secret on an EdDSA app -> INVALID_SIGNATURE",
+        jws({"alg": "HS256"}, claims(app), hs256(app.secret)),
+    )
     public = private_key(pems[3]).public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    v.case(app, "alg-confusion-public-key-as-hmac", S2 + "HS256 keyed with the public key -> INVALID_SIGNATURE",
-           jws({"alg": "HS256", "kid": kids[3]}, claims(app), lambda data: hmac.new(public, data, hashlib.sha256).digest()))  # fmt: skip
+    v.case(
+        app,
+        "alg-confusion-public-key-as-hmac",
+        S2 + "HS256 keyed with the public key -> INVALID_SIGNATURE",
+        jws(
+            {"alg": "HS256", "kid": kids[3]}, claims(app), lambda data: hmac.new(public, data, hashlib.sha256).digest()
+        ),
+    )
     good = signed(3, 3)
-    v.case(app, "tampered-payload", S3 + "payload changed after signing -> INVALID_SIGNATURE",
-           f"{good.split('.')[0]}.{segment(claims(app, user_id='mallory'))}.{good.split('.')[2]}")  # fmt: skip
+    v.case(
+        app,
+        "tampered-payload",
+        S3 + "payload changed after signing -> INVALID_SIGNATURE",
+        f"{good.split('.')[0]}.{segment(claims(app, user_id='mallory'))}.{good.split('.')[2]}",
+    )
     v.case(app, "minted", S7 + "a token minted by the server -> VALID", await v.mint(app, "alice", NOW - 60 * SECOND))
-    v.case(app, "minted-with-retired-key", S2 + "minted before its key pair was retired -> UNKNOWN_KEY",
-           app.minted_first["alice"])  # fmt: skip
-    v.case(app, "expired", S4 + "an EdDSA token past its exp -> EXPIRED",
-           signed(3, 3, exp=secs(NOW - 60 * SECOND), iat=secs(NOW - 120 * SECOND)))  # fmt: skip
+    v.case(
+        app,
+        "minted-with-retired-key",
+        S2 + "minted before its key pair was retired -> UNKNOWN_KEY",
+        app.minted_first["alice"],
+    )
+    v.case(
+        app,
+        "expired",
+        S4 + "an EdDSA token past its exp -> EXPIRED",
+        signed(3, 3, exp=secs(NOW - 60 * SECOND), iat=secs(NOW - 120 * SECOND)),
+    )
 
     # es256: Wycheproof's SpecialCaseEs256 key (its kid) and a second key pair.
     app = v.apps["es256"]
@@ -689,29 +1090,62 @@ async def asymmetric_cases(v: Vectors) -> None:
     good = jws(head, claims(app), es256(pem))
     signing_input = good.rsplit(".", 1)[0].encode()
     v.case(app, "valid", S7 + "an ES256 token, r || s -> VALID", good)
-    v.case(app, "second-key", S7 + "signed with the second key pair -> VALID", jws({"alg": "ES256", "kid": kid2}, claims(app), es256(pem2)))
+    v.case(
+        app,
+        "second-key",
+        S7 + "signed with the second key pair -> VALID",
+        jws({"alg": "ES256", "kid": kid2}, claims(app), es256(pem2)),
+    )
     v.case(app, "minted", S7 + "a token minted by the server -> VALID", await v.mint(app, "alice", NOW - 60 * SECOND))
     r, s = es256_raw(pem, signing_input)
-    v.case(app, "der-signature", S3 + "a DER-encoded ECDSA signature, not r || s -> INVALID_SIGNATURE",
-           resign(good, private_key(pem).sign(signing_input, ec.ECDSA(hashes.SHA256()))))  # fmt: skip
-    v.case(app, "high-s", S3 + "s replaced by n - s (ECDSA malleability; JWS does not ask for low s) -> VALID",
-           resign(good, r.to_bytes(32, "big") + (P256_ORDER - s).to_bytes(32, "big")))  # fmt: skip
-    v.case(app, "alg-es384", S2 + "alg ES384 on an ES256 app -> INVALID_SIGNATURE", jws({"alg": "ES384", "kid": kid}, claims(app), es256(pem)))
-    v.case(app, "alg-eddsa", S2 + "alg EdDSA on an ES256 app -> INVALID_SIGNATURE", jws({"alg": "EdDSA", "kid": kid}, claims(app), es256(pem)))
+    v.case(
+        app,
+        "der-signature",
+        S3 + "a DER-encoded ECDSA signature, not r || s -> INVALID_SIGNATURE",
+        resign(good, private_key(pem).sign(signing_input, ec.ECDSA(hashes.SHA256()))),
+    )
+    v.case(
+        app,
+        "high-s",
+        S3 + "s replaced by n - s (ECDSA malleability; JWS does not ask for low s) -> VALID",
+        resign(good, r.to_bytes(32, "big") + (P256_ORDER - s).to_bytes(32, "big")),
+    )
+    v.case(
+        app,
+        "alg-es384",
+        S2 + "alg ES384 on an ES256 app -> INVALID_SIGNATURE",
+        jws({"alg": "ES384", "kid": kid}, claims(app), es256(pem)),
+    )
+    v.case(
+        app,
+        "alg-eddsa",
+        S2 + "alg EdDSA on an ES256 app -> INVALID_SIGNATURE",
+        jws({"alg": "EdDSA", "kid": kid}, claims(app), es256(pem)),
+    )
     for test in group["tests"]:
         if test["tcId"] not in WYCHEPROOF_ES256_CASES:
             continue
         signature = test["jws"].split(".")[2]
-        v.case(app, f"wycheproof-{test['tcId']}-{test['comment']}",
-               S3 + f"Wycheproof tcId {test['tcId']} ({test['comment']}) signature -> INVALID_SIGNATURE",
-               resign(good, signature))  # fmt: skip
+        v.case(
+            app,
+            f"wycheproof-{test['tcId']}-{test['comment']}",
+            S3 + f"Wycheproof tcId {test['tcId']} ({test['comment']}) signature -> INVALID_SIGNATURE",
+            resign(good, signature),
+        )
     valid = next(t for t in group["tests"] if t["result"] == "valid")["jws"]
-    v.case(app, "wycheproof-378-payload-not-json", S1 + "Wycheproof tcId 378, a good signature over 'foo' -> MALFORMED", valid)
+    v.case(
+        app,
+        "wycheproof-378-payload-not-json",
+        S1 + "Wycheproof tcId 378, a good signature over 'foo' -> MALFORMED",
+        valid,
+    )
 
 
 async def other_cases(v: Vectors) -> None:
     app = v.apps["other"]
-    v.case(app, "minted", S7 + "another app's token on that app -> VALID", await v.mint(app, "alice", NOW - 60 * SECOND))
+    v.case(
+        app, "minted", S7 + "another app's token on that app -> VALID", await v.mint(app, "alice", NOW - 60 * SECOND)
+    )
 
 
 # Running the server and recording.
@@ -816,9 +1250,19 @@ async def _record(output: Path, store: Store, state: Any, stub: pb_grpc.AuthServ
     cases = []
     for case in vectors.cases:
         clock.set(case.now)
-        response = await stub.VerifyToken(pb.VerifyTokenRequest(token=case.token), metadata=(("x-api-key", vectors.apps[case.app].api_key),))
-        cases.append({"name": case.name, "rule": case.rule, "app": case.app, "token": case.token, "now": case.now,
-                      "expect": conformance.expectation(response)})  # fmt: skip
+        response = await stub.VerifyToken(
+            pb.VerifyTokenRequest(token=case.token), metadata=(("x-api-key", vectors.apps[case.app].api_key),)
+        )
+        cases.append(
+            {
+                "name": case.name,
+                "rule": case.rule,
+                "app": case.app,
+                "token": case.token,
+                "now": case.now,
+                "expect": conformance.expectation(response),
+            }
+        )
     names = [case["name"] for case in cases]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:

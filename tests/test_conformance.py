@@ -34,7 +34,9 @@ def cases_of(app: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-async def rebuilt(store: Store, state: State, stub: AuthServiceAsyncStub, session_clock: FakeClock) -> AsyncIterator[dict[str, App]]:
+async def rebuilt(
+    store: Store, state: State, stub: AuthServiceAsyncStub, session_clock: FakeClock
+) -> AsyncIterator[dict[str, App]]:
     """The file's apps, created in the session's database with their setup steps run."""
     server = conformance.Server(store, state, stub, session_clock.set)
     try:
