@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,11 @@ NOW: Micros = T0 + 10_000 * SECOND
 LEEWAY = 5 * SECOND
 """The test server's clock leeway."""
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-WYCHEPROOF = Path(__file__).resolve().parent.parent.parent / "shared" / "wycheproof" / "json_web_signature_test.json"
+WYCHEPROOF = Path(
+    os.environ.get("AUTHSVC_WYCHEPROOF", Path(__file__).resolve().parent.parent.parent / "shared" / "wycheproof")
+)
+"""Project Wycheproof's test vectors (a folder holding json_web_signature_test.json): ../shared/wycheproof beside
+the repository, or AUTHSVC_WYCHEPROOF."""
 # Wycheproof's SpecialCaseEs256 signatures used, each invalid for any message: too long, trailing zeros, r too
 # big, an integer overflow, a buffer overflow, r = s = 0, r = 1 and s = n, r = s = n.
 WYCHEPROOF_ES256_CASES = (379, 380, 381, 383, 385, 386, 393, 401)
@@ -76,7 +81,10 @@ def fixed_pem(algorithm: str, label: str) -> str:
 
 
 def _wycheproof_es256_group() -> dict[str, Any]:
-    groups = json.loads(WYCHEPROOF.read_text())["testGroups"]
+    path = WYCHEPROOF / "json_web_signature_test.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: set AUTHSVC_WYCHEPROOF to a folder of Project Wycheproof's vectors")
+    groups = json.loads(path.read_text())["testGroups"]
     group: dict[str, Any] = next(g for g in groups if g["comment"] == "SpecialCaseEs256")
     return group
 
