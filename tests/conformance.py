@@ -44,34 +44,20 @@ VECTORS = Path(__file__).resolve().parent.parent / "conformance" / "vectors.json
 
 FORMAT = 1
 
-OUTCOMES = (
-    "VALID",
-    "MALFORMED",
-    "INVALID_SIGNATURE",
-    "UNKNOWN_KEY",
-    "EXPIRED",
-    "NOT_YET_VALID",
-    "WRONG_AUDIENCE",
-    "REVOKED",
+OUTCOME_PREFIX = "VERIFY_OUTCOME_"
+
+OUTCOMES = tuple(
+    name.removeprefix(OUTCOME_PREFIX)
+    for name in pb.VerifyOutcome.keys()
+    if not name.endswith(("_UNSPECIFIED", "_UNAVAILABLE"))
 )
-"""Every VerifyOutcome but UNSPECIFIED and UNAVAILABLE: the file must have a case of each."""
+"""Every VerifyOutcome but UNSPECIFIED and UNAVAILABLE (which no verdict on a token is): the file must have a case of
+each, an outcome added to the proto included."""
 
 RULE_PATTERN = re.compile(r"TOKEN_MODEL (step [1-7]|Apps|User tokens|Revocation|Development mode): \S.*")
 """What a case's `rule` looks like: the TOKEN_MODEL step (or section) it checks, then what it checks."""
 
-RULES = (
-    "step 1",
-    "step 2",
-    "step 3",
-    "step 4",
-    "step 5",
-    "step 6",
-    "step 7",
-    "Apps",
-    "User tokens",
-    "Revocation",
-    "Development mode",
-)
+RULES = (*(f"step {n}" for n in range(1, 8)), "Apps", "User tokens", "Revocation", "Development mode")
 """Every step and section of shared/TOKEN_MODEL.md about verification: the file must name each."""
 
 WAIT = 30.0
@@ -197,8 +183,6 @@ async def _run_step(server: Server, app: App, step: Mapping[str, Any]) -> None:
 
 
 # The verdicts, as the file holds them.
-
-OUTCOME_PREFIX = "VERIFY_OUTCOME_"
 
 
 def expectation(response: pb.VerifyTokenResponse) -> dict[str, Any]:
