@@ -54,14 +54,23 @@ OUTCOMES = tuple(
 """Every VerifyOutcome but UNSPECIFIED and UNAVAILABLE (which no verdict on a token is): the file must have a case of
 each, an outcome added to the proto included."""
 
-RULE_PATTERN = re.compile(r"TOKEN_MODEL (step [1-7]|Apps|User tokens|Revocation|Development mode): \S.*")
-"""What a case's `rule` looks like: the TOKEN_MODEL step (or section) it checks, then what it checks."""
+RULE_PATTERN = re.compile(
+    r"TOKEN_MODEL (step [1-7]|Apps|User tokens|Revocation|Development mode): \S.* -> ([A-Z_]+)\b.*"
+)
+"""What a case's `rule` looks like: the TOKEN_MODEL step (or section) it checks, what it checks, and after `->` the
+outcome the rule calls for."""
 
 RULES = (*(f"step {n}" for n in range(1, 8)), "Apps", "User tokens", "Revocation", "Development mode")
 """Every step and section of shared/TOKEN_MODEL.md about verification: the file must name each."""
 
 WAIT = 30.0
 """Seconds a rebuild waits for the server's state to show a change before it fails."""
+
+
+def called_for(rule: str) -> str | None:
+    """The outcome a case's rule calls for (the word after `->`), or None when the rule is not of RULE_PATTERN."""
+    match = RULE_PATTERN.fullmatch(rule)
+    return None if match is None else match.group(2)
 
 
 def load(path: Path = VECTORS) -> dict[str, Any]:

@@ -96,6 +96,8 @@ def test_the_file_covers_every_outcome_and_every_step_of_the_token_model() -> No
     assert set(outcomes) == set(conformance.OUTCOMES), f"outcomes covered: {dict(outcomes)}"
     for case in CASES:
         assert conformance.RULE_PATTERN.fullmatch(case["rule"]), f"{case['name']}: rule names no TOKEN_MODEL step"
+        # The recorded answer is the one the rule calls for: an answer edited by hand, or a rule misread, shows.
+        assert conformance.called_for(case["rule"]) == case["expect"]["outcome"], case["name"]
         assert case["app"] in APPS, f"{case['name']}: no app {case['app']!r}"
         assert set(case["expect"]) == {"outcome", "user_id", "issued_at", "expires_at", "dev_token", "claims"}
     named = {match.group(1) for case in CASES if (match := conformance.RULE_PATTERN.fullmatch(case["rule"]))}
