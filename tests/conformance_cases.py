@@ -111,7 +111,8 @@ def segment(part: Part) -> str:
     return b64(json.dumps(part, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-def jws(header: Part, payload: Part, signer: Signer) -> str:
+def jws(header: Mapping[str, Any] | list[Any], payload: Part, signer: Signer) -> str:
+    """A compact JWS of `header` (as JSON) and `payload` (see segment), signed by `signer`."""
     signing_input = f"{segment(header)}.{segment(payload)}"
     return f"{signing_input}.{b64(signer(signing_input.encode()))}"
 
@@ -344,9 +345,18 @@ class Crafter:
     header: Mapping[str, Any]
 
     def __call__(
-        self, user_id: Any = "alice", *, header: Part | None = None, signer: Signer | None = None, **more: Any
+        self,
+        user_id: Any = "alice",
+        *,
+        header: Mapping[str, Any] | list[Any] | None = None,
+        signer: Signer | None = None,
+        **more: Any,
     ) -> str:
         return jws(self.header if header is None else header, claims(self.app, user_id, **more), signer or self.signer)
+
+    def raw(self, payload: Part) -> str:
+        """A token of this payload as given (JSON text, bytes, or a value to encode), signed as usual."""
+        return jws(self.header, payload, self.signer)
 
     def dev(self, payload: Part) -> str:
         """A developer token: the literal signature `devtoken`."""
@@ -385,10 +395,16 @@ async def all_cases(apps: Mapping[str, VectorApp], mint: Mint) -> list[Case]:
     return cases
 
 
+# Not in the file while the server and the Python LocalVerifier disagree on them (reported, not fixed here): an
+# integer claim beyond 2^53 (VerifyToken's Struct rounds it to a double; LocalVerifier returns it exact) and one
+# beyond 2^1023 (VerifyToken returns it as a string).
+
+
 async def _hs256(app: VectorApp, other: VectorApp, mint: Mint) -> list[Case]:
     token = Crafter(app, hs256(app.secret), {"alg": "HS256", "typ": "JWT"})
     good = token()
     h, p, s = good.split(".")
+    p_4n1 = p + "A" * ((1 - len(p)) % 4)  # a length no base64 text has
     noncanonical = s[:-1] + _BASE64URL[_BASE64URL.index(s[-1]) + 1]  # 43 characters: 2 unused bits in the last
     wrong = hs256(fixed_secret("not the secret"))
     carol_r = _at(1000.5)
@@ -404,29 +420,28 @@ async def _hs256(app: VectorApp, other: VectorApp, mint: Mint) -> list[Case]:
         ("standard-base64-alphabet", S1 + "'+' and '/' are not base64url -> MALFORMED", f"{h}.{p}.+/{s[2:]}"),
         ("base64-padding", S1 + "base64 padding '=' -> MALFORMED", f"{good}="),
         ("space-in-token", S1 + "a space inside a part -> MALFORMED", f"{h}.{p[:10]} {p[10:]}.{s}"),
-        ("impossible-base64-length", S1 + "a part of 4n+1 characters -> MALFORMED", f"{h}.{p}A.{s}"),
+        ("impossible-base64-length", S1 + "a part of 4n+1 characters -> MALFORMED", f"{h}.{p_4n1}.{s}"),
         ("non-canonical-base64url", S1 + "non-zero unused bits at the end -> MALFORMED", f"{h}.{p}.{noncanonical}"),
         ("non-ascii-character", S1 + "a character outside base64url -> MALFORMED", f"{h}.{p}\u00e9.{s}"),
-        ("payload-not-json", S1 + "payload is not JSON -> MALFORMED", jws(h, '{"user_id":"alice"', token.signer)),
-        ("payload-not-utf8", S1 + "payload is not UTF-8 -> MALFORMED", jws(h, b'{"user_id":"\xff"}', token.signer)),
+        ("payload-not-json", S1 + "payload is not JSON -> MALFORMED", token.raw('{"user_id":"alice"')),
+        ("payload-not-utf8", S1 + "payload is not UTF-8 -> MALFORMED", token.raw(b'{"user_id":"\xff"}')),
         ("header-not-object", S1 + "header is a JSON array -> MALFORMED", token(header=["HS256"])),
-        ("payload-array", S1 + "payload is a JSON array -> MALFORMED", jws(h, [claims(app)], token.signer)),
-        ("payload-string", S1 + "payload is a JSON string -> MALFORMED", jws(h, '"alice"', token.signer)),
-        ("payload-number", S1 + "payload is a JSON number -> MALFORMED", jws(h, "42", token.signer)),
+        ("payload-array", S1 + "payload is a JSON array -> MALFORMED", token.raw([claims(app)])),
+        ("payload-string", S1 + "payload is a JSON string -> MALFORMED", token.raw('"alice"')),
         (
             "duplicate-claim",
             S1 + "a key twice in the payload -> MALFORMED",
-            jws(h, '{"user_id":"alice","user_id":"mallory"}', token.signer),
+            token.raw('{"user_id":"alice","user_id":"mallory"}'),
         ),
-        ("nan-literal", S1 + "NaN is not JSON -> MALFORMED", jws(h, '{"user_id":"alice","n":NaN}', token.signer)),
+        ("nan-literal", S1 + "NaN is not JSON -> MALFORMED", token.raw('{"user_id":"alice","n":NaN}')),
         ("number-overflow", S1 + "a number beyond a double -> MALFORMED",
-         jws(h, '{"user_id":"a","n":1e400}', token.signer)),
+         token.raw('{"user_id":"a","n":1e400}')),
         ("nested-too-deep", S1 + "JSON nested over 32 levels -> MALFORMED",
          token(deep=json.loads("[" * 32 + "]" * 32))),
         ("nul-in-string", S1 + "an escaped NUL -> MALFORMED",
-         jws(h, '{"user_id":"alice","x":"a\\u0000"}', token.signer)),
+         token.raw('{"user_id":"alice","x":"a\\u0000"}')),
         ("lone-surrogate", S1 + "an unpaired surrogate -> MALFORMED",
-         jws(h, '{"user_id":"a","x":"\\ud800"}', token.signer)),
+         token.raw('{"user_id":"a","x":"\\ud800"}')),
         ("oversized-token", S1 + "a token over 8192 bytes -> MALFORMED", token(pad="x" * 8200)),
         ("header-without-alg", S1 + "a header without alg -> MALFORMED", token(header={"typ": "JWT"})),
         ("alg-not-a-string", S1 + "alg that is not a string -> MALFORMED", token(header={"alg": 256})),
@@ -435,6 +450,12 @@ async def _hs256(app: VectorApp, other: VectorApp, mint: Mint) -> list[Case]:
          token(header={"alg": "HS256", "crit": ["exp"]})),
         ("b64-header", S1 + "b64 (an unencoded payload) -> MALFORMED", token(header={"alg": "HS256", "b64": False})),
         ("nested-jwt", S1 + "cty JWT (a nested token) -> MALFORMED", token(header={"alg": "HS256", "cty": "JWT"})),
+        ("enc-header", S1 + "enc (a JWE header) -> MALFORMED", token(header={"alg": "HS256", "enc": "A128GCM"})),
+        ("typ-not-a-string", S1 + "typ that is not a string -> MALFORMED", token(header={"alg": "HS256", "typ": 1})),
+        ("utf8-bom", S1 + "payload JSON after a byte-order mark -> MALFORMED",
+         token.raw('\ufeff{"user_id":"alice"}')),
+        ("json-whitespace", S7 + "whitespace around the payload's JSON is JSON -> VALID",
+         token.raw(' {"user_id": "alice"}\n')),
         ("alg-none-unsigned", S1 + "alg none, empty signature part -> MALFORMED",
          token(header={"alg": "none"}, signer=lambda _: b"")),
         # Step 2: alg and kid.
@@ -512,8 +533,6 @@ async def _hs256(app: VectorApp, other: VectorApp, mint: Mint) -> list[Case]:
         # Step 6: user revocations (carol at T0 + 1000.5 s, dave at T0 + 2000 s, erin's cleared).
         ("user-revoked-iat-just-before", S6 + "iat 1 us before the user's R -> REVOKED",
          token("carol", iat=secs(carol_r - 1))),
-        ("user-revoked-iat-ms-before", S6 + "iat 1 ms before the user's R -> REVOKED",
-         token("carol", iat=secs(carol_r - 1000))),
         ("user-revoked-iat-at-r", S6 + "iat equal to the user's R -> VALID", token("carol", iat=secs(carol_r))),
         ("user-revoked-iat-just-after", S6 + "iat 1 ms after the user's R -> VALID",
          token("carol", iat=secs(carol_r + 1000))),
@@ -534,6 +553,10 @@ async def _hs256(app: VectorApp, other: VectorApp, mint: Mint) -> list[Case]:
         ("extra-claims", S7 + "nested and fractional claims come back -> VALID",
          token(role="admin", ratio=0.25, flags={"beta": True, "tags": ["a", "b"]}, nothing=[])),
         ("fractional-iat", S7 + "a fractional iat, to the microsecond -> VALID", token(iat=secs(NOW - 59_876_543))),
+        ("sub-microsecond-iat", S7 + "iat finer than a microsecond is rounded -> VALID",
+         token.raw(f'{{"user_id":"alice","iat":{NOW // SECOND - 60}.1234567}}')),
+        ("null-claim", S7 + "a null claim comes back as null -> VALID",
+         token.raw('{"user_id":"alice","note":null}')),
         ("no-exp", S7 + "no exp: the token does not expire -> VALID", token(exp=None)),
         ("no-iat", S7 + "no iat, and no revocation needs one -> VALID", token(iat=None)),
     ]  # fmt: skip
