@@ -219,12 +219,22 @@ class AuthClient:
         self._retry_attempts = retry_attempts
         self._retry_backoff = retry_backoff
         self._retry_max_backoff = retry_max_backoff
-        options = list(channel_options)
-        if credentials is not None or secure:
-            self._channel = grpc.aio.secure_channel(target, credentials or grpc.ssl_channel_credentials(), options)
-        else:
-            self._channel = grpc.aio.insecure_channel(target, options)
-        self._stub: AuthServiceAsyncStub = pb_grpc.AuthServiceStub(self._channel)
+        self._channel_args = (target, list(channel_options), secure, credentials)
+        self._channel: grpc.aio.Channel | None = None
+        self._opened: AuthServiceAsyncStub | None = None
+
+    @property
+    def _stub(self) -> AuthServiceAsyncStub:
+        """The stub, its channel opened on first use: a grpc.aio channel belongs to the event loop it is made in,
+        so a client made at import time, before the web server's loop runs, is used in that loop."""
+        if self._opened is None:
+            target, options, secure, credentials = self._channel_args
+            if credentials is not None or secure:
+                self._channel = grpc.aio.secure_channel(target, credentials or grpc.ssl_channel_credentials(), options)
+            else:
+                self._channel = grpc.aio.insecure_channel(target, options)
+            self._opened = pb_grpc.AuthServiceStub(self._channel)
+        return self._opened
 
     def __repr__(self) -> str:
         return f"AuthClient(target={self.target!r}, credential={'set' if self._credential else 'none'})"
@@ -238,8 +248,10 @@ class AuthClient:
         await self.close()
 
     async def close(self) -> None:
-        """Closes the channel; calls in flight are cancelled."""
-        await self._channel.close()
+        """Closes the channel; calls in flight are cancelled. A later call opens a new one."""
+        channel, self._channel, self._opened = self._channel, None, None
+        if channel is not None:
+            await channel.close()
 
     async def issue_token(
         self,

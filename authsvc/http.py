@@ -98,10 +98,15 @@ class Routes:
         return None
 
 
-def jwks_handler(find_app: Callable[[str], Awaitable[App | None]]) -> Handler:
-    """A handler serving an app's JSON Web Key Set at /.well-known/jwks/<api key>.json (404 for an unknown app)."""
+def jwks_handler(find_app: Callable[[str], Awaitable[App | None]], fresh: Callable[[], bool]) -> Handler:
+    """A handler serving an app's JSON Web Key Set at /.well-known/jwks/<api key>.json (404 for an unknown app).
+
+    Fails closed as GetJwks does: 503 while the state is too stale to vouch for it (it may still hold a retired key).
+    """
 
     async def jwks(request: Request) -> Response:
+        if not fresh():
+            return Response(503, b"authsvc cannot reach its database; retry later\n", headers=(("retry-after", "5"),))
         app = await find_app(request.params["api_key"])
         if app is None:
             return Response(404, b"no such app\n")

@@ -171,7 +171,7 @@ async def start_server(
     )
     routes = Routes()
     routes.add("/metrics", metrics_handler(metrics.registry))
-    routes.add(r"/\.well-known/jwks/(?P<api_key>[a-z0-9]{1,64})\.json", jwks_handler(state.find_app))
+    routes.add(r"/\.well-known/jwks/(?P<api_key>[a-z0-9]{1,64})\.json", jwks_handler(state.find_app, state.fresh))
     http = HttpServer(routes)
     http_port = await http.start(settings.host, settings.http_port)
     await server.start()

@@ -168,6 +168,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         return response
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
+        self._state.check_fresh()  # a stale state may still publish a retired key
         app = await self._callers.app(context)
         return pb.GetJwksResponse(keys=[pb.Jwk(**jwk) for jwk in app.jwks()])
 

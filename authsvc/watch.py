@@ -101,7 +101,7 @@ class WatchHub:
         # From here on, synchronously: the version and apps the hub starts from, then every change after them.
         self.version = state.version
         """Every change up to this version has been offered to the watchers."""
-        self._floor = state.version
+        self.floor = state.version
         """The oldest `from_version` the history can serve."""
         self._apps = {app.id: app for app in state.apps()}
         self._unsubscribe = state.subscribe(self._heard)
@@ -170,7 +170,7 @@ class WatchHub:
         # cannot serve anything before it, and every watcher gets a fresh snapshot.
         self._history.clear()
         self._history_users = 0
-        self._floor = self.version = max(self.version, reload.version)
+        self.floor = self.version = max(self.version, reload.version)
         self._apps = reload.apps
         for watcher in tuple(self._all):
             self._offer(watcher, _RESYNC)
@@ -181,7 +181,7 @@ class WatchHub:
         while len(self._history) > _HISTORY_CHANGES or self._history_users > _HISTORY_USERS:
             dropped = self._history.popleft()
             self._history_users -= len(dropped.change.user_hashes)
-            self._floor = dropped.version
+            self.floor = dropped.version
 
     async def _encode(self, entry: _Entry) -> pb.WatchStateResponse | _Signal:
         change = entry.change
@@ -266,7 +266,7 @@ class WatchHub:
         # From here to the registration, no await: the snapshot or the replay joins the live changes exactly.
         replay: list[_Entry] = []
         first: Iterator[pb.WatchStateResponse] = iter(())
-        if from_version is not None and self._floor <= from_version <= self.version:
+        if from_version is not None and self.floor <= from_version <= self.version:
             replay = [e for e in self._history if e.change.app_id == app.id and e.version > from_version]
             watcher.after = watcher.sent = self.version
         else:

@@ -84,6 +84,18 @@ async def test_issue_then_verify(client: AuthClient, app: App, clock: FakeClock)
     assert not result.dev_token
 
 
+async def test_a_client_made_outside_the_event_loop_works_in_it(server: RunningServer, app: App) -> None:
+    # As a web app makes it at import time, before its server's loop runs: the channel opens on first use.
+    client = await asyncio.to_thread(client_for, server, app)
+    try:
+        issued = await client.issue_token("alice")
+        assert (await client.verify_token(issued.token)).valid
+        await client.close()
+        assert (await client.verify_token(issued.token)).valid  # closed, then used again: a new channel
+    finally:
+        await client.close()
+
+
 async def test_issue_with_expires_at_or_app_default(client: AuthClient, clock: FakeClock) -> None:
     now = clock.freeze()
     issued = await client.issue_token("alice", expires_at=at(now + 3600 * S))

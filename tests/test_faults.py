@@ -12,6 +12,8 @@ import secrets
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import warnings
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -361,11 +363,16 @@ async def test_an_outage_longer_than_the_staleness_bound_fails_closed_then_recov
                 stub.RevokeUser(pb.RevokeUserRequest(user_ids=["alice"]), metadata=backend(app))
             )
             assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
-            # Past it: fail closed, verifying and signing alike.
+            # Past it: fail closed, verifying, signing and publishing keys alike.
             monotonic.now += 25
-            for call in (verify(), issue()):
+            jwks = stub.GetJwks(pb.GetJwksRequest(), metadata=api_key_only(app))
+            for call in (verify(), issue(), jwks):
                 stale = await expect_failure(call)
                 assert (stale.code, stale.reason) == (grpc.StatusCode.UNAVAILABLE, "STATE_STALE")
+            jwks_url = f"http://127.0.0.1:{running.http_port}/.well-known/jwks/{app.api_key}.json"
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                await asyncio.to_thread(urllib.request.urlopen, jwks_url, timeout=10)
+            assert refused.value.code == 503 and refused.value.headers["retry-after"] == "5"
             # Readiness follows: a load balancer stops sending here; liveness does not (a restart would not help).
             await eventually(not_ready)
             # The database comes back: the process catches up by itself, without a restart.

@@ -111,6 +111,7 @@ LOCAL_APPS: dict[str, dict[str, object]] = {
     "dev": {"auth_checks_disabled": True},
     "revocations": {},
     "callbacks": {},
+    "middleware": {},
     "rotation_hs256": {},
     "rotation_eddsa": {"algorithm": "EdDSA"},
     "rotation_es256": {"algorithm": "ES256"},

@@ -158,9 +158,11 @@ async def test_a_version_the_server_cannot_serve_gets_a_fresh_snapshot(
     store: Store, state: State, settings: Settings, clock: FakeClock, new_app: NewApp
 ) -> None:
     app = await new_app()
+    await state.catch_up()  # every earlier test's change applied: none arrives late, moving the versions below
     async with own_server(store, state, settings, clock) as running:
         stub = async_stub(grpc.aio.insecure_channel(f"127.0.0.1:{running.port}"))
-        started_at = state.version  # this server keeps the changes after it, not before
+        assert running.watch is not None
+        started_at = running.watch.floor  # this server keeps the changes after its start, not before
         await stub.RevokeUser(pb.RevokeUserRequest(user_ids=["erin"]), metadata=backend(app))
         for too_old_or_ahead in (started_at - 1, state.version + 1000):
             call = watch(stub, app, from_version=too_old_or_ahead)

@@ -162,3 +162,79 @@ export declare class LocalVerifier {
   /** Stops following the state and closes the channel. */
   close(): Promise<void>;
 }
+
+// The web-stack middleware (middleware.js); the HTTP contract is in the repository's docs/web.md.
+import type { IncomingMessage, ServerResponse } from "node:http";
+
+/** What a client should do about a refused request. */
+export type WebAction = "refresh" | "logout" | "authenticate" | "retry" | "fix_request";
+
+/** The JSON body of every refusal, from bearerAuth and tokenProvider alike. */
+export interface WebError {
+  error: string;
+  error_description: string;
+  /** The verdict's outcome when a token was verified ("EXPIRED", "REVOKED", ..., "UNAVAILABLE"), else null. */
+  outcome: string | null;
+  action: WebAction;
+}
+
+/** The token provider's answer: `expires_at` is RFC 3339 in UTC with milliseconds, or null (never expires). */
+export interface ProvidedToken {
+  token: string;
+  expires_at: string | null;
+}
+
+/** Anything that verifies: a LocalVerifier (`verify`, sync or async) or an AuthClient (`verifyToken`). */
+export type TokenVerifier =
+  | { verify(token: string): Verification | Promise<Verification> }
+  | { verifyToken(token: string): Promise<Verification> };
+
+/** A connect-style handler: Express, Connect, or plain `http` (where `next` may be left out). */
+export type Handler = (req: IncomingMessage, res: ServerResponse, next?: (error?: unknown) => void) => Promise<void>;
+
+export interface BearerAuthOptions {
+  verifier: TokenVerifier;
+  /** The realm of WWW-Authenticate (default "api"). */
+  realm?: string;
+  /** Exact paths (without the query) that need no token: a health check, the token provider. */
+  exclude?: Iterable<string>;
+  /** Retry-After of a 503 (default 2). */
+  retryAfterSeconds?: number;
+  /** Hears of each failed RPC (never of a token). */
+  onError?: (error: AuthsvcClientError) => void;
+}
+
+/** Checks `Authorization: Bearer <token>`; a VALID verdict goes on as `req.authsvc`, anything else is answered. */
+export declare function bearerAuth(options: BearerAuthOptions): Handler;
+
+export interface TokenProviderOptions<Req extends IncomingMessage = IncomingMessage> {
+  /** An AuthClient made with the app's credential. */
+  client: AuthClient;
+  /** The backend's own "who is this session": the user id, or null (401). */
+  identify: (req: Req) => string | null | undefined | Promise<string | null | undefined>;
+  /** The token's lifetime; none: the app's default lifetime. */
+  ttlSeconds?: number;
+  /** Extra claims for the user's token. */
+  claims?: (req: Req, userId: string) => Record<string, unknown> | null | undefined | Promise<Record<string, unknown> | null | undefined>;
+  /** Browser origins besides this host's that may fetch tokens. */
+  allowedOrigins?: Iterable<string>;
+  /** Retry-After of a 503 (default 2). */
+  retryAfterSeconds?: number;
+  /** Hears of each failed IssueToken. */
+  onError?: (error: AuthsvcClientError) => void;
+}
+
+/** The token provider: POST → `{"token": ..., "expires_at": ...}` (ProvidedToken). Mount it with `app.all`. */
+export declare function tokenProvider<Req extends IncomingMessage = IncomingMessage>(
+  options: TokenProviderOptions<Req>,
+): Handler;
+
+/** The error_description of each outcome but VALID, after "<OUTCOME>: ". */
+export declare const DESCRIPTIONS: Readonly<Record<string, string>>;
+
+declare module "node:http" {
+  interface IncomingMessage {
+    /** The VALID Verification, set by bearerAuth. */
+    authsvc?: Verification;
+  }
+}

@@ -359,3 +359,6 @@ Object.defineProperty(module.exports, "LocalVerifier", {
   enumerable: true,
   get: () => require("./local_verifier").LocalVerifier,
 });
+
+// The web-stack middleware (middleware.js): bearerAuth and tokenProvider.
+Object.assign(module.exports, require("./middleware"));

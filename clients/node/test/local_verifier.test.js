@@ -12,7 +12,8 @@ const crypto = require("node:crypto");
 const path = require("node:path");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
-const { AuthClient, AuthsvcClientError, LocalVerifier, VerifyOutcome, status } = require("..");
+const http = require("node:http");
+const { AuthClient, AuthsvcClientError, LocalVerifier, VerifyOutcome, bearerAuth, status } = require("..");
 
 const env = process.env;
 const WAIT_MS = 20000; // the longest any wait below may take (the machine is shared)
@@ -224,6 +225,34 @@ test.describe("LocalVerifier against a running authsvc", () => {
       await eventually(() => verifier.verify(other).outcome === "VALID", "the clear lifts the app's revocation");
       assert.equal(events.length, 2, "a clear calls no callback");
     } finally {
+      await verifier.close();
+      client.close();
+    }
+  });
+
+  test("behind bearerAuth (middleware.js): VALID passes, a revoked user is told to log out", async () => {
+    const found = app("middleware");
+    const client = clientOf(found);
+    const verifier = verifierOf(found);
+    const check = bearerAuth({ verifier });
+    const server = http.createServer((req, res) => check(req, res, () => res.end(JSON.stringify({ user: req.authsvc.userId }))));
+    await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${server.address().port}/messages`;
+    try {
+      await verifier.start();
+      const { token } = await client.issueToken({ userId: "judy" });
+      const headers = { authorization: `Bearer ${token}` };
+      const ok = await fetch(url, { headers });
+      assert.equal(ok.status, 200);
+      assert.deepEqual(await ok.json(), { user: "judy" });
+      await client.revokeUsers(["judy"]);
+      await eventually(() => verifier.verify(token).outcome === "REVOKED", "the revocation arrives");
+      const refused = await fetch(url, { headers });
+      assert.equal(refused.status, 401);
+      const body = await refused.json();
+      assert.deepEqual([body.outcome, body.action], ["REVOKED", "logout"]);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
       await verifier.close();
       client.close();
     }
