@@ -11,7 +11,9 @@ export type VerifyOutcomeName =
   | "EXPIRED"
   | "NOT_YET_VALID"
   | "WRONG_AUDIENCE"
-  | "REVOKED";
+  | "REVOKED"
+  /** A LocalVerifier's answer when its copy of the state is older than its maxLag; the server never sends it. */
+  | "UNAVAILABLE";
 
 export declare const VerifyOutcome: Readonly<{ [Name in VerifyOutcomeName]: Name }>;
 
@@ -103,6 +105,62 @@ export declare class AuthClient {
   /** ClearRevocation of the app; needs the credential. Resolves to true when it had one. */
   clearAppRevocation(): Promise<boolean>;
   close(): void;
+}
+
+export interface LocalVerifierOptions {
+  /** host:port of authsvc, or any gRPC target. */
+  target: string;
+  /** The app's API key. */
+  apiKey: string;
+  /** The API secret or a server token: it opens the WatchState stream. */
+  credential: string;
+  /** HS256 apps: the API secret that signs the app's tokens, or several during a rotation. EdDSA/ES256: none. */
+  hs256Secret?: string | string[];
+  /** Seconds the state may go unconfirmed before verify answers "UNAVAILABLE" (default 10). */
+  maxLag?: number;
+  /** Tokens whose signature checked out, remembered (default 10,000; 0: none). */
+  cacheSize?: number;
+  /** Seconds start() waits for the first snapshot (default 30). */
+  startTimeout?: number;
+  /** Seconds before the first reconnection (default 0.1), doubling up to reconnectMaxBackoff (default 5), jittered. */
+  reconnectBackoff?: number;
+  reconnectMaxBackoff?: number;
+  /** Default: insecure (plaintext); pass grpc.credentials.createSsl() for TLS. */
+  channelCredentials?: ChannelCredentials;
+  channelOptions?: ChannelOptions;
+  /** Now, in microseconds since the epoch (default: the wall clock). */
+  clock?: () => number;
+}
+
+/** What onRevoked callbacks get: close these users' connections (or every one, for `app` and `resync`). */
+export interface Revoked {
+  /** Users just revoked (as far as the server could tell). */
+  readonly userIds: readonly string[];
+  /** The whole app was revoked. */
+  readonly app: boolean;
+  /** Changes were missed (a fresh snapshot after a reconnection): verify every open connection again. */
+  readonly resync: boolean;
+}
+
+/** Verifies one app's tokens in this process, on a copy of its state that AuthService.WatchState keeps current. */
+export declare class LocalVerifier {
+  constructor(options: LocalVerifierOptions);
+  readonly target: string;
+  readonly apiKey: string;
+  /** The state version held (0 before the first snapshot). */
+  readonly version: number;
+  /** Seconds since the state held was last known current (Infinity before the first snapshot). */
+  readonly lag: number;
+  /** Why the stream last failed, or null. */
+  readonly lastError: AuthsvcClientError | null;
+  /** Resolves once the first snapshot is loaded; rejects with AuthsvcClientError, or TypeError for no accepted secret. */
+  start(): Promise<void>;
+  /** Synchronous, no I/O: the same Verification as AuthClient.verifyToken (claims frozen); "UNAVAILABLE" past maxLag. */
+  verify(token: string): Verification;
+  /** Calls `callback` for each revocation as it arrives; returns a function that removes it. */
+  onRevoked(callback: (event: Revoked) => unknown): () => void;
+  /** Stops following the state and closes the channel. */
+  close(): Promise<void>;
 }
 
 // The web-stack middleware (middleware.js); the HTTP contract is in the repository's docs/web.md.

@@ -354,6 +354,11 @@ function fromStruct(struct) {
 }
 
 module.exports = { AuthClient, AuthsvcClientError, VerifyOutcome, ROUND_ROBIN, RETRIED_METHODS, status: grpc.status };
+// The LocalVerifier (local_verifier.js, which requires this file) is loaded on first use.
+Object.defineProperty(module.exports, "LocalVerifier", {
+  enumerable: true,
+  get: () => require("./local_verifier").LocalVerifier,
+});
 
 // The web-stack middleware (middleware.js): bearerAuth and tokenProvider.
 Object.assign(module.exports, require("./middleware"));

@@ -1,0 +1,133 @@
+"use strict";
+// The LocalVerifier's message handler on WatchState messages made here: encoded with the proto and decoded by
+// proto-loader's deserializer, as grpc-js hands them over. What the live tests cannot arrange at will: a snapshot in
+// chunks, a fresh snapshot after a resume (resync), the server's staleness in the lag, a key that does not load.
+
+const test = require("node:test");
+const assert = require("node:assert/strict");
+const crypto = require("node:crypto");
+const path = require("node:path");
+const protobuf = require("protobufjs");
+const protoLoader = require("@grpc/proto-loader");
+const { LocalVerifier } = require("..");
+const { secretFingerprint } = require("../watch_wire");
+
+const PROTOS = path.resolve(__dirname, "..", "..", "..", "protos");
+const method = protoLoader.loadSync("authsvc/v1/auth_service.proto", {
+  keepCase: true,
+  longs: String,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+  includeDirs: [PROTOS],
+})["authsvc.v1.AuthService"].WatchState;
+const root = new protobuf.Root();
+root.resolvePath = (origin, target) => (target.startsWith("google/protobuf/") ? target : path.resolve(PROTOS, target));
+root.loadSync("authsvc/v1/auth_service.proto", { keepCase: true });
+const Response = root.lookupType("authsvc.v1.WatchStateResponse");
+
+const API_KEY = "stream-test-app";
+const SECRET = "a-secret-of-this-test-only-0123456789";
+const NOW = 1_790_000_000; // seconds
+
+/** A message as grpc-js would deliver it. */
+function message(fields) {
+  return method.responseDeserialize(Buffer.from(Response.encode(Response.fromObject(fields)).finish()));
+}
+
+function appState(extra = {}) {
+  return {
+    api_key: API_KEY,
+    algorithm: "HS256",
+    clock_leeway: { seconds: 5 },
+    secrets: [{ kid: "k1", fingerprint: secretFingerprint(SECRET, API_KEY) }],
+    ...extra,
+  };
+}
+
+function hashOf(userId) {
+  return crypto.createHash("sha256").update(userId).digest().readBigInt64BE(0).toString();
+}
+
+function token(payload) {
+  const input = `${Buffer.from('{"alg":"HS256","kid":"k1"}').toString("base64url")}.${Buffer.from(JSON.stringify(payload)).toString("base64url")}`;
+  return `${input}.${crypto.createHmac("sha256", SECRET).update(input).digest("base64url")}`;
+}
+
+function verifier(events) {
+  const made = new LocalVerifier({
+    target: "127.0.0.1:1",
+    apiKey: API_KEY,
+    credential: "unused",
+    hs256Secret: SECRET,
+    clock: () => NOW * 1e6,
+  });
+  made.onRevoked((event) => events.push(event));
+  return made;
+}
+
+test("a snapshot in chunks is applied at its last chunk, as one replacement", () => {
+  const events = [];
+  const local = verifier(events);
+  const alice = token({ user_id: "alice", iat: NOW - 60 });
+  const bob = token({ user_id: "bob", iat: NOW - 60 });
+  const sorted = [hashOf("alice"), hashOf("bob")].sort((a, b) => (BigInt(a) < BigInt(b) ? -1 : 1));
+  local._receive(message({ version: 7, snapshot: { app: appState(), user_hashes: [sorted[0]], revoked_before: [String(NOW * 1e6)] } }));
+  assert.equal(local.verify(alice).outcome, "UNAVAILABLE", "nothing held before the last chunk");
+  assert.equal(local.version, 0);
+  local._receive(message({ version: 7, snapshot: { user_hashes: [sorted[1]], revoked_before: [String(NOW * 1e6)], last: true } }));
+  assert.equal(local.version, 7);
+  assert.equal(local.verify(alice).outcome, "REVOKED");
+  assert.equal(local.verify(bob).outcome, "REVOKED");
+  assert.deepEqual(events, [], "a first snapshot is no revocation event");
+});
+
+test("changes: revoked names the users; cleared lifts them; an app revocation and a resync are events", () => {
+  const events = [];
+  const local = verifier(events);
+  const alice = token({ user_id: "alice", iat: NOW - 60 });
+  local._receive(message({ version: 1, snapshot: { app: appState(), last: true } }));
+  assert.equal(local.verify(alice).outcome, "VALID");
+
+  local._receive(message({ version: 2, change: { revoked: { user_hashes: [hashOf("alice")], revoked_before: [String((NOW - 1) * 1e6)], user_ids: ["alice"] } } }));
+  assert.equal(local.verify(alice).outcome, "REVOKED");
+  assert.deepEqual(events.at(-1), { userIds: ["alice"], app: false, resync: false });
+
+  local._receive(message({ version: 3, change: { cleared: { user_hashes: [hashOf("alice")] } } }));
+  assert.equal(local.verify(alice).outcome, "VALID");
+  assert.equal(events.length, 1);
+
+  local._receive(message({ version: 4, change: { app: appState({ revoked_before: { seconds: NOW - 1 } }) } }));
+  assert.equal(local.verify(alice).outcome, "REVOKED");
+  assert.deepEqual(events.at(-1), { userIds: [], app: true, resync: false });
+
+  // A fresh snapshot (the server could not resume from our version): anything may have been revoked meanwhile.
+  local._receive(message({ version: 9, snapshot: { app: appState(), fresh: true, last: true } }));
+  assert.equal(local.verify(alice).outcome, "VALID", "the fresh snapshot replaced everything");
+  assert.deepEqual(events.at(-1), { userIds: [], app: false, resync: true });
+  assert.equal(local.version, 9);
+});
+
+test("lag counts the server's staleness; a heartbeat renews it; past maxLag, UNAVAILABLE", () => {
+  const local = verifier([]);
+  const alice = token({ user_id: "alice", iat: NOW - 60 });
+  local._receive(message({ version: 1, staleness: { seconds: 11 }, snapshot: { app: appState(), last: true } }));
+  assert.ok(local.lag >= 11 && local.lag < 12, String(local.lag));
+  assert.equal(local.verify(alice).outcome, "UNAVAILABLE", "a state the server itself last confirmed 11 s ago");
+  local._receive(message({ version: 1, staleness: { nanos: 500_000_000 }, heartbeat: { interval: { seconds: 2 } } }));
+  assert.ok(local.lag >= 0.5 && local.lag < 1.5, String(local.lag));
+  assert.equal(local.verify(alice).outcome, "VALID");
+});
+
+test("a key that does not load is an error of the handler, and the state held stays as it was", () => {
+  const local = verifier([]);
+  const alice = token({ user_id: "alice", iat: NOW - 60 });
+  local._receive(message({ version: 1, snapshot: { app: appState(), last: true } }));
+  const broken = appState({
+    algorithm: "EdDSA",
+    public_keys: [{ jwk: { kty: "OKP", crv: "Ed25519", x: "AAAA", kid: "bad", alg: "EdDSA" }, state: "KEY_STATE_SIGNING" }],
+  });
+  assert.throws(() => local._receive(message({ version: 2, change: { app: broken } })), TypeError);
+  assert.equal(local.version, 1);
+  assert.equal(local.verify(alice).outcome, "VALID");
+});
