@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
+
+from google.protobuf import duration_pb2
 
 from authsvc import watch_wire
 from authsvc.clock import MICROS_PER_SECOND, Clock
@@ -98,6 +101,8 @@ class WatchHub:
         self._history: deque[_Entry] = deque()
         self._history_users = 0
         self._events: asyncio.Queue[Change | _Reload] = asyncio.Queue()
+        self._told_all = (state.staleness(), time.monotonic())
+        """The state's staleness when a message last told the watchers all the state knew, and when (monotonic)."""
         # From here on, synchronously: the version and apps the hub starts from, then every change after them.
         self.version = state.version
         """Every change up to this version has been offered to the watchers."""
@@ -185,9 +190,7 @@ class WatchHub:
 
     async def _encode(self, entry: _Entry) -> pb.WatchStateResponse | _Signal:
         change = entry.change
-        message = pb.WatchStateResponse(
-            version=change.version, staleness=watch_wire.seconds_duration(self._state.staleness())
-        )
+        message = pb.WatchStateResponse(version=change.version, staleness=self._staleness(change.version))
         if change.kind == "app":
             if change.app is None:
                 return _GONE
@@ -234,12 +237,23 @@ class WatchHub:
                 continue
             beat = pb.WatchStateResponse(
                 version=self.version,
-                staleness=watch_wire.seconds_duration(self._state.staleness()),
+                staleness=self._staleness(self.version),
                 heartbeat=pb.Heartbeat(interval=interval),
             )
             for watcher in tuple(self._all):
                 if beat.version >= watcher.after:
                     self._offer(watcher, beat)
+
+    def _staleness(self, version: int) -> duration_pb2.Duration:
+        """The staleness a message at `version` may claim. While `version` is the state's own, the state's: the
+        message says all there is. While later changes still wait to be offered (the hub behind the state, say
+        as it catches up after a database outage), what it was when a message last said all there was, grown by
+        the time since: a heartbeat or a change must not vouch for a revocation it does not carry."""
+        if version >= self._state.version:
+            self._told_all = (self._state.staleness(), time.monotonic())
+            return watch_wire.seconds_duration(self._told_all[0])
+        staleness, told_at = self._told_all
+        return watch_wire.seconds_duration(staleness + time.monotonic() - told_at)
 
     def _snapshot(self, app: App, *, fresh: bool) -> tuple[int, Iterator[pb.WatchStateResponse] | None]:
         """The app's snapshot as of the state's version, taken at once (no await): its version and messages, made
