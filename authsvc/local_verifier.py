@@ -75,6 +75,10 @@ class _Claims(dict[str, Any]):
 
     __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only
 
+    def __reduce__(self) -> tuple[type[_Claims], tuple[dict[str, Any]]]:
+        # copy, deepcopy and pickle rebuild it from a plain dict, never through the refused __setitem__.
+        return _Claims, (dict(self),)
+
 
 def _copy(value: Any) -> Any:
     """A JSON value with its own lists and dicts, so that a caller's changes never reach the verifier's cache."""

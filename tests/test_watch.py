@@ -4,6 +4,8 @@ and by authsvc.client.LocalVerifier, against the session's PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -275,6 +277,7 @@ async def test_a_callers_changes_to_the_claims_never_reach_another_answer(
                     change(answer.claims)
             assert answer.valid and answer.claims["room"] == "lobby"
             assert dict(answer.claims) | {"room": "admin"} != answer.claims  # a copy is the caller's to change
+            assert copy.deepcopy(answer) == answer and pickle.loads(pickle.dumps(answer.claims)) == answer.claims
         for _ in range(4):
             answer = verifier.verify(nested)
             assert answer.valid and answer.claims["rooms"] == ["lobby"] and answer.claims["profile"]["name"] == "Bob"
