@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 import grpc
 
@@ -60,10 +60,62 @@ _FATAL_AT_START = frozenset(
     }
 )
 _OUTCOMES = {outcome: VerifyOutcome(outcome.value) for outcome in tokens.Outcome}
+_VALID = tokens.Outcome.VALID
+# JSON values that a caller cannot change in place: an answer whose claims hold only these may be shared.
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+class _Claims(dict[str, Any]):
+    """The claims of a LocalVerifier's answer: a dict that refuses changes, since the answer may be shared."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("the claims of a verification are read-only; copy them to change them: dict(result.claims)")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self) -> tuple[type[_Claims], tuple[dict[str, Any]]]:
+        # copy, deepcopy and pickle rebuild it from a plain dict, never through the refused __setitem__.
+        return _Claims, (dict(self),)
+
+
+def _copy(value: Any) -> Any:
+    """A JSON value with its own lists and dicts, so that a caller's changes never reach the verifier's cache."""
+    if type(value) is dict:
+        return {key: _copy(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_copy(item) for item in value]
+    return value
 
 
 def _when(micros: Micros | None) -> datetime | None:
     return None if micros is None else to_datetime(micros)
+
+
+def _answer(result: tokens.Verification) -> Verification:
+    """The client's rendering of a verdict."""
+    claims = result.claims
+    if not claims and not result.dev_token and result.outcome in _BARE:
+        return _BARE[result.outcome]  # no signature checked out: the verdict alone, the same every time
+    if not _SCALARS.issuperset(map(type, claims.values())):
+        claims = _copy(claims)
+    return Verification(
+        outcome=_OUTCOMES[result.outcome],
+        valid=result.outcome is _VALID,
+        user_id=result.user_id or None,
+        issued_at=_when(result.issued_at),
+        expires_at=_when(result.expires_at),
+        claims=_Claims(claims),
+        dev_token=result.dev_token,
+    )
+
+
+_BARE = {
+    outcome: Verification(_OUTCOMES[outcome], False, None, None, None, _Claims(), False)
+    for outcome in (tokens.Outcome.MALFORMED, tokens.Outcome.INVALID_SIGNATURE, tokens.Outcome.UNKNOWN_KEY)
+}
+_UNAVAILABLE = Verification(VerifyOutcome.UNAVAILABLE, False, None, None, None, _Claims(), False)
 
 
 class LocalVerifier:
@@ -209,22 +261,24 @@ class LocalVerifier:
 
     def verify(self, token: str) -> Verification:
         """authsvc's verdict on `token` for this app, reached here, now: the same rules and verdict type as
-        AuthClient.verify_token. VerifyOutcome.UNAVAILABLE when the state held is older than max_lag."""
+        AuthClient.verify_token. VerifyOutcome.UNAVAILABLE when the state held is older than max_lag. Its
+        `claims` are read-only (a token's VALID answer is shared by the calls that present it again)."""
         app = self._app
         if app is None or time.monotonic() - self._confirmed_at > self._max_lag:
-            return Verification(VerifyOutcome.UNAVAILABLE, False, None, None, None, {}, False)
-        result = self._verifier.verify(
+            return _UNAVAILABLE
+        verifier = self._verifier
+        result = verifier.verify(
             token, app, now=self._clock(), leeway=self._leeway, revoked_before=self._user_revoked_before
         )
-        return Verification(
-            outcome=_OUTCOMES[result.outcome],
-            valid=result.outcome is tokens.Outcome.VALID,
-            user_id=result.user_id or None,
-            issued_at=_when(result.issued_at),
-            expires_at=_when(result.expires_at),
-            claims=dict(result.claims),
-            dev_token=result.dev_token,
-        )
+        if result.outcome is not _VALID:
+            return _answer(result)
+        # A VALID answer depends on the token alone: the verifier keeps one beside a token it keeps.
+        answer: Verification | None = verifier.answer(token)
+        if answer is None:
+            answer = _answer(result)
+            if token in verifier and _SCALARS.issuperset(map(type, result.claims.values())):
+                verifier.keep_answer(token, answer)
+        return answer
 
     def _user_revoked_before(self, app_id: int, user_id: str) -> Micros | None:
         revocations = self._revocations

@@ -130,6 +130,9 @@ class Metrics:
             "Seconds since the in-memory state was last confirmed current against the database.",
             registry=self.registry,
         )
+        self._watchers = Gauge(
+            "authsvc_watchers", "WatchState streams (LocalVerifiers) connected to this process.", registry=self.registry
+        )
         self._pool = _PoolCollector()
         self.registry.register(self._pool)
         ProcessCollector(registry=self.registry)
@@ -161,6 +164,10 @@ class Metrics:
     def set_staleness_source(self, source: Callable[[], float]) -> None:
         """Makes every scrape read authsvc_state_staleness_seconds from `source` (seconds)."""
         self._staleness.set_function(source)
+
+    def set_watchers_source(self, source: Callable[[], int]) -> None:
+        """Makes every scrape read authsvc_watchers from `source` (the WatchState streams open now)."""
+        self._watchers.set_function(source)
 
     def register_pool(self, pool: asyncpg.Pool) -> None:
         """Makes every scrape read authsvc_db_pool_size and authsvc_db_pool_in_use from `pool`."""

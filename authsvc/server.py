@@ -145,6 +145,7 @@ async def start_server(
         options=[("grpc.so_reuseport", 1 if reuse_port else 0), *connection_options(settings)],
     )
     watch = WatchHub(state, store, settings, clock)
+    metrics.set_watchers_source(watch.watchers)
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
         AuthServicer(store, state, settings, clock, metrics, watch), server
     )

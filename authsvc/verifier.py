@@ -1,9 +1,9 @@
 """Verification on the hot path: each token parsed and signature-checked once, then remembered.
 
 A bounded cache keyed by the whole token holds tokens whose signature checked out for an app's current key
-at least twice (a token presented once is likely never presented again); a hit skips parsing and the
-signature, never the expiry, audience or revocation checks, which run on every call against the current
-state.
+at least twice (a token presented once is likely never presented again), with what their claims say for that
+App object (tokens.ClaimFacts); a hit skips parsing, the signature and reading the claims, never the time and
+revocation checks, which run on every call against the current state.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from typing import Any
 
 from authsvc import tokens
 from authsvc.clock import Micros
-from authsvc.jws import CompactJws
-from authsvc.tokens import App, KeyPair, Outcome, Secret, Verification
+from authsvc.tokens import App, ClaimFacts, KeyPair, Outcome, Secret, Verification
 
 RevocationLookup = Callable[[int, str], Micros | None]
 """(app id, user id) → the user's revocation time, or None."""
@@ -27,7 +26,8 @@ class Verifier:
     def __init__(self, cache_size: int = 10_000) -> None:
         self._cache_size = cache_size
         # token → [the app as it was when checked, the API secret that signed it (None: a key pair, or no key
-        # for a developer token), the parsed token, the caller's rendering of a VALID verdict (keep_answer)].
+        # for a developer token), the token's claim facts for that app (tokens.claim_facts), the caller's rendering
+        # of a VALID verdict (keep_answer)].
         # Any change of an app (a key retired, say) replaces its App object, so an entry for an older one no
         # longer matches; only an API secret rotated out expires by itself (Secret.active, asked on every hit).
         # An OrderedDict: evicting the oldest entry of a plain dict rescans its deleted slots (quadratic).
@@ -44,22 +44,21 @@ class Verifier:
         """The token model's verdict on `token` for `app` at `now`."""
         hit = self._checked.get(token)
         if hit is not None and hit[0] is app and (hit[1] is None or hit[1].active(now)):
-            parsed = hit[2]
+            facts: ClaimFacts = hit[2]
         else:
-            fresh = tokens.parse(token)
-            if fresh is None:
+            parsed = tokens.parse(token)
+            if parsed is None:
                 return Verification(Outcome.MALFORMED)
-            parsed = fresh
             failed, key = tokens.check_signature(parsed, app, now=now)
             if failed is not None:
                 return Verification(failed)
-            self._remember(token, app, key, parsed)
-        user_id = parsed.payload.get("user_id")
-        # Any string: check_claims answers MALFORMED for a user id out of pattern before it looks at revocations.
-        user_revoked_before = revoked_before(app.id, user_id) if type(user_id) is str else None
-        return tokens.check_claims(parsed, app, now=now, leeway=leeway, user_revoked_before=user_revoked_before)
+            facts = tokens.claim_facts(parsed, app)
+            self._remember(token, app, key, facts)
+        # Only a token that nothing but a user revocation can fail needs the look-up (its user id is valid).
+        user_revoked_before = revoked_before(app.id, facts.user_id) if facts.decided is None else None
+        return tokens.judge(facts, now=now, leeway=leeway, user_revoked_before=user_revoked_before)
 
-    def _remember(self, token: str, app: App, key: Secret | KeyPair | None, parsed: CompactJws) -> None:
+    def _remember(self, token: str, app: App, key: Secret | KeyPair | None, facts: ClaimFacts) -> None:
         if self._cache_size <= 0:
             return
         seen_once, key_hash = self._seen_once, hash(token)
@@ -72,7 +71,7 @@ class Verifier:
         checked = self._checked
         if len(checked) >= self._cache_size:
             checked.popitem(last=False)  # the oldest entry
-        checked[token] = [app, key if isinstance(key, Secret) else None, parsed, None]
+        checked[token] = [app, key if isinstance(key, Secret) else None, facts, None]
 
     def answer(self, token: str) -> Any:
         """What `keep_answer` kept for a token still in the cache, or None."""

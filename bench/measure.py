@@ -78,12 +78,13 @@ async def wait_for_quiet(bench: Bench) -> float:
             return busy
 
 
-async def measure(bench: Bench, row: Row, server: ServerProcess, spec_for: SpecFor) -> Row:
+async def measure(bench: Bench, row: Row, server: ServerProcess, spec_for: SpecFor, *, always: bool = False) -> Row:
     """Runs the generators against `server` `repeat` times and keeps the run with the most calls/s in `row`.
 
-    A failure is recorded in the row (one scenario's failure must not hide the others' figures).
+    A failure is recorded in the row (one scenario's failure must not hide the others' figures). A row not
+    selected by --only is skipped, unless `always` (a row that a selected scenario needs).
     """
-    if not bench.opts.selected(row.key):
+    if not always and not bench.opts.selected(row.key):
         return row
     trials = [await _trial(bench, row, server, spec_for, attempt) for attempt in range(bench.opts.repeat)]
     return _keep_best(bench, row, trials)

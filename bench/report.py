@@ -13,7 +13,7 @@ from typing import Any
 from bench.context import Bench, Options, Row, Target
 from bench.database import PostgresServer
 from bench.proc import CLK_TCK
-from bench.scenarios import defaults, memory, propagation, revocations, throughput
+from bench.scenarios import defaults, local, memory, propagation, revocations, throughput
 from bench.scenarios.throughput import BATCH_SIZE, REPEATED_POOL
 from bench.servers import REPO
 from bench.service import BENCH_LOOP, LOG_LEVEL
@@ -153,6 +153,7 @@ def targets(bench: Bench, extra: dict[str, Any]) -> list[Target]:
         *defaults.targets(bench),
         propagation.target(extra.get("propagation")),
         *revocations.targets(bench, extra.get("million")),
+        *local.targets(extra.get("local")),
     ]
 
 
@@ -232,6 +233,7 @@ def render(bench: Bench, extra: dict[str, Any], command: str, started: datetime.
     lines += revocations.section(extra.get("million"), bench.opts.revocations)
     if bench.opts.selected("m"):
         lines += memory.section(extra.get("memory"))
+    lines += local.section(extra.get("local"))
     lines += ["## Not measured, and other notes", ""]
     lines += [f"- {note}" for note in bench.notes]
     main_start = extra.get("main_start")

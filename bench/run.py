@@ -11,6 +11,8 @@ This module is the command line and the order of the run. The rest of bench/, by
     scenarios/revocations.py  (h) one million revoked users: memory, start-up time and throughput
     scenarios/defaults.py     `authsvc serve` as `make run` starts it, and tuned beside it
     scenarios/memory.py       (m) memory of a million revocations: loaded at start, followed live, pruned
+    scenarios/local.py        (l) LocalVerifier: rates beside VerifyToken, propagation to 100 watchers, memory,
+                              and the server's cost of 1,000 idle watchers
     measure.py, load.py       one load measurement, repeated or in interleaved rounds; the generator processes
     report.py                 the report (docs/performance.md); each scenario module writes its own section
     context.py                the options, the rows and targets, the ratios between rows
@@ -45,7 +47,7 @@ from bench import report  # noqa: E402
 from bench.context import Bench, Options, first_line, log  # noqa: E402
 from bench.database import fresh_database, postgres_server  # noqa: E402
 from bench.proc import placement  # noqa: E402
-from bench.scenarios import defaults, memory, propagation, revocations, throughput  # noqa: E402
+from bench.scenarios import defaults, local, memory, propagation, revocations, throughput  # noqa: E402
 from bench.servers import REPO, kill_all_children, running  # noqa: E402
 from bench.service import authsvc_server, create_app, migrate  # noqa: E402
 
@@ -77,6 +79,8 @@ async def _run(opts: Options, tmp: Path, extra: dict[str, Any]) -> tuple[Bench, 
                 await throughput.run(bench, url, server, verify_app, revoke_app)
                 if opts.selected("g"):
                     extra["propagation"] = await propagation.run(bench, url, server, verify_app)
+                if any(opts.selected(key) for key in local.ROW_KEYS):
+                    extra["local"] = await local.run(bench, url, server, verify_app)
                 extra["main_rss_at_end"] = server.memory()
         try:
             if any(opts.selected(key) for key in defaults.ROW_KEYS):
@@ -104,6 +108,7 @@ SCENARIO_KEYS = frozenset(
     {"a", "b", "b-rep", "b-rep-asyncio", "b-fresh", "b-eddsa", "b-eddsa-rep", "b-eddsa-fresh", "c", "d", "e"}
     | {"f", "f-rep", "f-fresh", "g", "h", "m"}
     | {"defaults", *defaults.ROW_KEYS}
+    | {"l", *local.ROW_KEYS}
 )
 """What --only accepts: the row keys, and their parts before the first '-' (b selects every (b) row).
 (g), (h) and (m) run whole."""

@@ -160,7 +160,10 @@ async def sizes(stub: AuthServiceAsyncStub, app: dict[str, str], revoked: int) -
     return rows
 
 
-async def idle_cost(pid: int, target: str, app: dict[str, str], watchers: int, window: float) -> list[tuple[str, str]]:
+async def idle_cost(
+    pid: int, target: str, app: dict[str, str], watchers: int, window: float, readings: dict[str, float] | None = None
+) -> list[tuple[str, str]]:
+    """The rows of the idle cost; `readings`, when given, gets the figures as numbers (CPU in % of a core, MiB)."""
     await asyncio.sleep(3)  # start-up and the size runs settle
     rss_before, cpu_before = rss_mib(pid), cpu_seconds(pid)
     await asyncio.sleep(window)
@@ -190,6 +193,10 @@ async def idle_cost(pid: int, target: str, app: dict[str, str], watchers: int, w
         task.cancel()
     for channel in channels:
         await channel.close()
+    if readings is not None:
+        readings.update(
+            cpu_rest=at_rest * 100, cpu_with=with_watchers * 100, rss_before_mib=rss_before, rss_after_mib=rss_after
+        )
     return [
         ("server CPU at rest, no watcher", f"{at_rest:.1%} of a core"),
         (f"server CPU at rest, {watchers:,} idle watchers", f"{with_watchers:.1%} of a core"),

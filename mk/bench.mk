@@ -8,6 +8,9 @@
 #   make bench BENCH_ARGS='--only defaults'     `authsvc serve` as `make run` starts it (no AUTHSVC_EVENT_LOOP,
 #                                               AUTHSVC_LOG_LEVEL or AUTHSVC_WORKERS; log to a file) and tuned
 #                                               (uvloop, WARNING) beside it: VerifyToken ÷ Health/Check of each
+#   make bench BENCH_ARGS='--only l'            LocalVerifier (issue 12): rates beside VerifyToken (l-rates),
+#                                               propagation to 100 watchers (l-prop), memory (l-mem), idle
+#                                               watchers' server cost (l-idle)
 #   make bench BENCH_ARGS='--rounds 9'          more interleaved rounds for the target ratios (default 5)
 #   make bench BENCH_ARGS=--no-pin              server and generators share every core (default: the server
 #                                               alone on the first CPU while a window is measured)

@@ -156,6 +156,25 @@ async def test_domain_metrics_and_the_pool_are_read_at_scrape_time(
     assert 1 <= value(after, "authsvc_db_pool_in_use") <= value(after, "authsvc_db_pool_size")
 
 
+async def test_the_watchers_connected_are_a_gauge(server: RunningServer, stub: Stub, new_app: NewApp) -> None:
+    app = await new_app()
+    before = value(await scrape(server), "authsvc_watchers")
+    calls = [stub.WatchState(pb.WatchStateRequest(), metadata=backend(app)) for _ in range(3)]
+    for call in calls:
+        async for message in call:  # connected once the snapshot came
+            if message.snapshot.last:
+                break
+    assert value(await scrape(server), "authsvc_watchers") == before + 3
+    calls[0].cancel()
+    calls[1].cancel()
+    for _ in range(100):  # the server hears of a cancel on its next read
+        if value(await scrape(server), "authsvc_watchers") == before + 1:
+            break
+        await asyncio.sleep(0.05)
+    assert value(await scrape(server), "authsvc_watchers") == before + 1
+    calls[2].cancel()
+
+
 async def test_metrics_speak_both_exposition_formats(server: RunningServer) -> None:
     status, content_type, body = await http_get(server, "/metrics")
     assert status == 200 and content_type.startswith("text/plain; version=0.0.4")

@@ -4,6 +4,8 @@ and by authsvc.client.LocalVerifier, against the session's PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -255,6 +257,34 @@ async def test_local_verdicts_are_the_servers(
         assert verifier.verify(tokens[0][2]).outcome is VerifyOutcome.UNKNOWN_KEY  # another app's kid
     async with local(server.port, eddsa, clock) as verifier:
         assert verifier.verify(tokens[1][1]).outcome is VerifyOutcome.UNKNOWN_KEY  # another app's kid
+
+
+async def test_a_callers_changes_to_the_claims_never_reach_another_answer(
+    stub: AuthServiceAsyncStub, new_app: NewApp, server: RunningServer, clock: FakeClock
+) -> None:
+    app = await new_app()
+    flat = await issue(stub, app, "alice", claims={"room": "lobby"})
+    nested = await issue(stub, app, "bob", claims={"rooms": ["lobby"], "profile": {"name": "Bob"}})
+    async with local(server.port, app, clock) as verifier:
+        # The first check, the second (the token is kept), then answers from what was kept.
+        changes: list[Callable[[dict[str, Any]], object]] = [
+            lambda claims: claims.__setitem__("room", "admin"),
+            lambda claims: claims.update(room="admin"),
+            lambda claims: claims.pop("room"),
+            lambda claims: claims.clear(),
+        ]
+        for answer in [verifier.verify(flat) for _ in range(4)]:
+            for change in changes:
+                with pytest.raises(TypeError, match="read-only"):
+                    change(answer.claims)
+            assert answer.valid and answer.claims["room"] == "lobby"
+            assert dict(answer.claims) | {"room": "admin"} != answer.claims  # a copy is the caller's to change
+            assert copy.deepcopy(answer) == answer and pickle.loads(pickle.dumps(answer.claims)) == answer.claims
+        for _ in range(4):
+            answer = verifier.verify(nested)
+            assert answer.valid and answer.claims["rooms"] == ["lobby"] and answer.claims["profile"]["name"] == "Bob"
+            answer.claims["rooms"].append("admin")
+            answer.claims["profile"]["name"] = "Mallory"
 
 
 async def test_a_revocation_reaches_the_local_verifier_and_its_callbacks(
