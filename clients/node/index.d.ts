@@ -159,6 +159,8 @@ export declare class LocalVerifier {
   verify(token: string): Verification;
   /** Calls `callback` for each revocation as it arrives; returns a function that removes it. */
   onRevoked(callback: (event: Revoked) => unknown): () => void;
+  /** The same as onRevoked, under the Python SDK's name. */
+  on_revoked(callback: (event: Revoked) => unknown): () => void;
   /** Stops following the state and closes the channel. */
   close(): Promise<void>;
 }

@@ -201,6 +201,11 @@ class LocalVerifier {
     };
   }
 
+  /** onRevoked under the name the issue and the Python SDK give it (`on_revoked`). */
+  on_revoked(callback) {
+    return this.onRevoked(callback);
+  }
+
   /**
    * Opens the stream; resolves once the first snapshot is loaded. Rejects with AuthsvcClientError when the server
    * refuses the credential or the app (UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND: no retry would help) or with

@@ -269,7 +269,7 @@ test.describe("LocalVerifier against a running authsvc", () => {
     const remove = verifier.onRevoked(() => {
       throw new Error("the caller's bug");
     });
-    verifier.onRevoked((event) => heard.push(...event.userIds));
+    verifier.on_revoked((event) => heard.push(...event.userIds)); // the Python SDK's name works too
     try {
       await verifier.start();
       await client.revokeUsers(["dave"]);
