@@ -88,11 +88,11 @@ _COMPACT_RE = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)"
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 # The last character of a segment whose length is 2 or 3 mod 4 carries 4 or 2 unused bits, which must be
 # zero for the encoding to be canonical; these are the characters whose low bits are zero.
-_CANONICAL_LAST_2 = frozenset("AQgw")
-_CANONICAL_LAST_3 = frozenset("AEIMQUYcgkosw048")
+_CANONICAL_LAST_2 = frozenset(b"AQgw")
+_CANONICAL_LAST_3 = frozenset(b"AEIMQUYcgkosw048")
 # bytes.translate is several times faster than str.translate; a2b_base64 skips urlsafe_b64decode's detours.
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-_PADDING = ("", "", "==", "=")
+_PADDING = (b"", b"", b"==", b"=")
 _BAD_STRING_CHAR_RE = re.compile("[\x00\ud800-\udfff]")
 # A JSON string literal, to ignore brackets inside strings when measuring depth. The closing quote is
 # optional so that unterminated strings cost linear, not quadratic, time; json fails at such a string anyway,
@@ -154,13 +154,18 @@ def _decode_plain_object(text: str) -> dict[str, Any] | None:
 
 
 def _decode_segment(segment: str, name: str) -> bytes:
-    rem = len(segment) % 4
+    return _decode_standard(segment.encode("ascii").translate(_TO_STANDARD), 0, len(segment), name)
+
+
+def _decode_standard(text: bytes, start: int, end: int, name: str) -> bytes:
+    """The bytes of the base64url segment text[start:end], `text` already translated to the standard alphabet."""
+    rem = (end - start) % 4
     if rem == 1:
         raise MalformedToken(f"{name} segment has an impossible base64url length")
-    if (rem == 2 and segment[-1] not in _CANONICAL_LAST_2) or (rem == 3 and segment[-1] not in _CANONICAL_LAST_3):
+    if (rem == 2 and text[end - 1] not in _CANONICAL_LAST_2) or (rem == 3 and text[end - 1] not in _CANONICAL_LAST_3):
         raise MalformedToken(f"{name} segment is not canonical base64url")
     try:
-        return binascii.a2b_base64((segment + _PADDING[rem]).encode("ascii").translate(_TO_STANDARD))
+        return binascii.a2b_base64(text[start:end] + _PADDING[rem])
     except ValueError as exc:  # not expected after the checks above; defence in depth
         raise MalformedToken(f"{name} segment is not base64url") from exc
 
@@ -301,14 +306,18 @@ def parse_compact(token: str) -> CompactJws:
     header_segment, payload_segment, signature_segment = match.groups()
 
     header = _header(header_segment)
-    payload = _decode_json_object(_decode_segment(payload_segment, "payload"), "payload")
+    # One encode and one translation to the standard base64 alphabet serve both remaining segments; the match is
+    # ASCII-only, so the encode cannot fail.
+    raw = token.encode("ascii")
+    standard = raw.translate(_TO_STANDARD)
+    payload_start, payload_end = match.span(2)
+    payload = _decode_json_object(_decode_standard(standard, payload_start, payload_end, "payload"), "payload")
     if signature_segment == DEV_SIGNATURE:
         signature = b""
     else:
-        signature = _decode_segment(signature_segment, "signature")
-    # The match is ASCII-only, so this encode cannot fail. (Positional arguments: header, payload, signing_input,
-    # signature, signature_segment.)
-    return CompactJws(header, payload, token[: match.end(2)].encode("ascii"), signature, signature_segment)
+        signature = _decode_standard(standard, payload_end + 1, len(raw), "signature")
+    # (Positional arguments: header, payload, signing_input, signature, signature_segment.)
+    return CompactJws(header, payload, raw[:payload_end], signature, signature_segment)
 
 
 def numeric_date(payload: Mapping[str, Any], claim: str) -> float | None:
