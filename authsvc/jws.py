@@ -29,7 +29,7 @@ import binascii
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -83,16 +83,22 @@ class CompactJws:
     signature_segment: str
 
 
-# One fullmatch checks the segment count and the alphabet of all three segments; \w would admit non-ASCII.
-_COMPACT_RE = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
+_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+# One translation of the ASCII token to the standard base64 alphabet (bytes.translate is several times faster
+# than str.translate) also checks the base64url alphabet: every other byte but the dots becomes `*`, which no
+# segment may then hold. A regular expression over the token cost more than the translation and decoding.
+_TO_STANDARD = bytes(byte if byte in _B64URL_ALPHABET + b"." else ord("*") for byte in range(256)).translate(
+    bytes.maketrans(b"-_", b"+/")
+)
+# An int: `bytes in bytes` first tries the operand as an int and raises (and clears) a TypeError, 2k instructions.
+_NOT_B64URL = ord("*")
 # The last character of a segment whose length is 2 or 3 mod 4 carries 4 or 2 unused bits, which must be
 # zero for the encoding to be canonical; these are the characters whose low bits are zero.
-_CANONICAL_LAST_2 = frozenset("AQgw")
-_CANONICAL_LAST_3 = frozenset("AEIMQUYcgkosw048")
-# bytes.translate is several times faster than str.translate; a2b_base64 skips urlsafe_b64decode's detours.
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-_PADDING = ("", "", "==", "=")
+_CANONICAL_LAST_2 = frozenset(b"AQgw")
+_CANONICAL_LAST_3 = frozenset(b"AEIMQUYcgkosw048")
+# a2b_base64 skips urlsafe_b64decode's detours.
+_PADDING = (b"", b"", b"==", b"=")
 _BAD_STRING_CHAR_RE = re.compile("[\x00\ud800-\udfff]")
 # A JSON string literal, to ignore brackets inside strings when measuring depth. The closing quote is
 # optional so that unterminated strings cost linear, not quadratic, time; json fails at such a string anyway,
@@ -127,6 +133,7 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_object_pairs, parse_constant=_rej
 # The same without the two Python hooks called per object and per float (half the cost of a payload's parse):
 # its result is taken only when it provably equals _DECODER's (see _decode_plain_object).
 _PLAIN_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_PLAIN_SCAN: Callable[[str, int], tuple[Any, int]] = _PLAIN_DECODER.scan_once  # type: ignore[attr-defined]
 _ABSENT = object()
 _INFINITY = float("inf")
 _MINUS_INFINITY = float("-inf")
@@ -138,8 +145,9 @@ def _decode_plain_object(text: str) -> dict[str, Any] | None:
     a top object with as many keys as the text has colons has no duplicate key and no nested object has keys; no
     `[` means no array; and no value is infinite (a float that overflowed, which _DECODER refuses)."""
     try:
-        value, end = _PLAIN_DECODER.raw_decode(text)
-    except (ValueError, RecursionError):
+        # The C scanner itself: raw_decode's Python frame and whitespace match cost more than the scan of a payload.
+        value, end = _PLAIN_SCAN(text, 0)
+    except (ValueError, RecursionError, StopIteration):  # StopIteration: not JSON at some index
         return None
     if (
         end != len(text)
@@ -154,13 +162,21 @@ def _decode_plain_object(text: str) -> dict[str, Any] | None:
 
 
 def _decode_segment(segment: str, name: str) -> bytes:
-    rem = len(segment) % 4
+    return _decode_standard(segment.encode("ascii").translate(_TO_STANDARD), 0, len(segment), name)
+
+
+def _decode_standard(text: bytes, start: int, end: int, name: str) -> bytes:
+    """The bytes of the base64url segment text[start:end], `text` already translated to the standard alphabet."""
+    chunk = text[start:end]
+    if not chunk or _NOT_B64URL in chunk:  # parse_compact refused these already, with the reason; defence in depth
+        raise MalformedToken(f"{name} segment is empty or has a character outside base64url")
+    rem = (end - start) % 4
     if rem == 1:
         raise MalformedToken(f"{name} segment has an impossible base64url length")
-    if (rem == 2 and segment[-1] not in _CANONICAL_LAST_2) or (rem == 3 and segment[-1] not in _CANONICAL_LAST_3):
+    if (rem == 2 and text[end - 1] not in _CANONICAL_LAST_2) or (rem == 3 and text[end - 1] not in _CANONICAL_LAST_3):
         raise MalformedToken(f"{name} segment is not canonical base64url")
     try:
-        return binascii.a2b_base64((segment + _PADDING[rem]).encode("ascii").translate(_TO_STANDARD))
+        return binascii.a2b_base64(chunk + _PADDING[rem])
     except ValueError as exc:  # not expected after the checks above; defence in depth
         raise MalformedToken(f"{name} segment is not base64url") from exc
 
@@ -283,7 +299,7 @@ def _diagnose(token: str) -> MalformedToken:
             if "=" in segment:
                 return MalformedToken(f"{name} segment has base64 padding")
             return MalformedToken(f"{name} segment has a character outside base64url")
-    return MalformedToken("not a compact JWS")  # unreachable if _COMPACT_RE and the checks above agree
+    return MalformedToken("not a compact JWS")  # unreachable if parse_compact and the checks above agree
 
 
 def parse_compact(token: str) -> CompactJws:
@@ -295,20 +311,26 @@ def parse_compact(token: str) -> CompactJws:
         not token.isascii() and len(token.encode("utf-8", "surrogatepass")) > MAX_TOKEN_BYTES
     ):
         raise LimitExceeded(f"token too large (more than {MAX_TOKEN_BYTES} bytes)")
-    match = _COMPACT_RE.fullmatch(token)
-    if match is None:
+    segments = token.split(".")
+    if len(segments) != 3 or not token.isascii():
         raise _diagnose(token)
-    header_segment, payload_segment, signature_segment = match.groups()
+    header_segment, payload_segment, signature_segment = segments
+    # One encode and one translation serve the alphabet check and the decoding of both remaining segments.
+    raw = token.encode("ascii")
+    standard = raw.translate(_TO_STANDARD)
+    if _NOT_B64URL in standard or not (header_segment and payload_segment and signature_segment):
+        raise _diagnose(token)
 
     header = _header(header_segment)
-    payload = _decode_json_object(_decode_segment(payload_segment, "payload"), "payload")
+    payload_start = len(header_segment) + 1
+    payload_end = payload_start + len(payload_segment)
+    payload = _decode_json_object(_decode_standard(standard, payload_start, payload_end, "payload"), "payload")
     if signature_segment == DEV_SIGNATURE:
         signature = b""
     else:
-        signature = _decode_segment(signature_segment, "signature")
-    # The match is ASCII-only, so this encode cannot fail. (Positional arguments: header, payload, signing_input,
-    # signature, signature_segment.)
-    return CompactJws(header, payload, token[: match.end(2)].encode("ascii"), signature, signature_segment)
+        signature = _decode_standard(standard, payload_end + 1, len(raw), "signature")
+    # (Positional arguments: header, payload, signing_input, signature, signature_segment.)
+    return CompactJws(header, payload, raw[:payload_end], signature, signature_segment)
 
 
 def numeric_date(payload: Mapping[str, Any], claim: str) -> float | None:
