@@ -67,3 +67,28 @@ async def test_readme_describe_and_list_work(server: RunningServer) -> None:
     described, _ = await process.communicate()
     for method in ("IssueToken", "VerifyToken", "RevokeUser", "RevokeApp", "ClearRevocation"):
         assert f"rpc {method} (" in described.decode()
+
+
+def readme_table_names(heading: str) -> set[str]:
+    """The names in the first column (`code`) of the tables under a README heading."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    cells = re.findall(r"^\| ([^|]+) \|", section, flags=re.M)
+    return {name for cell in cells for name in re.findall(r"`([A-Za-z_]+)`", cell)}
+
+
+def test_the_settings_table_lists_every_variable_authsvc_reads() -> None:
+    from authsvc.config import variable_names
+
+    listed = readme_table_names("Settings")
+    assert variable_names() - listed == set(), "settings missing from the README's table"
+    assert listed - variable_names() == set(), "the README lists settings authsvc does not read"
+
+
+def test_the_api_tables_list_every_rpc() -> None:
+    from authsvc.v1 import admin_service_pb2, auth_service_pb2
+
+    listed = readme_table_names("The API") | readme_table_names("Operators")
+    for module, service in ((auth_service_pb2, "AuthService"), (admin_service_pb2, "AdminService")):
+        methods = {method.name for method in module.DESCRIPTOR.services_by_name[service].methods}
+        assert methods - listed == set(), f"{service} RPCs missing from the README"
