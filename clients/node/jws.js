@@ -322,13 +322,20 @@ function plainMembers(text) {
     } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
       const start = i;
       if (c === 0x2d && text.charCodeAt(i + 1) === 0x30) return -1; // -0, -0.5: the full parser's rules
+      let fraction = false;
       while (i + 1 < n) {
         const d = text.charCodeAt(i + 1);
-        if ((d >= 0x30 && d <= 0x39) || d === 0x2e) i++;
-        else if (d === 0x65 || d === 0x45) return -1; // exponents can overflow
+        if (d >= 0x30 && d <= 0x39) i++;
+        else if (d === 0x2e) {
+          fraction = true;
+          i++;
+        } else if (d === 0x65 || d === 0x45) return -1; // exponents can overflow
         else break;
       }
-      if (i - start >= 15) return -1; // long numbers can overflow, or be integers of 2**1023 and more
+      // Long integers can be 2**1023 and more (reported as text), or beyond Python's digit limit. A number with a
+      // fraction is a double on both sides, correctly rounded by both, and cannot overflow below 300 characters:
+      // authsvc's own iat and exp (microseconds: 17 characters) take this path.
+      if (i - start >= (fraction ? 300 : 15)) return -1;
     }
   }
   return members;
