@@ -46,8 +46,12 @@ class Options:
     only: frozenset[str] | None = None
 
     def selected(self, key: str) -> bool:
-        """Whether scenario `key` (a row key such as `b-fresh`, or `g`/`h`) runs in this invocation."""
-        return self.only is None or key in self.only or key.split("-")[0] in self.only
+        """Whether scenario `key` (a row key such as `b-fresh`, or `g`/`h`) runs in this invocation: `--only` names
+        it, or a prefix of it by whole parts (`b` selects every (b) row, `b-eddsa` both EdDSA rows)."""
+        if self.only is None:
+            return True
+        parts = key.split("-")
+        return any("-".join(parts[:n]) in self.only for n in range(1, len(parts) + 1))
 
 
 @dataclass

@@ -110,7 +110,7 @@ SCENARIO_KEYS = frozenset(
     | {"defaults", *defaults.ROW_KEYS}
     | {"l", *local.ROW_KEYS}
 )
-"""What --only accepts: the row keys, and their parts before the first '-' (b selects every (b) row).
+"""What --only accepts: the row keys, and their leading parts (b selects every (b) row, b-eddsa both EdDSA rows).
 (g), (h) and (m) run whole."""
 
 
