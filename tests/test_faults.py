@@ -16,7 +16,8 @@ import urllib.error
 import urllib.request
 import warnings
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -30,7 +31,7 @@ from authsvc.audit import SYSTEM
 from authsvc.client import LocalVerifier, VerifyOutcome
 from authsvc.config import Settings
 from authsvc.database import open_store
-from authsvc.server import LIVENESS, READINESS, new_state, start_server
+from authsvc.server import LIVENESS, READINESS, RunningServer, new_state, start_server
 from authsvc.state import State
 from authsvc.store import Store, create_pool
 from authsvc.v1 import admin_service_pb2 as admin_pb
@@ -307,9 +308,12 @@ async def test_writes_during_a_partition_fail_within_the_database_timeout(
         await proxy.close()
 
 
-async def test_an_outage_longer_than_the_staleness_bound_fails_closed_then_recovers(
-    own_postgres: OwnPostgres, settings: Settings, session_clock: FakeClock
-) -> None:
+@asynccontextmanager
+async def outage_server(
+    own_postgres: OwnPostgres, settings: Settings, clock: FakeClock
+) -> AsyncIterator[tuple[Store, State, RunningServer, ManualMonotonic]]:
+    """A server on the test's own PostgreSQL, its state checked every 0.2 s against a monotonic clock the test
+    moves (staleness bound 30 s), database timeout 2 s: for outages the test makes by stopping that PostgreSQL."""
     url = own_postgres.url
     pool = await create_pool(url, max_size=2)
     async with pool.acquire() as conn:
@@ -318,8 +322,19 @@ async def test_an_outage_longer_than_the_staleness_bound_fails_closed_then_recov
     monotonic = ManualMonotonic()
     state = State(store, url, check_interval=0.2, max_staleness=30, monotonic=monotonic)
     await state.start()
-    running = await start_server(store, state, settings, session_clock)
+    running = await start_server(store, state, settings, clock)
     try:
+        yield store, state, running, monotonic
+    finally:
+        await running.stop(None)
+        await state.stop()
+        await pool.close()
+
+
+async def test_an_outage_longer_than_the_staleness_bound_fails_closed_then_recovers(
+    own_postgres: OwnPostgres, settings: Settings, session_clock: FakeClock
+) -> None:
+    async with outage_server(own_postgres, settings, session_clock) as (store, state, running, monotonic):
         app = await apps.create_app(store, "outage")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub: AuthServiceAsyncStub = auth_service_pb2_grpc.AuthServiceStub(channel)
@@ -388,10 +403,6 @@ async def test_an_outage_longer_than_the_staleness_bound_fails_closed_then_recov
             await stub.RevokeUser(pb.RevokeUserRequest(user_ids=["alice"]), metadata=backend(app))
             assert (await verify()).outcome == pb.VERIFY_OUTCOME_REVOKED
             assert (await issue()).token
-    finally:
-        await running.stop(None)
-        await state.stop()
-        await pool.close()
 
 
 def outcome_is(verifier: LocalVerifier, token: str, outcome: VerifyOutcome) -> Callable[[], Awaitable[bool]]:
@@ -408,63 +419,56 @@ async def test_a_local_verifier_fails_closed_through_a_database_outage_and_catch
     growing staleness, so the verifier answers UNAVAILABLE rather than a stale VALID; once the database is back,
     it catches up, a revocation written by another writer the moment the database returned included."""
     url = own_postgres.url
-    pool = await create_pool(url, max_size=2)
-    async with pool.acquire() as conn:
-        await migrations.apply(conn)
-    store = Store(pool, TEST_KEYRING, timeout=2)
-    monotonic = ManualMonotonic()
-    state = State(store, url, check_interval=0.2, max_staleness=30, monotonic=monotonic)
-    await state.start()
-    running = await start_server(store, state, settings.with_overrides(watch_heartbeat=0.1), session_clock)
-    verifier: LocalVerifier | None = None
-    try:
-        app = await apps.create_app(store, "outage-watch")
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            stub: AuthServiceAsyncStub = auth_service_pb2_grpc.AuthServiceStub(channel)
-            alice, bob = [
-                (await stub.IssueToken(pb.IssueTokenRequest(user_id=user), metadata=backend(app))).token
-                for user in ("alice", "bob")
-            ]
-            verifier = LocalVerifier(
-                f"127.0.0.1:{running.port}",
-                app.api_key,
-                app.api_secret,
-                hs256_secret=app.api_secret,
-                max_lag=5.0,
-                clock=session_clock,
-                metrics=False,
-                reconnect_backoff=0.05,
-                reconnect_max_backoff=0.2,
-            )
-            await verifier.start()
-            assert verifier.verify(alice).outcome is VerifyOutcome.VALID
+    heartbeats = settings.with_overrides(watch_heartbeat=0.1)
+    async with outage_server(own_postgres, heartbeats, session_clock) as (store, state, running, monotonic):
+        verifier: LocalVerifier | None = None
+        try:
+            app = await apps.create_app(store, "outage-watch")
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub: AuthServiceAsyncStub = auth_service_pb2_grpc.AuthServiceStub(channel)
+                alice, bob = [
+                    (await stub.IssueToken(pb.IssueTokenRequest(user_id=user), metadata=backend(app))).token
+                    for user in ("alice", "bob")
+                ]
+                verifier = LocalVerifier(
+                    f"127.0.0.1:{running.port}",
+                    app.api_key,
+                    app.api_secret,
+                    hs256_secret=app.api_secret,
+                    max_lag=5.0,
+                    clock=session_clock,
+                    metrics=False,
+                    reconnect_backoff=0.05,
+                    reconnect_max_backoff=0.2,
+                )
+                await verifier.start()
+                assert verifier.verify(alice).outcome is VerifyOutcome.VALID
 
-            await asyncio.to_thread(own_postgres.stop)
-            monotonic.now += 10  # the server has not confirmed its state for 10 s: its heartbeats say so
-            await eventually(outcome_is(verifier, alice, VerifyOutcome.UNAVAILABLE))
-            assert verifier.lag > 5.0
+                await asyncio.to_thread(own_postgres.stop)
+                monotonic.now += 10  # the server has not confirmed its state for 10 s: its heartbeats say so
+                await eventually(outcome_is(verifier, alice, VerifyOutcome.UNAVAILABLE))
+                assert verifier.lag > 5.0
 
-            await asyncio.to_thread(own_postgres.start)
-            # Another writer revokes bob as soon as the database is back, before this server has caught up.
-            other = await create_pool(url, max_size=1)
-            try:
-                await Store(other, TEST_KEYRING, timeout=5).revoke_users(app.id, ["bob"], session_clock(), actor=SYSTEM)
-            finally:
-                await other.close()
-            # From the revocation's commit on, bob is never VALID: UNAVAILABLE until the verifier catches up.
-            seen: set[VerifyOutcome] = set()
+                await asyncio.to_thread(own_postgres.start)
+                # Another writer revokes bob as soon as the database is back, before this server has caught up.
+                other = await create_pool(url, max_size=1)
+                try:
+                    await Store(other, TEST_KEYRING, timeout=5).revoke_users(
+                        app.id, ["bob"], session_clock(), actor=SYSTEM
+                    )
+                finally:
+                    await other.close()
+                # From the revocation's commit on, bob is never VALID: UNAVAILABLE until the verifier catches up.
+                seen: set[VerifyOutcome] = set()
 
-            async def revoked() -> bool:
-                outcome = verifier.verify(bob).outcome
-                seen.add(outcome)
-                return outcome is VerifyOutcome.REVOKED
+                async def revoked() -> bool:
+                    outcome = verifier.verify(bob).outcome
+                    seen.add(outcome)
+                    return outcome is VerifyOutcome.REVOKED
 
-            await eventually(revoked, within=30)
-            assert seen <= {VerifyOutcome.UNAVAILABLE, VerifyOutcome.REVOKED}, seen
-            assert verifier.verify(alice).outcome is VerifyOutcome.VALID
-    finally:
-        if verifier is not None:
-            await verifier.close()
-        await running.stop(None)
-        await state.stop()
-        await pool.close()
+                await eventually(revoked, within=30)
+                assert seen <= {VerifyOutcome.UNAVAILABLE, VerifyOutcome.REVOKED}, seen
+                assert verifier.verify(alice).outcome is VerifyOutcome.VALID
+        finally:
+            if verifier is not None:
+                await verifier.close()

@@ -38,6 +38,7 @@ from tests import test_node_client as node
 from tests.conftest import NewApp
 from tests.processes import clean_env
 from tests.support import FakeClock
+from tests.test_watch import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_CLIENT = ROOT / "clients" / "node"
@@ -128,14 +129,6 @@ async def serve(app: Any) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
-
-
-async def eventually(check: Callable[[], bool]) -> None:
-    async with asyncio.timeout(WAIT):
-        while True:
-            if check():
-                return
-            await asyncio.sleep(0.01)
 
 
 def closed_port() -> int:
