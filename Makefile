@@ -10,14 +10,18 @@ STAMP := $(VENV)/.installed
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
-$(STAMP): pyproject.toml
+# The dev environment comes from requirements-dev.lock (every version and hash pinned: `make lock` writes it from
+# pyproject.toml's extra `dev`, which includes `server` and `embedded`), then authsvc itself, editable, without
+# resolving anything again.
+$(STAMP): pyproject.toml requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "authsvc needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install authsvc with its dev tools
+install: $(STAMP) ## create .venv and install authsvc with its dev tools (from requirements-dev.lock)
 
 run: $(STAMP) ## start the server (embedded PostgreSQL unless AUTHSVC_DATABASE_URL is set)
 	$(BIN)/authsvc serve

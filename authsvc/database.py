@@ -92,7 +92,13 @@ def database_url(settings: Settings) -> Iterator[str]:
         return
     # pgserver asks platformdirs for XDG_RUNTIME_DIR, which containers rarely set; the fallback is fine.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    import pgserver  # only needed without a database URL
+    try:
+        import pgserver  # only needed without a database URL: the extra `embedded`, never in the image
+    except ImportError:
+        raise ConfigError(
+            "AUTHSVC_DATABASE_URL is not set and the embedded PostgreSQL is not installed: set "
+            "AUTHSVC_DATABASE_URL, or pip install 'authsvc[embedded]' for a development database"
+        ) from None
 
     logging.getLogger("pgserver").addFilter(_pgserver_chatter)
 

@@ -25,6 +25,10 @@ IMAGE ?= authsvc:dev
 # (point it at your PyPI mirror if you must); LOCK_ARGS=--upgrade moves every pin to the newest release.
 LOCK_INDEX_URL ?= https://pypi.org/simple
 LOCK_ARGS ?=
+# What pip-compile reads: pyproject.toml's requirements with the extras' references to each other expanded
+# (scripts/lock_inputs.py). requirements.lock is the image's (authsvc[server]); requirements-dev.lock is
+# authsvc[dev], which includes server and embedded, for `make install`.
+LOCK_INPUTS := $(TOOLS_VENV)/lock
 PIP_COMPILE = env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL -u PIP_NO_INDEX \
 	PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock" \
 	$(TOOLS_BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
@@ -58,9 +62,12 @@ $(LOCK_TOOLS_STAMP): | $(TOOLS_VENV)/bin/python
 
 tools: $(TOOLS_STAMP) $(LOCK_TOOLS_STAMP) ## install the deployment tools into .venv-tools
 
-lock: $(LOCK_TOOLS_STAMP) ## regenerate requirements.lock and requirements-dev.lock (hashed) from pyproject.toml
-	$(PIP_COMPILE) -o requirements.lock pyproject.toml
-	$(PIP_COMPILE) --extra dev -o requirements-dev.lock pyproject.toml
+lock: $(LOCK_TOOLS_STAMP) ## regenerate requirements.lock (the image: authsvc[server]) and requirements-dev.lock
+	mkdir -p $(LOCK_INPUTS)
+	$(TOOLS_BIN)/python scripts/lock_inputs.py server > $(LOCK_INPUTS)/server.in
+	$(TOOLS_BIN)/python scripts/lock_inputs.py dev > $(LOCK_INPUTS)/dev.in
+	$(PIP_COMPILE) -o requirements.lock $(LOCK_INPUTS)/server.in
+	$(PIP_COMPILE) -o requirements-dev.lock $(LOCK_INPUTS)/dev.in
 
 image: ## build the container image authsvc:dev (needs a running Docker engine)
 	@command -v $(CONTAINER_ENGINE) > /dev/null 2>&1 || { \
