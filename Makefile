@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint proto proto-check clean
+.PHONY: help install run test lint proto proto-check clean version
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -42,6 +42,10 @@ proto-check: $(STAMP) ## fail when the committed stubs differ from what protos/ 
 	@diff -r -q .proto-check/authsvc/v1 authsvc/v1 -x __pycache__ \
 	  || { echo "generated stubs are stale: run 'make proto' and commit"; rm -rf .proto-check; exit 1; }
 	@rm -rf .proto-check && echo "generated stubs match protos/"
+
+version: ## set the version of both clients: make version VERSION=x.y.z (then add it to CHANGELOG.md)
+	@test -n "$(VERSION)" || { echo "usage: make version VERSION=x.y.z" >&2; exit 2; }
+	$(PYTHON) scripts/set_version.py $(VERSION)
 
 clean: ## remove the virtualenv and caches (keeps .authsvc data)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .proto-check
