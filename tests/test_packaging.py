@@ -84,6 +84,26 @@ def test_the_client_modules_import_without_the_server_dependencies() -> None:
     assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
 
 
+def test_serve_without_a_database_url_or_the_embedded_extra_says_what_to_install(tmp_path: Path) -> None:
+    """pgserver hidden (a module of that name on PYTHONPATH that fails to import, as an absent one does): one line,
+    and nothing written (no key made for a database that cannot start)."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / "pgserver.py").write_text("raise ImportError('No module named pgserver', name='pgserver')\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+    env["PYTHONPATH"] = str(hidden)
+    done = subprocess.run(
+        [sys.executable, "-m", "authsvc", "serve", "--port", "0", "--http-port", "0"],
+        env=env, cwd=work, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "pip install 'authsvc[embedded]'" in done.stderr, done.stderr
+    assert "AUTHSVC_DATABASE_URL" in done.stderr and "Traceback" not in done.stderr
+    assert list(work.iterdir()) == []
+
+
 def docs_sync_example() -> str:
     """The blocking client's example of docs/clients.md."""
     docs = (ROOT / "docs" / "clients.md").read_text()
