@@ -5,8 +5,9 @@
  *   node scripts/protos.js bundle   (prepack)  copies <repository>/protos/authsvc into ./protos/authsvc
  *   node scripts/protos.js clean    (postpack) removes that copy again, so the source tree keeps one copy
  *
- * In the repository, the client loads the protos from the repository's protos/ when there is no bundled copy
- * (protos.js at the package's root decides); the packed tarball has the copy, and needs nothing outside it.
+ * In the repository, the client loads the repository's protos/ (protos.js at the package's root decides), so a
+ * copy left behind by an interrupted pack is never used there; the packed tarball has the copy, and needs nothing
+ * outside it.
  * Outside the repository (packing an unpacked tarball again), there is nothing to copy and nothing to remove.
  */
 
