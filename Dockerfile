@@ -5,8 +5,9 @@
 # that venv onto a clean base and runs it as an unprivileged numeric user. No secrets are baked in: the database
 # URL, key-encryption keys and operator tokens come from the environment / mounted files at run time (deploy/k8s).
 
-# The base, pinned by digest (the multi-platform index of python:3.11-slim-bookworm; `make pin-base` resolves the
-# tag's current digest and writes it here). Behind a registry mirror: --build-arg PYTHON_BASE=mirror/...@sha256:...
+# The base, pinned by digest: python:3.11-slim-bookworm as published in 2026-08 (a digest recorded in public
+# material, not re-resolved here). `make pin-base` asks Docker Hub for the tag's current digest and writes it here;
+# review and commit. Behind a registry mirror: --build-arg PYTHON_BASE=mirror.example/python@sha256:...
 ARG PYTHON_BASE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 FROM ${PYTHON_BASE} AS build
@@ -49,7 +50,7 @@ RUN python -m pip --python /opt/venv/bin/python install \
 COPY pyproject.toml README.md ./
 COPY authsvc ./authsvc
 RUN python -m pip --python /opt/venv/bin/python install --no-deps . \
-    && /opt/venv/bin/python -m pip --python /opt/venv/bin/python check \
+    && python -m pip --python /opt/venv/bin/python check \
     && /opt/venv/bin/authsvc --help > /dev/null \
     && if /opt/venv/bin/python -c 'import pgserver' 2> /dev/null; then echo "pgserver in the image" >&2; exit 1; fi
 
