@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -60,6 +61,37 @@ def test_the_clients_proto_and_changelog_share_one_version() -> None:
     changelog = (ROOT / "CHANGELOG.md").read_text()
     released = re.findall(r"^## \[?(\d+\.\d+\.\d+[^\]\s]*)\]?", changelog, flags=re.M)
     assert released and released[0] == version, "CHANGELOG.md's newest entry names another version"
+
+
+def locked(lock: str) -> set[str]:
+    """The normalised names a lock file pins."""
+    text = (ROOT / lock).read_text()
+    return {normalised(name) for name in re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", text, flags=re.M)}
+
+
+def normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_names(*extras: str) -> set[str]:
+    """The names of what `pip install authsvc[extras]` asks for, as `make lock` expands them."""
+    spec = importlib.util.spec_from_file_location("lock_inputs", ROOT / "scripts" / "lock_inputs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    found: list[str] = module.requirements(list(extras))
+    return {normalised(re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0]) for requirement in found}
+
+
+def test_the_locks_hold_what_their_extras_ask_for() -> None:
+    """requirements.lock (the image) is authsvc[server]: every one of its requirements pinned, no pgserver;
+    requirements-dev.lock (`make install`) is authsvc[dev]. A requirement added without `make lock` fails here."""
+    image, dev = locked("requirements.lock"), locked("requirements-dev.lock")
+    assert requirement_names("server") - image == set(), "run `make lock`"
+    assert {"pgserver", "pytest", "ruff"} & image == set(), "the image's lock holds development packages"
+    assert requirement_names("dev") - dev == set(), "run `make lock`"
+    assert {"pgserver", "pynacl", "asyncpg"} <= dev
+    assert requirement_names() == {"grpcio", "protobuf", "cryptography"}, "pip install authsvc is the client"
 
 
 BLOCKER = """
