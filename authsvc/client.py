@@ -29,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -37,10 +38,8 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, message, timestamp_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
-from authsvc import wire
+from authsvc import status_details, wire
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
 
@@ -66,6 +65,7 @@ __all__ = [
     "IssuedToken",
     "LocalVerifier",
     "Revoked",
+    "SyncAuthClient",
     "Verification",
     "VerifyOutcome",
 ]
@@ -82,6 +82,7 @@ ROUND_ROBIN: Final[tuple[tuple[str, str], ...]] = (
 
 _Request = TypeVar("_Request", bound=message.Message)
 _Response = TypeVar("_Response", bound=message.Message)
+_T = TypeVar("_T")
 
 
 class VerifyOutcome(enum.Enum):
@@ -167,17 +168,10 @@ class AuthsvcClientError(Exception):
         """Decodes the google.rpc.Status (and its ErrorInfo) from a failed call's trailers."""
         code = error.code()
         message = error.details() or ""
-        try:
-            status = rpc_status.from_call(error)
-        except ValueError:  # the rich status disagrees with the call's code or message: trust the call
-            status = None
-        if status is None:
+        details = status_details.decode(error.trailing_metadata(), code.value[0], message)
+        if details is None:  # no rich status, or one that disagrees with the call's code or message: trust the call
             return cls(code, "", message)
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                return cls(code, info.reason, status.message, domain=info.domain, metadata=dict(info.metadata))
-        return cls(code, "", status.message)
+        return cls(code, details.reason, details.message, domain=details.domain, metadata=details.metadata)
 
 
 class AuthClient:
@@ -367,6 +361,133 @@ class AuthClient:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._retry_max_backoff)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+class SyncAuthClient:
+    """AuthClient's blocking twin, for code without an event loop (Django, Flask, scripts, a thread pool): the
+    same arguments, methods, deadlines, retries and AuthsvcClientError, each call returning its answer.
+
+        with SyncAuthClient("localhost:50051", api_key, api_secret) as client:
+            issued = client.issue_token("alice", ttl=timedelta(hours=1))
+            result = client.verify_token(issued.token)   # result.outcome is VerifyOutcome.VALID
+
+    It runs an AuthClient (so every rule lives in one place) on an event loop in a daemon thread of its own,
+    started by the first call; threads may share one client. `close()`, or leaving the `with` block, closes the
+    channel and ends the thread; a later call starts them again. Do not call it from a coroutine: there, use
+    AuthClient and `await`.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        api_key: str,
+        credential: str | None = None,
+        *,
+        timeout: float = 5.0,
+        channel_options: Sequence[tuple[str, Any]] = (),
+        secure: bool = False,
+        credentials: grpc.ChannelCredentials | None = None,
+        retry_attempts: int = 3,
+        retry_backoff: float = 0.1,
+        retry_max_backoff: float = 1.0,
+    ) -> None:
+        self._client = AuthClient(
+            target,
+            api_key,
+            credential,
+            timeout=timeout,
+            channel_options=channel_options,
+            secure=secure,
+            credentials=credentials,
+            retry_attempts=retry_attempts,
+            retry_backoff=retry_backoff,
+            retry_max_backoff=retry_max_backoff,
+        )
+        self.target = target
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return repr(self._client).replace("AuthClient(", "SyncAuthClient(", 1)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the channel (calls in flight are cancelled) and ends the client's thread."""
+        with self._lock:
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._client.close(), loop).result()
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+
+    def issue_token(
+        self,
+        user_id: str,
+        *,
+        ttl: timedelta | None = None,
+        expires_at: datetime | None = None,
+        claims: Mapping[str, Any] | None = None,
+    ) -> IssuedToken:
+        """AuthClient.issue_token: mints a token (IssueToken). Needs the credential; never retried."""
+        return self._run(self._client.issue_token(user_id, ttl=ttl, expires_at=expires_at, claims=claims))
+
+    def verify_token(self, token: str) -> Verification:
+        """AuthClient.verify_token: verifies one token (VerifyToken). Retried on UNAVAILABLE."""
+        return self._run(self._client.verify_token(token))
+
+    def verify_tokens(self, tokens: Iterable[str]) -> list[Verification]:
+        """AuthClient.verify_tokens: verifies 1 to 1,000 tokens in one call (VerifyTokens), in order."""
+        return self._run(self._client.verify_tokens(list(tokens)))
+
+    def revoke_users(self, user_ids: Iterable[str], *, before: datetime | None = None) -> dict[str, datetime]:
+        """AuthClient.revoke_users: revokes the users' tokens issued before `before` (default now)."""
+        return self._run(self._client.revoke_users(list(user_ids), before=before))
+
+    def revoke_app(self, *, before: datetime | None = None) -> datetime:
+        """AuthClient.revoke_app: revokes every token of the app issued before `before` (default now)."""
+        return self._run(self._client.revoke_app(before=before))
+
+    def clear_user_revocations(self, user_ids: Iterable[str]) -> list[str]:
+        """AuthClient.clear_user_revocations: removes these users' revocations; answers those that had one."""
+        return self._run(self._client.clear_user_revocations(list(user_ids)))
+
+    def clear_app_revocation(self) -> bool:
+        """AuthClient.clear_app_revocation: removes the app's revocation; True when there was one."""
+        return self._run(self._client.clear_app_revocation())
+
+    def _started(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="authsvc-client", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def _run(self, call: Coroutine[Any, Any, _T]) -> _T:
+        try:
+            loop = self._started()
+        except BaseException:
+            call.close()
+            raise
+        future = asyncio.run_coroutine_threadsafe(call, loop)
+        try:
+            return future.result()
+        except BaseException:  # KeyboardInterrupt while waiting, for one: the call stops too
+            future.cancel()
+            raise
 
 
 def _strings(values: Iterable[str], name: str) -> list[str]:

@@ -15,8 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import jwt
-
 from authsvc import jws, keys
 from authsvc.clock import MICROS_PER_SECOND, Micros, micros_to_seconds, seconds_to_micros
 from authsvc.errors import InvalidArgument
@@ -255,6 +253,8 @@ def issue(
     if expires_at is not None:
         payload["exp"] = micros_to_seconds(expires_at)
     key_id, signer = app.signer(now)
+    import jwt  # PyJWT is the server's (the extra `server`): the client install verifies, it never mints
+
     token = jwt.encode(payload, signer, algorithm=app.algorithm, headers={"kid": key_id}, json_encoder=_Utf8Json)
     _check_verifiable(token)
     return IssuedToken(token=token, issued_at=now, expires_at=expires_at, key_id=key_id)

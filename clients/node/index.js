@@ -24,9 +24,7 @@ const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
 const protobuf = require("protobufjs");
 
-const PROTO_ROOT = path.resolve(__dirname, "..", "..", "protos");
-const PROTO_FILE = "authsvc/v1/auth_service.proto";
-const RPC_PROTOS = path.resolve(__dirname, "protos");
+const { PROTO_ROOT, PROTO_FILE, RPC_PROTOS } = require("./protos");
 const LOADER_OPTIONS = Object.freeze({ keepCase: true, enums: String, longs: String, defaults: true, oneofs: true });
 const OUTCOME_PREFIX = "VERIFY_OUTCOME_";
 const STATUS_DETAILS_KEY = "grpc-status-details-bin";

@@ -13,7 +13,6 @@
  * against the server by the shared conformance vectors). Nothing here logs; no secret or token is put in an error.
  */
 
-const path = require("node:path");
 const { performance } = require("node:perf_hooks");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
@@ -22,8 +21,7 @@ const tokens = require("./tokens");
 const { Verifier } = require("./verifier");
 const wire = require("./watch_wire");
 
-const PROTO_ROOT = path.resolve(__dirname, "..", "..", "protos");
-const PROTO_FILE = "authsvc/v1/auth_service.proto";
+const { PROTO_ROOT, PROTO_FILE } = require("./protos");
 // As index.js loads it: the messages reach the handler as grpc-js hands them to any client of this package.
 const LOADER_OPTIONS = Object.freeze({ keepCase: true, enums: String, longs: String, defaults: true, oneofs: true });
 const WATCH_STATE = protoLoader.loadSync(PROTO_FILE, { ...LOADER_OPTIONS, includeDirs: [PROTO_ROOT] })[
