@@ -19,6 +19,13 @@ from authsvc.tokens import App, ClaimFacts, KeyPair, Outcome, Secret, Verificati
 RevocationLookup = Callable[[int, str], Micros | None]
 """(app id, user id) → the user's revocation time, or None."""
 
+TokenRevocationLookup = Callable[[int, str], Micros | None]
+"""(app id, jti) → when the token was revoked, or None."""
+
+
+def _no_token_revocations(app_id: int, jti: str) -> Micros | None:
+    return None
+
 
 class Verifier:
     """Verifies tokens for apps, remembering up to `cache_size` tokens whose signature checked out."""
@@ -39,7 +46,14 @@ class Verifier:
         self._seen_once: set[int] = set()
 
     def verify(
-        self, token: str, app: App, *, now: Micros, leeway: Micros, revoked_before: RevocationLookup
+        self,
+        token: str,
+        app: App,
+        *,
+        now: Micros,
+        leeway: Micros,
+        revoked_before: RevocationLookup,
+        token_revoked_at: TokenRevocationLookup = _no_token_revocations,
     ) -> Verification:
         """The token model's verdict on `token` for `app` at `now`."""
         hit = self._checked.get(token)
@@ -56,7 +70,14 @@ class Verifier:
             self._remember(token, app, key, facts)
         # Only a token that nothing but a user revocation can fail needs the look-up (its user id is valid).
         user_revoked_before = revoked_before(app.id, facts.user_id) if facts.decided is None else None
-        return tokens.judge(facts, now=now, leeway=leeway, user_revoked_before=user_revoked_before)
+        jti = facts.jti
+        return tokens.judge(
+            facts,
+            now=now,
+            leeway=leeway,
+            user_revoked_before=user_revoked_before,
+            token_revoked_at=None if jti is None else token_revoked_at(app.id, jti),
+        )
 
     def _remember(self, token: str, app: App, key: Secret | KeyPair | None, facts: ClaimFacts) -> None:
         if self._cache_size <= 0:
