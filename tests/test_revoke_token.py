@@ -38,10 +38,11 @@ def stamp(micros: int) -> timestamp_pb2.Timestamp:
     return result
 
 
-async def issue(stub: AuthServiceAsyncStub, app: App, user_id: str, **fields: object) -> pb.IssueTokenResponse:
-    response: pb.IssueTokenResponse = await stub.IssueToken(
-        pb.IssueTokenRequest(user_id=user_id, **fields), metadata=backend(app)
-    )
+async def issue(stub: AuthServiceAsyncStub, app: App, user_id: str, ttl: int | None = None) -> pb.IssueTokenResponse:
+    request = pb.IssueTokenRequest(user_id=user_id)
+    if ttl is not None:
+        request.ttl.seconds = ttl
+    response: pb.IssueTokenResponse = await stub.IssueToken(request, metadata=backend(app))
     return response
 
 
@@ -78,7 +79,7 @@ async def test_revoking_a_token_logs_out_that_device_only(
 ) -> None:
     app = await new_app()
     now = clock.freeze()
-    phone = await issue(stub, app, "alice", ttl={"seconds": 3600})
+    phone = await issue(stub, app, "alice", ttl=3600)
     laptop = await issue(stub, app, "alice")
     clock.advance(S)
     response = await stub.RevokeToken(pb.RevokeTokenRequest(token=phone.token), metadata=backend(app))
@@ -213,7 +214,10 @@ async def test_a_token_revocation_reaches_another_replica(
         await eventually(restored_there)
 
 
-async def test_token_revocations_are_kept_until_exp_and_pruned_then(own_store: Store, fresh_database: str) -> None:
+async def test_token_revocations_are_kept_until_exp_and_pruned_then(
+    own_store: Store,  # noqa: F811 - the fixture of tests.test_state
+    fresh_database: str,
+) -> None:
     store = own_store
     app = await apps.create_app(store, "prunes-tokens")
     lifetime = await apps.create_app(store, "max-lifetime", max_token_lifetime_seconds=3600)
@@ -313,7 +317,7 @@ async def test_expired_and_not_yet_valid_say_when(
 ) -> None:
     app = await new_app()
     now = clock.freeze()
-    expired = (await issue(stub, app, "alice", ttl={"seconds": 60})).token
+    expired = (await issue(stub, app, "alice", ttl=60)).token
     clock.advance(3600 * S)
     verdict = await verify(stub, app, expired)
     assert verdict.outcome == pb.VERIFY_OUTCOME_EXPIRED
