@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,8 +15,18 @@ from google.protobuf import timestamp_pb2
 
 from authsvc import apps
 from authsvc.audit import Actor
+from authsvc.client import (
+    AuthClient,
+    AuthsvcClientError,
+    ClientAction,
+    LocalVerifier,
+    RevocationScope,
+    Revoked,
+    VerifyOutcome,
+)
 from authsvc.clock import MICROS_PER_SECOND as S
 from authsvc.keys import ES256
+from authsvc.server import RunningServer
 from authsvc.state import State
 from authsvc.store import Store
 from authsvc.tokens import App
@@ -25,6 +36,7 @@ from tests.conftest import NewApp
 from tests.processes import clean_env, serve
 from tests.support import FakeClock, api_key_only, backend, expect_failure
 from tests.test_state import _db_now, eventually, own_store  # noqa: F401 - own_store is a fixture
+from tests.test_watch import eventually as eventually_true
 
 if TYPE_CHECKING:
     from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
@@ -360,3 +372,66 @@ async def test_wrong_audience_says_logout_in_a_batch_too(stub: AuthServiceAsyncS
         (pb.VERIFY_OUTCOME_WRONG_AUDIENCE, pb.CLIENT_ACTION_LOGOUT),
         (pb.VERIFY_OUTCOME_VALID, pb.CLIENT_ACTION_UNSPECIFIED),
     ]
+
+
+# -- the state stream and the Python LocalVerifier --
+
+
+async def test_token_revocations_on_the_stream_and_in_the_local_verifier(
+    stub: AuthServiceAsyncStub, new_app: NewApp, server: RunningServer, clock: FakeClock
+) -> None:
+    app = await new_app(algorithm=ES256)
+    phone, laptop = (await issue(stub, app, "alice")).token, (await issue(stub, app, "alice")).token
+    before = await stub.RevokeToken(pb.RevokeTokenRequest(token=phone), metadata=backend(app))
+    # A snapshot carries the revocations made before it.
+    call = stub.WatchState(pb.WatchStateRequest(), metadata=backend(app))
+    first = await call.read()
+    assert isinstance(first, pb.WatchStateResponse)
+    assert list(first.snapshot.token_revocations.jtis) == [before.jti]
+    assert list(first.snapshot.token_revocations.revoked_before) == [before.revoked_before.ToMicroseconds()]
+    call.cancel()
+    events: list[Revoked] = []
+    async with LocalVerifier(
+        f"127.0.0.1:{server.port}", app.api_key, app.api_secret, clock=clock, metrics=False
+    ) as verifier:
+        verifier.on_revoked(events.append)
+        for encoding in (phone, high_s(phone)):
+            verdict = verifier.verify(encoding)
+            assert (verdict.outcome, verdict.revoked_by, verdict.client_action) == (
+                VerifyOutcome.REVOKED,
+                RevocationScope.TOKEN,
+                ClientAction.LOGOUT,
+            )
+            assert verdict.revoked_before == before.revoked_before.ToDatetime(tzinfo=UTC)
+        assert verifier.verify(laptop).outcome is VerifyOutcome.VALID
+        # A change: the laptop too, and its callback names the jti.
+        after = await stub.RevokeToken(pb.RevokeTokenRequest(token=laptop), metadata=backend(app))
+        await eventually_true(lambda: verifier.verify(laptop).revoked_by is RevocationScope.TOKEN)
+        assert Revoked(jtis=(after.jti,)) in events
+        await stub.ClearRevocation(
+            pb.ClearRevocationRequest(tokens=pb.TokenIds(jtis=[before.jti, after.jti])), metadata=backend(app)
+        )
+        await eventually_true(lambda: verifier.verify(phone).outcome is VerifyOutcome.VALID)
+        assert verifier.verify(laptop).outcome is VerifyOutcome.VALID
+        assert verifier.verify(laptop).client_action is None
+
+
+async def test_the_python_client_carries_revoke_token_and_the_provenance(
+    server: RunningServer, new_app: NewApp, clock: FakeClock
+) -> None:
+    app = await new_app()
+    async with AuthClient(f"127.0.0.1:{server.port}", app.api_key, app.api_secret) as client:
+        issued = await client.issue_token("alice", ttl=timedelta(hours=1))
+        revoked = await client.revoke_token(issued.token)
+        assert revoked.expires_at == issued.expires_at and revoked.jti == jti_of(issued.token)
+        verdict = await client.verify_token(issued.token)
+        assert (verdict.revoked_by, verdict.revoked_before, verdict.client_action) == (
+            RevocationScope.TOKEN,
+            revoked.revoked_before,
+            ClientAction.LOGOUT,
+        )
+        assert await client.clear_token_revocations([revoked.jti]) == [revoked.jti]
+        assert (await client.verify_token(issued.token)).client_action is None
+        with pytest.raises(AuthsvcClientError) as refused:
+            await client.revoke_token(jwt.encode({"user_id": "alice"}, app.api_secret, "HS256"))
+        assert refused.value.reason == "TOKEN_WITHOUT_JTI"
