@@ -248,11 +248,20 @@ test.describe("AuthClient against a small grpc-js server of this file", () => {
       await client.revokeUsers(["alice"]);
       await client.revokeApp();
       await client.clearUserRevocations(["alice"]);
+      await client.revokeToken({ jti: "a-jti" });
       await rejectsWith(client.issueToken({ userId: "alice" }), { code: status.UNAVAILABLE, reason: "" });
     } finally {
       client.close();
     }
-    assert.deepEqual(calls, { VerifyToken: 3, VerifyTokens: 3, RevokeUser: 3, RevokeApp: 3, ClearRevocation: 3, IssueToken: 1 });
+    assert.deepEqual(calls, {
+      VerifyToken: 3,
+      VerifyTokens: 3,
+      RevokeUser: 3,
+      RevokeApp: 3,
+      ClearRevocation: 3,
+      RevokeToken: 3,
+      IssueToken: 1,
+    });
   });
 
   test("retryAttempts: 1 turns retries off", async () => {
