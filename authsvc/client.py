@@ -11,9 +11,9 @@ decoded from the google.rpc.ErrorInfo authsvc puts in each error status.
 
 Retries: only calls that are safe to repeat are retried, and only on UNAVAILABLE (the server or the network is
 down, or authsvc answered DATABASE_UNAVAILABLE: nothing acknowledged), with a small bounded exponential backoff.
-VerifyToken and VerifyTokens read only; RevokeUser, RevokeApp and ClearRevocation are idempotent (revoking again
-never moves a revocation backwards; clearing twice clears nothing more). IssueToken is never retried: a lost
-answer may hide a minted token, and a retry would mint a second one.
+VerifyToken and VerifyTokens read only; RevokeUser, RevokeApp, RevokeToken and ClearRevocation are idempotent
+(revoking again never moves a revocation backwards; clearing twice clears nothing more). IssueToken is never
+retried: a lost answer may hide a minted token, and a retry would mint a second one.
 
 `LocalVerifier` verifies tokens in the caller's own process, with no round trip: it follows the app's state over
 the WatchState stream and runs authsvc's own token rules (authsvc.verifier) on it.
