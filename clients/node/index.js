@@ -13,8 +13,8 @@
  * "INVALID_USER_ID") is decoded from the google.rpc.ErrorInfo in the `grpc-status-details-bin` trailer.
  *
  * Retries, through gRPC's own retry policy (a service config on the channel): VerifyToken and VerifyTokens (they
- * only read) and RevokeUser, RevokeApp and ClearRevocation (idempotent: revoking again never moves a revocation
- * backwards, clearing twice is harmless) are retried on UNAVAILABLE, up to `retryAttempts` attempts with
+ * only read) and RevokeUser, RevokeApp, RevokeToken and ClearRevocation (idempotent: revoking again never moves a
+ * revocation backwards, clearing twice is harmless) are retried on UNAVAILABLE, up to `retryAttempts` attempts with
  * exponential backoff. IssueToken is never retried: a retry after a lost answer would mint a second token.
  * Nothing here logs; no secret or token is put in an error message.
  */
