@@ -177,6 +177,19 @@ async def test_bad_revoke_token_requests_are_refused(
     assert (failed.code, failed.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
 
 
+@pytest.mark.parametrize(
+    ("jtis", "reason"),
+    [([], "NO_JTIS"), ([f"j{n}" for n in range(1001)], "TOO_MANY_JTIS"), (["ok", ""], "INVALID_JTI")],
+)
+async def test_bad_token_clears_are_refused(
+    stub: AuthServiceAsyncStub, new_app: NewApp, jtis: list[str], reason: str
+) -> None:
+    app = await new_app()
+    request = pb.ClearRevocationRequest(tokens=pb.TokenIds(jtis=jtis))
+    failed = await expect_failure(stub.ClearRevocation(request, metadata=backend(app)))
+    assert (failed.code, failed.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
+
+
 async def test_a_token_of_another_app_or_a_forged_one_is_refused(stub: AuthServiceAsyncStub, new_app: NewApp) -> None:
     app, other = await new_app(), await new_app()
     foreign = (await issue(stub, other, "alice")).token
