@@ -318,7 +318,7 @@ class LocalVerifier:
             now=self._clock(),
             leeway=self._leeway,
             revoked_before=self._user_revoked_before,
-            token_revoked_at=self._token_revoked_at,
+            token_revoked_at=self._token_revoked_at if self._token_revocations else None,
         )
         if result.outcome is not _VALID:
             return _answer(result)
@@ -335,8 +335,7 @@ class LocalVerifier:
         return revocations.get_user(user_id) if revocations else None
 
     def _token_revoked_at(self, app_id: int, jti: str) -> Micros | None:
-        revoked = self._token_revocations
-        return revoked.get(jti) if revoked else None
+        return self._token_revocations.get(jti)
 
     async def _follow(self, stub: AuthServiceAsyncStub) -> None:
         backoff = self._backoff

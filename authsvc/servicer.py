@@ -90,7 +90,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             now=self._clock(),
             leeway=self._leeway,
             revoked_before=self._state.user_revoked_before,
-            token_revoked_at=self._state.token_revoked_at,
+            token_revoked_at=self._state.token_revoked_at if self._state.token_revocations_held else None,
         )
         self._outcome_counts[_OUTCOME_NAMES[result.outcome]] += 1
         return self._response(token, result)
@@ -104,7 +104,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             )
         now = self._clock()
         verify, revoked_before, respond = self._verifier.verify, self._state.user_revoked_before, self._response
-        token_revoked_at, leeway = self._state.token_revoked_at, self._leeway
+        state, leeway = self._state, self._leeway
+        token_revoked_at = state.token_revoked_at if state.token_revocations_held else None
         responses = []
         outcomes: Counter[str] = Counter()
         for token in request.tokens:

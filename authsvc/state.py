@@ -100,6 +100,8 @@ class State:
         self._last_prune = monotonic()
         self._applied_since_trim = 0
         self._listeners: list[StateListener] = []  # watch hook
+        self.token_revocations_held = 0
+        """Token revocations held, over every app: while 0, verification looks none up (the usual case)."""
 
     # -- reading (the hot path: no I/O) --
 
@@ -225,6 +227,7 @@ class State:
             )
         self._by_id = by_id
         self._by_key = {entry.app.api_key: entry for entry in by_id.values()}
+        self.token_revocations_held = sum(len(entry.tokens) for entry in by_id.values())
         self.version = snapshot.version
         self._fresh_at = started
         del snapshot, by_id
@@ -238,6 +241,7 @@ class State:
         if change.kind == "app":
             if change.app is None:  # deleted
                 if entry is not None:
+                    self.token_revocations_held -= len(entry.tokens)
                     del self._by_id[change.app_id]
                     self._by_key.pop(entry.app.api_key, None)
             elif entry is None:
@@ -253,10 +257,14 @@ class State:
             for key in change.user_hashes:
                 entry.revocations.remove(key)
         elif entry is not None and change.kind == "revoke_tokens":
+            held = len(entry.tokens)
             entry.tokens.update(zip(change.jtis, change.times, strict=True))
+            self.token_revocations_held += len(entry.tokens) - held
         elif entry is not None and change.kind == "clear_tokens":
+            held = len(entry.tokens)
             for jti in change.jtis:
                 entry.tokens.pop(jti, None)
+            self.token_revocations_held += len(entry.tokens) - held
         self._applied_since_trim += len(change.user_hashes) + len(change.jtis)
         self.version = change.version
         for listener in self._listeners:  # watch hook

@@ -457,6 +457,11 @@ def claim_facts(token: jws.CompactJws, app: App) -> ClaimFacts:
     )
 
 
+# Module constants: the hot path reads a global, not an attribute of the enum class.
+_VALID, _REVOKED = Outcome.VALID, Outcome.REVOKED
+_BY_APP, _BY_USER, _BY_TOKEN = RevocationScope.APP, RevocationScope.USER, RevocationScope.TOKEN
+
+
 def judge(
     facts: ClaimFacts,
     *,
@@ -481,22 +486,19 @@ def judge(
             outcome, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, None, None, valid_from
         )  # fmt: skip
     outcome = facts.decided
-    if outcome is Outcome.REVOKED:
-        return Verification(
-            outcome, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, RevocationScope.APP,
-            facts.app_revoked_before,
-        )  # fmt: skip
     if outcome is None:
         if user_revoked_before is not None and iat is not None and iat < user_revoked_before:
             return Verification(
-                Outcome.REVOKED, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, RevocationScope.USER,
-                user_revoked_before,
+                _REVOKED, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, _BY_USER, user_revoked_before
             )  # fmt: skip
-        outcome = Outcome.VALID
-    if outcome is Outcome.VALID and token_revoked_at is not None:
+        outcome = _VALID
+    elif outcome is _REVOKED:
         return Verification(
-            Outcome.REVOKED, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, RevocationScope.TOKEN,
-            token_revoked_at,
+            outcome, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, _BY_APP, facts.app_revoked_before
+        )  # fmt: skip
+    if token_revoked_at is not None and outcome is _VALID:
+        return Verification(
+            _REVOKED, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, _BY_TOKEN, token_revoked_at
         )  # fmt: skip
     return Verification(outcome, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token)
 

@@ -23,10 +23,6 @@ TokenRevocationLookup = Callable[[int, str], Micros | None]
 """(app id, jti) → when the token was revoked, or None."""
 
 
-def _no_token_revocations(app_id: int, jti: str) -> Micros | None:
-    return None
-
-
 class Verifier:
     """Verifies tokens for apps, remembering up to `cache_size` tokens whose signature checked out."""
 
@@ -53,9 +49,10 @@ class Verifier:
         now: Micros,
         leeway: Micros,
         revoked_before: RevocationLookup,
-        token_revoked_at: TokenRevocationLookup = _no_token_revocations,
+        token_revoked_at: TokenRevocationLookup | None = None,
     ) -> Verification:
-        """The token model's verdict on `token` for `app` at `now`."""
+        """The token model's verdict on `token` for `app` at `now`; `token_revoked_at` is None when no token
+        revocation exists (no look-up at all, the usual case)."""
         hit = self._checked.get(token)
         if hit is not None and hit[0] is app and (hit[1] is None or hit[1].active(now)):
             facts: ClaimFacts = hit[2]
@@ -71,12 +68,14 @@ class Verifier:
         # Only a token that nothing but a user revocation can fail needs the look-up (its user id is valid).
         user_revoked_before = revoked_before(app.id, facts.user_id) if facts.decided is None else None
         jti = facts.jti
+        if token_revoked_at is None or jti is None:
+            return tokens.judge(facts, now=now, leeway=leeway, user_revoked_before=user_revoked_before)
         return tokens.judge(
             facts,
             now=now,
             leeway=leeway,
             user_revoked_before=user_revoked_before,
-            token_revoked_at=None if jti is None else token_revoked_at(app.id, jti),
+            token_revoked_at=token_revoked_at(app.id, jti),
         )
 
     def _remember(self, token: str, app: App, key: Secret | KeyPair | None, facts: ClaimFacts) -> None:

@@ -257,7 +257,9 @@ async def test_token_revocations_are_kept_until_exp_and_pruned_then(
     state = State(store, fresh_database, check_interval=3600, max_staleness=3600, leeway=S)
     await state.load()
     assert state.token_revoked_at(app.id, "expired") == now - 10 * S
+    assert state.token_revocations_held == 5
     assert await state.prune()
+    assert state.token_revocations_held == 3
     remaining = {
         (app_id, jti)
         for app_id, jti in [(app.id, "expired"), (app.id, "live"), (app.id, "no-exp")]
@@ -273,6 +275,7 @@ async def test_token_revocations_are_kept_until_exp_and_pruned_then(
     await later.load()
     assert later.token_revoked_at(app.id, "live") == now - 10 * S
     assert later.token_revoked_at(app.id, "expired") is None
+    assert later.token_revocations_held == 3
 
 
 # -- provenance: what decided a verdict, and what the client should do --
