@@ -11,9 +11,9 @@ decoded from the google.rpc.ErrorInfo authsvc puts in each error status.
 
 Retries: only calls that are safe to repeat are retried, and only on UNAVAILABLE (the server or the network is
 down, or authsvc answered DATABASE_UNAVAILABLE: nothing acknowledged), with a small bounded exponential backoff.
-VerifyToken and VerifyTokens read only; RevokeUser, RevokeApp and ClearRevocation are idempotent (revoking again
-never moves a revocation backwards; clearing twice clears nothing more). IssueToken is never retried: a lost
-answer may hide a minted token, and a retry would mint a second one.
+VerifyToken and VerifyTokens read only; RevokeUser, RevokeApp, RevokeToken and ClearRevocation are idempotent
+(revoking again never moves a revocation backwards; clearing twice clears nothing more). IssueToken is never
+retried: a lost answer may hide a minted token, and a retry would mint a second one.
 
 `LocalVerifier` verifies tokens in the caller's own process, with no round trip: it follows the app's state over
 the WatchState stream and runs authsvc's own token rules (authsvc.verifier) on it.
@@ -62,9 +62,12 @@ __all__ = [
     "ROUND_ROBIN",
     "AuthClient",
     "AuthsvcClientError",
+    "ClientAction",
     "IssuedToken",
     "LocalVerifier",
+    "RevocationScope",
     "Revoked",
+    "RevokedToken",
     "SyncAuthClient",
     "Verification",
     "VerifyOutcome",
@@ -123,12 +126,33 @@ class IssuedToken:
     key_id: str
 
 
+class RevocationScope(enum.Enum):
+    """Which revocation rejected a REVOKED token: authsvc.v1.RevocationScope without its prefix."""
+
+    UNSPECIFIED = pb.REVOCATION_SCOPE_UNSPECIFIED
+    APP = pb.REVOCATION_SCOPE_APP
+    USER = pb.REVOCATION_SCOPE_USER
+    TOKEN = pb.REVOCATION_SCOPE_TOKEN
+
+
+class ClientAction(enum.Enum):
+    """What a chat client should do with a refused token: authsvc.v1.ClientAction without its prefix. REFRESH:
+    fetch a new token and retry; LOGOUT: log the user out; RETRY_LATER: try the same token again later."""
+
+    UNSPECIFIED = pb.CLIENT_ACTION_UNSPECIFIED
+    REFRESH = pb.CLIENT_ACTION_REFRESH
+    LOGOUT = pb.CLIENT_ACTION_LOGOUT
+    RETRY_LATER = pb.CLIENT_ACTION_RETRY_LATER
+
+
 @dataclass(frozen=True)
 class Verification:
     """authsvc's verdict on one token.
 
     `user_id`, the times and `claims` are filled in once the signature checked out (so an EXPIRED answer still
     says whose token it was), else they are None / empty. Claim numbers that are whole come back as int.
+    Every outcome but VALID says what decided it: `revoked_by` and `revoked_before` for REVOKED, `expires_at` for
+    EXPIRED, `valid_from` for NOT_YET_VALID; and `client_action`, what the chat client should do (None for VALID).
     """
 
     outcome: VerifyOutcome
@@ -138,6 +162,20 @@ class Verification:
     expires_at: datetime | None
     claims: dict[str, Any]
     dev_token: bool
+    revoked_by: RevocationScope | None = None
+    revoked_before: datetime | None = None
+    valid_from: datetime | None = None
+    client_action: ClientAction | None = None
+
+
+@dataclass(frozen=True)
+class RevokedToken:
+    """A token revocation in force (RevokeToken): its jti, when it was revoked, and until when it is kept (None:
+    until cleared)."""
+
+    jti: str
+    revoked_before: datetime
+    expires_at: datetime | None
 
 
 class AuthsvcClientError(Exception):
@@ -311,6 +349,28 @@ class AuthClient:
         response = await self._call(self._stub.RevokeApp, request, authorized=True, retry=True)
         return response.revoked_before.ToDatetime(tzinfo=UTC)
 
+    async def revoke_token(self, token: str | None = None, *, jti: str | None = None) -> RevokedToken:
+        """Revokes one token (one device), given the token itself or its `jti`: every encoding of it is REVOKED
+        until it expires. Needs the credential. A token without `jti` is refused (FAILED_PRECONDITION
+        TOKEN_WITHOUT_JTI): revoke its user instead. Retried on UNAVAILABLE: revoking again keeps the first time.
+        """
+        if (token is None) == (jti is None):
+            raise ValueError("give the token or its jti, not both")
+        request = pb.RevokeTokenRequest(token=token) if token is not None else pb.RevokeTokenRequest(jti=jti)
+        response = await self._call(self._stub.RevokeToken, request, authorized=True, retry=True)
+        return RevokedToken(
+            jti=response.jti,
+            revoked_before=response.revoked_before.ToDatetime(tzinfo=UTC),
+            expires_at=_datetime(response, "expires_at"),
+        )
+
+    async def clear_token_revocations(self, jtis: Iterable[str]) -> list[str]:
+        """Removes the revocation of these tokens, by jti (ClearRevocation); answers those that had one. Needs the
+        credential. Retried on UNAVAILABLE, like clear_user_revocations."""
+        request = pb.ClearRevocationRequest(tokens=pb.TokenIds(jtis=_strings(jtis, "jtis")))
+        response = await self._call(self._stub.ClearRevocation, request, authorized=True, retry=True)
+        return list(response.cleared_jtis)
+
     async def clear_user_revocations(self, user_ids: Iterable[str]) -> list[str]:
         """Removes the revocation of these users (ClearRevocation); answers those that had one.
 
@@ -459,6 +519,14 @@ class SyncAuthClient:
         """AuthClient.revoke_app: revokes every token of the app issued before `before` (default now)."""
         return self._run(self._client.revoke_app(before=before))
 
+    def revoke_token(self, token: str | None = None, *, jti: str | None = None) -> RevokedToken:
+        """AuthClient.revoke_token: revokes one token (one device), by the token or by its `jti`."""
+        return self._run(self._client.revoke_token(token, jti=jti))
+
+    def clear_token_revocations(self, jtis: Iterable[str]) -> list[str]:
+        """AuthClient.clear_token_revocations: removes these tokens' revocations; answers those that had one."""
+        return self._run(self._client.clear_token_revocations(list(jtis)))
+
     def clear_user_revocations(self, user_ids: Iterable[str]) -> list[str]:
         """AuthClient.clear_user_revocations: removes these users' revocations; answers those that had one."""
         return self._run(self._client.clear_user_revocations(list(user_ids)))
@@ -520,4 +588,21 @@ def _verification(response: pb.VerifyTokenResponse) -> Verification:
         expires_at=_datetime(response, "expires_at"),
         claims=wire.plain_claims(response.claims) if response.HasField("claims") else {},
         dev_token=response.dev_token,
+        revoked_by=_enum(RevocationScope, response.revoked_by),
+        revoked_before=_datetime(response, "revoked_before"),
+        valid_from=_datetime(response, "valid_from"),
+        client_action=_enum(ClientAction, response.client_action),
     )
+
+
+_Enum = TypeVar("_Enum", RevocationScope, ClientAction)
+
+
+def _enum(kind: type[_Enum], value: int) -> _Enum | None:
+    """None for an unset field; UNSPECIFIED for a number this client does not know (added to the proto later)."""
+    if not value:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        return kind.UNSPECIFIED

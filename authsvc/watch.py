@@ -189,10 +189,10 @@ class WatchHub:
 
     def _remember(self, entry: _Entry) -> None:
         self._history.append(entry)
-        self._history_users += len(entry.change.user_hashes)
+        self._history_users += len(entry.change.user_hashes) + len(entry.change.jtis)
         while len(self._history) > _HISTORY_CHANGES or self._history_users > _HISTORY_USERS:
             dropped = self._history.popleft()
-            self._history_users -= len(dropped.change.user_hashes)
+            self._history_users -= len(dropped.change.user_hashes) + len(dropped.change.jtis)
             self.floor = dropped.version
 
     async def _encode(self, entry: _Entry) -> pb.WatchStateResponse | _Signal:
@@ -211,6 +211,11 @@ class WatchHub:
             revoked.user_hashes.extend(change.user_hashes)
             revoked.revoked_before.extend(change.times)
             revoked.user_ids.extend(user_ids)
+        elif change.kind == "revoke_tokens":
+            message.change.tokens_revoked.jtis.extend(change.jtis)
+            message.change.tokens_revoked.revoked_before.extend(change.times)
+        elif change.kind == "clear_tokens":
+            message.change.tokens_cleared.jtis.extend(change.jtis)
         else:
             message.change.cleared.user_hashes.extend(change.user_hashes)
         # After the await: what the message may claim as it goes out, not as it was begun.
@@ -269,14 +274,22 @@ class WatchHub:
         as they are sent, or None when the app no longer exists."""
         current = self._state.app(app.api_key)
         revocations = self._state.user_revocations(app.id)
-        if current is None or revocations is None:
+        token_revocations = self._state.token_revocations(app.id)
+        if current is None or revocations is None or token_revocations is None:
             return self._state.version, None
         hashes, times = revocations.arrays()
+        revoked_tokens = list(token_revocations.items())  # a copy: later changes alter the state's dict
         version = self._state.version
         staleness = watch_wire.seconds_duration(self._state.staleness())
         # The arrays are replaced by later changes, never altered: the chunks are cut from them as they go.
         return version, watch_wire.snapshot_chunks(
-            self._app_state(current), hashes, times, version=version, staleness=staleness, fresh=fresh
+            self._app_state(current),
+            hashes,
+            times,
+            version=version,
+            staleness=staleness,
+            fresh=fresh,
+            revoked_tokens=revoked_tokens,
         )
 
     async def watch(self, app: App, from_version: int | None) -> AsyncIterator[pb.WatchStateResponse]:

@@ -27,6 +27,7 @@ from authsvc.client import (
     ROUND_ROBIN,
     AuthClient,
     AuthsvcClientError,
+    RevocationScope,
     SyncAuthClient,
     Verification,
     VerifyOutcome,
@@ -463,6 +464,27 @@ async def test_sync_client_issues_verifies_revokes_and_clears(server: RunningSer
     assert cleared == ["alice"] and valid_again
     assert "authsvc-client" not in {thread.name for thread in threading.enumerate()}, "close() ends its thread"
     assert app.api_secret not in repr(client) and repr(client).startswith("SyncAuthClient(")
+
+
+async def test_sync_client_logs_out_one_device(server: RunningServer, app: App) -> None:
+    """revoke_token and clear_token_revocations, blocking: one token REVOKED (by TOKEN), another of the same
+    user still VALID, then the revocation cleared."""
+    client = SyncAuthClient(f"127.0.0.1:{server.port}", app.api_key, app.api_secret)
+
+    def session() -> tuple[Verification, Verification, list[str], Verification]:
+        with client:
+            phone, laptop = (client.issue_token("alice").token for _ in range(2))
+            revoked = client.revoke_token(phone)
+            assert revoked.jti
+            after = client.verify_token(phone)
+            other = client.verify_token(laptop)
+            cleared = client.clear_token_revocations([revoked.jti])
+            return after, other, cleared, client.verify_token(phone)
+
+    after, other, cleared, again = await asyncio.to_thread(session)
+    assert after.outcome is VerifyOutcome.REVOKED and after.revoked_by is RevocationScope.TOKEN
+    assert other.outcome is VerifyOutcome.VALID
+    assert len(cleared) == 1 and again.outcome is VerifyOutcome.VALID
 
 
 async def test_sync_client_raises_the_same_errors(server: RunningServer, app: App) -> None:

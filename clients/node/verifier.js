@@ -33,10 +33,11 @@ class Verifier {
 
   /**
    * The token model's verdict on `token` for `app` at `now` (micros), with the clock `leeway` (micros);
-   * `revokedBefore(userId)` is the user's revocation time or null.
+   * `revokedBefore(userId)` is the user's revocation time or null; `tokenRevokedAt(jti)` when the token was revoked
+   * or null (pass null when the app has no token revocations).
    * @returns {import("./tokens").Verdict} (a verdict with no claims may be shared: treat every verdict as read-only)
    */
-  verify(token, app, now, leeway, revokedBefore) {
+  verify(token, app, now, leeway, revokedBefore, tokenRevokedAt = null) {
     // Refused before the look-up, which would hash the whole string.
     if (typeof token !== "string" || token.length > MAX_TOKEN_BYTES) return MALFORMED;
     const hit = this._checked.get(token);
@@ -50,7 +51,7 @@ class Verifier {
       if (failed !== null) return FAILED[failed];
       this._remember(token, app, key, parsed);
     }
-    return tokens.checkClaims(parsed, app, now, leeway, revokedBefore);
+    return tokens.checkClaims(parsed, app, now, leeway, revokedBefore, tokenRevokedAt);
   }
 
   _remember(token, app, key, parsed) {
