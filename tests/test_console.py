@@ -393,4 +393,3 @@ def test_a_login_link_opens_one_session() -> None:
     assert not link.redeem("wrong") and not link.redeem(None)
     assert link.redeem(code) and link.code is None
     assert not link.redeem(code)
-
