@@ -9,6 +9,8 @@ import asyncio
 import base64
 import json
 import re
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from authsvc.v1 import auth_service_pb2 as pb
 from tests.browser import chromium
 from tests.conftest import new_database
 from tests.processes import Served, authsvc, clean_env, serve
+from tests.test_tls import issue
 
 if TYPE_CHECKING:
     from authsvc.v1.admin_service_pb2_grpc import AdminServiceAsyncStub
@@ -59,12 +62,15 @@ def console_port(served: Served) -> int | None:
     return ports[0] if ports else None
 
 
-async def start(server_url: str, workdir: Path, **env: str) -> AsyncIterator[Console]:
+async def start(
+    server_url: str, workdir: Path, workers: int = 1, args: tuple[str, ...] = (), **env: str
+) -> AsyncIterator[Console]:
     async with new_database(server_url, "authsvc_console") as url:
         settings = {"AUTHSVC_DATABASE_URL": url, "AUTHSVC_OPERATOR_TOKENS": OPERATOR, "AUTHSVC_CONSOLE_PORT": "0"}
-        async with serve(clean_env(**{**settings, **env}), workdir, workers=1) as served:
+        async with serve(clean_env(**{**settings, **env}), workdir, *args, workers=workers) as served:
             await served.wait_for(lambda records: console_port(served) is not None)
-            yield Console(served, f"http://127.0.0.1:{console_port(served)}")
+            scheme = "https" if "AUTHSVC_CONSOLE_TLS_CERT_FILE" in env else "http"
+            yield Console(served, f"{scheme}://127.0.0.1:{console_port(served)}")
 
 
 @pytest.fixture(scope="module")
@@ -353,6 +359,64 @@ async def test_failed_logins_are_rate_limited(linked: Console) -> None:
         assert "Too many failed logins" in limited.text and "authsvc_console=" not in limited.headers.get(
             "set-cookie", ""
         )
+
+
+async def test_under_tls_the_cookie_is_secure_and_off_loopback_is_allowed(server_url: str, tmp_path: Path) -> None:
+    ca = issue("console test CA")
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem)
+    cert, key = issue("localhost", ca, usage="server").write(tmp_path, "console")
+    tls = {"AUTHSVC_CONSOLE_TLS_CERT_FILE": str(cert), "AUTHSVC_CONSOLE_TLS_KEY_FILE": str(key)}
+    async for running in start(server_url, tmp_path, AUTHSVC_CONSOLE_HOST="0.0.0.0", **tls):
+        async with httpx.AsyncClient(base_url=running.url, verify=ssl.create_default_context(cafile=ca_file)) as client:
+            answer = await log_in(client)
+            assert answer.status_code == 303
+            cookie = next(c for c in answer.headers.get_list("set-cookie") if c.startswith("authsvc_console="))
+            assert "secure" in {part.strip().lower() for part in cookie.split(";")}
+            assert answer.headers["strict-transport-security"].startswith("max-age=")
+        async with httpx.AsyncClient() as plain:
+            with pytest.raises(httpx.HTTPError):
+                await plain.get(running.url.replace("https:", "http:") + "/login")
+
+
+def free_port_pair() -> int:
+    """A port P such that P and P + 1 are free now (worker N serves /metrics on AUTHSVC_HTTP_PORT + N - 1)."""
+    while True:
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+
+
+async def test_the_figures_show_every_worker(server_url: str, tmp_path: Path) -> None:
+    async for running in start(server_url, tmp_path, workers=2, args=("--http-port", str(free_port_pair()))):
+        async with httpx.AsyncClient(base_url=running.url) as client:
+            assert (await log_in(client)).status_code == 303
+            async with asyncio.timeout(30):
+                while True:  # the first readings come within a second or two of start
+                    page = (await client.get("/figures")).text
+                    rows = re.findall(r"<tr>\s*<td>([^<]+)</td>\s*<td>(\d*)</td>\s*<td>([^<]*)</td>", page)
+                    if len(rows) == 2 and all(version for _, version, _ in rows):
+                        break
+                    await asyncio.sleep(0.5)
+            assert [name for name, _, _ in rows] == ["worker 1 (with the console)", "worker 2"]
+            assert all(staleness.endswith(" s") for _, _, staleness in rows), rows
+            assert "cannot read" not in page
+            # Verifications show as outcomes per second, on whichever worker took the connection.
+            async with grpc.aio.insecure_channel(running.served.target) as channel:
+                auth, admin = running.stubs(channel)
+                created = await admin.CreateApp(admin_pb.CreateAppRequest(name="busy"), metadata=operator_metadata())
+                async with asyncio.timeout(30):
+                    while "INVALID_SIGNATURE" not in page:
+                        for _ in range(20):
+                            await outcome(auth, created.app.api_key, dev_token("someone"))
+                        page = (await client.get("/figures")).text
+            assert re.search(r"INVALID_SIGNATURE \d+\.\d/s", page), page
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,8 @@ class ProcessFigures:
 
 Source = Callable[[], Reading]
 
+UNKNOWN_PORT = "its /metrics port is unknown here: with AUTHSVC_HTTP_PORT=0 each worker picks its own"
+
 
 def local_source(version: Callable[[], int], staleness: Callable[[], float], outcomes: Mapping[str, int]) -> Source:
     """Reads this process: its state's version and staleness, and the counts VerifyToken adds to."""
@@ -77,8 +79,8 @@ def _fetch(url: str) -> str:
 class Figures:
     """Samples every process once a second while started; `current()` is what the figures page shows."""
 
-    def __init__(self, local: Source, remote: Mapping[str, str]) -> None:
-        """`local`: this process; `remote`: the other workers' names and /metrics URLs."""
+    def __init__(self, local: Source, remote: Mapping[str, str | None]) -> None:
+        """`local`: this process; `remote`: the other workers' names and /metrics URLs (None: not known)."""
         self._local = local
         self._remote = dict(remote)
         self._readings: dict[str, tuple[Reading | None, Reading | None]] = {}
@@ -87,12 +89,15 @@ class Figures:
     @property
     def names(self) -> list[str]:
         """The processes, this one first."""
-        return ["worker 1 (this console's)" if self._remote else "this process", *self._remote]
+        return ["worker 1 (with the console)" if self._remote else "this process", *self._remote]
 
     async def sample(self) -> None:
         """Takes one reading of every process."""
         readings = [self._local()]
         for url in self._remote.values():
+            if url is None:
+                readings.append(Reading(time.monotonic(), error=UNKNOWN_PORT))
+                continue
             try:
                 text = await asyncio.to_thread(_fetch, url)
                 readings.append(parse_metrics(text, time.monotonic()))

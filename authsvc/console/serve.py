@@ -60,10 +60,13 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _remote_workers(settings: Settings, http_port: int, workers: int) -> dict[str, str]:
-    """The /metrics URLs of the other workers of this server (worker N serves on AUTHSVC_HTTP_PORT + N - 1)."""
-    if workers <= 1 or not settings.http_port:
+def _remote_workers(settings: Settings, http_port: int, workers: int) -> dict[str, str | None]:
+    """The /metrics URLs of the other workers of this server (worker N serves on AUTHSVC_HTTP_PORT + N - 1); None
+    for each when AUTHSVC_HTTP_PORT is 0 (every worker then picks a port of its own, unknown here)."""
+    if workers <= 1:
         return {}
+    if not settings.http_port:
+        return {f"worker {n + 1}": None for n in range(1, workers)}
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host.strip("[]")
     host = f"[{host}]" if ":" in host else host
     return {f"worker {n + 1}": f"http://{host}:{http_port + n}/metrics" for n in range(1, workers)}
