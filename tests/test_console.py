@@ -63,10 +63,11 @@ def console_port(served: Served) -> int | None:
 
 
 async def start(
-    server_url: str, workdir: Path, workers: int = 1, args: tuple[str, ...] = (), **env: str
+    server_url: str, workdir: Path, env: dict[str, str] | None = None, workers: int = 1, args: tuple[str, ...] = ()
 ) -> AsyncIterator[Console]:
     async with new_database(server_url, "authsvc_console") as url:
         settings = {"AUTHSVC_DATABASE_URL": url, "AUTHSVC_OPERATOR_TOKENS": OPERATOR, "AUTHSVC_CONSOLE_PORT": "0"}
+        env = env or {}
         async with serve(clean_env(**{**settings, **env}), workdir, *args, workers=workers) as served:
             await served.wait_for(lambda records: console_port(served) is not None)
             scheme = "https" if "AUTHSVC_CONSOLE_TLS_CERT_FILE" in env else "http"
@@ -84,7 +85,7 @@ async def console(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
 async def linked(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Console]:
     """A server whose console prints a one-time login link, as `make run` starts it (and whose login limit the
     rate test may use up)."""
-    async for running in start(server_url, tmp_path_factory.mktemp("linked"), AUTHSVC_CONSOLE_LOGIN_LINK="true"):
+    async for running in start(server_url, tmp_path_factory.mktemp("linked"), {"AUTHSVC_CONSOLE_LOGIN_LINK": "true"}):
         yield running
 
 
@@ -367,7 +368,7 @@ async def test_under_tls_the_cookie_is_secure_and_off_loopback_is_allowed(server
     ca_file.write_bytes(ca.cert_pem)
     cert, key = issue("localhost", ca, usage="server").write(tmp_path, "console")
     tls = {"AUTHSVC_CONSOLE_TLS_CERT_FILE": str(cert), "AUTHSVC_CONSOLE_TLS_KEY_FILE": str(key)}
-    async for running in start(server_url, tmp_path, AUTHSVC_CONSOLE_HOST="0.0.0.0", **tls):
+    async for running in start(server_url, tmp_path, {"AUTHSVC_CONSOLE_HOST": "0.0.0.0", **tls}):
         async with httpx.AsyncClient(base_url=running.url, verify=ssl.create_default_context(cafile=ca_file)) as client:
             answer = await log_in(client)
             assert answer.status_code == 303
@@ -384,7 +385,7 @@ def free_port_pair() -> int:
     while True:
         with socket.socket() as first:
             first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
+            port: int = first.getsockname()[1]
             with socket.socket() as second:
                 try:
                     second.bind(("127.0.0.1", port + 1))
