@@ -273,7 +273,15 @@ async def test_every_form_is_refused_without_its_csrf_token(console: Console, cl
         assert (await client.get("/apps")).status_code == 200, "the session survived: logout was refused too"
         # And with its token, a form does what it says.
         done = await client.post(f"/apps/{api_key}/revocations/revoke-app", data={"csrf": forms["/logout"]["csrf"]})
-        assert done.status_code == 303 and "Revoked+every+token" in done.headers["location"]
+        assert (done.status_code, done.headers["location"]) == (303, f"/apps/{api_key}/revocations")
+        assert "Revoked every token of the app" in (await client.get(done.headers["location"])).text
+
+
+async def test_no_link_puts_words_on_a_page(client: httpx.AsyncClient) -> None:
+    page = await client.get("/apps", params={"flash": "Call 555-0100 now", "error": "<b>lost</b>"})
+    assert page.status_code == 200 and "555-0100" not in page.text and "lost" not in page.text
+    missing = await client.get("/apps/<script>x</script>")
+    assert missing.status_code == 404 and "<script>" not in missing.text
 
 
 async def test_pages_are_refused_without_a_session(console: Console) -> None:

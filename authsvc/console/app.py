@@ -166,17 +166,17 @@ def build_app(console: Console) -> ASGIApp:
     env.filters["lifetime"] = _lifetime
 
     def render(request: Request, name: str, session: Session | None, status: int = 200, **context: Any) -> Response:
-        flashes = request.query_params.getlist("flash") if session is not None else []
-        errors = request.query_params.getlist("error") if session is not None else []
+        messages = session.told() if session is not None else []
         return templates.TemplateResponse(
             request,
             name,
-            {"session": session, "flashes": flashes, "errors": errors, "algorithms": ALGORITHMS, **context},
+            {"session": session, "messages": messages, "algorithms": ALGORITHMS, **context},
             status_code=status,
         )
 
-    def back(path: str, **message: str) -> Response:
-        return RedirectResponse(f"{path}?{urlencode(message)}" if message else path, status_code=303)
+    def back(path: str, session: Session, kind: str, message: str) -> Response:
+        session.tell(kind, message)
+        return RedirectResponse(path, status_code=303)
 
     def refuse(request: Request, status: int, message: str, session: Session | None = None) -> Response:
         return render(request, "refused.html", session, status, message=message)
@@ -212,8 +212,8 @@ def build_app(console: Console) -> ASGIApp:
             try:
                 answer = await handler(request, session, form)
             except AuthsvcError as exc:
-                return back(came_from(request), error=f"{exc.message} ({exc.reason})")
-            return back(came_from(request), flash=answer) if isinstance(answer, str) else answer
+                return back(came_from(request), session, "error", f"{exc.message} ({exc.reason})")
+            return back(came_from(request), session, "ok", answer) if isinstance(answer, str) else answer
 
         return endpoint
 

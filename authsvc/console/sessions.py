@@ -32,6 +32,18 @@ class Session:
     operator_id: str
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     last_seen: float = 0.0
+    messages: list[tuple[str, str]] = field(default_factory=list)
+    """What the next page shows once, as (kind, text): `ok` or `error`. Kept here, not in the redirect's URL,
+    so that no link can put words on a console page."""
+
+    def tell(self, kind: str, text: str) -> None:
+        """Shows `text` on the next page (at most a few are kept)."""
+        self.messages = [*self.messages[-4:], (kind, text)]
+
+    def told(self) -> list[tuple[str, str]]:
+        """The messages for this page, forgotten by that."""
+        messages, self.messages = self.messages, []
+        return messages
 
 
 def same_secret(given: str | None, expected: str) -> bool:
