@@ -277,6 +277,29 @@ async def test_every_form_is_refused_without_its_csrf_token(console: Console, cl
         assert "Revoked every token of the app" in (await client.get(done.headers["location"])).text
 
 
+async def test_the_audit_log_filters_and_pages(console: Console, client: httpx.AsyncClient) -> None:
+    async with grpc.aio.insecure_channel(console.served.target) as channel:
+        _, admin = console.stubs(channel)
+        created = await admin.CreateApp(admin_pb.CreateAppRequest(name="paged"), metadata=operator_metadata())
+        api_key = created.app.api_key
+        for n in range(60):
+            await admin.UpdateApp(
+                admin_pb.UpdateAppRequest(api_key=api_key, name=f"paged-{n}"), metadata=operator_metadata()
+            )
+    row = re.compile(r"<tr>\s*<td>[^<]*</td>\s*<td>([^<]*)</td>\s*<td class=\"action\">([^<]*)</td>.*?</tr>", re.S)
+    first = await client.get("/audit", params={"app": api_key, "action": "app.updated", "actor": "operator:alice"})
+    older = re.search(r'href="/audit\?([^"]+)" id="older"', first.text)
+    assert older is not None
+    second = await client.get(f"/audit?{older.group(1).replace('&amp;', '&')}")
+    pages = [row.findall(first.text), row.findall(second.text)]
+    assert [len(page) for page in pages] == [50, 10]
+    assert {entry for page in pages for entry in page} == {("operator:alice", "app.updated")}
+    numbers = [int(n) for n in re.findall(r"paged-(\d+)", first.text + second.text)]
+    assert numbers == sorted(numbers, reverse=True) and set(numbers) == set(range(60)), "newest first, none twice"
+    assert 'id="older"' not in second.text
+    assert "No recorded change matches" in (await client.get("/audit", params={"actor": "operator:nobody"})).text
+
+
 async def test_no_link_puts_words_on_a_page(client: httpx.AsyncClient) -> None:
     page = await client.get("/apps", params={"flash": "Call 555-0100 now", "error": "<b>lost</b>"})
     assert page.status_code == 200 and "555-0100" not in page.text and "lost" not in page.text
