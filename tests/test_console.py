@@ -469,6 +469,19 @@ async def test_an_unsafe_console_refuses_to_start_in_one_line(env: dict[str, str
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
 
 
+async def test_a_console_port_in_use_is_one_line(database_url: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = clean_env(AUTHSVC_DATABASE_URL=database_url, AUTHSVC_CONSOLE_PORT=str(port))
+        result = await asyncio.to_thread(
+            authsvc, "serve", "--host", "127.0.0.1", "--port", "0", "--http-port", "0", "--workers", "1", env=env
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr == f"authsvc: cannot listen for the console on 127.0.0.1:{port}: Address already in use\n"
+
+
 def test_sessions_end_after_the_idle_timeout_and_at_logout() -> None:
     now = [0.0]
     sessions = Sessions(idle_timeout=60, clock=lambda: now[0])
