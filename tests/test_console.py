@@ -21,7 +21,8 @@ import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from authsvc import operators
 from authsvc.console.sessions import LoginLink, Sessions
@@ -126,6 +127,14 @@ def shot(browser: webdriver.Chrome, name: str) -> None:
     browser.set_window_size(1280, 900)
 
 
+def submit(browser: webdriver.Chrome, selector: str) -> None:
+    """Clicks a button that submits a form (or a link), and waits until the next page has replaced this one."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.CSS_SELECTOR, selector).click()
+    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(page))
+    WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.readyState") == "complete")
+
+
 def text(browser: webdriver.Chrome, element_id: str) -> str:
     return str(browser.find_element(By.ID, element_id).text)
 
@@ -147,24 +156,24 @@ async def test_an_operator_runs_an_app_from_the_browser(console: Console) -> Non
             assert browser.current_url == f"{console.url}/login", "a page without a session sends to the login"
             shot(browser, "login")
             browser.find_element(By.ID, "token").send_keys(TOKEN)
-            browser.find_element(By.ID, "login").click()
+            submit(browser, "#login")
             assert browser.current_url == f"{console.url}/apps"
             assert text(browser, "operator") == "alice"
 
             # Create an app: the secret is shown once.
             browser.find_element(By.ID, "name").send_keys("chat-dev")
             browser.find_element(By.ID, "token_ttl").send_keys("1h")
-            browser.find_element(By.ID, "create").click()
+            submit(browser, "#create")
             api_key, secret = text(browser, "api-key"), text(browser, "api-secret")
             assert re.fullmatch(r"[a-z0-9]+", api_key) and len(secret) >= 32
-            browser.find_element(By.ID, "to-app").click()
+            submit(browser, "#to-app")
             assert secret not in browser.page_source, "the secret is shown once, on the page after creating"
 
             # Auth checks on: the unsigned developer token is refused, over gRPC.
             dev = dev_token("dev-user")
             assert await outcome(auth, api_key, dev) == "VERIFY_OUTCOME_INVALID_SIGNATURE"
             browser.find_element(By.ID, "auth_checks_disabled").click()
-            browser.find_element(By.ID, "save").click()
+            submit(browser, "#save")
             assert any("Auth checks are DISABLED" in f for f in flashes(browser))
             assert "Development only" in text(browser, "dev-warning")
             shot(browser, "app-settings")
@@ -178,11 +187,11 @@ async def test_an_operator_runs_an_app_from_the_browser(console: Console) -> Non
             assert await outcome(auth, api_key, issued.token) == "VERIFY_OUTCOME_VALID"
             browser.get(f"{console.url}/apps/{api_key}/revocations")
             browser.find_element(By.ID, "revoke-user-ids").send_keys("bob")
-            browser.find_element(By.ID, "revoke-users-button").click()
+            submit(browser, "#revoke-users-button")
             assert any("Revoked the tokens of bob" in f for f in flashes(browser))
             assert await outcome(auth, api_key, issued.token) == "VERIFY_OUTCOME_REVOKED"
             browser.find_element(By.ID, "lookup-user").send_keys("bob")
-            browser.find_element(By.CSS_SELECTOR, "#lookup button").click()
+            submit(browser, "#lookup button")
             assert "are REVOKED" in text(browser, "effective")
             shot(browser, "revocations")
 
@@ -194,7 +203,7 @@ async def test_an_operator_runs_an_app_from_the_browser(console: Console) -> Non
             browser.get(f"{console.url}/inspect")
             Select(browser.find_element(By.ID, "inspect-app")).select_by_value(api_key)
             browser.find_element(By.ID, "inspect-token").send_keys(issued.token)
-            browser.find_element(By.ID, "inspect-button").click()
+            submit(browser, "#inspect-button")
             assert text(browser, "outcome") == "REVOKED"
             assert "bob's tokens issued before" in text(browser, "why")
             assert issued.token not in browser.page_source and issued.token.split(".")[2] not in browser.page_source
@@ -223,7 +232,7 @@ async def test_an_operator_runs_an_app_from_the_browser(console: Console) -> Non
             assert "DISABLED" in text(browser, "apps")
             shot(browser, "apps")
 
-            browser.find_element(By.ID, "logout").click()
+            submit(browser, "#logout")
             assert browser.current_url == f"{console.url}/login"
             browser.get(f"{console.url}/apps")
             assert browser.current_url == f"{console.url}/login", "logged out: the session is gone"
