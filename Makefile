@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint proto proto-check clean version
+.PHONY: help install run test browser lint proto proto-check clean version
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -23,11 +23,21 @@ $(STAMP): pyproject.toml requirements-dev.lock
 
 install: $(STAMP) ## create .venv and install authsvc with its dev tools (from requirements-dev.lock)
 
-run: $(STAMP) ## start the server (embedded PostgreSQL unless AUTHSVC_DATABASE_URL is set)
-	$(BIN)/authsvc serve
+run: $(STAMP) ## start the server (embedded PostgreSQL unless AUTHSVC_DATABASE_URL is set) with the console on localhost
+	AUTHSVC_CONSOLE_PORT=$${AUTHSVC_CONSOLE_PORT:-8090} AUTHSVC_CONSOLE_LOGIN_LINK=$${AUTHSVC_CONSOLE_LOGIN_LINK:-true} \
+	  $(BIN)/authsvc serve
 
-test: $(STAMP) ## run the whole test suite
+test: $(STAMP) browser ## run the whole test suite
 	$(BIN)/pytest
+
+# The console's browser tests drive Debian's chromium through chromium-driver (tests/browser.py).
+browser: ## install chromium and chromium-driver when missing (apt-get, as root or with sudo)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	elif command -v apt-get >/dev/null && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	else echo "make browser: cannot install chromium and chromium-driver here (needs apt-get as root); the browser tests skip"; fi
 
 lint: $(STAMP) proto-check ## ruff, mypy and the generated-stub check
 	$(BIN)/ruff check .
