@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test browser lint proto proto-check clean version
+.PHONY: help install run test browser screenshots lint proto proto-check clean version
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -38,6 +38,9 @@ browser: ## install chromium and chromium-driver when missing (apt-get, as root 
 	elif command -v apt-get >/dev/null && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
 	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
 	else echo "make browser: cannot install chromium and chromium-driver here (needs apt-get as root); the browser tests skip"; fi
+
+screenshots: $(STAMP) browser ## refresh docs/console/*.png from a run of the console's browser test
+	AUTHSVC_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/test_console.py
 
 lint: $(STAMP) proto-check ## ruff, mypy and the generated-stub check
 	$(BIN)/ruff check .

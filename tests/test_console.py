@@ -1,6 +1,6 @@
 """The operator console (authsvc.console), served by a real `authsvc serve` on its own database: in a real browser
 (headless chromium, tests/browser.py) end to end, and with a real HTTP client for what a browser would not send
-(a form without its CSRF token, a request without a session). Saves screenshots of the main pages to docs/console/.
+(a form without its CSRF token, a request without a session). Saves screenshots of the main pages (SCREENSHOTS).
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import socket
 import ssl
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
     from authsvc.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
 
 ROOT = Path(__file__).resolve().parent.parent
-SCREENSHOTS = ROOT / "docs" / "console"
+SCREENSHOTS = Path(os.environ.get("AUTHSVC_SCREENSHOTS") or ROOT / "build" / "console-screenshots")
+"""Where the run saves its screenshots of the main pages: build/ (git-ignored), or docs/console with
+`make screenshots`, which refreshes the pictures of docs/console.md."""
 OPERATOR = operators.new_token("alice")
 TOKEN = OPERATOR.split(":", 1)[1]
 CONSOLE_LINE = re.compile(r"console on \S+:(\d+)")
