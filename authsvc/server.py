@@ -7,7 +7,7 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +125,8 @@ async def start_server(
     reuse_port: bool = False,
     metrics: Metrics | None = None,
     serving: bool = True,
+    metrics_socket: str | None = None,
+    worker_sockets: Sequence[tuple[int, str]] = (),
 ) -> RunningServer:
     """Starts a gRPC server on settings.host:settings.port serving AuthService, health and reflection, and
     the HTTP server (/metrics) on settings.http_port. The gRPC port speaks TLS, or mutual TLS, when the settings
@@ -134,6 +136,10 @@ async def start_server(
     over them; without it, a port already in use is an error rather than silently shared. Health answers
     NOT_SERVING from the moment the port is bound; SERVING once `serving` is true, else once the caller calls
     `mark_serving()`.
+
+    With several workers, `metrics_socket` makes this process serve its /metrics on that unix socket instead of
+    the HTTP port (it is not worker 1), and `worker_sockets` lists the other workers' sockets for worker 1 to
+    merge into its /metrics: one scrape target for the whole server.
     """
     credentials = tls.server_credentials(settings)  # first: wrong TLS files leave nothing half-made behind
     metrics = Metrics() if metrics is None else metrics
@@ -146,6 +152,13 @@ async def start_server(
     )
     watch = WatchHub(state, store, settings, clock)
     metrics.set_watchers_source(watch.watchers)
+    metrics.declare_services(
+        (
+            auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"],
+            admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"],
+            health_pb2.DESCRIPTOR.services_by_name["Health"],
+        )
+    )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
         AuthServicer(store, state, settings, clock, metrics, watch), server
     )
@@ -171,10 +184,14 @@ async def start_server(
         "gRPC port %s:%d: %s", settings.host, port, tls.describe(settings), extra={"transport": tls.transport(settings)}
     )
     routes = Routes()
-    routes.add("/metrics", metrics_handler(metrics.registry))
-    routes.add(r"/\.well-known/jwks/(?P<api_key>[a-z0-9]{1,64})\.json", jwks_handler(state.find_app, state.fresh))
+    routes.add("/metrics", metrics_handler(metrics.registry, worker_sockets))
     http = HttpServer(routes)
-    http_port = await http.start(settings.host, settings.http_port)
+    if metrics_socket is not None:
+        await http.start_unix(metrics_socket)
+        http_port = 0
+    else:
+        routes.add(r"/\.well-known/jwks/(?P<api_key>[a-z0-9]{1,64})\.json", jwks_handler(state.find_app, state.fresh))
+        http_port = await http.start(settings.host, settings.http_port)
     await server.start()
     running = RunningServer(server, port, health, http, http_port, metrics, drain, state.fresh, watch)
     if serving:
@@ -296,10 +313,18 @@ def interrupt_on_signals() -> None:
 
 
 async def serve_process(
-    url: str, settings: Settings, keyring: Keyring, signals: StopSignals, worker: int = 0, workers: int = 1
+    url: str,
+    settings: Settings,
+    keyring: Keyring,
+    signals: StopSignals,
+    worker: int = 0,
+    workers: int = 1,
+    metrics_dir: str | None = None,
 ) -> None:
     """Serves on the database at `url` until `signals` say stop, then drains; run it with `run_loop`. `worker` of
-    `workers` is this process's place among the supervisor's (authsvc.workers), 0 of 1 when it serves alone."""
+    `workers` is this process's place among the supervisor's (authsvc.workers), 0 of 1 when it serves alone.
+    `metrics_dir` (with workers) is where each worker but the first serves its /metrics on a unix socket, which
+    the first merges into the one /metrics of the HTTP port."""
     # Installed first: a signal during start-up (bounded by the database timeouts) ends it at once.
     signals.install()
     stop = signals.stop
@@ -317,10 +342,17 @@ async def serve_process(
                 )
         metrics = Metrics()
         metrics.register_pool(pool)
-        if workers > 1 and settings.http_port:
-            # One metrics endpoint per worker (a Prometheus target each): a shared port would mix their counters.
-            settings = settings.with_overrides(http_port=settings.http_port + worker)
-        running = await start_server(store, state, settings, reuse_port=workers > 1, metrics=metrics)
+        sockets = [(i + 1, worker_socket(metrics_dir, i)) for i in range(1, workers)] if metrics_dir else []
+        running = await start_server(
+            store,
+            state,
+            settings,
+            reuse_port=workers > 1,
+            metrics=metrics,
+            # Worker 1 serves the HTTP port (metrics of all, JWKS), the others their /metrics to worker 1 only.
+            metrics_socket=worker_socket(metrics_dir, worker) if metrics_dir and worker > 0 else None,
+            worker_sockets=sockets if worker == 0 else (),
+        )
         signals.serving()
         # What start-up made (modules, descriptors, the loaded state) lives as long as the process: out of the
         # collector's full passes, which then scan only what serving creates (the verify cache, mostly).
@@ -333,7 +365,10 @@ async def serve_process(
             )
         if workers > 1:
             log.info("worker %d of %d serving gRPC on %s:%d", worker + 1, workers, settings.host, running.port)
-            log.info("worker %d of %d serving HTTP on %s:%d", worker + 1, workers, settings.host, running.http_port)
+            if worker == 0:
+                log.info("worker 1 of %d serving HTTP on %s:%d", workers, settings.host, running.http_port)
+            else:
+                log.info("worker %d of %d serving its metrics to worker 1", worker + 1, workers)
         else:
             log.info("authsvc serving gRPC on %s:%d", settings.host, running.port)
             log.info("authsvc serving HTTP on %s:%d", settings.host, running.http_port)
@@ -355,6 +390,11 @@ async def serve_process(
         await state.stop()
         await pool.close()
     log.info("authsvc stopped")
+
+
+def worker_socket(directory: str, worker: int) -> str:
+    """The unix socket on which worker `worker` (0-based) serves its /metrics to the first one."""
+    return f"{directory}/worker-{worker + 1}.sock"
 
 
 def use_event_loop(settings: Settings) -> None:
