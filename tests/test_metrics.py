@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
@@ -313,3 +315,15 @@ def parse(body: bytes) -> Samples:
         for family in text_string_to_metric_families(body.decode())
         for sample in family.samples
     }
+
+
+async def test_every_series_the_dashboard_reads_is_served(fresh_server: RunningServer, pool: asyncpg.Pool) -> None:
+    dashboard = json.loads((Path(__file__).parent.parent / "deploy/grafana/authsvc-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    read = {name for expr in exprs for name in re.findall(r"\b((?:grpc_server|authsvc)_[a-z_]+)\{", expr)}
+    fresh_server.metrics.register_pool(pool)
+    served = {name for name, _ in await scrape(fresh_server)}
+    assert read and read <= served, read - served
+    # Pool utilisation is in use over the most the pool may hold (not over what it holds now).
+    utilisation = [e for e in exprs if "authsvc_db_pool_in_use" in e and "/" in e]
+    assert utilisation and all("authsvc_db_pool_max" in e for e in utilisation)
