@@ -15,7 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from authsvc import credentials, tls
+from authsvc import credentials, tls, tracing
 from authsvc.admin_servicer import AdminServicer
 from authsvc.clock import MICROS_PER_SECOND, Clock, system_clock
 from authsvc.config import Settings
@@ -127,6 +127,7 @@ async def start_server(
     serving: bool = True,
     metrics_socket: str | None = None,
     worker_sockets: Sequence[tuple[int, str]] = (),
+    tracer_provider: Any | None = None,
 ) -> RunningServer:
     """Starts a gRPC server on settings.host:settings.port serving AuthService, health and reflection, and
     the HTTP server (/metrics) on settings.http_port. The gRPC port speaks TLS, or mutual TLS, when the settings
@@ -139,15 +140,21 @@ async def start_server(
 
     With several workers, `metrics_socket` makes this process serve its /metrics on that unix socket instead of
     the HTTP port (it is not worker 1), and `worker_sockets` lists the other workers' sockets for worker 1 to
-    merge into its /metrics: one scrape target for the whole server.
+    merge into its /metrics: one scrape target for the whole server. With a `tracer_provider` (OpenTelemetry,
+    authsvc.tracing), every call but health and reflection is traced.
     """
     credentials = tls.server_credentials(settings)  # first: wrong TLS files leave nothing half-made behind
     metrics = Metrics() if metrics is None else metrics
     metrics.set_version_source(lambda: state.version)
     metrics.set_staleness_source(state.staleness)
     drain = Drain()
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        ObservingInterceptor(metrics, state.app, drain, _credential_check(state, settings))
+    ]
+    if tracer_provider is not None:
+        interceptors.insert(0, tracing.server_interceptor(tracer_provider))  # outermost: its span is current within
     server = grpc.aio.server(
-        interceptors=[ObservingInterceptor(metrics, state.app, drain, _credential_check(state, settings))],
+        interceptors=interceptors,
         options=[("grpc.so_reuseport", 1 if reuse_port else 0), *connection_options(settings)],
     )
     watch = WatchHub(state, store, settings, clock)
@@ -331,6 +338,7 @@ async def serve_process(
     # With workers, the supervisor has migrated already (or checked, with AUTHSVC_MIGRATE=false).
     pool, store = await open_store(url, settings, keyring, migrate=settings.migrate and workers == 1)
     state = new_state(store, url, settings)
+    tracer_provider = tracing.provider_from_environment()
     try:
         await state.start()
         for app in state.apps() if worker == 0 else ():
@@ -352,6 +360,7 @@ async def serve_process(
             # Worker 1 serves the HTTP port (metrics of all, JWKS), the others their /metrics to worker 1 only.
             metrics_socket=worker_socket(metrics_dir, worker) if metrics_dir and worker > 0 else None,
             worker_sockets=sockets if worker == 0 else (),
+            tracer_provider=tracer_provider,
         )
         signals.serving()
         # What start-up made (modules, descriptors, the loaded state) lives as long as the process: out of the
@@ -389,6 +398,8 @@ async def serve_process(
     finally:
         await state.stop()
         await pool.close()
+        if tracer_provider is not None:
+            await asyncio.to_thread(tracer_provider.shutdown)  # exports the spans still waiting
     log.info("authsvc stopped")
 
 

@@ -17,7 +17,7 @@ from contextlib import ExitStack, contextmanager
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from authsvc import tls
+from authsvc import tls, tracing
 from authsvc.config import Settings
 from authsvc.database import database_url, keyring_for, open_store
 from authsvc.errors import AuthsvcError, ConfigError
@@ -45,6 +45,7 @@ def serve(settings: Settings) -> None:
     interrupt_on_signals()
     use_event_loop(settings)
     tls.check(settings)  # wrong TLS files fail here, in one line, before a database or a worker starts
+    tracing.check()  # so does tracing configured without its packages (authsvc[otel])
     keyring = keyring_for(settings)  # here, once: the workers are handed it
     workers = worker_count(settings)
     with _claimed_ports(settings, workers), database_url(settings) as url:

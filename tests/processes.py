@@ -25,8 +25,8 @@ TEST_KEK = "dGVzdC1rZWstb2YtYXV0aHN2Yy10ZXN0cy0zMmJ5dGU="
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The test's environment without AUTHSVC_* variables, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+    """The test's environment without AUTHSVC_* variables (nor OTEL_*: tracing off), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "OTEL_"))}
     env["AUTHSVC_KEK"] = TEST_KEK
     env.update(extra)
     return env

@@ -115,7 +115,8 @@ def test_the_api_tables_list_every_rpc() -> None:
 def operator_example() -> str:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("\n## Operators\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```sh\n(.*?)```", section, flags=re.S)[0]
+    blocks: list[str] = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    return blocks[0]
 
 
 def test_the_operator_example_keeps_its_token_file_private_and_outside_the_repository(tmp_path: Path) -> None:
