@@ -139,7 +139,7 @@ async def test_serve_exports_spans_to_the_configured_otlp_collector(
 ) -> None:
     collector = _Collector()
     server = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     app = await new_app("traced")
