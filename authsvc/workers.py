@@ -48,7 +48,7 @@ def serve(settings: Settings) -> None:
     tracing.check()  # so does tracing configured without its packages (authsvc[otel])
     keyring = keyring_for(settings)  # here, once: the workers are handed it
     workers = worker_count(settings)
-    with _claimed_ports(settings, workers), database_url(settings) as url:
+    with _claimed_ports(settings), database_url(settings) as url:
         if workers == 1:
             signals = StopSignals()
             run_loop(serve_process(url, settings, keyring, signals), signals)
@@ -102,7 +102,7 @@ def _check_free(host: str, port: int, what: str) -> None:
 
 
 @contextmanager
-def _claimed_ports(settings: Settings, workers: int) -> Iterator[None]:
+def _claimed_ports(settings: Settings) -> Iterator[None]:
     """Refuses ports another process listens on, before anything starts: the gRPC port (the workers of this
     server share it, no one else) and the HTTP port (the first worker's). The gRPC port's lock file, held until
     the server stops, keeps two servers starting at once from both passing the check."""
