@@ -13,13 +13,14 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, generate_latest
 
 from authsvc.errors import ConfigError
+from authsvc.metrics import MergedRegistry, merge_expositions
 from authsvc.tokens import App
 
 log = logging.getLogger(__name__)
@@ -117,14 +118,45 @@ def jwks_handler(find_app: Callable[[str], Awaitable[App | None]], fresh: Callab
     return jwks
 
 
-def metrics_handler(registry: CollectorRegistry) -> Handler:
-    """A handler serving `registry` in the exposition format the scraper asks for."""
+_WORKER_SCRAPE_TIMEOUT = 5.0
+
+
+def metrics_handler(registry: CollectorRegistry, workers: Sequence[tuple[int, str]] = ()) -> Handler:
+    """A handler serving `registry` in the exposition format the scraper asks for.
+
+    With `workers` ((worker number, unix socket path) of the other worker processes of this server, each serving
+    its own /metrics there), it serves all of them merged as one target (authsvc.metrics.merge_expositions),
+    this process being worker 1. A worker that does not answer (starting, stopping) is left out of that scrape.
+    """
 
     async def metrics(request: Request) -> Response:
         encode, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(200, encode(registry), content_type)
+        if not workers:
+            return Response(200, encode(registry), content_type)
+        texts = [(1, generate_latest(registry).decode())]
+        answers = await asyncio.gather(*(scrape_worker(path) for _, path in workers))
+        texts += [(number, text) for (number, _), text in zip(workers, answers, strict=True) if text is not None]
+        return Response(200, encode(MergedRegistry(merge_expositions(texts))), content_type)
 
     return metrics
+
+
+async def scrape_worker(path: str) -> str | None:
+    """The /metrics of the worker process serving HTTP on the unix socket `path`, or None when it does not answer."""
+    try:
+        async with asyncio.timeout(_WORKER_SCRAPE_TIMEOUT):
+            reader, writer = await asyncio.open_unix_connection(path)
+            try:
+                writer.write(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: text/plain\r\n\r\n")
+                answer = await reader.read()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return None
+    head, _, body = answer.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200 "):
+        return None
+    return body.decode()
 
 
 class HttpServer:
@@ -134,6 +166,13 @@ class HttpServer:
         self.routes = routes
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+
+    async def start_unix(self, path: str) -> None:
+        """Listens on the unix socket `path` (a worker's own /metrics, read by the worker that serves the port)."""
+        try:
+            self._server = await asyncio.start_unix_server(self._connection, path, limit=_MAX_LINE)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen for HTTP on {path}: {exc.strerror or exc}") from exc
 
     async def start(self, host: str, port: int) -> int:
         """Listens on host:port (0 picks a free port) and returns the port."""

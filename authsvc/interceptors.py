@@ -76,7 +76,9 @@ def _malformed_request() -> InvalidArgument:
     )
 
 
-def _tolerant(deserializer: Callable[[bytes], Any] | None, stream: bool) -> Callable[[bytes], Any] | None:
+def _tolerant(
+    deserializer: Callable[[bytes], Any] | None, stream: bool, metrics: MethodMetrics
+) -> Callable[[bytes], Any] | None:
     """`deserializer`, turning a failure into something the observed handler answers as MALFORMED_REQUEST.
 
     grpc decodes a unary request before any handler runs, so there it returns a marker the wrapper checks; a
@@ -86,6 +88,8 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None, stream: bool) -> Call
         return None
 
     def deserialize(data: bytes) -> Any:
+        if stream:
+            metrics.received += 1  # grpc_server_msg_received_total (a unary request counts as its call started)
         try:
             return deserializer(data)
         except Exception:  # DecodeError, or whatever a parser raises for hostile bytes
@@ -96,10 +100,22 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None, stream: bool) -> Call
     return deserialize
 
 
+def _counting(serializer: Callable[[Any], bytes] | None, metrics: MethodMetrics) -> Callable[[Any], bytes] | None:
+    """`serializer` of a response stream, counting each message sent (grpc_server_msg_sent_total)."""
+    if serializer is None:
+        return None
+
+    def serialize(message: Any) -> bytes:
+        metrics.sent += 1
+        return serializer(message)
+
+    return serialize
+
+
 class _Method:
     """What the observer keeps per method: its metric children, log level, handler shape and deserializer."""
 
-    __slots__ = ("metrics", "name", "level", "generator", "deserializer", "known_api_key", "drain")
+    __slots__ = ("metrics", "name", "level", "generator", "deserializer", "serializer", "known_api_key", "drain")
 
     def __init__(
         self,
@@ -107,6 +123,7 @@ class _Method:
         name: str,
         generator: bool,
         deserializer: Callable[[bytes], Any] | None,
+        serializer: Callable[[Any], bytes] | None,
         known_api_key: ApiKeyLookup | None,
         drain: Drain | None,
     ) -> None:
@@ -116,6 +133,7 @@ class _Method:
         self.level = logging.DEBUG if name.startswith("grpc.") else logging.INFO
         self.generator = generator
         self.deserializer = deserializer
+        self.serializer = serializer
         self.known_api_key = known_api_key
         self.drain = drain
         """The server's drain for a call that answers once (counted in flight, refused when stopping); None
@@ -163,13 +181,13 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(
                 _observed(handler.unary_unary, method, rid, call),
                 request_deserializer=method.deserializer,
-                response_serializer=handler.response_serializer,
+                response_serializer=method.serializer,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
                 _observed(handler.stream_unary, method, rid, call),
                 request_deserializer=method.deserializer,
-                response_serializer=handler.response_serializer,
+                response_serializer=method.serializer,
             )
         inner: Any = handler.unary_stream or handler.stream_stream
         wrapped = (_observed_generator if method.generator else _observed)(inner, method, rid, call)
@@ -177,21 +195,27 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(
                 wrapped,
                 request_deserializer=method.deserializer,
-                response_serializer=handler.response_serializer,
+                response_serializer=method.serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
             wrapped,
             request_deserializer=method.deserializer,
-            response_serializer=handler.response_serializer,
+            response_serializer=method.serializer,
         )
 
     def _new_method(self, details: grpc.HandlerCallDetails, handler: grpc.RpcMethodHandler[Any, Any]) -> _Method:
         behavior = handler.unary_stream or handler.stream_stream
+        metrics = self._metrics.method(details.method, handler)
         method = _Method(
-            self._metrics.method(details.method, handler),
+            metrics,
             details.method.lstrip("/"),
             generator=behavior is not None and inspect.isasyncgenfunction(behavior),
-            deserializer=_tolerant(handler.request_deserializer, stream=handler.request_streaming),
+            deserializer=_tolerant(handler.request_deserializer, handler.request_streaming, metrics),
+            serializer=(
+                _counting(handler.response_serializer, metrics)
+                if handler.response_streaming
+                else handler.response_serializer
+            ),
             known_api_key=self._known_api_key,
             drain=self._drain if behavior is None else None,
         )
@@ -199,12 +223,19 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
         return method
 
 
-def _finish(method: _Method, code: grpc.StatusCode, started: float, api_key: str | None) -> None:
+def _finish(
+    method: _Method,
+    code: grpc.StatusCode,
+    started: float,
+    api_key: str | None,
+    reason: str | None,
+    context: grpc.aio.ServicerContext[Any, Any],
+) -> None:
     seconds = perf_counter() - started
     metrics = method.metrics
     metrics.handled(code).inc()
     metrics.handling.observe(seconds)
-    log_call(method.level, method.name, code.name, seconds, api_key, method.known_api_key)
+    log_call(method.level, method.name, code.name, seconds, api_key, method.known_api_key, reason, context.peer)
 
 
 def _observed(
@@ -217,6 +248,7 @@ def _observed(
         call_token = current_call.set(call)
         started = perf_counter()
         code = _UNKNOWN
+        reason: str | None = None
         method.metrics.started.inc()
         drain = method.drain
         if drain is not None:
@@ -233,11 +265,13 @@ def _observed(
                 response = await inner(request, context)
             except AuthsvcError as error:
                 code = grpc.StatusCode[error.status]
+                reason = error.reason
                 await _abort(context, status_of(error))
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
             except Exception:
                 code = grpc.StatusCode.INTERNAL
+                reason = "INTERNAL"
                 log.exception("unexpected error in %s", method.name)
                 await _abort(context, _internal_status())
             code = context.code() or _OK
@@ -251,7 +285,7 @@ def _observed(
         finally:
             if drain is not None:
                 drain.in_flight -= 1
-            _finish(method, code, started, call.api_key)
+            _finish(method, code, started, call.api_key, reason, context)
             current_call.reset(call_token)
             current_request_id.reset(token)
 
@@ -269,6 +303,7 @@ def _observed_generator(
         current_call.set(call)
         started = perf_counter()
         code = _UNKNOWN
+        reason: str | None = None
         method.metrics.started.inc()
         try:
             # Trailing, not initial: it rides with the status; initial metadata would cost a write of its own.
@@ -280,11 +315,13 @@ def _observed_generator(
                     yield response
             except AuthsvcError as error:
                 code = grpc.StatusCode[error.status]
+                reason = error.reason
                 await _abort(context, status_of(error))
             except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
                 raise
             except Exception:
                 code = grpc.StatusCode.INTERNAL
+                reason = "INTERNAL"
                 log.exception("unexpected error in %s", method.name)
                 await _abort(context, _internal_status())
             code = context.code() or _OK
@@ -295,6 +332,6 @@ def _observed_generator(
             code = _CANCELLED
             raise
         finally:
-            _finish(method, code, started, call.api_key)
+            _finish(method, code, started, call.api_key, reason, context)
 
     return observed

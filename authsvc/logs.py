@@ -51,14 +51,26 @@ def request_id(sent: str | None, api_key: str | None = None, is_credential: Cred
 
 
 class AccessRecord(logging.LogRecord):
-    """The record of one access-log line, with `method`, `code`, `duration_ms` and `api_key` as its extra fields.
+    """The record of one access-log line, with `method`, `code`, `duration_ms`, `api_key`, `reason` (the
+    ErrorInfo reason of a failed call, else None), `peer` (the caller's address as gRPC names it, such as
+    `ipv4:10.1.2.3:53412`) and, when tracing is on, `trace_id` as its extra fields.
 
     Made directly rather than by Logger.log, which looks up the caller's frame and collects process and thread
     facts that the line never shows: that and the generic JSON pass were most of a line's cost. Any handler can
     still format it (it has a LogRecord's attributes); JsonFormatter writes it by a path of its own.
     """
 
-    def __init__(self, level: int, method: str, code: str, seconds: float, api_key: str | None) -> None:
+    def __init__(
+        self,
+        level: int,
+        method: str,
+        code: str,
+        seconds: float,
+        api_key: str | None,
+        reason: str | None = None,
+        peer: str | None = None,
+        trace_id: str | None = None,
+    ) -> None:
         # Deliberately not LogRecord.__init__: every attribute formatters read, set directly.
         created = time.time()
         self.name = access_log.name
@@ -79,13 +91,30 @@ class AccessRecord(logging.LogRecord):
         self.code = code
         self.duration_ms = round(seconds * 1000, 3)
         self.api_key = api_key
+        self.reason = reason
+        self.peer = peer
+        if trace_id is not None:
+            self.trace_id = trace_id
 
 
 # Strings that need no escaping in JSON: what method names, codes, request ids and logged API keys are made of.
 _PLAIN = re.compile(r"[A-Za-z0-9_ ./:-]*")
 # The keys an access line writes itself, after `time`, `level`, `logger` and `message`.
 _ACCESS_KEYS = frozenset(
-    {"time", "level", "logger", "message", "request_id", "method", "code", "duration_ms", "api_key"}
+    {
+        "time",
+        "level",
+        "logger",
+        "message",
+        "request_id",
+        "method",
+        "code",
+        "duration_ms",
+        "api_key",
+        "reason",
+        "peer",
+        "trace_id",
+    }
 )
 
 
@@ -140,11 +169,16 @@ class JsonFormatter(logging.Formatter):
         rid = current_request_id.get()
         request = "" if rid is None else ',"request_id":' + _json_string(rid)
         api_key = "null" if record.api_key is None else _json_string(record.api_key)
+        reason = "null" if record.reason is None else _json_string(record.reason)
+        peer = "null" if record.peer is None else _json_string(record.peer)
+        trace = getattr(record, "trace_id", None)
         return (
             f'{{"time":"{self._time(record)}","level":"{record.levelname}","logger":"{record.name}",'
             f'"message":{_json_string(record.getMessage())}{fields}{request}'
             f',"method":{_json_string(record.method)},"code":{_json_string(record.code)}'
-            f',"duration_ms":{record.duration_ms!r},"api_key":{api_key}}}'
+            f',"duration_ms":{record.duration_ms!r},"api_key":{api_key},"reason":{reason},"peer":{peer}'
+            + ("" if trace is None else f',"trace_id":{_json_string(trace)}')
+            + "}"
         )
 
 
@@ -266,10 +300,33 @@ ok_lines = OkLineLimit(100)
 """The limit on access lines of successful calls in this process (configure_logging sets its rate)."""
 
 
+trace_id_source: Callable[[], str | None] | None = None
+"""Gives the trace id of the call being handled when tracing is on (authsvc.tracing sets it); None: tracing off."""
+
+
 def log_call(
-    level: int, method: str, code: str, seconds: float, api_key: str | None, known: ApiKeyLookup | None = None
+    level: int,
+    method: str,
+    code: str,
+    seconds: float,
+    api_key: str | None,
+    known: ApiKeyLookup | None = None,
+    reason: str | None = None,
+    peer: Callable[[], str] | None = None,
 ) -> None:
     """Writes the access-log line of one finished call (the request id comes from the call's context); the API
-    key as loggable_api_key shows it. A successful call's line is subject to `ok_lines`."""
+    key as loggable_api_key shows it, the ErrorInfo `reason` of a failure, and the caller's address (`peer`, asked
+    only for a line that is written). A successful call's line is subject to `ok_lines`."""
     if access_log.isEnabledFor(level) and (code != "OK" or ok_lines.admit(time.monotonic())):
-        access_log.handle(AccessRecord(level, method, code, seconds, loggable_api_key(api_key, known)))
+        access_log.handle(
+            AccessRecord(
+                level,
+                method,
+                code,
+                seconds,
+                loggable_api_key(api_key, known),
+                reason,
+                None if peer is None else peer(),
+                None if trace_id_source is None else trace_id_source(),
+            )
+        )

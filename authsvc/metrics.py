@@ -1,16 +1,27 @@
-"""Prometheus metrics of one server: its gRPC calls under the usual grpc_server_* names, and authsvc's own."""
+"""Prometheus metrics of one server: its gRPC calls under the usual grpc_server_* names (the go-grpc-prometheus
+set), and authsvc's own; and the merge of several worker processes' metrics into one scrape (`merge_expositions`).
+
+No `*_created` series: dashboards and alerts never read them, and they double the series of every counter.
+"""
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import asyncpg
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from google.protobuf.descriptor import ServiceDescriptor
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.process_collector import ProcessCollector
+
+from authsvc.tokens import Outcome
+
+disable_created_metrics()
 
 # VerifyToken answers in well under a millisecond; the client library's default buckets start at 5 ms.
 HANDLING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -18,26 +29,58 @@ HANDLING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 REVOCATION_KINDS = ("user", "app", "token", "clear")
 """The `kind` label values of authsvc_revocations_total."""
 
+VERIFY_OUTCOMES = tuple(outcome.name for outcome in Outcome)
+"""The `outcome` label values of authsvc_verify_outcomes_total, each present (at zero) from the start."""
+
 
 def grpc_type(handler: grpc.RpcMethodHandler[Any, Any]) -> str:
     """The grpc_type label of a handler: unary, client_stream, server_stream or bidi_stream."""
-    if handler.request_streaming:
-        return "bidi_stream" if handler.response_streaming else "client_stream"
-    return "server_stream" if handler.response_streaming else "unary"
+    return _kind(handler.request_streaming, handler.response_streaming)
+
+
+def _kind(request_streaming: bool, response_streaming: bool) -> str:
+    if request_streaming:
+        return "bidi_stream" if response_streaming else "client_stream"
+    return "server_stream" if response_streaming else "unary"
 
 
 class MethodMetrics:
-    """The label children of one method, made once so that a call costs a few increments, not label lookups."""
+    """The label children of one method, made once so that a call costs a few increments, not label lookups.
 
-    __slots__ = ("started", "handling", "_handled", "_handled_family", "_labels")
+    Messages: a unary request is one message received per call started, a unary answer one message sent per call
+    that ended OK, so those counts are read from `started` and `handled(OK)` at scrape time (nothing on the hot
+    path); a stream counts its messages in `received` and `sent` as they pass.
+    """
+
+    __slots__ = ("started", "handling", "_handled", "_handled_family", "_labels", "kind", "received", "sent")
 
     def __init__(self, metrics: Metrics, full_method: str, kind: str) -> None:
         service, _, method = full_method.lstrip("/").rpartition("/")
+        self.kind = kind
         self._labels = (kind, service, method)
         self.started = metrics.grpc_started.labels(*self._labels)
         self.handling = metrics.grpc_handling.labels(*self._labels)
         self._handled: dict[grpc.StatusCode, Any] = {}
         self._handled_family = metrics.grpc_handled
+        self.handled(grpc.StatusCode.OK)  # at zero from the start: dashboards and alerts work before any call
+        self.received = 0
+        """Messages received on a request stream (client_stream, bidi_stream)."""
+        self.sent = 0
+        """Messages sent on a response stream (server_stream, bidi_stream)."""
+
+    @property
+    def labels(self) -> tuple[str, str, str]:
+        """grpc_type, grpc_service, grpc_method."""
+        return self._labels
+
+    def messages(self) -> tuple[float, float]:
+        """Messages received and sent so far (see the class docstring)."""
+        received = self.received if self.kind in ("client_stream", "bidi_stream") else self.started._value.get()
+        if self.kind in ("server_stream", "bidi_stream"):
+            sent: float = self.sent
+        else:
+            sent = self.handled(grpc.StatusCode.OK)._value.get()
+        return received, sent
 
     def handled(self, code: grpc.StatusCode) -> Any:
         """The grpc_server_handled_total child of this method for `code`."""
@@ -45,6 +88,34 @@ class MethodMetrics:
         if child is None:
             child = self._handled[code] = self._handled_family.labels(*self._labels, code.name)
         return child
+
+
+class _MessageCollector:
+    """grpc_server_msg_received_total and grpc_server_msg_sent_total of every method, read at scrape time."""
+
+    def __init__(self, methods: dict[str, MethodMetrics]) -> None:
+        self._methods = methods
+
+    def _families(self) -> tuple[CounterMetricFamily, CounterMetricFamily]:
+        labels = ("grpc_type", "grpc_service", "grpc_method")
+        return (
+            CounterMetricFamily(
+                "grpc_server_msg_received", "RPC stream messages received on the server.", labels=labels
+            ),
+            CounterMetricFamily("grpc_server_msg_sent", "gRPC stream messages sent by the server.", labels=labels),
+        )
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        received, sent = self._families()
+        for method in list(self._methods.values()):
+            counts = method.messages()
+            received.add_metric(method.labels, counts[0])
+            sent.add_metric(method.labels, counts[1])
+        yield received
+        yield sent
 
 
 class _PoolCollector:
@@ -55,6 +126,7 @@ class _PoolCollector:
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         yield GaugeMetricFamily("authsvc_db_pool_size", "Connections the database pool holds.")
+        yield GaugeMetricFamily("authsvc_db_pool_max", "Connections the database pool may hold at most.")
         yield GaugeMetricFamily("authsvc_db_pool_in_use", "Connections of the pool lent out to a query.")
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -63,6 +135,9 @@ class _PoolCollector:
             return
         size = pool.get_size()
         yield GaugeMetricFamily("authsvc_db_pool_size", "Connections the database pool holds.", value=size)
+        yield GaugeMetricFamily(
+            "authsvc_db_pool_max", "Connections the database pool may hold at most.", value=pool.get_max_size()
+        )
         yield GaugeMetricFamily(
             "authsvc_db_pool_in_use", "Connections of the pool lent out to a query.", value=size - pool.get_idle_size()
         )
@@ -80,6 +155,8 @@ class _OutcomeCollector:
 
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
+        for outcome in VERIFY_OUTCOMES:
+            self.counts[outcome] = 0  # present at zero from the start
 
     def describe(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily(self.NAME, self.HELP, labels=("outcome",))
@@ -137,6 +214,7 @@ class Metrics:
         self.registry.register(self._pool)
         ProcessCollector(registry=self.registry)
         self._methods: dict[str, MethodMetrics] = {}
+        self.registry.register(_MessageCollector(self._methods))
 
     def method(self, full_method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> MethodMetrics:
         """The metrics of a method such as `/authsvc.v1.AuthService/VerifyToken` (made on its first call)."""
@@ -144,6 +222,16 @@ class Metrics:
         if found is None:
             found = self._methods[full_method] = MethodMetrics(self, full_method, grpc_type(handler))
         return found
+
+    def declare_services(self, services: Iterable[ServiceDescriptor]) -> None:
+        """Makes the series of every method of `services` (started, handled with code OK, messages) exist at zero
+        before its first call."""
+        for service in services:
+            for method in service.methods:
+                full_method = f"/{service.full_name}/{method.name}"
+                if full_method not in self._methods:
+                    kind = _kind(method.client_streaming, method.server_streaming)
+                    self._methods[full_method] = MethodMetrics(self, full_method, kind)
 
     @property
     def outcome_counts(self) -> collections.Counter[str]:
@@ -172,3 +260,45 @@ class Metrics:
     def register_pool(self, pool: asyncpg.Pool) -> None:
         """Makes every scrape read authsvc_db_pool_size and authsvc_db_pool_in_use from `pool`."""
         self._pool.pool = pool
+
+
+# --- several worker processes, one scrape ---------------------------------------------------------------------
+
+_SUMMED = frozenset({"counter", "histogram", "summary"})
+
+
+def merge_expositions(texts: Iterable[tuple[int, str]]) -> list[Metric]:
+    """The metrics of several worker processes as one process would show them: the samples of counters and
+    histograms (the grpc_server_* series, outcomes, revocations, CPU seconds) summed over the workers, each
+    gauge's sample once per worker with a `worker` label added (a state version, staleness or pool size is a
+    fact of one process). `texts` are (worker number, exposition in the Prometheus text format)."""
+    families: dict[str, Metric] = {}
+    sums: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for worker, text in texts:
+        for family in text_string_to_metric_families(text):
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+                sums[family.name] = {}
+            if family.type in _SUMMED:
+                totals = sums[family.name]
+                for sample in family.samples:
+                    key = (sample.name, tuple(sample.labels.items()))
+                    totals[key] = totals.get(key, 0.0) + sample.value
+            else:
+                for sample in family.samples:
+                    merged.add_sample(sample.name, {**sample.labels, "worker": str(worker)}, sample.value)
+    for name, totals in sums.items():
+        for (sample_name, labels), total in totals.items():
+            families[name].add_sample(sample_name, dict(labels), total)
+    return list(families.values())
+
+
+class MergedRegistry:
+    """What prometheus_client's encoders need of a registry (`collect`), over metrics merged beforehand."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._metrics

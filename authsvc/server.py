@@ -7,7 +7,7 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from authsvc import credentials, tls
+from authsvc import credentials, tls, tracing
 from authsvc.admin_servicer import AdminServicer
 from authsvc.clock import MICROS_PER_SECOND, Clock, system_clock
 from authsvc.config import Settings
@@ -128,6 +128,9 @@ async def start_server(
     reuse_port: bool = False,
     metrics: Metrics | None = None,
     serving: bool = True,
+    metrics_socket: str | None = None,
+    worker_sockets: Sequence[tuple[int, str]] = (),
+    tracer_provider: Any | None = None,
 ) -> RunningServer:
     """Starts a gRPC server on settings.host:settings.port serving AuthService, health and reflection, and
     the HTTP server (/metrics) on settings.http_port. The gRPC port speaks TLS, or mutual TLS, when the settings
@@ -137,18 +140,35 @@ async def start_server(
     over them; without it, a port already in use is an error rather than silently shared. Health answers
     NOT_SERVING from the moment the port is bound; SERVING once `serving` is true, else once the caller calls
     `mark_serving()`.
+
+    With several workers, `metrics_socket` makes this process serve its /metrics on that unix socket instead of
+    the HTTP port (it is not worker 1), and `worker_sockets` lists the other workers' sockets for worker 1 to
+    merge into its /metrics: one scrape target for the whole server. With a `tracer_provider` (OpenTelemetry,
+    authsvc.tracing), every call but health and reflection is traced.
     """
     credentials = tls.server_credentials(settings)  # first: wrong TLS files leave nothing half-made behind
     metrics = Metrics() if metrics is None else metrics
     metrics.set_version_source(lambda: state.version)
     metrics.set_staleness_source(state.staleness)
     drain = Drain()
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        ObservingInterceptor(metrics, state.app, drain, _credential_check(state, settings))
+    ]
+    if tracer_provider is not None:
+        interceptors.insert(0, tracing.server_interceptor(tracer_provider))  # outermost: its span is current within
     server = grpc.aio.server(
-        interceptors=[ObservingInterceptor(metrics, state.app, drain, _credential_check(state, settings))],
+        interceptors=interceptors,
         options=[("grpc.so_reuseport", 1 if reuse_port else 0), *connection_options(settings)],
     )
     watch = WatchHub(state, store, settings, clock)
     metrics.set_watchers_source(watch.watchers)
+    metrics.declare_services(
+        (
+            auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"],
+            admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"],
+            health_pb2.DESCRIPTOR.services_by_name["Health"],
+        )
+    )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
         AuthServicer(store, state, settings, clock, metrics, watch), server
     )
@@ -174,10 +194,14 @@ async def start_server(
         "gRPC port %s:%d: %s", settings.host, port, tls.describe(settings), extra={"transport": tls.transport(settings)}
     )
     routes = Routes()
-    routes.add("/metrics", metrics_handler(metrics.registry))
-    routes.add(r"/\.well-known/jwks/(?P<api_key>[a-z0-9]{1,64})\.json", jwks_handler(state.find_app, state.fresh))
+    routes.add("/metrics", metrics_handler(metrics.registry, worker_sockets))
     http = HttpServer(routes)
-    http_port = await http.start(settings.host, settings.http_port)
+    if metrics_socket is not None:
+        await http.start_unix(metrics_socket)
+        http_port = 0
+    else:
+        routes.add(r"/\.well-known/jwks/(?P<api_key>[a-z0-9]{1,64})\.json", jwks_handler(state.find_app, state.fresh))
+        http_port = await http.start(settings.host, settings.http_port)
     await server.start()
     running = RunningServer(server, port, health, http, http_port, metrics, drain, state.fresh, watch)
     if serving:
@@ -299,10 +323,18 @@ def interrupt_on_signals() -> None:
 
 
 async def serve_process(
-    url: str, settings: Settings, keyring: Keyring, signals: StopSignals, worker: int = 0, workers: int = 1
+    url: str,
+    settings: Settings,
+    keyring: Keyring,
+    signals: StopSignals,
+    worker: int = 0,
+    workers: int = 1,
+    metrics_dir: str | None = None,
 ) -> None:
     """Serves on the database at `url` until `signals` say stop, then drains; run it with `run_loop`. `worker` of
-    `workers` is this process's place among the supervisor's (authsvc.workers), 0 of 1 when it serves alone."""
+    `workers` is this process's place among the supervisor's (authsvc.workers), 0 of 1 when it serves alone.
+    `metrics_dir` (with workers) is where each worker but the first serves its /metrics on a unix socket, which
+    the first merges into the one /metrics of the HTTP port."""
     # Installed first: a signal during start-up (bounded by the database timeouts) ends it at once.
     signals.install()
     stop = signals.stop
@@ -310,6 +342,7 @@ async def serve_process(
     pool, store = await open_store(url, settings, keyring, migrate=settings.migrate and workers == 1)
     state = new_state(store, url, settings)
     console: RunningConsole | None = None
+    tracer_provider = tracing.provider_from_environment()
     try:
         await state.start()
         for app in state.apps() if worker == 0 else ():
@@ -321,17 +354,23 @@ async def serve_process(
                 )
         metrics = Metrics()
         metrics.register_pool(pool)
-        if workers > 1 and settings.http_port:
-            # One metrics endpoint per worker (a Prometheus target each): a shared port would mix their counters.
-            settings = settings.with_overrides(http_port=settings.http_port + worker)
-        running = await start_server(store, state, settings, reuse_port=workers > 1, metrics=metrics)
+        sockets = [(i + 1, worker_socket(metrics_dir, i)) for i in range(1, workers)] if metrics_dir else []
+        running = await start_server(
+            store,
+            state,
+            settings,
+            reuse_port=workers > 1,
+            metrics=metrics,
+            # Worker 1 serves the HTTP port (metrics of all, JWKS), the others their /metrics to worker 1 only.
+            metrics_socket=worker_socket(metrics_dir, worker) if metrics_dir and worker > 0 else None,
+            worker_sockets=sockets if worker == 0 else (),
+            tracer_provider=tracer_provider,
+        )
         if settings.console_port is not None and worker == 0:
             from authsvc.console.serve import start_console  # starlette, uvicorn, jinja2: only when it is on
 
             try:
-                console = await start_console(
-                    store, state, settings, metrics, system_clock, http_port=running.http_port, workers=workers
-                )
+                console = await start_console(store, state, settings, metrics, system_clock, worker_sockets=sockets)
             except BaseException:
                 await running.stop(0)
                 raise
@@ -347,7 +386,10 @@ async def serve_process(
             )
         if workers > 1:
             log.info("worker %d of %d serving gRPC on %s:%d", worker + 1, workers, settings.host, running.port)
-            log.info("worker %d of %d serving HTTP on %s:%d", worker + 1, workers, settings.host, running.http_port)
+            if worker == 0:
+                log.info("worker 1 of %d serving HTTP on %s:%d", workers, settings.host, running.http_port)
+            else:
+                log.info("worker %d of %d serving its metrics to worker 1", worker + 1, workers)
         else:
             log.info("authsvc serving gRPC on %s:%d", settings.host, running.port)
             log.info("authsvc serving HTTP on %s:%d", settings.host, running.http_port)
@@ -372,7 +414,14 @@ async def serve_process(
             await console.stop()
         await state.stop()
         await pool.close()
+        if tracer_provider is not None:
+            await asyncio.to_thread(tracer_provider.shutdown)  # exports the spans still waiting
     log.info("authsvc stopped")
+
+
+def worker_socket(directory: str, worker: int) -> str:
+    """The unix socket on which worker `worker` (0-based) serves its /metrics to the first one."""
+    return f"{directory}/worker-{worker + 1}.sock"
 
 
 def use_event_loop(settings: Settings) -> None:

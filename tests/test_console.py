@@ -423,22 +423,8 @@ async def test_under_tls_the_cookie_is_secure_and_off_loopback_is_allowed(server
                 await plain.get(running.url.replace("https:", "http:") + "/login")
 
 
-def free_port_pair() -> int:
-    """A port P such that P and P + 1 are free now (worker N serves /metrics on AUTHSVC_HTTP_PORT + N - 1)."""
-    while True:
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port: int = first.getsockname()[1]
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
-
-
 async def test_the_figures_show_every_worker(server_url: str, tmp_path: Path) -> None:
-    async for running in start(server_url, tmp_path, workers=2, args=("--http-port", str(free_port_pair()))):
+    async for running in start(server_url, tmp_path, workers=2):
         async with httpx.AsyncClient(base_url=running.url) as client:
             assert (await log_in(client)).status_code == 303
             async with asyncio.timeout(30):

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,7 +83,7 @@ def test_an_access_line_is_the_json_object_of_any_record_with_its_fields(
     # Access lines are written by a path of their own; they must say what the generic path says of the same record.
     formatter = JsonFormatter(fields)
     access = AccessRecord(logging.INFO, method, code, 0.0123456, api_key)
-    extra = {"method": method, "code": code, "duration_ms": 12.346, "api_key": api_key}
+    extra = {"method": method, "code": code, "duration_ms": 12.346, "api_key": api_key, "reason": None, "peer": None}
     generic = logging.LogRecord("authsvc.access", logging.INFO, "", 0, "%s %s", (method, code), None)
     generic.__dict__.update(extra, created=access.created, msecs=access.msecs)
     token = current_request_id.set(rid)
@@ -164,12 +165,12 @@ async def test_serve_logs_one_json_line_per_call_and_never_a_secret(
             await stub.VerifyToken(
                 pb.VerifyTokenRequest(token=issued.token), metadata=(*api_key_only(app), ("x-request-id", "verify-1"))
             )
-            with pytest.raises(grpc.aio.AioRpcError):  # a user token where a backend credential goes
+            with pytest.raises(grpc.aio.AioRpcError) as bad_credential:  # a user token where a backend credential goes
                 await stub.IssueToken(
                     pb.IssueTokenRequest(user_id="alice"),
                     metadata=(*backend(app, issued.token), ("x-request-id", "bad-credential")),
                 )
-            with pytest.raises(grpc.aio.AioRpcError):  # the secret sent where the API key goes
+            with pytest.raises(grpc.aio.AioRpcError) as swapped:  # the secret sent where the API key goes
                 await stub.VerifyToken(
                     pb.VerifyTokenRequest(token=issued.token),
                     metadata=(("x-api-key", app.api_secret), ("x-request-id", "swapped")),
@@ -193,7 +194,14 @@ async def test_serve_logs_one_json_line_per_call_and_never_a_secret(
         "code": "OK",
         "duration_ms": 0,
         "api_key": app.api_key,
+        "reason": None,
+        "peer": access["issue-1"]["peer"],
     }
+    # The caller's address as gRPC names it (the test's channel: loopback, some port).
+    assert re.fullmatch(r"ipv4:127\.0\.0\.1:\d+", access["issue-1"]["peer"])
+    # A failure's line names the ErrorInfo reason the caller got.
+    assert access["bad-credential"]["reason"] == failure(bad_credential.value).reason == "USER_TOKEN_NOT_ALLOWED"
+    assert access["swapped"]["reason"] == failure(swapped.value).reason == "APP_NOT_FOUND"
     assert (access["verify-1"]["method"], access["verify-1"]["code"]) == ("authsvc.v1.AuthService/VerifyToken", "OK")
     assert access["bad-credential"]["code"] == "PERMISSION_DENIED"
     assert access["bad-credential"]["api_key"] == app.api_key

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -15,10 +18,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from authsvc.server import RunningServer
+from authsvc.config import Settings
+from authsvc.server import RunningServer, start_server
 from authsvc.state import State
+from authsvc.store import Store
+from authsvc.v1 import admin_service_pb2 as admin_pb
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import NewApp
+from tests.processes import clean_env, serve, served_ports
 from tests.support import api_key_only, backend
 
 if TYPE_CHECKING:
@@ -53,6 +60,14 @@ async def scrape(server: RunningServer) -> Samples:
         for family in text_string_to_metric_families(body.decode())
         for sample in family.samples
     }
+
+
+@pytest.fixture
+async def fresh_server(store: Store, state: State, settings: Settings) -> AsyncIterator[RunningServer]:
+    """A server of its own that no call has reached yet."""
+    running = await start_server(store, state, settings)
+    yield running
+    await running.stop(None)
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -211,3 +226,104 @@ async def test_a_malformed_request_gets_400(server: RunningServer, request_line:
     finally:
         writer.close()
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+async def test_every_standard_series_is_there_at_zero_before_the_first_call(fresh_server: RunningServer) -> None:
+    samples = await scrape(fresh_server)
+    names = {name for name, _ in samples}
+    assert not [name for name in names if name.endswith("_created")], "no *_created series"
+    for service in (
+        pb.DESCRIPTOR.services_by_name["AuthService"],
+        admin_pb.DESCRIPTOR.services_by_name["AdminService"],
+        health_pb2.DESCRIPTOR.services_by_name["Health"],
+    ):
+        for method in service.methods:
+            kind = "server_stream" if method.server_streaming else "unary"
+            labels = grpc_labels(method.name, service.full_name, kind)
+            for name in ("grpc_server_started_total", "grpc_server_msg_received_total", "grpc_server_msg_sent_total"):
+                assert (name, frozenset(labels.items())) in samples, (name, labels)
+            assert ("grpc_server_handled_total", frozenset({**labels, "grpc_code": "OK"}.items())) in samples
+    for outcome in pb.VerifyOutcome.keys():
+        if outcome not in ("VERIFY_OUTCOME_UNSPECIFIED", "VERIFY_OUTCOME_UNAVAILABLE"):  # never the server's answer
+            name = outcome.removeprefix("VERIFY_OUTCOME_")
+            assert samples[("authsvc_verify_outcomes_total", frozenset({("outcome", name)}))] == 0
+    assert value(samples, "grpc_server_started_total", **grpc_labels("VerifyToken")) == 0
+
+
+async def test_messages_are_counted_for_unary_calls_and_streams(
+    server: RunningServer, stub: Stub, channel: grpc.aio.Channel, new_app: NewApp
+) -> None:
+    app = await new_app()
+    verify = grpc_labels("VerifyToken")
+    watch = grpc_labels("WatchState", kind="server_stream")
+    reflection = grpc_labels("ServerReflectionInfo", "grpc.reflection.v1alpha.ServerReflection", "bidi_stream")
+    before = await scrape(server)
+    token = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
+    await stub.VerifyToken(pb.VerifyTokenRequest(token=token), metadata=api_key_only(app))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.VerifyToken(pb.VerifyTokenRequest(token=token))  # no API key: received, nothing sent
+    call = stub.WatchState(pb.WatchStateRequest(), metadata=backend(app))
+    snapshot = 0
+    async for message in call:
+        snapshot += 1
+        if message.snapshot.last:
+            break
+    call.cancel()
+    requests = [reflection_pb2.ServerReflectionRequest(list_services="") for _ in range(3)]
+    replies = [r async for r in reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(iter(requests))]
+    after = await scrape(server)
+
+    def moved(name: str, labels: Mapping[str, str]) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("grpc_server_msg_received_total", verify) == 2
+    assert moved("grpc_server_msg_sent_total", verify) == 1
+    assert moved("grpc_server_msg_received_total", watch) == 1
+    assert moved("grpc_server_msg_sent_total", watch) >= snapshot >= 1
+    assert moved("grpc_server_msg_received_total", reflection) == 3
+    assert moved("grpc_server_msg_sent_total", reflection) == len(replies) == 3
+
+
+async def test_workers_are_one_scrape_target_with_counters_summed(database_url: str, tmp_path: Path) -> None:
+    env = clean_env(AUTHSVC_DATABASE_URL=database_url)
+    async with serve(env, tmp_path, workers=2) as served:
+        assert len(served_ports(served.records, "HTTP")) == 1, "one HTTP port for the server, whatever its workers"
+        health = grpc_labels("Check", "grpc.health.v1.Health")
+        url = f"http://127.0.0.1:{served.http_port}/metrics"
+        status, _, body = await asyncio.to_thread(_get, url)
+        before = parse(body)
+        calls = 40
+        for _ in range(calls):  # a channel each: separate connections, spread over both workers by the kernel
+            async with grpc.aio.insecure_channel(served.target, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+                await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+        status, _, body = await asyncio.to_thread(_get, url)
+    assert status == 200
+    after = parse(body)
+    started = value(after, "grpc_server_started_total", **health) - value(before, "grpc_server_started_total", **health)
+    assert started == calls, "the calls of both workers, summed"
+    # Gauges are facts of one process: one sample per worker.
+    assert {labels for name, labels in after if name == "authsvc_state_version"} == {
+        frozenset({("worker", "1")}),
+        frozenset({("worker", "2")}),
+    }
+    assert not [name for name, _ in after if name.endswith("_created")]
+
+
+def parse(body: bytes) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+
+
+async def test_every_series_the_dashboard_reads_is_served(fresh_server: RunningServer, pool: asyncpg.Pool) -> None:
+    dashboard = json.loads((Path(__file__).parent.parent / "deploy/grafana/authsvc-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    read = {name for expr in exprs for name in re.findall(r"\b((?:grpc_server|authsvc)_[a-z_]+)\{", expr)}
+    fresh_server.metrics.register_pool(pool)
+    served = {name for name, _ in await scrape(fresh_server)}
+    assert read and read <= served, read - served
+    # Pool utilisation is in use over the most the pool may hold (not over what it holds now).
+    utilisation = [e for e in exprs if "authsvc_db_pool_in_use" in e and "/" in e]
+    assert utilisation and all("authsvc_db_pool_max" in e for e in utilisation)

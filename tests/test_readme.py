@@ -1,7 +1,8 @@
 """The README's quickstart works as printed: its shell blocks run against a real server.
 
-grpcurl itself is not installable here, so `tests/grpcurl_shim.py` stands in for it on PATH; like grpcurl
-it learns every type through server reflection.
+They run the real grpcurl when one is on PATH; else `tests/grpcurl_shim.py` stands in for it (the project's
+dependencies do not bring grpcurl), which like grpcurl learns every type through server reflection and prints
+what grpcurl prints.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,13 +37,26 @@ async def run_shell(script: str, env: dict[str, str]) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+def grpcurl_command() -> list[str]:
+    """The real grpcurl when one is on PATH, else the shim."""
+    real = shutil.which("grpcurl")
+    return [real] if real else [sys.executable, str(ROOT / "tests" / "grpcurl_shim.py")]
+
+
+def path_with_grpcurl(directory: Path) -> str:
+    """PATH for the README's commands: as it is when grpcurl is on it, else with the shim as `grpcurl` first."""
+    if shutil.which("grpcurl"):
+        return os.environ["PATH"]
+    shim = directory / "grpcurl"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "tests" / "grpcurl_shim.py"}" "$@"\n')
+    shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
+    return f"{directory}:{os.environ['PATH']}"
+
+
 async def test_readme_quickstart_works_as_printed(server: RunningServer, database_url: str, tmp_path: Path) -> None:
     blocks = quickstart_blocks()
     assert blocks[0].strip() == "make run", "the quickstart starts with make run"
-    shim = tmp_path / "grpcurl"
-    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "tests" / "grpcurl_shim.py"}" "$@"\n')
-    shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
-    env = clean_env(PATH=f"{tmp_path}:{os.environ['PATH']}", AUTHSVC_DATABASE_URL=database_url)
+    env = clean_env(PATH=path_with_grpcurl(tmp_path), AUTHSVC_DATABASE_URL=database_url)
     script = "set -euo pipefail\n" + "\necho '-----'\n".join(blocks[1:])
     script = script.replace("localhost:50051", f"localhost:{server.port}")
     script = script.replace(".venv/bin/authsvc", f'"{sys.executable}" -m authsvc')
@@ -49,14 +65,16 @@ async def test_readme_quickstart_works_as_printed(server: RunningServer, databas
     outputs = out.split("-----\n")
     create, issue, verify, revoke_and_verify = outputs
     assert create == ""
-    assert '"token": "' in issue and '"keyId": "' in issue
-    assert '"valid": true' in verify and '"VERIFY_OUTCOME_VALID"' in verify and '"userId": "alice"' in verify
+    assert '"token": "' in issue and '"key_id": "' in issue
+    assert '"valid": true' in verify and '"VERIFY_OUTCOME_VALID"' in verify and '"user_id": "alice"' in verify
+    readme = (ROOT / "README.md").read_text()
+    assert '`"user_id": "alice"`' in readme, "the README quotes the answer as grpcurl prints it"
     assert '"revocations": [' in revoke_and_verify
     assert '"VERIFY_OUTCOME_REVOKED"' in revoke_and_verify and '"valid"' not in revoke_and_verify
 
 
 async def test_readme_describe_and_list_work(server: RunningServer) -> None:
-    shim = [sys.executable, str(ROOT / "tests" / "grpcurl_shim.py"), "-plaintext"]
+    shim = [*grpcurl_command(), "-plaintext"]
     target = f"localhost:{server.port}"
     process = await asyncio.create_subprocess_exec(*shim, target, "list", stdout=asyncio.subprocess.PIPE)
     listed, _ = await process.communicate()
@@ -92,3 +110,21 @@ def test_the_api_tables_list_every_rpc() -> None:
     for module, service in ((auth_service_pb2, "AuthService"), (admin_service_pb2, "AdminService")):
         methods = {method.name for method in module.DESCRIPTOR.services_by_name[service].methods}
         assert methods - listed == set(), f"{service} RPCs missing from the README"
+
+
+def operator_example() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Operators\n", 1)[1].split("\n## ", 1)[0]
+    blocks: list[str] = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    return blocks[0]
+
+
+def test_the_operator_example_keeps_its_token_file_private_and_outside_the_repository(tmp_path: Path) -> None:
+    lines = operator_example().splitlines()[:2]  # make the directory and write the token; the third starts a server
+    script = "set -euo pipefail\n" + "\n".join(lines).replace(".venv/bin/authsvc", f'"{sys.executable}" -m authsvc')
+    done = subprocess.run(["bash", "-c", script], cwd=ROOT, env=clean_env(HOME=str(tmp_path)), capture_output=True)
+    assert done.returncode == 0, done.stderr
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) == 1 and not written[0].resolve().is_relative_to(ROOT)
+    assert stat.S_IMODE(written[0].stat().st_mode) == 0o600
+    assert re.fullmatch(r"alice:\S{32,}\n", written[0].read_text())

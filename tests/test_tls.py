@@ -430,7 +430,7 @@ async def test_readme_tls_commands_work_as_printed(
 
     for block, server in ((tls_block, tls_server), (mtls_block, mtls_server)):
         code, output = await run(block, server)
-        assert code == 0 and '"VERIFY_OUTCOME_VALID"' in output and '"userId": "alice"' in output, output
+        assert code == 0 and '"VERIFY_OUTCOME_VALID"' in output and '"user_id": "alice"' in output, output
     code, output = await run(tls_block, mtls_server)  # no client certificate: refused
     assert code != 0 and "UNAVAILABLE" in output, output
 

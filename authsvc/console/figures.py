@@ -1,8 +1,9 @@
 """Live figures of each serving process: verify outcomes per second, state version and staleness.
 
-The console's own process is read in memory; the other workers of a `--workers N` server are read from their
-/metrics (worker N serves it on AUTHSVC_HTTP_PORT + N - 1), as Prometheus would. A sampler keeps the last two
-readings of each, so a rate is the difference of two readings over the time between them.
+The console's own process is read in memory; the other workers of a `--workers N` server are read from the
+/metrics each serves to the first worker on a unix socket (authsvc.http.scrape_worker), as Prometheus would.
+A sampler keeps the last two readings of each, so a rate is the difference of two readings over the time
+between them.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from authsvc.http import scrape_worker
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,6 @@ class ProcessFigures:
 
 Source = Callable[[], Reading]
 
-UNKNOWN_PORT = "its /metrics port is unknown here: with AUTHSVC_HTTP_PORT=0 each worker picks its own"
-
 
 def local_source(version: Callable[[], int], staleness: Callable[[], float], outcomes: Mapping[str, int]) -> Source:
     """Reads this process: its state's version and staleness, and the counts VerifyToken adds to."""
@@ -70,17 +70,11 @@ def parse_metrics(text: str, at: float) -> Reading:
     return Reading(at, version, staleness, outcomes)
 
 
-def _fetch(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=SAMPLE_INTERVAL) as answer:  # noqa: S310 (our own worker, http only)
-        text: str = answer.read().decode()
-        return text
-
-
 class Figures:
     """Samples every process once a second while started; `current()` is what the figures page shows."""
 
-    def __init__(self, local: Source, remote: Mapping[str, str | None]) -> None:
-        """`local`: this process; `remote`: the other workers' names and /metrics URLs (None: not known)."""
+    def __init__(self, local: Source, remote: Mapping[str, str]) -> None:
+        """`local`: this process; `remote`: the other workers' names and the unix sockets of their /metrics."""
         self._local = local
         self._remote = dict(remote)
         self._readings: dict[str, tuple[Reading | None, Reading | None]] = {}
@@ -94,14 +88,14 @@ class Figures:
     async def sample(self) -> None:
         """Takes one reading of every process."""
         readings = [self._local()]
-        for url in self._remote.values():
-            if url is None:
-                readings.append(Reading(time.monotonic(), error=UNKNOWN_PORT))
+        for path in self._remote.values():
+            text = await scrape_worker(path)
+            if text is None:
+                readings.append(Reading(time.monotonic(), error="cannot read its /metrics"))
                 continue
             try:
-                text = await asyncio.to_thread(_fetch, url)
                 readings.append(parse_metrics(text, time.monotonic()))
-            except (OSError, ValueError) as exc:
+            except ValueError as exc:
                 readings.append(Reading(time.monotonic(), error=f"cannot read its /metrics: {type(exc).__name__}"))
         for name, reading in zip(self.names, readings, strict=True):
             _, last = self._readings.get(name, (None, None))

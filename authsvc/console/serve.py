@@ -10,6 +10,7 @@ import logging
 import socket
 import ssl
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import uvicorn
@@ -60,18 +61,6 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _remote_workers(settings: Settings, http_port: int, workers: int) -> dict[str, str | None]:
-    """The /metrics URLs of the other workers of this server (worker N serves on AUTHSVC_HTTP_PORT + N - 1); None
-    for each when AUTHSVC_HTTP_PORT is 0 (every worker then picks a port of its own, unknown here)."""
-    if workers <= 1:
-        return {}
-    if not settings.http_port:
-        return {f"worker {n + 1}": None for n in range(1, workers)}
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host.strip("[]")
-    host = f"[{host}]" if ":" in host else host
-    return {f"worker {n + 1}": f"http://{host}:{http_port + n}/metrics" for n in range(1, workers)}
-
-
 async def start_console(
     store: Store,
     state: State,
@@ -79,8 +68,7 @@ async def start_console(
     metrics: Metrics,
     clock: Clock,
     *,
-    http_port: int,
-    workers: int = 1,
+    worker_sockets: Sequence[tuple[int, str]] = (),
 ) -> RunningConsole:
     """Starts the console on settings.console_host:console_port (which must be set), HTTPS when its TLS files
     are. ConfigError (one line) when the port cannot be bound or the TLS files cannot be loaded."""
@@ -89,7 +77,7 @@ async def start_console(
     link = LoginLink() if settings.console_login_link else None
     figures = Figures(
         local_source(lambda: state.version, state.staleness, metrics.outcome_counts),
-        _remote_workers(settings, http_port, workers),
+        {f"worker {number}": path for number, path in worker_sockets},
     )
     console = Console(
         store=store,
