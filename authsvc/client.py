@@ -63,8 +63,10 @@ __all__ = [
     "AuthClient",
     "AuthsvcClientError",
     "IssuedToken",
+    "GuestToken",
     "LocalVerifier",
     "Revoked",
+    "Role",
     "SyncAuthClient",
     "Verification",
     "VerifyOutcome",
@@ -103,10 +105,29 @@ class VerifyOutcome(enum.Enum):
     WRONG_AUDIENCE = pb.VERIFY_OUTCOME_WRONG_AUDIENCE
     REVOKED = pb.VERIFY_OUTCOME_REVOKED
     UNAVAILABLE = pb.VERIFY_OUTCOME_UNAVAILABLE
+    ANONYMOUS_DISABLED = pb.VERIFY_OUTCOME_ANONYMOUS_DISABLED
 
     @classmethod
     def from_proto(cls, value: int) -> VerifyOutcome:
         """The outcome for a proto enum number; UNSPECIFIED for a number this client does not know."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNSPECIFIED
+
+
+class Role(enum.Enum):
+    """Who a verified token speaks for: authsvc.v1.Role without the `ROLE_` prefix. UNSPECIFIED when no user id
+    could be read (or for a role added to the proto after this client was built)."""
+
+    UNSPECIFIED = pb.ROLE_UNSPECIFIED
+    USER = pb.ROLE_USER
+    GUEST = pb.ROLE_GUEST
+    ANONYMOUS = pb.ROLE_ANONYMOUS
+
+    @classmethod
+    def from_proto(cls, value: int) -> Role:
+        """The role for a proto enum number; UNSPECIFIED for a number this client does not know."""
         try:
             return cls(value)
         except ValueError:
@@ -118,6 +139,17 @@ class IssuedToken:
     """A minted user token. Its repr leaves the token out, so logging the object does not leak it."""
 
     token: str = field(repr=False)
+    issued_at: datetime
+    expires_at: datetime | None
+    key_id: str
+
+
+@dataclass(frozen=True)
+class GuestToken:
+    """A minted guest token and its user id. Its repr leaves the token out."""
+
+    token: str = field(repr=False)
+    user_id: str
     issued_at: datetime
     expires_at: datetime | None
     key_id: str
@@ -138,6 +170,8 @@ class Verification:
     expires_at: datetime | None
     claims: dict[str, Any]
     dev_token: bool
+    role: Role = Role.UNSPECIFIED
+    """USER, GUEST (a `guest-` user id) or ANONYMOUS (an empty token, for an app that allows anonymous users)."""
 
 
 class AuthsvcClientError(Exception):
@@ -275,6 +309,18 @@ class AuthClient:
         issued_at = _datetime(response, "issued_at")
         assert issued_at is not None, "authsvc always sends issued_at"
         return IssuedToken(response.token, issued_at, _datetime(response, "expires_at"), response.key_id)
+
+    async def issue_guest_token(self, user_id: str = "", *, name: str = "") -> GuestToken:
+        """Mints a guest token (IssueGuestToken): user id `guest-<user_id>`, or a random one when `user_id` is
+        empty; `name` becomes its `name` claim. Needs only the API key, and the app's guest_access on. Never
+        retried."""
+        request = pb.IssueGuestTokenRequest(user_id=user_id, name=name)
+        response = await self._call(self._stub.IssueGuestToken, request, retry=False)
+        issued_at = _datetime(response, "issued_at")
+        assert issued_at is not None, "authsvc always sends issued_at"
+        return GuestToken(
+            response.token, response.user_id, issued_at, _datetime(response, "expires_at"), response.key_id
+        )
 
     async def verify_token(self, token: str) -> Verification:
         """Verifies one token (VerifyToken). Needs only the API key. Retried on UNAVAILABLE: it only reads."""
@@ -443,6 +489,11 @@ class SyncAuthClient:
         """AuthClient.issue_token: mints a token (IssueToken). Needs the credential; never retried."""
         return self._run(self._client.issue_token(user_id, ttl=ttl, expires_at=expires_at, claims=claims))
 
+    def issue_guest_token(self, user_id: str = "", *, name: str = "") -> GuestToken:
+        """AuthClient.issue_guest_token: mints a guest token (IssueGuestToken). Needs only the API key; never
+        retried."""
+        return self._run(self._client.issue_guest_token(user_id, name=name))
+
     def verify_token(self, token: str) -> Verification:
         """AuthClient.verify_token: verifies one token (VerifyToken). Retried on UNAVAILABLE."""
         return self._run(self._client.verify_token(token))
@@ -520,4 +571,5 @@ def _verification(response: pb.VerifyTokenResponse) -> Verification:
         expires_at=_datetime(response, "expires_at"),
         claims=wire.plain_claims(response.claims) if response.HasField("claims") else {},
         dev_token=response.dev_token,
+        role=Role.from_proto(response.role),
     )

@@ -203,6 +203,12 @@ class Settings:
     watch_buffer: int = _setting(1024, _positive_int)
     """Messages a WatchState stream may have waiting to be sent; a watcher that lets more pile up is cut off
     (RESOURCE_EXHAUSTED, reason WATCHER_TOO_SLOW) and resumes from its version."""
+    guest_rate_per_app: int = _setting(600, _count)
+    """IssueGuestToken calls a minute one process answers for one app at most (in bursts of as many); past it,
+    RESOURCE_EXHAUSTED (reason GUEST_RATE_LIMITED) with a RetryInfo. 0: no limit."""
+    guest_rate_per_address: int = _setting(30, _count)
+    """IssueGuestToken calls a minute one process answers for one caller address (any app) at most; 0: no
+    limit."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -5,6 +5,7 @@
     ├── Unauthenticated               the app credential is missing or wrong
     ├── PermissionDenied              the credential is valid but not for this call or app
     ├── NotFound                      the app (or another named thing) does not exist
+    ├── FailedPrecondition            the app's settings do not allow the call (guests switched off)
     ├── ResourceExhausted             the caller takes more than the server will hold for it: back off
     ├── Unavailable                   the database is needed and down: retry with backoff
     └── ConfigError                   a setting is wrong; raised at start-up, not over gRPC
@@ -62,11 +63,23 @@ class NotFound(AuthsvcError):
     default_reason = "APP_NOT_FOUND"
 
 
+class FailedPrecondition(AuthsvcError):
+    """The app's settings do not allow the call (guest tokens switched off); an operator must change them."""
+
+    status = "FAILED_PRECONDITION"
+    default_reason = "FAILED_PRECONDITION"
+
+
 class ResourceExhausted(AuthsvcError):
-    """The caller would make the server hold more than its bound (a watcher too slow for its stream)."""
+    """The caller would make the server hold more than its bound (a watcher too slow for its stream), or calls
+    faster than its rate limit: back off for `retry_after` seconds when it is set."""
 
     status = "RESOURCE_EXHAUSTED"
     default_reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, reason: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message, reason)
+        self.retry_after = retry_after
 
 
 class Unavailable(AuthsvcError):

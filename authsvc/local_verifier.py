@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any, NoReturn, Self
 import grpc
 
 from authsvc import tokens, watch_wire
-from authsvc.client import API_KEY_HEADER, AUTHORIZATION_HEADER, AuthsvcClientError, Verification, VerifyOutcome
+from authsvc.client import (
+    API_KEY_HEADER,
+    AUTHORIZATION_HEADER,
+    AuthsvcClientError,
+    Role,
+    Verification,
+    VerifyOutcome,
+)
 from authsvc.clock import Clock, Micros, system_clock, to_datetime
 from authsvc.revocations import RevocationSet
 from authsvc.v1 import auth_service_pb2 as pb
@@ -60,6 +67,7 @@ _FATAL_AT_START = frozenset(
     }
 )
 _OUTCOMES = {outcome: VerifyOutcome(outcome.value) for outcome in tokens.Outcome}
+_ROLES = {role: Role(role.value) for role in tokens.Role}
 _VALID = tokens.Outcome.VALID
 # JSON values that a caller cannot change in place: an answer whose claims hold only these may be shared.
 _SCALARS = frozenset((str, int, float, bool, type(None)))
@@ -94,7 +102,7 @@ _EPOCH = to_datetime(0)
 # filling the instance's __dict__ makes the same object, equal and alike in repr, for a third of that. Its fields
 # are checked here, so that a field added to Verification cannot be left out silently.
 _new = object.__new__
-_FIELDS = ("outcome", "valid", "user_id", "issued_at", "expires_at", "claims", "dev_token")
+_FIELDS = ("outcome", "valid", "user_id", "issued_at", "expires_at", "claims", "dev_token", "role")
 if tuple(field.name for field in fields(Verification)) != _FIELDS:
     raise ImportError("authsvc.local_verifier._answer fills the fields of client.Verification by name: update it")
 
@@ -118,12 +126,18 @@ def _answer(result: tokens.Verification) -> Verification:
     fill["expires_at"] = None if expires_at is None else _EPOCH + timedelta(0, 0, expires_at)
     fill["claims"] = _Claims(claims)
     fill["dev_token"] = result.dev_token
+    fill["role"] = _ROLES[result.role]
     return answer
 
 
 _BARE = {
     outcome: Verification(_OUTCOMES[outcome], False, None, None, None, _Claims(), False)
-    for outcome in (tokens.Outcome.MALFORMED, tokens.Outcome.INVALID_SIGNATURE, tokens.Outcome.UNKNOWN_KEY)
+    for outcome in (
+        tokens.Outcome.MALFORMED,
+        tokens.Outcome.INVALID_SIGNATURE,
+        tokens.Outcome.UNKNOWN_KEY,
+        tokens.Outcome.ANONYMOUS_DISABLED,
+    )
 }
 _UNAVAILABLE = Verification(VerifyOutcome.UNAVAILABLE, False, None, None, None, _Claims(), False)
 

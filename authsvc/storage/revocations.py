@@ -97,6 +97,14 @@ class RevocationQueries(Queries):
             version = await record(conn, app_id, "app")
         return bool(had), version
 
+    async def user_revoked_before(self, app_id: int, user_id: str) -> Micros | None:
+        """The user's revocation time, or None (read from the database, for the command line)."""
+        async with self._connection() as conn:
+            found = await conn.fetchval(
+                "SELECT revoked_before FROM user_revocations WHERE app_id = $1 AND user_id = $2", app_id, user_id
+            )
+        return None if found is None else from_datetime(found)
+
     async def revoked_user_ids(self, app_id: int, user_hashes: Iterable[int]) -> list[str]:
         """The ids of the app's users with these hashes that have a revocation now, in order (authsvc.watch names
         them to watchers: the change log holds hashes only)."""
