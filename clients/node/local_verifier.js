@@ -64,6 +64,7 @@ function verification(verdict) {
     expiresAt: toDate(verdict.expiresAt),
     claims: verdict.claims,
     devToken: verdict.devToken,
+    role: verdict.role,
   };
 }
 
