@@ -55,13 +55,23 @@ OUTCOMES = tuple(
 each, an outcome added to the proto included."""
 
 RULE_PATTERN = re.compile(
-    r"TOKEN_MODEL (step [1-7]|Apps|User tokens|Revocation|Development mode): \S.* -> ([A-Z_]+)\b.*"
+    r"TOKEN_MODEL (step [1-7]|Apps|User tokens|Revocation|Development mode|Guests|Anonymous users): \S.*"
+    r" -> ([A-Z_]+)\b.*"
 )
 """What a case's `rule` looks like: the TOKEN_MODEL step (or section) it checks, what it checks, and after `->` the
 outcome the rule calls for."""
 
-RULES = (*(f"step {n}" for n in range(1, 8)), "Apps", "User tokens", "Revocation", "Development mode")
-"""Every step and section of shared/TOKEN_MODEL.md about verification: the file must name each."""
+RULES = (
+    *(f"step {n}" for n in range(1, 8)),
+    "Apps",
+    "User tokens",
+    "Revocation",
+    "Development mode",
+    "Guests",
+    "Anonymous users",
+)
+"""Every step and section of the token model about verification (shared/TOKEN_MODEL.md, and docs/token-model.md
+for guests and anonymous users): the file must name each."""
 
 WAIT = 30.0
 """Seconds a rebuild waits for the server's state to show a change before it fails."""
@@ -203,6 +213,7 @@ def expectation(response: pb.VerifyTokenResponse) -> dict[str, Any]:
         "expires_at": wire.micros(response.expires_at, "expires_at") if response.HasField("expires_at") else None,
         "dev_token": response.dev_token,
         "claims": wire.plain_claims(response.claims) if response.HasField("claims") else None,
+        "role": pb.Role.Name(response.role).removeprefix("ROLE_"),
     }
 
 
@@ -215,6 +226,7 @@ def local_verdict(result: Verification) -> dict[str, Any]:
         "expires_at": None if result.expires_at is None else from_datetime(result.expires_at),
         "dev_token": result.dev_token,
         "claims": result.claims or None,
+        "role": result.role.name,
     }
 
 

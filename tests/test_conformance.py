@@ -99,7 +99,7 @@ def test_the_file_covers_every_outcome_and_every_step_of_the_token_model() -> No
         # The recorded answer is the one the rule calls for: an answer edited by hand, or a rule misread, shows.
         assert conformance.called_for(case["rule"]) == case["expect"]["outcome"], case["name"]
         assert case["app"] in APPS, f"{case['name']}: no app {case['app']!r}"
-        assert set(case["expect"]) == {"outcome", "user_id", "issued_at", "expires_at", "dev_token", "claims"}
+        assert set(case["expect"]) == {"outcome", "user_id", "issued_at", "expires_at", "dev_token", "claims", "role"}
     named = {match.group(1) for case in CASES if (match := conformance.RULE_PATTERN.fullmatch(case["rule"]))}
     assert named == set(conformance.RULES), f"not named by any case: {sorted(set(conformance.RULES) - named)}"
     names = [case["name"] for case in CASES]

@@ -13,7 +13,7 @@ const protoLoader = require("@grpc/proto-loader");
 const { LocalVerifier } = require("..");
 
 const VECTORS = process.env.AUTHSVC_CONFORMANCE_VECTORS || path.resolve(__dirname, "..", "..", "..", "conformance", "vectors.json");
-const FIELDS = ["outcome", "user_id", "issued_at", "expires_at", "dev_token", "claims"];
+const FIELDS = ["outcome", "user_id", "issued_at", "expires_at", "dev_token", "claims", "role"];
 
 // proto-loader's own deserializer, with the options index.js loads the protos with (keepCase, longs and enums as
 // String, defaults, oneofs): the very function grpc-js runs on each message of the stream.
@@ -42,6 +42,7 @@ function answered(verdict) {
     expires_at: verdict.expiresAt,
     dev_token: verdict.devToken,
     claims: Object.keys(verdict.claims).length > 0 ? verdict.claims : null,
+    role: verdict.role,
   };
 }
 
