@@ -10,6 +10,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import grpc
 import jwt
 import pytest
@@ -17,6 +18,7 @@ from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from authsvc import migrations
 from authsvc.client import AuthClient, LocalVerifier, Role, VerifyOutcome
 from authsvc.clock import MICROS_PER_SECOND as S
 from authsvc.config import Settings
@@ -429,3 +431,27 @@ async def test_cli_guest_settings_and_tokens_by_hand(
     assert len(reserved.stderr.strip().splitlines()) == 1 and "Traceback" not in reserved.stderr
     bad_claims = await asyncio.to_thread(authsvc, "tokens", "issue", api_key, "erin", "--claims", "[1]", env=env)
     assert bad_claims.returncode == 2 and "must be a JSON object" in bad_claims.stderr
+
+
+async def test_migration_0008_gives_existing_apps_the_defaults(fresh_database: str) -> None:
+    # A database of the release before: every migration up to 0008, and an app made then (0007, another
+    # change's, may be there or not: 0008 touches only columns of its own).
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY, applied_at timestamptz)")
+        for version, sql in migrations.available():
+            if version >= "0008":
+                break
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+        await conn.execute("INSERT INTO apps (api_key, name) VALUES ('before0008', 'old app')")
+        assert await migrations.pending(conn) == [v for v, _ in migrations.available() if v >= "0008"]
+        await migrations.apply(conn)
+        row = await conn.fetchrow(
+            "SELECT guest_access, guest_token_ttl_seconds, anonymous_access FROM apps WHERE api_key = 'before0008'"
+        )
+        assert tuple(row) == (False, 86400, False)
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE apps SET guest_token_ttl_seconds = 0")
+    finally:
+        await conn.close()
