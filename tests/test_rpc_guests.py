@@ -455,3 +455,33 @@ async def test_migration_0008_gives_existing_apps_the_defaults(fresh_database: s
             await conn.execute("UPDATE apps SET guest_token_ttl_seconds = 0")
     finally:
         await conn.close()
+
+
+async def test_create_app_takes_the_guest_settings_and_audits_them(replicas: tuple[Replica, Replica]) -> None:
+    first, second = replicas
+    created = await first.admin.CreateApp(
+        admin_pb.CreateAppRequest(
+            name="open chat", guest_access=True, guest_token_ttl={"seconds": 7200}, anonymous_access=True
+        ),
+        metadata=OPS,
+    )
+    settings = (created.app.guest_access, created.app.guest_token_ttl.seconds, created.app.anonymous_access)
+    assert settings == (True, 7200, True)
+    listed = await second.admin.ListApps(admin_pb.ListAppsRequest(), metadata=OPS)
+    (shown,) = [app for app in listed.apps if app.api_key == created.app.api_key]
+    assert (shown.guest_access, shown.guest_token_ttl.seconds, shown.anonymous_access) == settings
+    audit = await first.admin.ListAuditEvents(
+        admin_pb.ListAuditEventsRequest(api_key=created.app.api_key, action_prefix="app.created"), metadata=OPS
+    )
+    details = json_format.MessageToDict(audit.events[0].details)
+    assert (details["guest_access"], details["guest_token_ttl_seconds"], details["anonymous_access"]) == (
+        True,
+        7200,
+        True,
+    )
+    failed = await expect_failure(
+        first.admin.CreateApp(
+            admin_pb.CreateAppRequest(name="bad", guest_token_ttl={"seconds": 1, "nanos": 5}), metadata=OPS
+        )
+    )
+    assert failed.reason == "INVALID_TTL"
