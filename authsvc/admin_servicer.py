@@ -50,6 +50,9 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             auth_checks_disabled=request.auth_checks_disabled,
             require_iat=request.require_iat,
             api_secret=request.api_secret if request.HasField("api_secret") else None,
+            guest_access=request.guest_access,
+            guest_token_ttl_seconds=_guest_ttl(request),
+            anonymous_access=request.anonymous_access,
             actor=actor,
         )
         await self._state.catch_up()
@@ -88,6 +91,9 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             max_token_lifetime_seconds=longest,
             auth_checks_disabled=(request.auth_checks_disabled if request.HasField("auth_checks_disabled") else None),
             require_iat=request.require_iat if request.HasField("require_iat") else None,
+            guest_access=request.guest_access if request.HasField("guest_access") else None,
+            guest_token_ttl_seconds=_guest_ttl(request),
+            anonymous_access=request.anonymous_access if request.HasField("anonymous_access") else None,
             actor=actor,
         )
         if version is not None:
@@ -176,3 +182,8 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     async def _current(self, app: App) -> App:
         """The app after a change this process has caught up with."""
         return self._state.app(app.api_key) or await self._existing(app.api_key)
+
+
+def _guest_ttl(request: pb.CreateAppRequest | pb.UpdateAppRequest) -> int | None:
+    """The request's guest token lifetime in whole seconds, or None when it names none."""
+    return wire.lifetime(request.guest_token_ttl, "guest_token_ttl") if request.HasField("guest_token_ttl") else None

@@ -17,7 +17,7 @@ from authsvc.audit import SYSTEM, Actor
 from authsvc.clock import MICROS_PER_SECOND, Micros, system_clock, to_datetime
 from authsvc.errors import InvalidArgument, NotFound
 from authsvc.store import Store
-from authsvc.tokens import HS256, App
+from authsvc.tokens import DEFAULT_GUEST_TOKEN_TTL_SECONDS, HS256, App
 
 ALGORITHMS = (HS256, *keys.ASYMMETRIC_ALGORITHMS)
 """Signing algorithms an app may use."""
@@ -52,6 +52,9 @@ async def create_app(
     require_iat: bool = False,
     max_token_lifetime_seconds: int | None = None,
     api_secret: str | None = None,
+    guest_access: bool = False,
+    guest_token_ttl_seconds: int | None = None,
+    anonymous_access: bool = False,
     actor: Actor = SYSTEM,
 ) -> App:
     """Creates an app with a fresh API key, key ids and keys.
@@ -64,6 +67,8 @@ async def create_app(
     name = _checked_name(name)
     _check_algorithm(algorithm)
     _check_lifetimes(token_ttl_seconds, max_token_lifetime_seconds)
+    guest_ttl = DEFAULT_GUEST_TOKEN_TTL_SECONDS if guest_token_ttl_seconds is None else guest_token_ttl_seconds
+    _check_guest_ttl(guest_ttl)
     return await store.create_app(
         api_key=new_api_key(),
         name=name,
@@ -75,6 +80,9 @@ async def create_app(
         require_iat=require_iat,
         max_token_lifetime_seconds=max_token_lifetime_seconds,
         key_pair=(new_key_id(), keys.generate(algorithm)) if algorithm in keys.ASYMMETRIC_ALGORITHMS else None,
+        guest_access=guest_access,
+        guest_token_ttl_seconds=guest_ttl,
+        anonymous_access=anonymous_access,
         actor=actor,
     )
 
@@ -99,6 +107,9 @@ async def update_app(
     max_token_lifetime_seconds: int | None | Unchanged = UNCHANGED,
     auth_checks_disabled: bool | None = None,
     require_iat: bool | None = None,
+    guest_access: bool | None = None,
+    guest_token_ttl_seconds: int | None = None,
+    anonymous_access: bool | None = None,
     actor: Actor,
 ) -> tuple[App, int | None]:
     """Changes some settings of an app; None (UNCHANGED for the lifetimes, where None clears) keeps a setting.
@@ -120,6 +131,12 @@ async def update_app(
         requested["auth_checks_disabled"] = auth_checks_disabled
     if require_iat is not None:
         requested["require_iat"] = require_iat
+    if guest_access is not None:
+        requested["guest_access"] = guest_access
+    if guest_token_ttl_seconds is not None:
+        requested["guest_token_ttl_seconds"] = _check_guest_ttl(guest_token_ttl_seconds)
+    if anonymous_access is not None:
+        requested["anonymous_access"] = anonymous_access
     if not requested:
         raise InvalidArgument("nothing to change: give at least one setting", "NO_CHANGES")
     _check_lifetimes(
@@ -150,6 +167,12 @@ def _check_algorithm(algorithm: str) -> str:
             "INVALID_ALGORITHM",
         )
     return algorithm
+
+
+def _check_guest_ttl(seconds: int) -> int:
+    if seconds < 1:
+        raise InvalidArgument("the guest token lifetime must be at least one second", "INVALID_TTL")
+    return seconds
 
 
 def _check_lifetimes(token_ttl_seconds: int | None, max_token_lifetime_seconds: int | None) -> None:
@@ -276,6 +299,9 @@ class AppView:
     created_at: Micros
     public_key: str | None
     """PEM of the signing key pair's public key (EdDSA and ES256 apps)."""
+    guest_access: bool
+    guest_token_ttl_seconds: int
+    anonymous_access: bool
 
 
 def view(app: App, now: Micros) -> AppView:
@@ -300,6 +326,9 @@ def view(app: App, now: Micros) -> AppView:
         else signing.key.public_key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode(),
+        guest_access=app.guest_access,
+        guest_token_ttl_seconds=app.guest_token_ttl_seconds,
+        anonymous_access=app.anonymous_access,
     )
 
 
@@ -322,6 +351,9 @@ def describe(app: App, *, with_secret: bool = False, now: Micros | None = None) 
         "auth_checks_disabled": shown.auth_checks_disabled,
         "require_iat": shown.require_iat,
         "max_token_lifetime_seconds": shown.max_token_lifetime_seconds,
+        "guest_access": shown.guest_access,
+        "guest_token_ttl_seconds": shown.guest_token_ttl_seconds,
+        "anonymous_access": shown.anonymous_access,
         "revoked_before": _iso(shown.revoked_before),
         "created_at": _iso(shown.created_at),
     }

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import secrets
 import shlex
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -13,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from authsvc import apps, operators
+from authsvc import apps, operators, tokens
 from authsvc.audit import cli_actor
-from authsvc.clock import Micros, from_datetime, system_clock, to_datetime
+from authsvc.clock import MICROS_PER_SECOND, Micros, from_datetime, system_clock, to_datetime
 from authsvc.config import Settings, parse_duration, unknown_variables
 from authsvc.database import apply_migrations, database_url, keyring_for, open_store
 from authsvc.errors import AuthsvcError, ConfigError, NotFound
@@ -23,6 +24,7 @@ from authsvc.logs import configure_logging
 from authsvc.sealing import new_kek_text
 from authsvc.store import Store
 from authsvc.tokens import App
+from authsvc.verifier import Verifier
 
 log = logging.getLogger("authsvc")
 
@@ -81,6 +83,16 @@ def _limit(text: str) -> int:
     return value
 
 
+def _claims(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--claims is not JSON: {exc.msg} at character {exc.pos}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('--claims must be a JSON object, e.g. \'{"room": "lobby"}\'')
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="authsvc", description="A gRPC token service for chat backends.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -114,6 +126,9 @@ def _parser() -> argparse.ArgumentParser:
         help="tokens must carry exp at most this far past iat, e.g. 24h; older revocations are pruned",
     )
     create.add_argument("--api-secret-file", type=Path, help="import the API secret in this file (32+ random chars)")
+    create.add_argument("--guest-access", action="store_true", help="let IssueGuestToken mint guest tokens")
+    create.add_argument("--guest-token-ttl", type=_ttl, help="lifetime of guest tokens, e.g. 2h (default 24h)")
+    create.add_argument("--anonymous-access", action="store_true", help="an empty token verifies as anonymous")
     create.add_argument(
         "--format",
         choices=("json", "env"),
@@ -134,6 +149,13 @@ def _parser() -> argparse.ArgumentParser:
     iat = update.add_mutually_exclusive_group()
     iat.add_argument("--require-iat", dest="require_iat", action="store_const", const=True)
     iat.add_argument("--no-require-iat", dest="require_iat", action="store_const", const=False)
+    guests = update.add_mutually_exclusive_group()
+    guests.add_argument("--guest-access", dest="guest_access", action="store_const", const=True)
+    guests.add_argument("--no-guest-access", dest="guest_access", action="store_const", const=False)
+    update.add_argument("--guest-token-ttl", type=_ttl, help="lifetime of guest tokens, e.g. 2h")
+    anonymous = update.add_mutually_exclusive_group()
+    anonymous.add_argument("--anonymous-access", dest="anonymous_access", action="store_const", const=True)
+    anonymous.add_argument("--no-anonymous-access", dest="anonymous_access", action="store_const", const=False)
     update.add_argument(
         "--algorithm",
         choices=apps.ALGORITHMS,
@@ -154,6 +176,17 @@ def _parser() -> argparse.ArgumentParser:
     retire.add_argument("key_id")
     keys_sub.add_parser("reencrypt", help="re-seal every key under the first KEK; prints how many were re-sealed")
     keys_sub.add_parser("new-kek", help="print a fresh key-encryption key (base64)")
+
+    tokens_cmd = commands.add_parser("tokens", help="issue and verify tokens by hand, for development")
+    tokens_sub = tokens_cmd.add_subparsers(dest="tokens_command", required=True, parser_class=_Parser)
+    issue = tokens_sub.add_parser("issue", help="mint a user token and print it (audited)")
+    issue.add_argument("api_key", metavar="API_KEY")
+    issue.add_argument("user_id", metavar="USER_ID")
+    issue.add_argument("--ttl", type=_ttl, help="lifetime, e.g. 1h (default: the app's token lifetime)")
+    issue.add_argument("--claims", type=_claims, help='extra claims as a JSON object, e.g. \'{"room": "lobby"}\'')
+    verify = tokens_sub.add_parser("verify", help="verify a token as VerifyToken would; prints the verdict as JSON")
+    verify.add_argument("api_key", metavar="API_KEY")
+    verify.add_argument("token", metavar="TOKEN")
 
     audit_cmd = commands.add_parser("audit", help="read the audit log")
     audit_sub = audit_cmd.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
@@ -208,6 +241,8 @@ async def _store_command(args: argparse.Namespace, store: Store, settings: Setti
         return await _apps_command(args, store, settings)
     if args.command == "keys":
         return await _keys_command(args, store, settings)
+    if args.command == "tokens":
+        return await _tokens_command(args, store, settings)
     events = await store.audit_events(
         api_key=args.app, action=args.action, actor=args.actor, since=args.since, limit=args.limit
     )
@@ -224,6 +259,62 @@ async def _store_command(args: argparse.Namespace, store: Store, settings: Setti
             }
             for event in events
         ]
+    )
+    return 0
+
+
+async def _tokens_command(args: argparse.Namespace, store: Store, settings: Settings) -> int:
+    app = await _existing(store, args.api_key)
+    now = system_clock()
+    if args.tokens_command == "issue":
+        actor = cli_actor()
+        jti = secrets.token_urlsafe(16)
+        issued = tokens.issue(
+            app,
+            args.user_id,
+            now=now,
+            issuer=settings.issuer,
+            jti=jti,
+            ttl=None if args.ttl is None else args.ttl * MICROS_PER_SECOND,
+            claims=args.claims,
+        )
+        await store.record_audit(
+            actor,
+            "token.issued",
+            app.id,
+            {"user_id": args.user_id, "jti": jti, "key_id": issued.key_id, "expires_at": _iso(issued.expires_at)},
+        )
+        print(issued.token)
+        return 0
+    parsed = tokens.parse(args.token)
+    user_id = parsed.payload.get("user_id") if parsed is not None else None
+    revoked = await store.user_revoked_before(app.id, user_id) if isinstance(user_id, str) and user_id else None
+    token_id = parsed.payload.get("jti") if parsed is not None else None
+    token_revoked = await store.token_revoked_at(app.id, token_id) if isinstance(token_id, str) and token_id else None
+    result = Verifier(0).verify(
+        args.token,
+        app,
+        now=now,
+        leeway=round(settings.clock_leeway * MICROS_PER_SECOND),
+        revoked_before=lambda _app, _user: revoked,
+        token_revoked_at=lambda _app, _jti: token_revoked,
+    )
+    action = result.client_action
+    _print_json(
+        {
+            "valid": result.valid,
+            "outcome": result.outcome.name,
+            "role": result.role.name,
+            "user_id": result.user_id or None,
+            "issued_at": _iso(result.issued_at),
+            "expires_at": _iso(result.expires_at),
+            "claims": dict(result.claims),
+            "dev_token": result.dev_token,
+            "revoked_by": None if result.revoked_by is None else result.revoked_by.name,
+            "revoked_before": _iso(result.revoked_before),
+            "valid_from": _iso(result.valid_from),
+            "client_action": None if action is None else action.name,
+        }
     )
     return 0
 
@@ -256,6 +347,9 @@ async def _apps_command(args: argparse.Namespace, store: Store, settings: Settin
             require_iat=args.require_iat,
             max_token_lifetime_seconds=args.max_token_lifetime,
             api_secret=_read_secret(args.api_secret_file),
+            guest_access=args.guest_access,
+            guest_token_ttl_seconds=args.guest_token_ttl,
+            anonymous_access=args.anonymous_access,
             actor=cli_actor(),
         )
         if args.format == "env":
@@ -275,6 +369,9 @@ async def _apps_command(args: argparse.Namespace, store: Store, settings: Settin
             max_token_lifetime_seconds=args.max_token_lifetime,
             auth_checks_disabled=args.auth_checks_disabled,
             require_iat=args.require_iat,
+            guest_access=args.guest_access,
+            guest_token_ttl_seconds=args.guest_token_ttl,
+            anonymous_access=args.anonymous_access,
             actor=cli_actor(),
         )
         _print_json(apps.describe(updated))

@@ -64,10 +64,12 @@ __all__ = [
     "AuthsvcClientError",
     "ClientAction",
     "IssuedToken",
+    "GuestToken",
     "LocalVerifier",
     "RevocationScope",
     "Revoked",
     "RevokedToken",
+    "Role",
     "SyncAuthClient",
     "Verification",
     "VerifyOutcome",
@@ -106,10 +108,29 @@ class VerifyOutcome(enum.Enum):
     WRONG_AUDIENCE = pb.VERIFY_OUTCOME_WRONG_AUDIENCE
     REVOKED = pb.VERIFY_OUTCOME_REVOKED
     UNAVAILABLE = pb.VERIFY_OUTCOME_UNAVAILABLE
+    ANONYMOUS_DISABLED = pb.VERIFY_OUTCOME_ANONYMOUS_DISABLED
 
     @classmethod
     def from_proto(cls, value: int) -> VerifyOutcome:
         """The outcome for a proto enum number; UNSPECIFIED for a number this client does not know."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNSPECIFIED
+
+
+class Role(enum.Enum):
+    """Who a verified token speaks for: authsvc.v1.Role without the `ROLE_` prefix. UNSPECIFIED when no user id
+    could be read (or for a role added to the proto after this client was built)."""
+
+    UNSPECIFIED = pb.ROLE_UNSPECIFIED
+    USER = pb.ROLE_USER
+    GUEST = pb.ROLE_GUEST
+    ANONYMOUS = pb.ROLE_ANONYMOUS
+
+    @classmethod
+    def from_proto(cls, value: int) -> Role:
+        """The role for a proto enum number; UNSPECIFIED for a number this client does not know."""
         try:
             return cls(value)
         except ValueError:
@@ -146,6 +167,17 @@ class ClientAction(enum.Enum):
 
 
 @dataclass(frozen=True)
+class GuestToken:
+    """A minted guest token and its user id. Its repr leaves the token out."""
+
+    token: str = field(repr=False)
+    user_id: str
+    issued_at: datetime
+    expires_at: datetime | None
+    key_id: str
+
+
+@dataclass(frozen=True)
 class Verification:
     """authsvc's verdict on one token.
 
@@ -166,6 +198,8 @@ class Verification:
     revoked_before: datetime | None = None
     valid_from: datetime | None = None
     client_action: ClientAction | None = None
+    role: Role = Role.UNSPECIFIED
+    """USER, GUEST (a `guest-` user id) or ANONYMOUS (an empty token, for an app that allows anonymous users)."""
 
 
 @dataclass(frozen=True)
@@ -313,6 +347,18 @@ class AuthClient:
         issued_at = _datetime(response, "issued_at")
         assert issued_at is not None, "authsvc always sends issued_at"
         return IssuedToken(response.token, issued_at, _datetime(response, "expires_at"), response.key_id)
+
+    async def issue_guest_token(self, user_id: str = "", *, name: str = "") -> GuestToken:
+        """Mints a guest token (IssueGuestToken): user id `guest-<user_id>`, or a random one when `user_id` is
+        empty; `name` becomes its `name` claim. Needs only the API key, and the app's guest_access on. Never
+        retried."""
+        request = pb.IssueGuestTokenRequest(user_id=user_id, name=name)
+        response = await self._call(self._stub.IssueGuestToken, request, retry=False)
+        issued_at = _datetime(response, "issued_at")
+        assert issued_at is not None, "authsvc always sends issued_at"
+        return GuestToken(
+            response.token, response.user_id, issued_at, _datetime(response, "expires_at"), response.key_id
+        )
 
     async def verify_token(self, token: str) -> Verification:
         """Verifies one token (VerifyToken). Needs only the API key. Retried on UNAVAILABLE: it only reads."""
@@ -503,6 +549,11 @@ class SyncAuthClient:
         """AuthClient.issue_token: mints a token (IssueToken). Needs the credential; never retried."""
         return self._run(self._client.issue_token(user_id, ttl=ttl, expires_at=expires_at, claims=claims))
 
+    def issue_guest_token(self, user_id: str = "", *, name: str = "") -> GuestToken:
+        """AuthClient.issue_guest_token: mints a guest token (IssueGuestToken). Needs only the API key; never
+        retried."""
+        return self._run(self._client.issue_guest_token(user_id, name=name))
+
     def verify_token(self, token: str) -> Verification:
         """AuthClient.verify_token: verifies one token (VerifyToken). Retried on UNAVAILABLE."""
         return self._run(self._client.verify_token(token))
@@ -592,6 +643,7 @@ def _verification(response: pb.VerifyTokenResponse) -> Verification:
         revoked_before=_datetime(response, "revoked_before"),
         valid_from=_datetime(response, "valid_from"),
         client_action=_enum(ClientAction, response.client_action),
+        role=Role.from_proto(response.role),
     )
 
 

@@ -218,6 +218,12 @@ class Settings:
     """Seconds a console session may go unused before it ends."""
     console_login_link: bool = _setting(False, _bool)
     """Print a one-time login URL at start (`make run` does): it opens one session as operator `local`."""
+    guest_rate_per_app: int = _setting(600, _count)
+    """IssueGuestToken calls a minute one process answers for one app at most (in bursts of as many); past it,
+    RESOURCE_EXHAUSTED (reason GUEST_RATE_LIMITED) with a RetryInfo. 0: no limit."""
+    guest_rate_per_address: int = _setting(30, _count)
+    """IssueGuestToken calls a minute one process answers for one caller address (any app) at most; 0: no
+    limit."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -5,6 +5,7 @@
     ├── Unauthenticated               the app credential is missing or wrong
     ├── PermissionDenied              the credential is valid but not for this call or app
     ├── NotFound                      the app (or another named thing) does not exist
+    ├── FailedPrecondition            the app's settings do not allow the call (guests switched off)
     ├── ResourceExhausted             the caller takes more than the server will hold for it: back off
     ├── Unavailable                   the database is needed and down: retry with backoff
     └── ConfigError                   a setting is wrong; raised at start-up, not over gRPC
@@ -49,8 +50,8 @@ class Unauthenticated(AuthsvcError):
 
 
 class FailedPrecondition(AuthsvcError):
-    """The request is well-formed but the thing it names cannot be acted on in its present state; the message
-    says what to do instead."""
+    """The request is well-formed but the thing it names cannot be acted on in its present state (a token without
+    jti, guest tokens switched off for the app); the message says what to do instead."""
 
     status = "FAILED_PRECONDITION"
     default_reason = "FAILED_PRECONDITION"
@@ -71,10 +72,15 @@ class NotFound(AuthsvcError):
 
 
 class ResourceExhausted(AuthsvcError):
-    """The caller would make the server hold more than its bound (a watcher too slow for its stream)."""
+    """The caller would make the server hold more than its bound (a watcher too slow for its stream), or calls
+    faster than its rate limit: back off for `retry_after` seconds when it is set."""
 
     status = "RESOURCE_EXHAUSTED"
     default_reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, reason: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message, reason)
+        self.retry_after = retry_after
 
 
 class Unavailable(AuthsvcError):

@@ -15,7 +15,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from authsvc.callers import REQUEST_ID_HEADER, CallMetadata, current_call, read_metadata
-from authsvc.errors import DOMAIN, AuthsvcError, InvalidArgument, Unavailable
+from authsvc.errors import DOMAIN, AuthsvcError, InvalidArgument, ResourceExhausted, Unavailable
 from authsvc.lifecycle import Drain
 from authsvc.logs import (
     ApiKeyLookup,
@@ -36,7 +36,15 @@ def status_of(error: AuthsvcError) -> grpc.Status:
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=grpc.StatusCode[error.status].value[0], message=error.message, details=[detail])
+    details = [detail]
+    retry_after = error.retry_after if isinstance(error, ResourceExhausted) else None
+    if retry_after is not None:  # a rate limit: google.rpc.RetryInfo says when a retry may succeed
+        retry = any_pb2.Any()
+        delay = error_details_pb2.RetryInfo()
+        delay.retry_delay.FromNanoseconds(max(1, round(retry_after * 1e9)))
+        retry.Pack(delay)
+        details.append(retry)
+    status = status_pb2.Status(code=grpc.StatusCode[error.status].value[0], message=error.message, details=details)
     result: grpc.Status = rpc_status.to_status(status)
     return result
 

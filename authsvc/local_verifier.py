@@ -30,6 +30,7 @@ from authsvc.client import (
     AuthsvcClientError,
     ClientAction,
     RevocationScope,
+    Role,
     Verification,
     VerifyOutcome,
 )
@@ -72,6 +73,7 @@ _FATAL_AT_START = frozenset(
 _OUTCOMES = {outcome: VerifyOutcome(outcome.value) for outcome in tokens.Outcome}
 _ACTIONS = {outcome: ClientAction(action.value) for outcome, action in tokens.CLIENT_ACTIONS.items()}
 _SCOPES = {scope: RevocationScope(scope.value) for scope in tokens.RevocationScope}
+_ROLES = {role: Role(role.value) for role in tokens.Role}
 _VALID = tokens.Outcome.VALID
 # JSON values that a caller cannot change in place: an answer whose claims hold only these may be shared.
 _SCALARS = frozenset((str, int, float, bool, type(None)))
@@ -118,6 +120,7 @@ _FIELDS = (
     "revoked_before",
     "valid_from",
     "client_action",
+    "role",
 )
 if tuple(field.name for field in fields(Verification)) != _FIELDS:
     raise ImportError("authsvc.local_verifier._answer fills the fields of client.Verification by name: update it")
@@ -147,6 +150,7 @@ def _answer(result: tokens.Verification) -> Verification:
     fill["revoked_before"] = None if revoked_before is None else _EPOCH + timedelta(0, 0, revoked_before)
     fill["valid_from"] = None if valid_from is None else _EPOCH + timedelta(0, 0, valid_from)
     fill["client_action"] = _ACTIONS.get(outcome)
+    fill["role"] = _ROLES[result.role]
     return answer
 
 
@@ -154,7 +158,12 @@ _BARE = {
     outcome: Verification(
         _OUTCOMES[outcome], False, None, None, None, _Claims(), False, client_action=_ACTIONS[outcome]
     )
-    for outcome in (tokens.Outcome.MALFORMED, tokens.Outcome.INVALID_SIGNATURE, tokens.Outcome.UNKNOWN_KEY)
+    for outcome in (
+        tokens.Outcome.MALFORMED,
+        tokens.Outcome.INVALID_SIGNATURE,
+        tokens.Outcome.UNKNOWN_KEY,
+        tokens.Outcome.ANONYMOUS_DISABLED,
+    )
 }
 # Not verified for now: the same token may pass once the stream is current again.
 _UNAVAILABLE = Verification(

@@ -31,6 +31,8 @@ REVOCATION_KINDS = ("user", "app", "token", "clear")
 
 VERIFY_OUTCOMES = tuple(outcome.name for outcome in Outcome)
 """The `outcome` label values of authsvc_verify_outcomes_total, each present (at zero) from the start."""
+GUEST_RESULTS = ("issued", "disabled", "rate_limited", "invalid")
+"""The `result` label values of authsvc_guest_tokens_total."""
 
 
 def grpc_type(handler: grpc.RpcMethodHandler[Any, Any]) -> str:
@@ -199,6 +201,14 @@ class Metrics:
             registry=self.registry,
         )
         self._revocation_children = {kind: self._revocations.labels(kind) for kind in REVOCATION_KINDS}
+        self._guest_tokens = Counter(
+            "authsvc_guest_tokens_total",
+            "IssueGuestToken calls by result: issued, disabled (guest_access off), rate_limited, invalid (a bad"
+            " user_id or name).",
+            ("result",),
+            registry=self.registry,
+        )
+        self._guest_children = {result: self._guest_tokens.labels(result) for result in GUEST_RESULTS}
         self._state_version = Gauge(
             "authsvc_state_version", "Version of the change log the in-memory state is at.", registry=self.registry
         )
@@ -244,6 +254,10 @@ class Metrics:
         if child is None:
             raise ValueError(f"revocation kind must be one of {', '.join(REVOCATION_KINDS)}, not {kind!r}")
         child.inc(n)
+
+    def count_guest_token(self, result: str) -> None:
+        """Counts one IssueGuestToken call by its result (GUEST_RESULTS)."""
+        self._guest_children[result].inc()
 
     def set_version_source(self, source: Callable[[], int]) -> None:
         """Makes every scrape read authsvc_state_version from `source`."""

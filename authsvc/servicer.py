@@ -13,8 +13,9 @@ from authsvc import tokens, wire
 from authsvc.callers import Callers, Context
 from authsvc.clock import MICROS_PER_SECOND, Clock, Micros
 from authsvc.config import Settings
-from authsvc.errors import InvalidArgument
+from authsvc.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from authsvc.metrics import Metrics
+from authsvc.ratelimit import GuestLimits
 from authsvc.state import State
 from authsvc.store import Store
 from authsvc.v1 import auth_service_pb2 as pb
@@ -45,6 +46,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         self._verifier = Verifier(settings.verify_cache_size)
         self._outcome_counts = metrics.outcome_counts
         self._count_revocation = metrics.count_revocation
+        self._count_guest_token = metrics.count_guest_token
+        self._guest_limits = GuestLimits(settings.guest_rate_per_app, settings.guest_rate_per_address)
         self._settings = settings
         self._clock = clock
         self._leeway = round(settings.clock_leeway * MICROS_PER_SECOND)
@@ -78,12 +81,44 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             key_id=issued.key_id,
         )
 
+    async def IssueGuestToken(self, request: pb.IssueGuestTokenRequest, context: Context) -> pb.IssueGuestTokenResponse:
+        self._state.check_fresh()
+        app = await self._callers.app(context)  # only x-api-key: a chat client calls it
+        now = self._clock()
+        try:
+            tokens.check_guest_access(app)  # refused before it counts against the rate limits
+            self._guest_limits.admit(app.api_key, context.peer(), now)
+            issued = tokens.issue_guest(
+                app,
+                request.user_id,
+                request.name,
+                now=now,
+                issuer=self._settings.issuer,
+                jti=secrets.token_urlsafe(16),
+                random_id=secrets.token_urlsafe(16),
+            )
+        except FailedPrecondition:
+            self._count_guest_token("disabled")
+            raise
+        except ResourceExhausted:
+            self._count_guest_token("rate_limited")
+            raise
+        except InvalidArgument:
+            self._count_guest_token("invalid")
+            raise
+        self._count_guest_token("issued")
+        return pb.IssueGuestTokenResponse(
+            token=issued.token,
+            user_id=issued.user_id,
+            issued_at=wire.timestamp(issued.issued_at),
+            expires_at=wire.timestamp(issued.expires_at),
+            key_id=issued.key_id,
+        )
+
     async def VerifyToken(self, request: pb.VerifyTokenRequest, context: Context) -> pb.VerifyTokenResponse:
         self._state.check_fresh()
         app = await self._callers.app(context)
         token = request.token  # read once: every read of a protobuf string field makes a new str
-        if not token:
-            raise InvalidArgument("token is empty; send the JWT the client presented", "MISSING_TOKEN")
         result = self._verifier.verify(
             token,
             app,

@@ -36,6 +36,15 @@ DEV_SIGNATURE = "devtoken"
 
 HS256 = "HS256"
 
+GUEST_PREFIX = "guest-"
+"""The guest namespace: a user id starting with it is a guest's (IssueGuestToken), which IssueToken refuses."""
+
+DEFAULT_GUEST_TOKEN_TTL_SECONDS = 86_400
+"""An app's guest token lifetime unless its settings say otherwise: 24 hours."""
+
+MAX_GUEST_NAME_LENGTH = 255
+"""The longest display name a guest token carries (claim `name`)."""
+
 
 class Outcome(enum.Enum):
     """The verdict of a verification; the values mirror authsvc.v1.VerifyOutcome."""
@@ -48,6 +57,27 @@ class Outcome(enum.Enum):
     NOT_YET_VALID = 6
     WRONG_AUDIENCE = 7
     REVOKED = 8
+    ANONYMOUS_DISABLED = 10
+    """An empty token (an anonymous user) for an app whose `anonymous_access` is off."""
+
+
+class Role(enum.Enum):
+    """Who a verified token speaks for; the values mirror authsvc.v1.Role."""
+
+    UNSPECIFIED = 0
+    """No user id could be read."""
+    USER = 1
+    GUEST = 2
+    """A user id in the guest namespace (GUEST_PREFIX)."""
+    ANONYMOUS = 3
+    """No token at all, for an app that allows anonymous users."""
+
+
+def role_of(user_id: str) -> Role:
+    """The role a user id speaks for: its namespace decides (UNSPECIFIED for no user id)."""
+    if not user_id:
+        return Role.UNSPECIFIED
+    return Role.GUEST if user_id.startswith(GUEST_PREFIX) else Role.USER
 
 
 class RevocationScope(enum.Enum):
@@ -78,6 +108,8 @@ CLIENT_ACTIONS: Mapping[Outcome, ClientAction] = {
     Outcome.UNKNOWN_KEY: ClientAction.LOGOUT,
     Outcome.WRONG_AUDIENCE: ClientAction.LOGOUT,
     Outcome.MALFORMED: ClientAction.LOGOUT,
+    # No token, and the app admits no anonymous users: the client must sign in (the login screen, as after a logout).
+    Outcome.ANONYMOUS_DISABLED: ClientAction.LOGOUT,
 }
 """The client action of every outcome but VALID: the one place that decides it."""
 
@@ -151,6 +183,12 @@ class App:
     revoked_before: Micros | None = None
     created_at: Micros = 0
     max_token_lifetime_seconds: int | None = None
+    guest_access: bool = False
+    """IssueGuestToken mints guest tokens."""
+    guest_token_ttl_seconds: int = DEFAULT_GUEST_TOKEN_TTL_SECONDS
+    """How long a guest token lives after its `iat`, at most: it bounds verification too."""
+    anonymous_access: bool = False
+    """An empty token verifies as an anonymous user."""
     _secrets_expire: bool = field(init=False, repr=False, compare=False)
     _secrets_by_kid: dict[str, tuple[Secret, ...]] = field(init=False, repr=False, compare=False)
 
@@ -209,6 +247,7 @@ class IssuedToken:
     issued_at: Micros
     expires_at: Micros | None
     key_id: str
+    user_id: str = ""
 
 
 @dataclass(slots=True)  # not frozen: that costs a microsecond a token on the hot path; treat it as read-only
@@ -227,6 +266,8 @@ class Verification:
     """For REVOKED: the deciding revocation's time (None for require_iat refusing a token without iat)."""
     valid_from: Micros | None = None
     """For NOT_YET_VALID: the later of the token's nbf and iat."""
+    role: Role = Role.UNSPECIFIED
+    """Whose token it is: a user, a guest, or (an empty token) an anonymous user."""
 
     @property
     def valid(self) -> bool:
@@ -260,13 +301,19 @@ def issue(
     expires_at: Micros | None = None,
     ttl: Micros | None = None,
     claims: Mapping[str, Any] | None = None,
+    guest: bool = False,
 ) -> IssuedToken:
     """Mints a user token for `user_id` of `app`, issued at `now`.
 
     The expiry is `expires_at`, else `now + ttl`, else the app's default lifetime, else its maximum lifetime,
-    else none.
+    else none. A user id in the guest namespace is refused unless `guest` (issue_guest) says it is one.
     """
     validate_user_id(user_id)
+    if not guest and user_id.startswith(GUEST_PREFIX):
+        raise InvalidArgument(
+            f"user ids starting {GUEST_PREFIX!r} are reserved for guests (IssueGuestToken); choose another",
+            "RESERVED_USER_ID",
+        )
     extra = _checked_claims(claims or {})
     if expires_at is not None and ttl is not None:
         raise InvalidArgument("give expires_at or ttl, not both", "CONFLICTING_EXPIRY")
@@ -300,7 +347,67 @@ def issue(
 
     token = jwt.encode(payload, signer, algorithm=app.algorithm, headers={"kid": key_id}, json_encoder=_Utf8Json)
     _check_verifiable(token)
-    return IssuedToken(token=token, issued_at=now, expires_at=expires_at, key_id=key_id)
+    return IssuedToken(token=token, issued_at=now, expires_at=expires_at, key_id=key_id, user_id=user_id)
+
+
+def guest_user_id(requested: str, random_id: str) -> str:
+    """The user id of a guest: the guest namespace and `requested` (INVALID_USER_ID when it would not make a valid
+    user id), or `random_id` when none was asked for."""
+    user_id = GUEST_PREFIX + (requested or random_id)
+    if requested and len(user_id) > 255:
+        raise InvalidArgument(
+            f"a guest's user_id is at most {255 - len(GUEST_PREFIX)} characters (the {GUEST_PREFIX!r} prefix "
+            "takes the rest)",
+            "INVALID_USER_ID",
+        )
+    return validate_user_id(user_id)
+
+
+def check_guest_access(app: App) -> None:
+    """Raises FailedPrecondition GUEST_ACCESS_DISABLED unless the app allows guests."""
+    if not app.guest_access:
+        raise FailedPrecondition(
+            "this app does not allow guests; an operator turns guest_access on", "GUEST_ACCESS_DISABLED"
+        )
+
+
+def issue_guest(
+    app: App, requested_id: str, name: str, *, now: Micros, issuer: str, jti: str, random_id: str
+) -> IssuedToken:
+    """Mints a guest token: user id in the guest namespace (`random_id` when none is requested), claims `role`
+    (and `name` when given), living the app's guest token lifetime (or its maximum token lifetime, if shorter).
+
+    Raises FailedPrecondition GUEST_ACCESS_DISABLED unless the app allows guests.
+    """
+    check_guest_access(app)
+    user_id = guest_user_id(requested_id, random_id)
+    claims: dict[str, Any] = {"role": "guest"}
+    if name:
+        if len(name) > MAX_GUEST_NAME_LENGTH or not name.isprintable():
+            raise InvalidArgument(
+                f"name must be at most {MAX_GUEST_NAME_LENGTH} printable characters", "INVALID_GUEST_NAME"
+            )
+        claims["name"] = name
+    lifetime = app.guest_token_ttl_seconds
+    if app.max_token_lifetime_seconds is not None:
+        lifetime = min(lifetime, app.max_token_lifetime_seconds)
+    return issue(
+        app,
+        user_id,
+        now=now,
+        issuer=issuer,
+        jti=jti,
+        ttl=lifetime * MICROS_PER_SECOND,
+        claims=claims,
+        guest=True,
+    )
+
+
+def anonymous(app: App) -> Verification:
+    """The verdict on an empty token: an anonymous user, VALID when the app allows them, else ANONYMOUS_DISABLED."""
+    if app.anonymous_access:
+        return Verification(Outcome.VALID, role=Role.ANONYMOUS)
+    return Verification(Outcome.ANONYMOUS_DISABLED)
 
 
 class _Utf8Json(json.JSONEncoder):
@@ -403,6 +510,8 @@ class ClaimFacts(NamedTuple):  # a tuple: a third of the cost of a frozen datacl
     """When `decided` is REVOKED: the app revocation that decided it (None: require_iat)."""
     jti: str | None
     """The `jti` claim when it is a string: what a token revocation names."""
+    role: Role
+    """Whose token it is, by its user id's namespace (role_of)."""
 
 
 # NamedTuple's __new__ is a Python function; tuple.__new__ makes the same ClaimFacts without that call.
@@ -419,13 +528,23 @@ def claim_facts(token: jws.CompactJws, app: App) -> ClaimFacts:
     try:
         iat, exp, nbf = read_times(claims)
     except jws.MalformedToken:
-        return _claim_facts(ClaimFacts, (claims, dev_token, "", None, None, None, True, Outcome.MALFORMED, None, None))
+        return _claim_facts(
+            ClaimFacts, (claims, dev_token, "", None, None, None, True, Outcome.MALFORMED, None, None, Role.UNSPECIFIED)
+        )
+    role = role_of(user_id)
+    if role is Role.GUEST and iat is not None:
+        # A guest token never outlives the app's guest token lifetime, as it is now: it expires then.
+        latest = iat + app.guest_token_ttl_seconds * MICROS_PER_SECOND
+        if exp is None or exp > latest:
+            exp = latest
     # After the times (judge), the first check that fails decides, in the token model's order.
     decided: Outcome | None
-    if app.max_token_lifetime_seconds is not None and (
-        exp is None or (iat is not None and exp - iat > app.max_token_lifetime_seconds * MICROS_PER_SECOND)
-    ):
-        # A token that may outlive the app's maximum lifetime would also outlive pruned revocations.
+    if (
+        app.max_token_lifetime_seconds is not None
+        and (exp is None or (iat is not None and exp - iat > app.max_token_lifetime_seconds * MICROS_PER_SECOND))
+    ) or (role is Role.GUEST and iat is None):
+        # A token that may outlive the app's maximum lifetime would also outlive pruned revocations; a guest token
+        # without iat cannot be held to the guest token lifetime.
         decided = Outcome.MALFORMED
     elif "aud" in claims and not _audience_matches(claims["aud"], app.api_key):  # absent: this app's
         decided = Outcome.WRONG_AUDIENCE
@@ -453,6 +572,7 @@ def claim_facts(token: jws.CompactJws, app: App) -> ClaimFacts:
             decided,
             app_revoked_before,
             jti if isinstance(jti, str) else None,
+            role,
         ),
     )
 
@@ -476,31 +596,34 @@ def judge(
     revoked, None when it was not)."""
     if facts.dates_malformed:
         return Verification(Outcome.MALFORMED, claims=facts.claims, dev_token=facts.dev_token)
-    iat = facts.iat
+    iat, role = facts.iat, facts.role
     outcome = time_outcome(iat, facts.exp, facts.nbf, now=now, leeway=leeway)
     if outcome is not None:
         valid_from = None
         if outcome is Outcome.NOT_YET_VALID:
             valid_from = max(t for t in (facts.nbf, iat) if t is not None)
         return Verification(
-            outcome, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, None, None, valid_from
+            outcome, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, None, None, valid_from, role
         )  # fmt: skip
     outcome = facts.decided
     if outcome is None:
         if user_revoked_before is not None and iat is not None and iat < user_revoked_before:
             return Verification(
-                _REVOKED, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, _BY_USER, user_revoked_before
+                _REVOKED, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, _BY_USER, user_revoked_before,
+                None, role,
             )  # fmt: skip
         outcome = _VALID
     elif outcome is _REVOKED:
         return Verification(
-            outcome, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, _BY_APP, facts.app_revoked_before
+            outcome, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, _BY_APP, facts.app_revoked_before,
+            None, role,
         )  # fmt: skip
     if token_revoked_at is not None and outcome is _VALID:
         return Verification(
-            _REVOKED, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, _BY_TOKEN, token_revoked_at
+            _REVOKED, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, _BY_TOKEN, token_revoked_at,
+            None, role,
         )  # fmt: skip
-    return Verification(outcome, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token)
+    return Verification(outcome, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, None, None, None, role)
 
 
 def check_claims(

@@ -17,7 +17,7 @@ from google.protobuf import duration_pb2
 
 from authsvc import keys, wire
 from authsvc.clock import MICROS_PER_SECOND, Micros
-from authsvc.tokens import App, KeyPair, Secret
+from authsvc.tokens import DEFAULT_GUEST_TOKEN_TTL_SECONDS, App, KeyPair, Secret
 from authsvc.v1 import auth_service_pb2 as pb
 
 SNAPSHOT_CHUNK = 65_536
@@ -57,6 +57,8 @@ def app_state(app: App, *, now: Micros, leeway: Micros, issuer: str, retired: Se
         wire.set_timestamp(state.revoked_before, app.revoked_before)
     if app.max_token_lifetime_seconds is not None:
         state.max_token_lifetime.seconds = app.max_token_lifetime_seconds
+    state.anonymous_access = app.anonymous_access
+    state.guest_token_ttl.seconds = app.guest_token_ttl_seconds
     for pair in app.key_pairs:
         _add_key(state, pair, pb.KEY_STATE_PUBLISHED if pair.signs_from > now else pb.KEY_STATE_SIGNING)
     for pair in retired:
@@ -111,6 +113,11 @@ def app_from_state(state: pb.AppState, secrets: Sequence[str]) -> App:
         if state.HasField("revoked_before")
         else None,
         max_token_lifetime_seconds=state.max_token_lifetime.seconds if state.HasField("max_token_lifetime") else None,
+        anonymous_access=state.anonymous_access,
+        # A server without the field sends none: guest tokens then keep the default bound (24 h).
+        guest_token_ttl_seconds=state.guest_token_ttl.seconds
+        if state.HasField("guest_token_ttl") and state.guest_token_ttl.seconds > 0
+        else DEFAULT_GUEST_TOKEN_TTL_SECONDS,
     )
 
 

@@ -14,7 +14,7 @@ from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 from authsvc import keys
 from authsvc.clock import MICROS_PER_SECOND, Micros
 from authsvc.errors import InvalidArgument
-from authsvc.tokens import CLIENT_ACTIONS, HS256, Outcome, Verification
+from authsvc.tokens import CLIENT_ACTIONS, HS256, Outcome, Role, Verification
 from authsvc.v1 import admin_service_pb2 as admin_pb
 from authsvc.v1 import auth_service_pb2 as pb
 
@@ -100,6 +100,7 @@ def plain_claims(claims: struct_pb2.Struct) -> dict[str, Any]:
 
 # Enum members' .value is a descriptor call; the hot path looks it up in a plain dict.
 _OUTCOME_VALUES = {outcome: outcome.value for outcome in Outcome}
+_ROLE_VALUES = {role: role.value for role in Role}
 _VALID = Outcome.VALID
 _CLIENT_ACTION_VALUES = {outcome: action.value for outcome, action in CLIENT_ACTIONS.items()}
 
@@ -112,6 +113,7 @@ def verify_response(result: Verification) -> pb.VerifyTokenResponse:
         outcome=_OUTCOME_VALUES[result.outcome],  # type: ignore[arg-type]
         user_id=result.user_id,
         dev_token=result.dev_token,
+        role=_ROLE_VALUES[result.role],  # type: ignore[arg-type]
     )
     if result.issued_at is not None:
         set_timestamp(response.issued_at, result.issued_at)
@@ -196,4 +198,7 @@ def app_message(shown: AppView) -> admin_pb.App:
         require_iat=shown.require_iat,
         revoked_before=timestamp(shown.revoked_before),
         created_at=timestamp(shown.created_at),
+        guest_access=shown.guest_access,
+        guest_token_ttl=duration(shown.guest_token_ttl_seconds),
+        anonymous_access=shown.anonymous_access,
     )

@@ -57,13 +57,23 @@ OUTCOMES = tuple(
 each, an outcome added to the proto included."""
 
 RULE_PATTERN = re.compile(
-    r"TOKEN_MODEL (step [1-7]|Apps|User tokens|Revocation|Development mode): \S.* -> ([A-Z_]+)\b.*"
+    r"TOKEN_MODEL (step [1-7]|Apps|User tokens|Revocation|Development mode|Guests|Anonymous users): \S.*"
+    r" -> ([A-Z_]+)\b.*"
 )
 """What a case's `rule` looks like: the TOKEN_MODEL step (or section) it checks, what it checks, and after `->` the
 outcome the rule calls for."""
 
-RULES = (*(f"step {n}" for n in range(1, 8)), "Apps", "User tokens", "Revocation", "Development mode")
-"""Every step and section of shared/TOKEN_MODEL.md about verification: the file must name each."""
+RULES = (
+    *(f"step {n}" for n in range(1, 8)),
+    "Apps",
+    "User tokens",
+    "Revocation",
+    "Development mode",
+    "Guests",
+    "Anonymous users",
+)
+"""Every step and section of the token model about verification (shared/TOKEN_MODEL.md, and docs/token-model.md
+for guests and anonymous users): the file must name each."""
 
 WAIT = 30.0
 """Seconds a rebuild waits for the server's state to show a change before it fails."""
@@ -219,6 +229,7 @@ def expectation(response: pb.VerifyTokenResponse) -> dict[str, Any]:
         "client_action": pb.ClientAction.Name(response.client_action).removeprefix(ACTION_PREFIX)
         if response.client_action
         else None,
+        "role": pb.Role.Name(response.role).removeprefix("ROLE_"),
     }
 
 
@@ -235,6 +246,7 @@ def local_verdict(result: Verification) -> dict[str, Any]:
         "revoked_before": None if result.revoked_before is None else from_datetime(result.revoked_before),
         "valid_from": None if result.valid_from is None else from_datetime(result.valid_from),
         "client_action": None if result.client_action is None else result.client_action.name,
+        "role": result.role.name,
     }
 
 

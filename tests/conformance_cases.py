@@ -287,6 +287,10 @@ def vector_apps() -> dict[str, VectorApp]:
         ),
         VectorApp("max-lifetime", steps=[_update(100, max_token_lifetime_seconds=3600)]),
         VectorApp(
+            "guests",
+            steps=[_update(100, guest_access=True, guest_token_ttl_seconds=3600, anonymous_access=True)],
+        ),
+        VectorApp(
             "eddsa",
             algorithm="EdDSA",
             key_pair=(fixed_kid("eddsa 1"), fixed_pem("EdDSA", "eddsa 1")),
@@ -326,6 +330,8 @@ APPS = "TOKEN_MODEL Apps: "
 USERS = "TOKEN_MODEL User tokens: "
 REVOCATION = "TOKEN_MODEL Revocation: "
 DEV = "TOKEN_MODEL Development mode: "
+GUESTS = "TOKEN_MODEL Guests: "
+ANONYMOUS = "TOKEN_MODEL Anonymous users: "
 
 Mint = Callable[..., Awaitable[str]]
 """mint(app, user_id, at, **IssueTokenRequest fields): a token the server issued with its clock at `at`."""
@@ -395,6 +401,7 @@ async def all_cases(apps: Mapping[str, VectorApp], mint: Mint) -> list[Case]:
         *_dev(apps["dev"]),
         *await _rotated(apps["rotated"], mint),
         *await _max_lifetime(apps["max-lifetime"], mint),
+        *_guests(apps["guests"], apps["hs256"]),
         *await _eddsa(apps["eddsa"], mint),
         *await _es256(apps["es256"], mint),
         *_token_revocations(apps["token-revoked"]),
@@ -710,6 +717,33 @@ async def _max_lifetime(app: VectorApp, mint: Mint) -> list[Case]:
          token(iat=secs(NOW - 9000 * SECOND), exp=secs(NOW - 60 * SECOND))),
         ("minted", S7 + "minted: the max lifetime is its exp -> VALID", await mint(app, "alice", NOW - 60 * SECOND)),
     ])  # fmt: skip
+
+
+def _guests(app: VectorApp, closed: VectorApp) -> list[Case]:
+    # Guest tokens live at most 3600 s after their iat; anonymous users are allowed here, not on `closed`.
+    token = Crafter(app, hs256(app.secret), {"alg": "HS256"})
+    return [
+        *_cases(app, [
+            ("guest", GUESTS + "a guest-namespace user id -> VALID as role GUEST", token("guest-ann", role="guest")),
+            ("guest-exp-beyond-ttl", GUESTS + "exp past iat + guest ttl, before it ends -> VALID as role GUEST",
+             token("guest-ann", exp=secs(NOW + 9000 * SECOND))),
+            ("guest-past-ttl", GUESTS + "iat + guest ttl passed, exp not -> EXPIRED at iat + ttl",
+             token("guest-ann", iat=secs(NOW - 3700 * SECOND), exp=secs(NOW + 3600 * SECOND))),
+            ("guest-no-exp-past-ttl", GUESTS + "no exp, iat + guest ttl passed -> EXPIRED",
+             token("guest-ann", iat=secs(NOW - 3606 * SECOND), exp=None)),
+            ("guest-no-iat", GUESTS + "a guest token without iat cannot be bounded -> MALFORMED",
+             token("guest-ann", iat=None)),
+            ("not-quite-guest", GUESTS + "only the exact prefix `guest-` is the namespace -> VALID as role USER",
+             token("Guest-ann")),
+            ("user", GUESTS + "any other user id -> VALID as role USER", token("ann")),
+            ("anonymous", ANONYMOUS + "an empty token, anonymous users allowed -> VALID as role ANONYMOUS with no user",
+             ""),
+            ("blank", ANONYMOUS + "a non-empty malformed token stays -> MALFORMED", " "),
+        ]),
+        *_cases(closed, [
+            ("anonymous-disabled", ANONYMOUS + "an empty token, anonymous users not allowed -> ANONYMOUS_DISABLED", ""),
+        ]),
+    ]  # fmt: skip
 
 
 async def _eddsa(app: VectorApp, mint: Mint) -> list[Case]:

@@ -313,7 +313,13 @@ async def test_create_get_and_list_an_app_without_ever_showing_a_secret_again(
 
     (event,) = await events(admin, app.api_key)
     assert_audited(event, "app.created")
-    assert details(event) == {"name": "support chat", "algorithm": "EdDSA"}
+    assert details(event) == {
+        "name": "support chat",
+        "algorithm": "EdDSA",
+        "guest_access": False,
+        "guest_token_ttl_seconds": 86400,
+        "anonymous_access": False,
+    }
 
 
 @pytest.mark.parametrize(

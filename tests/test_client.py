@@ -204,8 +204,8 @@ async def test_errors_carry_code_and_reason(client: AuthClient) -> None:
         await client.revoke_users([])
     assert (info.value.code, info.value.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "NO_USER_IDS")
     with pytest.raises(AuthsvcClientError) as info:
-        await client.verify_token("")
-    assert info.value.reason == "MISSING_TOKEN"
+        await client.verify_tokens([])
+    assert info.value.reason == "INVALID_BATCH_SIZE"
 
 
 async def test_credential_and_app_errors(server: RunningServer, app: App, new_app: NewApp) -> None:

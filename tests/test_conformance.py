@@ -110,6 +110,7 @@ def test_the_file_covers_every_outcome_and_every_step_of_the_token_model() -> No
             "revoked_before",
             "valid_from",
             "client_action",
+            "role",
         }
         # Every verdict but VALID says what the client should do; a REVOKED one, which revocation decided.
         assert (case["expect"]["client_action"] is None) == (case["expect"]["outcome"] == "VALID"), case["name"]

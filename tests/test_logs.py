@@ -146,9 +146,9 @@ async def test_the_request_id_comes_back_in_trailing_metadata(stub: AuthServiceA
     assert isinstance(fresh, str) and len(fresh) == 16
     # An error keeps both the request id and its rich status (ErrorInfo).
     with pytest.raises(grpc.aio.AioRpcError) as failed:
-        await stub.VerifyToken(pb.VerifyTokenRequest(), metadata=(*api_key_only(app), ("x-request-id", "r-2")))
+        await stub.VerifyTokens(pb.VerifyTokensRequest(), metadata=(*api_key_only(app), ("x-request-id", "r-2")))
     assert ("x-request-id", "r-2") in list(failed.value.trailing_metadata() or ())
-    assert failure(failed.value).reason == "MISSING_TOKEN"
+    assert failure(failed.value).reason == "INVALID_BATCH_SIZE"
 
 
 async def test_serve_logs_one_json_line_per_call_and_never_a_secret(
@@ -231,8 +231,8 @@ async def test_past_the_access_log_rate_ok_lines_are_counted_not_written_and_fai
                 )
             for n in range(3):
                 with pytest.raises(grpc.aio.AioRpcError):
-                    await stub.VerifyToken(
-                        pb.VerifyTokenRequest(token=""), metadata=(*api_key_only(app), ("x-request-id", f"bad-{n}"))
+                    await stub.VerifyTokens(
+                        pb.VerifyTokensRequest(), metadata=(*api_key_only(app), ("x-request-id", f"bad-{n}"))
                     )
             # The calls past the rate are reported once their second is over, with the next call after it.
             await asyncio.sleep(1.1)

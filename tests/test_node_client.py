@@ -126,6 +126,7 @@ LOCAL_APPS: dict[str, dict[str, object]] = {
     "rotation_eddsa": {"algorithm": "EdDSA"},
     "rotation_es256": {"algorithm": "ES256"},
     "doomed": {},
+    "guests": {"guest_access": True},
 }
 
 

@@ -172,9 +172,14 @@ BAD_REQUESTS: list[tuple[str, Call, str]] = [
         "NO_USER_IDS",
     ),
     (
-        "verify-empty-token",
-        lambda s, md: s.VerifyToken(pb.VerifyTokenRequest(token=""), metadata=md),
-        "MISSING_TOKEN",
+        "verify-no-tokens",
+        lambda s, md: s.VerifyTokens(pb.VerifyTokensRequest(), metadata=md),
+        "INVALID_BATCH_SIZE",
+    ),
+    (
+        "issue-guest-namespace",
+        lambda s, md: s.IssueToken(pb.IssueTokenRequest(user_id="guest-alice"), metadata=md),
+        "RESERVED_USER_ID",
     ),
 ]
 

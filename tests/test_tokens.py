@@ -136,8 +136,8 @@ class TestVerifyOutcomes:
 
     @pytest.mark.parametrize(
         "token",
-        ["", "abc", "a.b", "a.b.c.d", "a.b.c.d.e", "!!!.???.###", "eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.c2ln"],
-        ids=["empty", "one-part", "two-parts", "four-parts", "jwe-shaped", "not-base64", "payload-not-json"],
+        [" ", "abc", "a.b", "a.b.c.d", "a.b.c.d.e", "!!!.???.###", "eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.c2ln"],
+        ids=["blank", "one-part", "two-parts", "four-parts", "jwe-shaped", "not-base64", "payload-not-json"],
     )
     def test_malformed(self, token: str) -> None:
         assert check(token).outcome is Outcome.MALFORMED

@@ -14,11 +14,12 @@ from authsvc.errors import ConfigError, InvalidArgument, NotFound
 from authsvc.sealing import Keyring, SealError
 from authsvc.storage.audit import audit
 from authsvc.storage.base import Queries, record
-from authsvc.tokens import App, KeyPair, Secret
+from authsvc.tokens import DEFAULT_GUEST_TOKEN_TTL_SECONDS, App, KeyPair, Secret
 
 _APP_COLUMNS = (
     "id, api_key, name, algorithm, token_ttl_seconds, auth_checks_disabled,"
-    " require_iat, revoked_before, created_at, max_token_lifetime_seconds"
+    " require_iat, revoked_before, created_at, max_token_lifetime_seconds,"
+    " guest_access, guest_token_ttl_seconds, anonymous_access"
 )
 # Live keys of the given apps: API secrets current-first, key pairs newest-signing-first.
 _KEYS_QUERY = (
@@ -29,7 +30,17 @@ _KEYS_QUERY = (
 _LEGACY_PREFIX = "plain:"
 # The settings Store.update_app may change.
 _UPDATABLE = frozenset(
-    {"name", "algorithm", "token_ttl_seconds", "max_token_lifetime_seconds", "auth_checks_disabled", "require_iat"}
+    {
+        "name",
+        "algorithm",
+        "token_ttl_seconds",
+        "max_token_lifetime_seconds",
+        "auth_checks_disabled",
+        "require_iat",
+        "guest_access",
+        "guest_token_ttl_seconds",
+        "anonymous_access",
+    }
 )
 
 
@@ -57,6 +68,9 @@ def _build_app(row: asyncpg.Record, key_rows: list[asyncpg.Record], keyring: Key
         revoked_before=None if row["revoked_before"] is None else from_datetime(row["revoked_before"]),
         created_at=from_datetime(row["created_at"]),
         max_token_lifetime_seconds=row["max_token_lifetime_seconds"],
+        guest_access=row["guest_access"],
+        guest_token_ttl_seconds=row["guest_token_ttl_seconds"],
+        anonymous_access=row["anonymous_access"],
     )
 
 
@@ -97,6 +111,9 @@ class AppQueries(Queries):
         require_iat: bool,
         max_token_lifetime_seconds: int | None = None,
         key_pair: tuple[str, str] | None = None,
+        guest_access: bool = False,
+        guest_token_ttl_seconds: int = DEFAULT_GUEST_TOKEN_TTL_SECONDS,
+        anonymous_access: bool = False,
         actor: Actor,
     ) -> App:
         """Creates an app with its API secret (kid `key_id`) and, for EdDSA/ES256, a (kid, private PEM) pair.
@@ -107,8 +124,9 @@ class AppQueries(Queries):
             try:
                 app_id = await conn.fetchval(
                     "INSERT INTO apps (api_key, name, algorithm, token_ttl_seconds,"
-                    " auth_checks_disabled, require_iat, max_token_lifetime_seconds)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                    " auth_checks_disabled, require_iat, max_token_lifetime_seconds,"
+                    " guest_access, guest_token_ttl_seconds, anonymous_access)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
                     api_key,
                     name,
                     algorithm,
@@ -116,6 +134,9 @@ class AppQueries(Queries):
                     auth_checks_disabled,
                     require_iat,
                     max_token_lifetime_seconds,
+                    guest_access,
+                    guest_token_ttl_seconds,
+                    anonymous_access,
                 )
             except asyncpg.UniqueViolationError:
                 raise InvalidArgument(f"an app with API key {api_key} exists", "APP_EXISTS") from None
@@ -123,7 +144,19 @@ class AppQueries(Queries):
             if key_pair is not None:
                 await self._insert_key(conn, app_id, api_key, key_pair[0], "key_pair", algorithm, key_pair[1])
             await record(conn, app_id, "app")
-            await audit(conn, actor, "app.created", app_id, {"name": name, "algorithm": algorithm})
+            await audit(
+                conn,
+                actor,
+                "app.created",
+                app_id,
+                {
+                    "name": name,
+                    "algorithm": algorithm,
+                    "guest_access": guest_access,
+                    "guest_token_ttl_seconds": guest_token_ttl_seconds,
+                    "anonymous_access": anonymous_access,
+                },
+            )
             (app,) = await load_apps(conn, self._keyring, "WHERE id = $1", app_id)
         return app
 

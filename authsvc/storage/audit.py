@@ -28,7 +28,14 @@ async def audit(
 
 
 class AuditQueries(Queries):
-    """Reading the audit trail."""
+    """Reading the audit trail, and recording an event that changes no state (a token minted by hand)."""
+
+    async def record_audit(
+        self, actor: Actor, action: str, app_id: int | None, details: dict[str, Any] | None = None
+    ) -> None:
+        """Records an event on its own, durable when this returns."""
+        async with self._connection() as conn:
+            await audit(conn, actor, action, app_id, details)
 
     async def audit_events(
         self,

@@ -146,6 +146,22 @@ class RevocationQueries(Queries):
             await audit(conn, actor, "tokens.revocation_cleared", app_id, {"jtis": cleared})
         return cleared, version
 
+    async def user_revoked_before(self, app_id: int, user_id: str) -> Micros | None:
+        """The user's revocation time, or None (read from the database, for the command line)."""
+        async with self._connection() as conn:
+            found = await conn.fetchval(
+                "SELECT revoked_before FROM user_revocations WHERE app_id = $1 AND user_id = $2", app_id, user_id
+            )
+        return None if found is None else from_datetime(found)
+
+    async def token_revoked_at(self, app_id: int, jti: str) -> Micros | None:
+        """When the app's token with this jti was revoked, or None (read from the database, for the command line)."""
+        async with self._connection() as conn:
+            found = await conn.fetchval(
+                "SELECT revoked_before FROM token_revocations WHERE app_id = $1 AND jti = $2", app_id, jti
+            )
+        return None if found is None else from_datetime(found)
+
     async def revoked_user_ids(self, app_id: int, user_hashes: Iterable[int]) -> list[str]:
         """The ids of the app's users with these hashes that have a revocation now, in order (authsvc.watch names
         them to watchers: the change log holds hashes only)."""

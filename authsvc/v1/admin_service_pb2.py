@@ -27,55 +27,55 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61uthsvc/v1/admin_service.proto\x12\nauthsvc.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x01\n\x03Key\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.authsvc.v1.KeyKind\x12(\n\talgorithm\x18\x03 \x01(\x0e\x32\x15.authsvc.v1.Algorithm\x12.\n\nsigns_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf9\x02\n\x03\x41pp\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12(\n\talgorithm\x18\x03 \x01(\x0e\x32\x15.authsvc.v1.Algorithm\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x1d\n\x04keys\x18\x05 \x03(\x0b\x32\x0f.authsvc.v1.Key\x12,\n\ttoken_ttl\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12max_token_lifetime\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1c\n\x14\x61uth_checks_disabled\x18\x08 \x01(\x08\x12\x13\n\x0brequire_iat\x18\t \x01(\x08\x12\x32\n\x0erevoked_before\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8a\x02\n\x10\x43reateAppRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\talgorithm\x18\x02 \x01(\x0e\x32\x15.authsvc.v1.Algorithm\x12,\n\ttoken_ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12max_token_lifetime\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1c\n\x14\x61uth_checks_disabled\x18\x05 \x01(\x08\x12\x13\n\x0brequire_iat\x18\x06 \x01(\x08\x12\x17\n\napi_secret\x18\x07 \x01(\tH\x00\x88\x01\x01\x42\r\n\x0b_api_secret\"E\n\x11\x43reateAppResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.authsvc.v1.App\x12\x12\n\napi_secret\x18\x02 \x01(\t\" \n\rGetAppRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\".\n\x0eGetAppResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.authsvc.v1.App\"\x11\n\x0fListAppsRequest\"1\n\x10ListAppsResponse\x12\x1d\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x0f.authsvc.v1.App\"\xa8\x03\n\x10UpdateAppRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x02\x88\x01\x01\x12.\n\ttoken_ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\x19\n\x0f\x63lear_token_ttl\x18\x04 \x01(\x08H\x00\x12\x37\n\x12max_token_lifetime\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationH\x01\x12\"\n\x18\x63lear_max_token_lifetime\x18\x06 \x01(\x08H\x01\x12!\n\x14\x61uth_checks_disabled\x18\x07 \x01(\x08H\x03\x88\x01\x01\x12\x18\n\x0brequire_iat\x18\x08 \x01(\x08H\x04\x88\x01\x01\x12(\n\talgorithm\x18\t \x01(\x0e\x32\x15.authsvc.v1.AlgorithmB\x12\n\x10token_ttl_updateB\x1b\n\x19max_token_lifetime_updateB\x07\n\x05_nameB\x17\n\x15_auth_checks_disabledB\x0e\n\x0c_require_iat\"1\n\x11UpdateAppResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.authsvc.v1.App\"M\n\x10RotateKeyRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12(\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"S\n\x11RotateKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12.\n\nsigns_from\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x10RetireKeyRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"1\n\x11RetireKeyResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.authsvc.v1.App\"}\n\x16RotateApiSecretRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12*\n\x07overlap\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\napi_secret\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\r\n\x0b_api_secret\"x\n\x17RotateApiSecretResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\napi_secret\x18\x02 \x01(\t\x12\x39\n\x15old_secrets_expire_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x01\n\x16ListAuditEventsRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x15\n\raction_prefix\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x05 \x01(\x05\"\xa8\x01\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x05 \x01(\t\x12\x0c\n\x04peer\x18\x06 \x01(\t\x12(\n\x07\x64\x65tails\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"A\n\x17ListAuditEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.authsvc.v1.AuditEvent*e\n\tAlgorithm\x12\x19\n\x15\x41LGORITHM_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41LGORITHM_HS256\x10\x01\x12\x13\n\x0f\x41LGORITHM_EDDSA\x10\x02\x12\x13\n\x0f\x41LGORITHM_ES256\x10\x03*S\n\x07KeyKind\x12\x18\n\x14KEY_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13KEY_KIND_API_SECRET\x10\x01\x12\x15\n\x11KEY_KIND_KEY_PAIR\x10\x02\x32\xf6\x04\n\x0c\x41\x64minService\x12H\n\tCreateApp\x12\x1c.authsvc.v1.CreateAppRequest\x1a\x1d.authsvc.v1.CreateAppResponse\x12?\n\x06GetApp\x12\x19.authsvc.v1.GetAppRequest\x1a\x1a.authsvc.v1.GetAppResponse\x12\x45\n\x08ListApps\x12\x1b.authsvc.v1.ListAppsRequest\x1a\x1c.authsvc.v1.ListAppsResponse\x12H\n\tUpdateApp\x12\x1c.authsvc.v1.UpdateAppRequest\x1a\x1d.authsvc.v1.UpdateAppResponse\x12H\n\tRotateKey\x12\x1c.authsvc.v1.RotateKeyRequest\x1a\x1d.authsvc.v1.RotateKeyResponse\x12H\n\tRetireKey\x12\x1c.authsvc.v1.RetireKeyRequest\x1a\x1d.authsvc.v1.RetireKeyResponse\x12Z\n\x0fRotateApiSecret\x12\".authsvc.v1.RotateApiSecretRequest\x1a#.authsvc.v1.RotateApiSecretResponse\x12Z\n\x0fListAuditEvents\x12\".authsvc.v1.ListAuditEventsRequest\x1a#.authsvc.v1.ListAuditEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61uthsvc/v1/admin_service.proto\x12\nauthsvc.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x01\n\x03Key\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.authsvc.v1.KeyKind\x12(\n\talgorithm\x18\x03 \x01(\x0e\x32\x15.authsvc.v1.Algorithm\x12.\n\nsigns_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdd\x03\n\x03\x41pp\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12(\n\talgorithm\x18\x03 \x01(\x0e\x32\x15.authsvc.v1.Algorithm\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x1d\n\x04keys\x18\x05 \x03(\x0b\x32\x0f.authsvc.v1.Key\x12,\n\ttoken_ttl\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12max_token_lifetime\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1c\n\x14\x61uth_checks_disabled\x18\x08 \x01(\x08\x12\x13\n\x0brequire_iat\x18\t \x01(\x08\x12\x32\n\x0erevoked_before\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cguest_access\x18( \x01(\x08\x12\x32\n\x0fguest_token_ttl\x18) \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10\x61nonymous_access\x18* \x01(\x08\"\xee\x02\n\x10\x43reateAppRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\talgorithm\x18\x02 \x01(\x0e\x32\x15.authsvc.v1.Algorithm\x12,\n\ttoken_ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12max_token_lifetime\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1c\n\x14\x61uth_checks_disabled\x18\x05 \x01(\x08\x12\x13\n\x0brequire_iat\x18\x06 \x01(\x08\x12\x17\n\napi_secret\x18\x07 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x0cguest_access\x18( \x01(\x08\x12\x32\n\x0fguest_token_ttl\x18) \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10\x61nonymous_access\x18* \x01(\x08\x42\r\n\x0b_api_secret\"E\n\x11\x43reateAppResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.authsvc.v1.App\x12\x12\n\napi_secret\x18\x02 \x01(\t\" \n\rGetAppRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\".\n\x0eGetAppResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.authsvc.v1.App\"\x11\n\x0fListAppsRequest\"1\n\x10ListAppsResponse\x12\x1d\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x0f.authsvc.v1.App\"\xbc\x04\n\x10UpdateAppRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x02\x88\x01\x01\x12.\n\ttoken_ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\x19\n\x0f\x63lear_token_ttl\x18\x04 \x01(\x08H\x00\x12\x37\n\x12max_token_lifetime\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationH\x01\x12\"\n\x18\x63lear_max_token_lifetime\x18\x06 \x01(\x08H\x01\x12!\n\x14\x61uth_checks_disabled\x18\x07 \x01(\x08H\x03\x88\x01\x01\x12\x18\n\x0brequire_iat\x18\x08 \x01(\x08H\x04\x88\x01\x01\x12(\n\talgorithm\x18\t \x01(\x0e\x32\x15.authsvc.v1.Algorithm\x12\x19\n\x0cguest_access\x18( \x01(\x08H\x05\x88\x01\x01\x12\x32\n\x0fguest_token_ttl\x18) \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1d\n\x10\x61nonymous_access\x18* \x01(\x08H\x06\x88\x01\x01\x42\x12\n\x10token_ttl_updateB\x1b\n\x19max_token_lifetime_updateB\x07\n\x05_nameB\x17\n\x15_auth_checks_disabledB\x0e\n\x0c_require_iatB\x0f\n\r_guest_accessB\x13\n\x11_anonymous_access\"1\n\x11UpdateAppResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.authsvc.v1.App\"M\n\x10RotateKeyRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12(\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"S\n\x11RotateKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12.\n\nsigns_from\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x10RetireKeyRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"1\n\x11RetireKeyResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.authsvc.v1.App\"}\n\x16RotateApiSecretRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12*\n\x07overlap\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\napi_secret\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\r\n\x0b_api_secret\"x\n\x17RotateApiSecretResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\napi_secret\x18\x02 \x01(\t\x12\x39\n\x15old_secrets_expire_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x01\n\x16ListAuditEventsRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x15\n\raction_prefix\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x05 \x01(\x05\"\xa8\x01\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x05 \x01(\t\x12\x0c\n\x04peer\x18\x06 \x01(\t\x12(\n\x07\x64\x65tails\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"A\n\x17ListAuditEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.authsvc.v1.AuditEvent*e\n\tAlgorithm\x12\x19\n\x15\x41LGORITHM_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41LGORITHM_HS256\x10\x01\x12\x13\n\x0f\x41LGORITHM_EDDSA\x10\x02\x12\x13\n\x0f\x41LGORITHM_ES256\x10\x03*S\n\x07KeyKind\x12\x18\n\x14KEY_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13KEY_KIND_API_SECRET\x10\x01\x12\x15\n\x11KEY_KIND_KEY_PAIR\x10\x02\x32\xf6\x04\n\x0c\x41\x64minService\x12H\n\tCreateApp\x12\x1c.authsvc.v1.CreateAppRequest\x1a\x1d.authsvc.v1.CreateAppResponse\x12?\n\x06GetApp\x12\x19.authsvc.v1.GetAppRequest\x1a\x1a.authsvc.v1.GetAppResponse\x12\x45\n\x08ListApps\x12\x1b.authsvc.v1.ListAppsRequest\x1a\x1c.authsvc.v1.ListAppsResponse\x12H\n\tUpdateApp\x12\x1c.authsvc.v1.UpdateAppRequest\x1a\x1d.authsvc.v1.UpdateAppResponse\x12H\n\tRotateKey\x12\x1c.authsvc.v1.RotateKeyRequest\x1a\x1d.authsvc.v1.RotateKeyResponse\x12H\n\tRetireKey\x12\x1c.authsvc.v1.RetireKeyRequest\x1a\x1d.authsvc.v1.RetireKeyResponse\x12Z\n\x0fRotateApiSecret\x12\".authsvc.v1.RotateApiSecretRequest\x1a#.authsvc.v1.RotateApiSecretResponse\x12Z\n\x0fListAuditEvents\x12\".authsvc.v1.ListAuditEventsRequest\x1a#.authsvc.v1.ListAuditEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authsvc.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ALGORITHM']._serialized_start=2583
-  _globals['_ALGORITHM']._serialized_end=2684
-  _globals['_KEYKIND']._serialized_start=2686
-  _globals['_KEYKIND']._serialized_end=2769
+  _globals['_ALGORITHM']._serialized_start=2931
+  _globals['_ALGORITHM']._serialized_end=3032
+  _globals['_KEYKIND']._serialized_start=3034
+  _globals['_KEYKIND']._serialized_end=3117
   _globals['_KEY']._serialized_start=142
   _globals['_KEY']._serialized_end=336
   _globals['_APP']._serialized_start=339
-  _globals['_APP']._serialized_end=716
-  _globals['_CREATEAPPREQUEST']._serialized_start=719
-  _globals['_CREATEAPPREQUEST']._serialized_end=985
-  _globals['_CREATEAPPRESPONSE']._serialized_start=987
-  _globals['_CREATEAPPRESPONSE']._serialized_end=1056
-  _globals['_GETAPPREQUEST']._serialized_start=1058
-  _globals['_GETAPPREQUEST']._serialized_end=1090
-  _globals['_GETAPPRESPONSE']._serialized_start=1092
-  _globals['_GETAPPRESPONSE']._serialized_end=1138
-  _globals['_LISTAPPSREQUEST']._serialized_start=1140
-  _globals['_LISTAPPSREQUEST']._serialized_end=1157
-  _globals['_LISTAPPSRESPONSE']._serialized_start=1159
-  _globals['_LISTAPPSRESPONSE']._serialized_end=1208
-  _globals['_UPDATEAPPREQUEST']._serialized_start=1211
-  _globals['_UPDATEAPPREQUEST']._serialized_end=1635
-  _globals['_UPDATEAPPRESPONSE']._serialized_start=1637
-  _globals['_UPDATEAPPRESPONSE']._serialized_end=1686
-  _globals['_ROTATEKEYREQUEST']._serialized_start=1688
-  _globals['_ROTATEKEYREQUEST']._serialized_end=1765
-  _globals['_ROTATEKEYRESPONSE']._serialized_start=1767
-  _globals['_ROTATEKEYRESPONSE']._serialized_end=1850
-  _globals['_RETIREKEYREQUEST']._serialized_start=1852
-  _globals['_RETIREKEYREQUEST']._serialized_end=1903
-  _globals['_RETIREKEYRESPONSE']._serialized_start=1905
-  _globals['_RETIREKEYRESPONSE']._serialized_end=1954
-  _globals['_ROTATEAPISECRETREQUEST']._serialized_start=1956
-  _globals['_ROTATEAPISECRETREQUEST']._serialized_end=2081
-  _globals['_ROTATEAPISECRETRESPONSE']._serialized_start=2083
-  _globals['_ROTATEAPISECRETRESPONSE']._serialized_end=2203
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=2206
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=2343
-  _globals['_AUDITEVENT']._serialized_start=2346
-  _globals['_AUDITEVENT']._serialized_end=2514
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=2516
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=2581
-  _globals['_ADMINSERVICE']._serialized_start=2772
-  _globals['_ADMINSERVICE']._serialized_end=3402
+  _globals['_APP']._serialized_end=816
+  _globals['_CREATEAPPREQUEST']._serialized_start=819
+  _globals['_CREATEAPPREQUEST']._serialized_end=1185
+  _globals['_CREATEAPPRESPONSE']._serialized_start=1187
+  _globals['_CREATEAPPRESPONSE']._serialized_end=1256
+  _globals['_GETAPPREQUEST']._serialized_start=1258
+  _globals['_GETAPPREQUEST']._serialized_end=1290
+  _globals['_GETAPPRESPONSE']._serialized_start=1292
+  _globals['_GETAPPRESPONSE']._serialized_end=1338
+  _globals['_LISTAPPSREQUEST']._serialized_start=1340
+  _globals['_LISTAPPSREQUEST']._serialized_end=1357
+  _globals['_LISTAPPSRESPONSE']._serialized_start=1359
+  _globals['_LISTAPPSRESPONSE']._serialized_end=1408
+  _globals['_UPDATEAPPREQUEST']._serialized_start=1411
+  _globals['_UPDATEAPPREQUEST']._serialized_end=1983
+  _globals['_UPDATEAPPRESPONSE']._serialized_start=1985
+  _globals['_UPDATEAPPRESPONSE']._serialized_end=2034
+  _globals['_ROTATEKEYREQUEST']._serialized_start=2036
+  _globals['_ROTATEKEYREQUEST']._serialized_end=2113
+  _globals['_ROTATEKEYRESPONSE']._serialized_start=2115
+  _globals['_ROTATEKEYRESPONSE']._serialized_end=2198
+  _globals['_RETIREKEYREQUEST']._serialized_start=2200
+  _globals['_RETIREKEYREQUEST']._serialized_end=2251
+  _globals['_RETIREKEYRESPONSE']._serialized_start=2253
+  _globals['_RETIREKEYRESPONSE']._serialized_end=2302
+  _globals['_ROTATEAPISECRETREQUEST']._serialized_start=2304
+  _globals['_ROTATEAPISECRETREQUEST']._serialized_end=2429
+  _globals['_ROTATEAPISECRETRESPONSE']._serialized_start=2431
+  _globals['_ROTATEAPISECRETRESPONSE']._serialized_end=2551
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=2554
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=2691
+  _globals['_AUDITEVENT']._serialized_start=2694
+  _globals['_AUDITEVENT']._serialized_end=2862
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=2864
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=2929
+  _globals['_ADMINSERVICE']._serialized_start=3120
+  _globals['_ADMINSERVICE']._serialized_end=3750
 # @@protoc_insertion_point(module_scope)

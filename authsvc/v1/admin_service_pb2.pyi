@@ -47,7 +47,7 @@ class Key(_message.Message):
     def __init__(self, key_id: _Optional[str] = ..., kind: _Optional[_Union[KeyKind, str]] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., signs_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class App(_message.Message):
-    __slots__ = ("api_key", "name", "algorithm", "key_id", "keys", "token_ttl", "max_token_lifetime", "auth_checks_disabled", "require_iat", "revoked_before", "created_at")
+    __slots__ = ("api_key", "name", "algorithm", "key_id", "keys", "token_ttl", "max_token_lifetime", "auth_checks_disabled", "require_iat", "revoked_before", "created_at", "guest_access", "guest_token_ttl", "anonymous_access")
     API_KEY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,9 @@ class App(_message.Message):
     REQUIRE_IAT_FIELD_NUMBER: _ClassVar[int]
     REVOKED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    GUEST_ACCESS_FIELD_NUMBER: _ClassVar[int]
+    GUEST_TOKEN_TTL_FIELD_NUMBER: _ClassVar[int]
+    ANONYMOUS_ACCESS_FIELD_NUMBER: _ClassVar[int]
     api_key: str
     name: str
     algorithm: Algorithm
@@ -70,10 +73,13 @@ class App(_message.Message):
     require_iat: bool
     revoked_before: _timestamp_pb2.Timestamp
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, api_key: _Optional[str] = ..., name: _Optional[str] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., key_id: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[Key, _Mapping]]] = ..., token_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_token_lifetime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., auth_checks_disabled: _Optional[bool] = ..., require_iat: _Optional[bool] = ..., revoked_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    guest_access: bool
+    guest_token_ttl: _duration_pb2.Duration
+    anonymous_access: bool
+    def __init__(self, api_key: _Optional[str] = ..., name: _Optional[str] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., key_id: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[Key, _Mapping]]] = ..., token_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_token_lifetime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., auth_checks_disabled: _Optional[bool] = ..., require_iat: _Optional[bool] = ..., revoked_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., guest_access: _Optional[bool] = ..., guest_token_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., anonymous_access: _Optional[bool] = ...) -> None: ...
 
 class CreateAppRequest(_message.Message):
-    __slots__ = ("name", "algorithm", "token_ttl", "max_token_lifetime", "auth_checks_disabled", "require_iat", "api_secret")
+    __slots__ = ("name", "algorithm", "token_ttl", "max_token_lifetime", "auth_checks_disabled", "require_iat", "api_secret", "guest_access", "guest_token_ttl", "anonymous_access")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     TOKEN_TTL_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +87,9 @@ class CreateAppRequest(_message.Message):
     AUTH_CHECKS_DISABLED_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_IAT_FIELD_NUMBER: _ClassVar[int]
     API_SECRET_FIELD_NUMBER: _ClassVar[int]
+    GUEST_ACCESS_FIELD_NUMBER: _ClassVar[int]
+    GUEST_TOKEN_TTL_FIELD_NUMBER: _ClassVar[int]
+    ANONYMOUS_ACCESS_FIELD_NUMBER: _ClassVar[int]
     name: str
     algorithm: Algorithm
     token_ttl: _duration_pb2.Duration
@@ -88,7 +97,10 @@ class CreateAppRequest(_message.Message):
     auth_checks_disabled: bool
     require_iat: bool
     api_secret: str
-    def __init__(self, name: _Optional[str] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., token_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_token_lifetime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., auth_checks_disabled: _Optional[bool] = ..., require_iat: _Optional[bool] = ..., api_secret: _Optional[str] = ...) -> None: ...
+    guest_access: bool
+    guest_token_ttl: _duration_pb2.Duration
+    anonymous_access: bool
+    def __init__(self, name: _Optional[str] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., token_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_token_lifetime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., auth_checks_disabled: _Optional[bool] = ..., require_iat: _Optional[bool] = ..., api_secret: _Optional[str] = ..., guest_access: _Optional[bool] = ..., guest_token_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., anonymous_access: _Optional[bool] = ...) -> None: ...
 
 class CreateAppResponse(_message.Message):
     __slots__ = ("app", "api_secret")
@@ -121,7 +133,7 @@ class ListAppsResponse(_message.Message):
     def __init__(self, apps: _Optional[_Iterable[_Union[App, _Mapping]]] = ...) -> None: ...
 
 class UpdateAppRequest(_message.Message):
-    __slots__ = ("api_key", "name", "token_ttl", "clear_token_ttl", "max_token_lifetime", "clear_max_token_lifetime", "auth_checks_disabled", "require_iat", "algorithm")
+    __slots__ = ("api_key", "name", "token_ttl", "clear_token_ttl", "max_token_lifetime", "clear_max_token_lifetime", "auth_checks_disabled", "require_iat", "algorithm", "guest_access", "guest_token_ttl", "anonymous_access")
     API_KEY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TOKEN_TTL_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +143,9 @@ class UpdateAppRequest(_message.Message):
     AUTH_CHECKS_DISABLED_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_IAT_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    GUEST_ACCESS_FIELD_NUMBER: _ClassVar[int]
+    GUEST_TOKEN_TTL_FIELD_NUMBER: _ClassVar[int]
+    ANONYMOUS_ACCESS_FIELD_NUMBER: _ClassVar[int]
     api_key: str
     name: str
     token_ttl: _duration_pb2.Duration
@@ -140,7 +155,10 @@ class UpdateAppRequest(_message.Message):
     auth_checks_disabled: bool
     require_iat: bool
     algorithm: Algorithm
-    def __init__(self, api_key: _Optional[str] = ..., name: _Optional[str] = ..., token_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., clear_token_ttl: _Optional[bool] = ..., max_token_lifetime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., clear_max_token_lifetime: _Optional[bool] = ..., auth_checks_disabled: _Optional[bool] = ..., require_iat: _Optional[bool] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ...) -> None: ...
+    guest_access: bool
+    guest_token_ttl: _duration_pb2.Duration
+    anonymous_access: bool
+    def __init__(self, api_key: _Optional[str] = ..., name: _Optional[str] = ..., token_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., clear_token_ttl: _Optional[bool] = ..., max_token_lifetime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., clear_max_token_lifetime: _Optional[bool] = ..., auth_checks_disabled: _Optional[bool] = ..., require_iat: _Optional[bool] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., guest_access: _Optional[bool] = ..., guest_token_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., anonymous_access: _Optional[bool] = ...) -> None: ...
 
 class UpdateAppResponse(_message.Message):
     __slots__ = ("app",)

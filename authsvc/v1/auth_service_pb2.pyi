@@ -24,6 +24,14 @@ class VerifyOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERIFY_OUTCOME_WRONG_AUDIENCE: _ClassVar[VerifyOutcome]
     VERIFY_OUTCOME_REVOKED: _ClassVar[VerifyOutcome]
     VERIFY_OUTCOME_UNAVAILABLE: _ClassVar[VerifyOutcome]
+    VERIFY_OUTCOME_ANONYMOUS_DISABLED: _ClassVar[VerifyOutcome]
+
+class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLE_UNSPECIFIED: _ClassVar[Role]
+    ROLE_USER: _ClassVar[Role]
+    ROLE_GUEST: _ClassVar[Role]
+    ROLE_ANONYMOUS: _ClassVar[Role]
 
 class RevocationScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -55,6 +63,11 @@ VERIFY_OUTCOME_NOT_YET_VALID: VerifyOutcome
 VERIFY_OUTCOME_WRONG_AUDIENCE: VerifyOutcome
 VERIFY_OUTCOME_REVOKED: VerifyOutcome
 VERIFY_OUTCOME_UNAVAILABLE: VerifyOutcome
+VERIFY_OUTCOME_ANONYMOUS_DISABLED: VerifyOutcome
+ROLE_UNSPECIFIED: Role
+ROLE_USER: Role
+ROLE_GUEST: Role
+ROLE_ANONYMOUS: Role
 REVOCATION_SCOPE_UNSPECIFIED: RevocationScope
 REVOCATION_SCOPE_APP: RevocationScope
 REVOCATION_SCOPE_USER: RevocationScope
@@ -92,6 +105,28 @@ class IssueTokenResponse(_message.Message):
     key_id: str
     def __init__(self, token: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key_id: _Optional[str] = ...) -> None: ...
 
+class IssueGuestTokenRequest(_message.Message):
+    __slots__ = ("user_id", "name")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    name: str
+    def __init__(self, user_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class IssueGuestTokenResponse(_message.Message):
+    __slots__ = ("token", "user_id", "issued_at", "expires_at", "key_id")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    user_id: str
+    issued_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    key_id: str
+    def __init__(self, token: _Optional[str] = ..., user_id: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key_id: _Optional[str] = ...) -> None: ...
+
 class VerifyTokenRequest(_message.Message):
     __slots__ = ("token",)
     TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -99,7 +134,7 @@ class VerifyTokenRequest(_message.Message):
     def __init__(self, token: _Optional[str] = ...) -> None: ...
 
 class VerifyTokenResponse(_message.Message):
-    __slots__ = ("valid", "outcome", "user_id", "issued_at", "expires_at", "claims", "dev_token", "revoked_by", "revoked_before", "valid_from", "client_action")
+    __slots__ = ("valid", "outcome", "user_id", "issued_at", "expires_at", "claims", "dev_token", "role", "revoked_by", "revoked_before", "valid_from", "client_action")
     VALID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +142,7 @@ class VerifyTokenResponse(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     CLAIMS_FIELD_NUMBER: _ClassVar[int]
     DEV_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     REVOKED_BY_FIELD_NUMBER: _ClassVar[int]
     REVOKED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     VALID_FROM_FIELD_NUMBER: _ClassVar[int]
@@ -118,11 +154,12 @@ class VerifyTokenResponse(_message.Message):
     expires_at: _timestamp_pb2.Timestamp
     claims: _struct_pb2.Struct
     dev_token: bool
+    role: Role
     revoked_by: RevocationScope
     revoked_before: _timestamp_pb2.Timestamp
     valid_from: _timestamp_pb2.Timestamp
     client_action: ClientAction
-    def __init__(self, valid: _Optional[bool] = ..., outcome: _Optional[_Union[VerifyOutcome, str]] = ..., user_id: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dev_token: _Optional[bool] = ..., revoked_by: _Optional[_Union[RevocationScope, str]] = ..., revoked_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., client_action: _Optional[_Union[ClientAction, str]] = ...) -> None: ...
+    def __init__(self, valid: _Optional[bool] = ..., outcome: _Optional[_Union[VerifyOutcome, str]] = ..., user_id: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dev_token: _Optional[bool] = ..., role: _Optional[_Union[Role, str]] = ..., revoked_by: _Optional[_Union[RevocationScope, str]] = ..., revoked_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., client_action: _Optional[_Union[ClientAction, str]] = ...) -> None: ...
 
 class VerifyTokensRequest(_message.Message):
     __slots__ = ("tokens",)
@@ -323,7 +360,7 @@ class Heartbeat(_message.Message):
     def __init__(self, interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class AppState(_message.Message):
-    __slots__ = ("api_key", "algorithm", "auth_checks_disabled", "require_iat", "revoked_before", "max_token_lifetime", "clock_leeway", "issuer", "public_keys", "secrets")
+    __slots__ = ("api_key", "algorithm", "auth_checks_disabled", "require_iat", "revoked_before", "max_token_lifetime", "clock_leeway", "issuer", "public_keys", "secrets", "anonymous_access", "guest_token_ttl")
     API_KEY_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     AUTH_CHECKS_DISABLED_FIELD_NUMBER: _ClassVar[int]
@@ -334,6 +371,8 @@ class AppState(_message.Message):
     ISSUER_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEYS_FIELD_NUMBER: _ClassVar[int]
     SECRETS_FIELD_NUMBER: _ClassVar[int]
+    ANONYMOUS_ACCESS_FIELD_NUMBER: _ClassVar[int]
+    GUEST_TOKEN_TTL_FIELD_NUMBER: _ClassVar[int]
     api_key: str
     algorithm: str
     auth_checks_disabled: bool
@@ -344,7 +383,9 @@ class AppState(_message.Message):
     issuer: str
     public_keys: _containers.RepeatedCompositeFieldContainer[PublicKey]
     secrets: _containers.RepeatedCompositeFieldContainer[SecretFingerprint]
-    def __init__(self, api_key: _Optional[str] = ..., algorithm: _Optional[str] = ..., auth_checks_disabled: _Optional[bool] = ..., require_iat: _Optional[bool] = ..., revoked_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_token_lifetime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., clock_leeway: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., issuer: _Optional[str] = ..., public_keys: _Optional[_Iterable[_Union[PublicKey, _Mapping]]] = ..., secrets: _Optional[_Iterable[_Union[SecretFingerprint, _Mapping]]] = ...) -> None: ...
+    anonymous_access: bool
+    guest_token_ttl: _duration_pb2.Duration
+    def __init__(self, api_key: _Optional[str] = ..., algorithm: _Optional[str] = ..., auth_checks_disabled: _Optional[bool] = ..., require_iat: _Optional[bool] = ..., revoked_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_token_lifetime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., clock_leeway: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., issuer: _Optional[str] = ..., public_keys: _Optional[_Iterable[_Union[PublicKey, _Mapping]]] = ..., secrets: _Optional[_Iterable[_Union[SecretFingerprint, _Mapping]]] = ..., anonymous_access: _Optional[bool] = ..., guest_token_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class PublicKey(_message.Message):
     __slots__ = ("jwk", "state", "signs_from")

@@ -40,6 +40,11 @@ class AuthServiceStub:
                 request_serializer=authsvc_dot_v1_dot_auth__service__pb2.IssueTokenRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.IssueTokenResponse.FromString,
                 _registered_method=True)
+        self.IssueGuestToken = channel.unary_unary(
+                '/authsvc.v1.AuthService/IssueGuestToken',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.IssueGuestTokenRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.IssueGuestTokenResponse.FromString,
+                _registered_method=True)
         self.VerifyToken = channel.unary_unary(
                 '/authsvc.v1.AuthService/VerifyToken',
                 request_serializer=authsvc_dot_v1_dot_auth__service__pb2.VerifyTokenRequest.SerializeToString,
@@ -87,7 +92,18 @@ class AuthServiceServicer:
     """
 
     def IssueToken(self, request, context):
-        """IssueToken mints a user token (JWT) for one user of the app. Needs the app's credential.
+        """IssueToken mints a user token (JWT) for one user of the app. Needs the app's credential. User ids in the
+        guest namespace (starting `guest-`) are refused (INVALID_ARGUMENT, reason RESERVED_USER_ID).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueGuestToken(self, request, context):
+        """IssueGuestToken mints a short-lived guest token, as a chat client's "continue as guest" does: needs only
+        `x-api-key`. FAILED_PRECONDITION (reason GUEST_ACCESS_DISABLED) unless the app's `guest_access` is on;
+        RESOURCE_EXHAUSTED (reason GUEST_RATE_LIMITED, with a google.rpc.RetryInfo) past the rate limits per app and
+        per caller address.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -164,6 +180,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.IssueTokenRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_auth__service__pb2.IssueTokenResponse.SerializeToString,
             ),
+            'IssueGuestToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueGuestToken,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.IssueGuestTokenRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.IssueGuestTokenResponse.SerializeToString,
+            ),
             'VerifyToken': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyToken,
                     request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.VerifyTokenRequest.FromString,
@@ -233,6 +254,33 @@ class AuthService:
             '/authsvc.v1.AuthService/IssueToken',
             authsvc_dot_v1_dot_auth__service__pb2.IssueTokenRequest.SerializeToString,
             authsvc_dot_v1_dot_auth__service__pb2.IssueTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueGuestToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/IssueGuestToken',
+            authsvc_dot_v1_dot_auth__service__pb2.IssueGuestTokenRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.IssueGuestTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

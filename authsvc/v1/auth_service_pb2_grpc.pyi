@@ -42,7 +42,15 @@ class AuthServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AuthServiceAsyncStub: ...
     IssueToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.IssueTokenRequest, _auth_service_pb2.IssueTokenResponse]
-    """IssueToken mints a user token (JWT) for one user of the app. Needs the app's credential."""
+    """IssueToken mints a user token (JWT) for one user of the app. Needs the app's credential. User ids in the
+    guest namespace (starting `guest-`) are refused (INVALID_ARGUMENT, reason RESERVED_USER_ID).
+    """
+    IssueGuestToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.IssueGuestTokenRequest, _auth_service_pb2.IssueGuestTokenResponse]
+    """IssueGuestToken mints a short-lived guest token, as a chat client's "continue as guest" does: needs only
+    `x-api-key`. FAILED_PRECONDITION (reason GUEST_ACCESS_DISABLED) unless the app's `guest_access` is on;
+    RESOURCE_EXHAUSTED (reason GUEST_RATE_LIMITED, with a google.rpc.RetryInfo) past the rate limits per app and
+    per caller address.
+    """
     VerifyToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyTokenRequest, _auth_service_pb2.VerifyTokenResponse]
     """VerifyToken checks a token a chat client presented: signature, expiry, audience and revocation."""
     VerifyTokens: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyTokensRequest, _auth_service_pb2.VerifyTokensResponse]
@@ -77,7 +85,15 @@ class AuthServiceAsyncStub(AuthServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     IssueToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.IssueTokenRequest, _auth_service_pb2.IssueTokenResponse]  # type: ignore[assignment]
-    """IssueToken mints a user token (JWT) for one user of the app. Needs the app's credential."""
+    """IssueToken mints a user token (JWT) for one user of the app. Needs the app's credential. User ids in the
+    guest namespace (starting `guest-`) are refused (INVALID_ARGUMENT, reason RESERVED_USER_ID).
+    """
+    IssueGuestToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.IssueGuestTokenRequest, _auth_service_pb2.IssueGuestTokenResponse]  # type: ignore[assignment]
+    """IssueGuestToken mints a short-lived guest token, as a chat client's "continue as guest" does: needs only
+    `x-api-key`. FAILED_PRECONDITION (reason GUEST_ACCESS_DISABLED) unless the app's `guest_access` is on;
+    RESOURCE_EXHAUSTED (reason GUEST_RATE_LIMITED, with a google.rpc.RetryInfo) past the rate limits per app and
+    per caller address.
+    """
     VerifyToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyTokenRequest, _auth_service_pb2.VerifyTokenResponse]  # type: ignore[assignment]
     """VerifyToken checks a token a chat client presented: signature, expiry, audience and revocation."""
     VerifyTokens: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyTokensRequest, _auth_service_pb2.VerifyTokensResponse]  # type: ignore[assignment]
@@ -115,7 +131,21 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_service_pb2.IssueTokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.IssueTokenResponse, _abc.Awaitable[_auth_service_pb2.IssueTokenResponse]]:
-        """IssueToken mints a user token (JWT) for one user of the app. Needs the app's credential."""
+        """IssueToken mints a user token (JWT) for one user of the app. Needs the app's credential. User ids in the
+        guest namespace (starting `guest-`) are refused (INVALID_ARGUMENT, reason RESERVED_USER_ID).
+        """
+
+    @_abc_1.abstractmethod
+    def IssueGuestToken(
+        self,
+        request: _auth_service_pb2.IssueGuestTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.IssueGuestTokenResponse, _abc.Awaitable[_auth_service_pb2.IssueGuestTokenResponse]]:
+        """IssueGuestToken mints a short-lived guest token, as a chat client's "continue as guest" does: needs only
+        `x-api-key`. FAILED_PRECONDITION (reason GUEST_ACCESS_DISABLED) unless the app's `guest_access` is on;
+        RESOURCE_EXHAUSTED (reason GUEST_RATE_LIMITED, with a google.rpc.RetryInfo) past the rate limits per app and
+        per caller address.
+        """
 
     @_abc_1.abstractmethod
     def VerifyToken(

@@ -13,9 +13,26 @@ export type VerifyOutcomeName =
   | "WRONG_AUDIENCE"
   | "REVOKED"
   /** A LocalVerifier's answer when its copy of the state is older than its maxLag; the server never sends it. */
-  | "UNAVAILABLE";
+  | "UNAVAILABLE"
+  /** An empty token (an anonymous user) for an app whose anonymous_access is off. */
+  | "ANONYMOUS_DISABLED";
 
 export declare const VerifyOutcome: Readonly<{ [Name in VerifyOutcomeName]: Name }>;
+
+/** authsvc.v1.Role without the `ROLE_` prefix: who a verified token speaks for. */
+export type RoleName = "UNSPECIFIED" | "USER" | "GUEST" | "ANONYMOUS";
+
+export declare const Role: Readonly<{ [Name in RoleName]: Name }>;
+
+/** A guest token minted by IssueGuestToken. */
+export interface GuestToken {
+  token: string;
+  /** `guest-` and the requested or a random id. */
+  userId: string;
+  issuedAt: Date;
+  expiresAt: Date | null;
+  keyId: string;
+}
 
 /** Channel options for client-side round robin over every address the target resolves to. */
 export declare const ROUND_ROBIN: Readonly<ChannelOptions>;
@@ -77,6 +94,8 @@ export interface Verification {
   validFrom: Date | null;
   /** For every outcome but VALID: REFRESH (EXPIRED), RETRY_LATER (NOT_YET_VALID, UNAVAILABLE), else LOGOUT. */
   clientAction: "REFRESH" | "LOGOUT" | "RETRY_LATER" | "UNSPECIFIED" | null;
+  /** USER, GUEST (a `guest-` user id), ANONYMOUS (an empty token, app allowing it); UNSPECIFIED without a user. */
+  role: RoleName;
 }
 
 /** A token revocation in force (RevokeToken). */
@@ -109,6 +128,8 @@ export declare class AuthClient {
   readonly timeoutMs: number;
   /** IssueToken; needs the credential. */
   issueToken(request: IssueTokenRequest): Promise<IssuedToken>;
+  /** IssueGuestToken; needs only the API key and the app's guest_access on. `userId` without the `guest-` prefix. */
+  issueGuestToken(request?: { userId?: string; name?: string }): Promise<GuestToken>;
   /** VerifyToken; needs only the API key. */
   verifyToken(token: string): Promise<Verification>;
   /** VerifyTokens: 1 to 1,000 tokens, answered in order. */

@@ -63,6 +63,14 @@ const VerifyOutcome = Object.freeze(
   ),
 );
 
+const ROLE_PREFIX = "ROLE_";
+const ROLE_NAMES = new Set(packageDefinition["authsvc.v1.Role"].type.value.map(({ name }) => name));
+
+/** Who a verified token speaks for: authsvc.v1.Role without the `ROLE_` prefix. */
+const Role = Object.freeze(
+  Object.fromEntries([...ROLE_NAMES].map((name) => name.slice(ROLE_PREFIX.length)).map((name) => [name, name])),
+);
+
 const STATUS_NAMES = Object.fromEntries(Object.entries(grpc.status).map(([name, code]) => [code, name]));
 
 /** A failed call: the gRPC status code (number and name), the ErrorInfo reason and domain, and the message. */
@@ -154,6 +162,23 @@ class AuthClient {
     const response = await this._call("IssueToken", request, true);
     return {
       token: response.token,
+      issuedAt: toDate(response.issued_at),
+      expiresAt: toDate(response.expires_at),
+      keyId: response.key_id,
+    };
+  }
+
+  /**
+   * Mints a guest token (IssueGuestToken). Needs only the API key, and the app's guest_access on. Never retried.
+   * @param {{userId?: string, name?: string}} [request] userId: the guest's id without the `guest-` prefix
+   *   (empty: a random one); name: a display name, carried as the `name` claim
+   * @returns {Promise<{token: string, userId: string, issuedAt: Date, expiresAt: Date | null, keyId: string}>}
+   */
+  async issueGuestToken({ userId, name } = {}) {
+    const response = await this._call("IssueGuestToken", { user_id: userId ?? "", name: name ?? "" }, false);
+    return {
+      token: response.token,
+      userId: response.user_id,
       issuedAt: toDate(response.issued_at),
       expiresAt: toDate(response.expires_at),
       keyId: response.key_id,
@@ -311,6 +336,7 @@ function withRetryPolicy(channelOptions, attempts) {
  * @property {Date | null} revokedBefore for REVOKED: the deciding revocation's time
  * @property {Date | null} validFrom for NOT_YET_VALID: from when the token is valid
  * @property {string | null} clientAction for every outcome but VALID: "REFRESH", "LOGOUT" or "RETRY_LATER"
+ * @property {string} role one of Role: "USER", "GUEST", "ANONYMOUS" (an empty token), or "UNSPECIFIED"
  */
 function verification(response) {
   const outcome = String(response.outcome);
@@ -326,6 +352,7 @@ function verification(response) {
     revokedBefore: toDate(response.revoked_before),
     validFrom: toDate(response.valid_from),
     clientAction: unprefixed(response.client_action, "CLIENT_ACTION_"),
+    role: ROLE_NAMES.has(String(response.role)) ? String(response.role).slice(ROLE_PREFIX.length) : "UNSPECIFIED",
   };
 }
 
@@ -399,7 +426,7 @@ function fromStruct(struct) {
   return Object.fromEntries(Object.entries(struct.fields || {}).map(([key, value]) => [key, fromValue(value)]));
 }
 
-module.exports = { AuthClient, AuthsvcClientError, VerifyOutcome, ROUND_ROBIN, RETRIED_METHODS, status: grpc.status };
+module.exports = { AuthClient, AuthsvcClientError, VerifyOutcome, Role, ROUND_ROBIN, RETRIED_METHODS, status: grpc.status };
 // The LocalVerifier (local_verifier.js, which requires this file) is loaded on first use.
 Object.defineProperty(module.exports, "LocalVerifier", {
   enumerable: true,

@@ -68,6 +68,7 @@ function verification(verdict) {
     revokedBefore: toDate(verdict.revokedBefore),
     validFrom: toDate(verdict.validFrom),
     clientAction: verdict.clientAction,
+    role: verdict.role,
   };
 }
 

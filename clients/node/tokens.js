@@ -21,6 +21,7 @@ const Outcome = Object.freeze({
   WRONG_AUDIENCE: "WRONG_AUDIENCE",
   REVOKED: "REVOKED",
   UNAVAILABLE: "UNAVAILABLE",
+  ANONYMOUS_DISABLED: "ANONYMOUS_DISABLED",
 });
 
 /** Which revocation rejected a REVOKED token: authsvc.v1.RevocationScope without its prefix. */
@@ -38,8 +39,27 @@ const CLIENT_ACTIONS = Object.freeze({
   UNKNOWN_KEY: ClientAction.LOGOUT,
   WRONG_AUDIENCE: ClientAction.LOGOUT,
   MALFORMED: ClientAction.LOGOUT,
+  ANONYMOUS_DISABLED: ClientAction.LOGOUT,
   UNAVAILABLE: ClientAction.RETRY_LATER,
 });
+
+/** Who a verified token speaks for: authsvc.v1.Role without the `ROLE_` prefix. */
+const Role = Object.freeze({
+  UNSPECIFIED: "UNSPECIFIED",
+  USER: "USER",
+  GUEST: "GUEST",
+  ANONYMOUS: "ANONYMOUS",
+});
+
+/** The guest namespace: a user id starting with it is a guest's (authsvc's IssueGuestToken). */
+const GUEST_PREFIX = "guest-";
+const DEFAULT_GUEST_TOKEN_TTL_SECONDS = 86_400;
+
+/** The role a user id speaks for: its namespace decides ("UNSPECIFIED" for no user id). */
+function roleOf(userId) {
+  if (userId === "") return Role.UNSPECIFIED;
+  return userId.startsWith(GUEST_PREFIX) ? Role.GUEST : Role.USER;
+}
 
 /** What a user id may be: 1 to 255 letters, digits, `@`, `_` and `-`. */
 const USER_ID_PATTERN = /^[A-Za-z0-9@_-]{1,255}$/;
@@ -109,7 +129,8 @@ function secretSigned(secret, signingInput, signatureSegment) {
 /**
  * What the token rules need to know of an app, as authsvc/tokens.py App (the verifying fields).
  * @param {object} fields apiKey, algorithm, secrets (from `secret`), keyPairs ({keyId, key (keys.fromJwk),
- *   signsFrom}), authChecksDisabled, requireIat, revokedBefore (micros or null), maxTokenLifetimeSeconds (or null)
+ *   signsFrom}), authChecksDisabled, requireIat, revokedBefore (micros or null), maxTokenLifetimeSeconds (or null),
+ *   anonymousAccess, guestTokenTtlSeconds (default 24 h)
  */
 function app(fields) {
   const secrets = Object.freeze([...(fields.secrets || [])]);
@@ -122,6 +143,8 @@ function app(fields) {
     requireIat: Boolean(fields.requireIat),
     revokedBefore: fields.revokedBefore ?? null,
     maxTokenLifetimeSeconds: fields.maxTokenLifetimeSeconds ?? null,
+    anonymousAccess: Boolean(fields.anonymousAccess),
+    guestTokenTtlSeconds: fields.guestTokenTtlSeconds || DEFAULT_GUEST_TOKEN_TTL_SECONDS,
     // Only a secret rotated out has an expiry: without one, every secret verifies at any time (hot path).
     secretsExpire: secrets.some((s) => s.expiresAt !== null),
     byKid: byKid(fields.keyPairs && fields.keyPairs.length > 0 ? fields.keyPairs : secrets),
@@ -248,6 +271,7 @@ function audienceMatches(aud, apiKey) {
  * @property {number | null} revokedBefore for REVOKED: the deciding revocation's time (null for requireIat)
  * @property {number | null} validFrom for NOT_YET_VALID: the later of nbf and iat
  * @property {string | null} clientAction for every outcome but VALID: one of ClientAction
+ * @property {string} role one of Role
  */
 
 /** A verdict that says only its outcome (the token did not get as far as its claims). */
@@ -263,7 +287,16 @@ function verdict(outcome) {
     revokedBefore: null,
     validFrom: null,
     clientAction: CLIENT_ACTIONS[outcome] ?? null,
+    role: Role.UNSPECIFIED,
   };
+}
+
+const ANONYMOUS = Object.freeze({ ...verdict(Outcome.VALID), role: Role.ANONYMOUS });
+const ANONYMOUS_DISABLED = Object.freeze(verdict(Outcome.ANONYMOUS_DISABLED));
+
+/** The verdict on an empty token: an anonymous user, VALID when the app allows them, else ANONYMOUS_DISABLED. */
+function anonymous(app) {
+  return app.anonymousAccess ? ANONYMOUS : ANONYMOUS_DISABLED;
 }
 
 /**
@@ -292,9 +325,16 @@ function checkClaims(token, app, now, leeway, userRevokedBefore, tokenRevokedAt 
       revokedBefore: null,
       validFrom: null,
       clientAction: ClientAction.LOGOUT,
+      role: Role.UNSPECIFIED,
     };
   }
   const userId = typeof claims.user_id === "string" && own(claims, "user_id") ? claims.user_id : "";
+  const role = roleOf(userId);
+  if (role === Role.GUEST && iat !== null) {
+    // A guest token never outlives the app's guest token lifetime, as it is now: it expires then.
+    const latest = iat + app.guestTokenTtlSeconds * MICROS_PER_SECOND;
+    if (exp === null || exp > latest) exp = latest;
+  }
   let outcome = timeOutcome(iat, exp, nbf, now, leeway);
   let revokedBy = null;
   let revokedBefore = null;
@@ -303,10 +343,12 @@ function checkClaims(token, app, now, leeway, userRevokedBefore, tokenRevokedAt 
   if (outcome !== null) {
     if (outcome === Outcome.NOT_YET_VALID) validFrom = nbf === null ? iat : iat === null ? nbf : Math.max(nbf, iat);
   } else if (
-    app.maxTokenLifetimeSeconds !== null &&
-    (exp === null || (iat !== null && exp - iat > app.maxTokenLifetimeSeconds * MICROS_PER_SECOND))
+    (app.maxTokenLifetimeSeconds !== null &&
+      (exp === null || (iat !== null && exp - iat > app.maxTokenLifetimeSeconds * MICROS_PER_SECOND))) ||
+    (role === Role.GUEST && iat === null)
   ) {
-    // A token that may outlive the app's maximum lifetime would also outlive pruned revocations.
+    // A token that may outlive the app's maximum lifetime would also outlive pruned revocations; a guest token
+    // without iat cannot be held to the guest token lifetime.
     outcome = Outcome.MALFORMED;
   } else if (own(claims, "aud") && !audienceMatches(claims.aud, app.apiKey)) {
     outcome = Outcome.WRONG_AUDIENCE; // absent: this app's
@@ -350,6 +392,7 @@ function checkClaims(token, app, now, leeway, userRevokedBefore, tokenRevokedAt 
     revokedBefore,
     validFrom,
     clientAction,
+    role,
   };
 }
 
@@ -357,16 +400,20 @@ module.exports = {
   CLIENT_ACTIONS,
   ClientAction,
   RevocationScope,
+  GUEST_PREFIX,
   HS256,
   MICROS_PER_SECOND,
   Outcome,
+  Role,
   USER_ID_PATTERN,
+  anonymous,
   app,
   checkClaims,
   checkSignature,
   isDevToken,
   parse,
   readTimes,
+  roleOf,
   secondsToMicros,
   secret,
   secretActive,

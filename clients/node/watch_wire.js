@@ -88,6 +88,9 @@ function appFromState(state, secrets) {
     requireIat: state.require_iat,
     revokedBefore: state.revoked_before ? micros(state.revoked_before, "revoked_before") : null,
     maxTokenLifetimeSeconds: state.max_token_lifetime ? Number(state.max_token_lifetime.seconds) : null,
+    anonymousAccess: state.anonymous_access,
+    // A server without the field sends none: guest tokens then keep the default bound (24 h).
+    guestTokenTtlSeconds: state.guest_token_ttl ? Number(state.guest_token_ttl.seconds) : null,
   });
 }
 

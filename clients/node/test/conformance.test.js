@@ -24,6 +24,7 @@ const FIELDS = [
   "revoked_before",
   "valid_from",
   "client_action",
+  "role",
 ];
 
 // proto-loader's own deserializer, with the options index.js loads the protos with (keepCase, longs and enums as
@@ -57,6 +58,7 @@ function answered(verdict) {
     revoked_before: verdict.revokedBefore,
     valid_from: verdict.validFrom,
     client_action: verdict.clientAction,
+    role: verdict.role,
   };
 }
 

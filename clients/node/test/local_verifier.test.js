@@ -13,7 +13,7 @@ const path = require("node:path");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
 const http = require("node:http");
-const { AuthClient, AuthsvcClientError, LocalVerifier, VerifyOutcome, bearerAuth, status } = require("..");
+const { AuthClient, AuthsvcClientError, LocalVerifier, Role, VerifyOutcome, bearerAuth, status } = require("..");
 
 const env = process.env;
 const WAIT_MS = 20000; // the longest any wait below may take (the machine is shared)
@@ -150,10 +150,7 @@ async function tokensFor(found, client) {
 async function compare(verifier, client, tokens) {
   for (const [name, token] of Object.entries(tokens)) {
     const local = verifier.verify(token);
-    if (token === "") {
-      assert.equal(local.outcome, VerifyOutcome.MALFORMED, name); // VerifyToken refuses an empty token outright
-      continue;
-    }
+    if (token === "") assert.equal(local.outcome, VerifyOutcome.ANONYMOUS_DISABLED, name); // an anonymous user
     assert.deepStrictEqual(local, await client.verifyToken(token), `the verdicts on "${name}" differ`);
   }
 }
@@ -283,6 +280,40 @@ test.describe("LocalVerifier against a running authsvc", () => {
       process.off("warning", onWarning);
       await verifier.close();
       client.close();
+    }
+  });
+
+  test("guests and anonymous users: roles, and the anonymous switch reaching verify()", async () => {
+    const found = app("guests");
+    const client = clientOf(found);
+    const verifier = verifierOf(found);
+    const admin = adminClient();
+    try {
+      await verifier.start();
+      const visitor = await client.issueGuestToken({ userId: "gina", name: "Gina" });
+      assert.equal(visitor.userId, "guest-gina");
+      assert.ok(visitor.expiresAt - visitor.issuedAt === 86400 * 1000);
+      const local = verifier.verify(visitor.token);
+      assert.equal(local.role, "GUEST");
+      assert.equal(local.claims.role, "guest");
+      assert.deepStrictEqual(local, await client.verifyToken(visitor.token));
+      const user = (await client.issueToken({ userId: "hank" })).token;
+      assert.equal(verifier.verify(user).role, "USER");
+      assert.deepStrictEqual(verifier.verify(user), await client.verifyToken(user));
+      await assert.rejects(client.issueToken({ userId: "guest-hank" }), (error) => error.reason === "RESERVED_USER_ID");
+
+      assert.equal(verifier.verify("").outcome, VerifyOutcome.ANONYMOUS_DISABLED);
+      assert.deepStrictEqual(verifier.verify(""), await client.verifyToken(""));
+      await adminCall(admin, "UpdateApp", { api_key: found.api_key, anonymous_access: true });
+      await eventually(() => verifier.verify("").valid, "anonymous access reaches the verifier");
+      const anonymous = verifier.verify("");
+      assert.deepEqual([anonymous.outcome, anonymous.role, anonymous.userId], ["VALID", Role.ANONYMOUS, null]);
+      assert.deepStrictEqual(anonymous, await client.verifyToken(""));
+      assert.equal(verifier.verify(" ").outcome, "MALFORMED");
+    } finally {
+      await verifier.close();
+      client.close();
+      admin.close();
     }
   });
 
@@ -443,6 +474,7 @@ test.describe("LocalVerifier against a running authsvc", () => {
         revokedBefore: null,
         validFrom: null,
         clientAction: "RETRY_LATER",
+        role: "UNSPECIFIED",
       });
       assert.ok(verifier.lag > 1.5);
       assert.equal(verifier.lastError.code, status.UNAVAILABLE);
