@@ -182,6 +182,21 @@ async def test_an_operator_runs_an_app_from_the_browser(console: Console) -> Non
             shot(browser, "app-settings")
             assert await outcome(auth, api_key, dev) == "VERIFY_OUTCOME_VALID"
 
+            # Guests and anonymous users, switched on from the same form, seen over gRPC.
+            assert await outcome(auth, api_key, "") == "VERIFY_OUTCOME_ANONYMOUS_DISABLED"
+            browser.find_element(By.ID, "guest_access").click()
+            browser.find_element(By.ID, "anonymous_access").click()
+            ttl = browser.find_element(By.ID, "guest_token_ttl")
+            ttl.clear()
+            ttl.send_keys("2h")
+            submit(browser, "#save")
+            assert await outcome(auth, api_key, "") == "VERIFY_OUTCOME_VALID"
+            guest = await auth.IssueGuestToken(
+                pb.IssueGuestTokenRequest(user_id="visitor"), metadata=(("x-api-key", api_key),)
+            )
+            assert guest.user_id == "guest-visitor"
+            assert guest.expires_at.seconds - guest.issued_at.seconds == 7200
+
             # A user's token, revoked from the revocations page.
             issued = await auth.IssueToken(
                 pb.IssueTokenRequest(user_id="bob"),

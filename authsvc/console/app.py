@@ -326,6 +326,9 @@ def build_app(console: Console) -> ASGIApp:
             max_token_lifetime_seconds=_duration(form, "max_token_lifetime", "longest token lifetime"),
             auth_checks_disabled=form.get("auth_checks_disabled") == "on",
             require_iat=form.get("require_iat") == "on",
+            guest_access=form.get("guest_access") == "on",
+            guest_token_ttl_seconds=_duration(form, "guest_token_ttl", "guest token lifetime"),
+            anonymous_access=form.get("anonymous_access") == "on",
             actor=actor(request, session),
         )
         if version is None:
