@@ -174,7 +174,13 @@ class LocalVerifier {
     this._pending = null; // a snapshot being received: {state, fresh, builder}
     /** Why the stream last failed (an AuthsvcClientError), or null: for logs and health checks. */
     this.lastError = null;
-    this._revokedBefore = (userId) => this._revocations.getUser(userId);
+    // A user's revocation time, or null when it does not apply to a token issued at `issuedAt`: none does when every
+    // revocation held is older (so a token verified as soon as it is issued costs no look-up).
+    this._revokedBefore = (userId, issuedAt) =>
+      issuedAt >= this._revocations.newest ? null : this._revocations.getUser(userId);
+    // For a token verified the first time (most of them never again), whose user's answer is not worth keeping.
+    this._revokedBeforeOnce = (userId, issuedAt) =>
+      issuedAt >= this._revocations.newest ? null : this._revocations.getUser(userId, false);
   }
 
   /** The state version held: for monitoring only (0 before the first snapshot). */
@@ -279,7 +285,7 @@ class LocalVerifier {
   _check(token) {
     const app = this._app;
     if (app === null || monotonic() - this._confirmedAt > this._maxLag) return UNAVAILABLE;
-    return this._verifier.verify(token, app, this._clock(), this._leeway, this._revokedBefore);
+    return this._verifier.verify(token, app, this._clock(), this._leeway, this._revokedBefore, this._revokedBeforeOnce);
   }
 
   _connect() {

@@ -235,7 +235,8 @@ function verdict(outcome) {
 
 /**
  * Steps 4 to 7, on a token whose signature checked out: times, audience, user, revocations.
- * `userRevokedBefore(userId)` gives the user's revocation time (micros) or null; it is asked only when needed.
+ * `userRevokedBefore(userId, issuedAt)` gives the user's revocation time (micros) or null, null too when it knows
+ * none applies to a token issued at `issuedAt` (micros); it is asked only when needed.
  * @returns {Verdict}
  */
 function checkClaims(token, app, now, leeway, userRevokedBefore) {
@@ -269,7 +270,7 @@ function checkClaims(token, app, now, leeway, userRevokedBefore) {
   } else if (iat === null) {
     outcome = app.requireIat ? Outcome.REVOKED : Outcome.VALID; // user revocations need an iat
   } else {
-    const revokedBefore = userRevokedBefore(userId);
+    const revokedBefore = userRevokedBefore(userId, iat);
     outcome = revokedBefore !== null && iat < revokedBefore ? Outcome.REVOKED : Outcome.VALID;
   }
   return { outcome, userId, issuedAt: iat, expiresAt: exp, claims: token.claims, devToken };

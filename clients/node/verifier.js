@@ -33,14 +33,17 @@ class Verifier {
 
   /**
    * The token model's verdict on `token` for `app` at `now` (micros), with the clock `leeway` (micros);
-   * `revokedBefore(userId)` is the user's revocation time or null.
+   * `revokedBefore(userId, issuedAt)` is the user's revocation time or null (tokens.checkClaims).
+   * `revokedBeforeOnce` (default: revokedBefore) is the same look-up, asked for a token not remembered, whose user
+   * is likely asked about once: a look-up that remembers its answers by user can leave those out.
    * @returns {import("./tokens").Verdict} (a verdict with no claims may be shared: treat every verdict as read-only)
    */
-  verify(token, app, now, leeway, revokedBefore) {
+  verify(token, app, now, leeway, revokedBefore, revokedBeforeOnce = revokedBefore) {
     // Refused before the look-up, which would hash the whole string.
     if (typeof token !== "string" || token.length > MAX_TOKEN_BYTES) return MALFORMED;
     const hit = this._checked.get(token);
     let parsed;
+    let lookUp = revokedBefore;
     if (hit !== undefined && hit.app === app && (hit.secret === null || tokens.secretActive(hit.secret, now))) {
       parsed = hit.parsed;
     } else {
@@ -49,8 +52,9 @@ class Verifier {
       const { failed, key } = tokens.checkSignature(parsed, app, now);
       if (failed !== null) return FAILED[failed];
       this._remember(token, app, key, parsed);
+      lookUp = revokedBeforeOnce;
     }
-    return tokens.checkClaims(parsed, app, now, leeway, revokedBefore);
+    return tokens.checkClaims(parsed, app, now, leeway, lookUp);
   }
 
   _remember(token, app, key, parsed) {
