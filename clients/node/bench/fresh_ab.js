@@ -4,16 +4,19 @@
  * share whatever else the machine is doing. No server: each side's verifier gets its state through its own message
  * handler, as the stream would deliver it.
  *
- *   node clients/node/bench/fresh_ab.js [--base REF] [--rounds 4] [--tokens 150000] [--revoked 1000] [--seconds 1]
+ *   node clients/node/bench/fresh_ab.js [--base REF] [--tree REF] [--rounds 4] [--tokens 150000] [--revoked 1000] [--seconds 1]
+ *                                       [--revocations older|newer]
  *
  * The tokens are authsvc's own form (IssueToken's header and claims: kid, typ, user_id, iat and exp with their
  * microseconds, aud, iss, a random jti), each for a new user, of an HS256 app with `--revoked` revoked users: what
- * row l-rates of `make bench` measures as "HS256, each token once". Each round runs each side in a new process: a
+ * row l-rates of `make bench` measures as "HS256, each token once". The revocations are a minute older than the
+ * tokens (as there, where they come from scenario (g)), or with `--revocations newer` a minute newer, so that
+ * every token's user is looked up. Each round runs each side in a new process: a
  * LocalVerifier verifies one token over and over for `--seconds` (the bench's "repeated" case, which also warms
  * up the code, as it does there), then a new one verifies every token once. Rates are per second of the process's
  * CPU time (this is a shared machine: a process that lost its core for a while is not slower for it) and per
- * second of wall time. REF (default HEAD) is checked out with `git archive` into a temporary folder that shares
- * this tree's node_modules.
+ * second of wall time. The base (default HEAD) is checked out with `git archive` into a temporary folder that shares
+ * this tree's node_modules; so is the other side when `--tree` names a commit (default: this working tree as it is).
  */
 
 const { execFileSync, spawnSync } = require("node:child_process");
@@ -30,12 +33,13 @@ const KID = "sk_bench_kid_01";
 const LIFETIME = 3600 * 1_000_000;
 
 function options(argv) {
-  const found = { base: "HEAD", rounds: 4, tokens: 150_000, revoked: 1000, seconds: 1 };
+  const found = { base: "HEAD", tree: "", rounds: 4, tokens: 150_000, revoked: 1000, seconds: 1, revocations: "older" };
   for (let i = 0; i < argv.length; i += 2) {
     const name = argv[i].replace(/^--/, "");
     if (!(name in found) || argv[i + 1] === undefined) throw new Error(`unknown or incomplete option ${argv[i]}`);
-    found[name] = name === "base" ? argv[i + 1] : Number(argv[i + 1]);
+    found[name] = typeof found[name] === "number" ? Number(argv[i + 1]) : argv[i + 1];
   }
+  if (!["older", "newer"].includes(found.revocations)) throw new Error("--revocations is older or newer");
   return found;
 }
 
@@ -63,8 +67,8 @@ function mint(count, nowMicros) {
   return made;
 }
 
-/** A snapshot of the app with `revoked` users revoked, as grpc-js hands the message to the handler. */
-function snapshot(dir, revoked, nowMicros) {
+/** A snapshot of the app with `revoked` users revoked at `revokedAt`, as grpc-js hands the message to the handler. */
+function snapshot(dir, revoked, revokedAt) {
   const protoLoader = require(path.join(dir, "node_modules", "@grpc", "proto-loader"));
   const protobuf = require(path.join(dir, "node_modules", "protobufjs"));
   const { secretFingerprint } = require(path.join(dir, "watch_wire"));
@@ -96,7 +100,7 @@ function snapshot(dir, revoked, nowMicros) {
         secrets: [{ kid: KID, fingerprint: secretFingerprint(SECRET, API_KEY) }],
       },
       user_hashes: hashes.map(String),
-      revoked_before: hashes.map(() => String(nowMicros - 60_000_000)),
+      revoked_before: hashes.map(() => String(revokedAt)),
       last: true,
     },
   };
@@ -109,11 +113,10 @@ function cpuSeconds(since) {
 }
 
 /** One side, in this process: {repeated, fresh}, each {cpu: per CPU second, wall: per second}. */
-function child(dir, tokensFile, revoked, seconds) {
+function child(dir, tokensFile, revoked, revokedAt, seconds) {
   const { LocalVerifier } = require(dir);
   const tokens = JSON.parse(fs.readFileSync(tokensFile, "utf8"));
-  const nowMicros = Date.now() * 1000;
-  const message = snapshot(dir, revoked, nowMicros);
+  const message = snapshot(dir, revoked, revokedAt);
   const started = () => {
     const verifier = new LocalVerifier({ target: "127.0.0.1:1", apiKey: API_KEY, credential: "unused", hs256Secret: SECRET, maxLag: 3600 });
     verifier._receive(message);
@@ -151,29 +154,37 @@ function median(values) {
 
 function main() {
   if (process.argv[2] === "--child") {
-    const [dir, tokensFile, revoked, seconds] = process.argv.slice(3);
-    child(dir, tokensFile, Number(revoked), Number(seconds));
+    const [dir, tokensFile, revoked, revokedAt, seconds] = process.argv.slice(3);
+    child(dir, tokensFile, Number(revoked), Number(revokedAt), Number(seconds));
     return;
   }
   const opts = options(process.argv.slice(2));
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "fresh-ab-"));
   try {
-    // The client and the protos it loads (../../protos), as they are at REF.
+    // The client and the protos it loads (../../protos), as they are at a commit.
     const top = execFileSync("git", ["rev-parse", "--show-toplevel"], { cwd: CLIENT, encoding: "utf8" }).trim();
     const prefix = path.relative(top, CLIENT);
-    const archive = execFileSync("git", ["archive", opts.base, prefix, "protos"], { cwd: top, maxBuffer: 1 << 28 });
-    execFileSync("tar", ["-x", "-C", tmp], { input: archive });
-    const baseDir = path.join(tmp, prefix);
-    fs.symlinkSync(path.join(CLIENT, "node_modules"), path.join(baseDir, "node_modules"));
+    const checkout = (ref, name) => {
+      const archive = execFileSync("git", ["archive", ref, prefix, "protos"], { cwd: top, maxBuffer: 1 << 28 });
+      fs.mkdirSync(path.join(tmp, name));
+      execFileSync("tar", ["-x", "-C", path.join(tmp, name)], { input: archive });
+      const dir = path.join(tmp, name, prefix);
+      fs.symlinkSync(path.join(CLIENT, "node_modules"), path.join(dir, "node_modules"));
+      return dir;
+    };
+    const baseDir = checkout(opts.base, "base");
+    const treeDir = opts.tree ? checkout(opts.tree, "tree") : CLIENT;
     const tokensFile = path.join(tmp, "tokens.json");
-    fs.writeFileSync(tokensFile, JSON.stringify(mint(opts.tokens, Date.now() * 1000)));
-    const sides = { base: baseDir, tree: CLIENT };
+    const minted = Date.now() * 1000;
+    fs.writeFileSync(tokensFile, JSON.stringify(mint(opts.tokens, minted)));
+    const revokedAt = minted + (opts.revocations === "older" ? -60_000_000 : 60_000_000);
+    const sides = { base: baseDir, tree: treeDir };
     const results = { base: [], tree: [] };
     for (let round = 0; round < opts.rounds; round++) {
       for (const side of round % 2 === 0 ? ["base", "tree"] : ["tree", "base"]) {
         const run = spawnSync(
           process.execPath,
-          [__filename, "--child", sides[side], tokensFile, String(opts.revoked), String(opts.seconds)],
+          [__filename, "--child", sides[side], tokensFile, String(opts.revoked), String(revokedAt), String(opts.seconds)],
           { encoding: "utf8" },
         );
         if (run.status !== 0) throw new Error(`${side} failed: ${run.stderr}`);
@@ -187,7 +198,7 @@ function main() {
       const base = median(results.base.map((r) => r[kind].cpu));
       const tree = median(results.tree.map((r) => r[kind].cpu));
       console.log(
-        `median ${kind}: base (${opts.base}) ${Math.round(base).toLocaleString("en")}/cpu-s, this tree ${Math.round(tree).toLocaleString("en")}/cpu-s (${(tree / base).toFixed(2)}x)`,
+        `median ${kind}: base (${opts.base}) ${Math.round(base).toLocaleString("en")}/cpu-s, tree (${opts.tree || "working tree"}) ${Math.round(tree).toLocaleString("en")}/cpu-s (${(tree / base).toFixed(2)}x)`,
       );
     }
   } finally {

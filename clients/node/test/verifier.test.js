@@ -59,7 +59,7 @@ test("a stream of tokens presented once does not push out the ones in use", () =
   const inUse = Array.from({ length: 100 }, (_, i) => token(`in-use-${i}`));
   for (const value of [...inUse, ...inUse]) verify(verifier, value);
   assert.equal(verifier.size, 100);
-  for (let i = 0; i < 20_000; i++) assert.equal(verify(verifier, token(`fresh-${i}`)).outcome, "VALID");
+  for (let i = 0; i < 5000; i++) assert.equal(verify(verifier, token(`fresh-${i}`)).outcome, "VALID");
   assert.equal(verifier.size, 100, "no token presented once got in (a fingerprint collision would let one in early)");
   for (const value of inUse) assert.ok(verifier.has(value));
 });
