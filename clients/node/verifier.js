@@ -16,6 +16,21 @@ const FAILED = Object.freeze(
   Object.fromEntries(Object.values(tokens.Outcome).map((outcome) => [outcome, tokens.verdict(outcome)])),
 );
 
+/**
+ * What the doorkeeper holds of a token that checked out: a small integer from the last characters of its signature
+ * (an HMAC or a signature: as good as a hash), as Python's holds hash(token); a Set of them costs a fraction of one of
+ * the tokens themselves, which it would compare by their text. A developer token's signature is always the same:
+ * its whole text, then.
+ */
+function fingerprint(token, parsed) {
+  if (tokens.isDevToken(parsed)) return token;
+  const signature = parsed.signatureSegment;
+  const end = signature.length - 1; // the last character carries fewer bits in a canonical segment
+  let hash = 0;
+  for (let i = end - 6; i < end; i++) hash = Math.imul(hash ^ signature.charCodeAt(i), 0x01000193);
+  return hash >> 2; // a small integer (Smi): no number object to make or follow
+}
+
 /** Verifies tokens, remembering up to `cacheSize` tokens whose signature checked out. */
 class Verifier {
   constructor(cacheSize = 10_000) {
@@ -25,9 +40,10 @@ class Verifier {
     // one no longer matches; only an API secret rotated out expires by itself (asked on every hit).
     /** @type {Map<string, {app: object, secret: object | null, parsed: object}>} */
     this._checked = new Map();
-    // A doorkeeper: tokens that checked out once. A token enters the cache on its second good check, so tokens
-    // presented once (most of a stream of fresh logins) do not push out tokens in real use.
-    /** @type {Set<string>} */
+    // A doorkeeper: the fingerprints of tokens that checked out once. A token enters the cache on its second good
+    // check, so tokens presented once (most of a stream of fresh logins) do not push out tokens in real use. A
+    // fingerprint collision only admits a token early: the cache itself is keyed by the whole token.
+    /** @type {Set<number | string>} */
     this._seenOnce = new Set();
   }
 
@@ -60,12 +76,13 @@ class Verifier {
   _remember(token, app, key, parsed) {
     if (this._cacheSize <= 0) return;
     const seenOnce = this._seenOnce;
-    if (!seenOnce.has(token)) {
+    const mark = fingerprint(token, parsed);
+    if (!seenOnce.has(mark)) {
       if (seenOnce.size >= this._cacheSize) seenOnce.clear(); // bounded; a token marked before just takes one more check
-      seenOnce.add(token);
+      seenOnce.add(mark);
       return;
     }
-    seenOnce.delete(token);
+    seenOnce.delete(mark);
     const checked = this._checked;
     if (checked.size >= this._cacheSize) checked.delete(checked.keys().next().value); // the oldest entry
     checked.set(token, { app, secret: key !== null && key.hmac ? key : null, parsed });
