@@ -50,6 +50,15 @@ function hmacSha256(keyBytes) {
     outer[i] ^= key[i];
   }
   // Digests as strings: a "buffer" output costs a Buffer object, as much as the hash itself.
+  if (inner.subarray(0, SHA256_BLOCK).every((byte) => byte < 0x80)) {
+    // An ASCII key (most API secrets) pads to ASCII: the padded key and the message, one string, hash as their
+    // UTF-8, the very bytes, with no copy into a buffer and no view of it to make.
+    const innerPad = inner.latin1Slice(0, SHA256_BLOCK);
+    return (message) => {
+      outer.latin1Write(crypto.hash("sha256", innerPad + message, "latin1"), SHA256_BLOCK);
+      return crypto.hash("sha256", outer, "base64url");
+    };
+  }
   return (message) => {
     const length = inner.latin1Write(message, SHA256_BLOCK);
     outer.latin1Write(crypto.hash("sha256", inner.subarray(0, SHA256_BLOCK + length), "latin1"), SHA256_BLOCK);

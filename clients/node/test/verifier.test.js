@@ -100,3 +100,14 @@ test("a remembered token still gets the time and revocation checks, with the loo
   assert.equal(check(() => (NOW - 1) * 1e6), "REVOKED", "revoked after it was remembered");
   assert.equal(check(remembered, once, NOW + 10), "EXPIRED", "expired after it was remembered");
 });
+
+test("HS256 checks out with an ASCII secret, a non-ASCII one and one longer than SHA-256's block", () => {
+  for (const value of [SECRET, "sécret-ünïcode-0123456789-ключ", "x".repeat(64), "y".repeat(65), `é${"z".repeat(100)}`]) {
+    const keyed = tokens.app({ apiKey: "verifier-test-app", secrets: [tokens.secret("k1", value)] });
+    const input = `${segment({ alg: "HS256", kid: "k1" })}.${segment({ user_id: "alice", iat: NOW - 60 })}`;
+    const signed = `${input}.${crypto.createHmac("sha256", Buffer.from(value, "utf8")).update(input).digest("base64url")}`;
+    const other = `${input}.${crypto.createHmac("sha256", `${value}!`).update(input).digest("base64url")}`;
+    assert.equal(verify(new Verifier(10), signed, keyed).outcome, "VALID", value);
+    assert.equal(verify(new Verifier(10), other, keyed).outcome, "INVALID_SIGNATURE", value);
+  }
+});
