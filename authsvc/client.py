@@ -11,9 +11,9 @@ decoded from the google.rpc.ErrorInfo authsvc puts in each error status.
 
 Retries: only calls that are safe to repeat are retried, and only on UNAVAILABLE (the server or the network is
 down, or authsvc answered DATABASE_UNAVAILABLE: nothing acknowledged), with a small bounded exponential backoff.
-VerifyToken and VerifyTokens read only; RevokeUser, RevokeApp and ClearRevocation are idempotent (revoking again
-never moves a revocation backwards; clearing twice clears nothing more). IssueToken is never retried: a lost
-answer may hide a minted token, and a retry would mint a second one.
+VerifyToken and VerifyTokens read only; RevokeUser, RevokeApp, RevokeToken and ClearRevocation are idempotent
+(revoking again never moves a revocation backwards; clearing twice clears nothing more). IssueToken is never
+retried: a lost answer may hide a minted token, and a retry would mint a second one.
 
 `LocalVerifier` verifies tokens in the caller's own process, with no round trip: it follows the app's state over
 the WatchState stream and runs authsvc's own token rules (authsvc.verifier) on it.
@@ -29,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -37,10 +38,8 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, message, timestamp_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
-from authsvc import wire
+from authsvc import status_details, wire
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
 
@@ -63,9 +62,13 @@ __all__ = [
     "ROUND_ROBIN",
     "AuthClient",
     "AuthsvcClientError",
+    "ClientAction",
     "IssuedToken",
     "LocalVerifier",
+    "RevocationScope",
     "Revoked",
+    "RevokedToken",
+    "SyncAuthClient",
     "Verification",
     "VerifyOutcome",
 ]
@@ -82,6 +85,7 @@ ROUND_ROBIN: Final[tuple[tuple[str, str], ...]] = (
 
 _Request = TypeVar("_Request", bound=message.Message)
 _Response = TypeVar("_Response", bound=message.Message)
+_T = TypeVar("_T")
 
 
 class VerifyOutcome(enum.Enum):
@@ -122,12 +126,33 @@ class IssuedToken:
     key_id: str
 
 
+class RevocationScope(enum.Enum):
+    """Which revocation rejected a REVOKED token: authsvc.v1.RevocationScope without its prefix."""
+
+    UNSPECIFIED = pb.REVOCATION_SCOPE_UNSPECIFIED
+    APP = pb.REVOCATION_SCOPE_APP
+    USER = pb.REVOCATION_SCOPE_USER
+    TOKEN = pb.REVOCATION_SCOPE_TOKEN
+
+
+class ClientAction(enum.Enum):
+    """What a chat client should do with a refused token: authsvc.v1.ClientAction without its prefix. REFRESH:
+    fetch a new token and retry; LOGOUT: log the user out; RETRY_LATER: try the same token again later."""
+
+    UNSPECIFIED = pb.CLIENT_ACTION_UNSPECIFIED
+    REFRESH = pb.CLIENT_ACTION_REFRESH
+    LOGOUT = pb.CLIENT_ACTION_LOGOUT
+    RETRY_LATER = pb.CLIENT_ACTION_RETRY_LATER
+
+
 @dataclass(frozen=True)
 class Verification:
     """authsvc's verdict on one token.
 
     `user_id`, the times and `claims` are filled in once the signature checked out (so an EXPIRED answer still
     says whose token it was), else they are None / empty. Claim numbers that are whole come back as int.
+    Every outcome but VALID says what decided it: `revoked_by` and `revoked_before` for REVOKED, `expires_at` for
+    EXPIRED, `valid_from` for NOT_YET_VALID; and `client_action`, what the chat client should do (None for VALID).
     """
 
     outcome: VerifyOutcome
@@ -137,6 +162,20 @@ class Verification:
     expires_at: datetime | None
     claims: dict[str, Any]
     dev_token: bool
+    revoked_by: RevocationScope | None = None
+    revoked_before: datetime | None = None
+    valid_from: datetime | None = None
+    client_action: ClientAction | None = None
+
+
+@dataclass(frozen=True)
+class RevokedToken:
+    """A token revocation in force (RevokeToken): its jti, when it was revoked, and until when it is kept (None:
+    until cleared)."""
+
+    jti: str
+    revoked_before: datetime
+    expires_at: datetime | None
 
 
 class AuthsvcClientError(Exception):
@@ -167,17 +206,10 @@ class AuthsvcClientError(Exception):
         """Decodes the google.rpc.Status (and its ErrorInfo) from a failed call's trailers."""
         code = error.code()
         message = error.details() or ""
-        try:
-            status = rpc_status.from_call(error)
-        except ValueError:  # the rich status disagrees with the call's code or message: trust the call
-            status = None
-        if status is None:
+        details = status_details.decode(error.trailing_metadata(), code.value[0], message)
+        if details is None:  # no rich status, or one that disagrees with the call's code or message: trust the call
             return cls(code, "", message)
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                return cls(code, info.reason, status.message, domain=info.domain, metadata=dict(info.metadata))
-        return cls(code, "", status.message)
+        return cls(code, details.reason, details.message, domain=details.domain, metadata=details.metadata)
 
 
 class AuthClient:
@@ -317,6 +349,28 @@ class AuthClient:
         response = await self._call(self._stub.RevokeApp, request, authorized=True, retry=True)
         return response.revoked_before.ToDatetime(tzinfo=UTC)
 
+    async def revoke_token(self, token: str | None = None, *, jti: str | None = None) -> RevokedToken:
+        """Revokes one token (one device), given the token itself or its `jti`: every encoding of it is REVOKED
+        until it expires. Needs the credential. A token without `jti` is refused (FAILED_PRECONDITION
+        TOKEN_WITHOUT_JTI): revoke its user instead. Retried on UNAVAILABLE: revoking again keeps the first time.
+        """
+        if (token is None) == (jti is None):
+            raise ValueError("give the token or its jti, not both")
+        request = pb.RevokeTokenRequest(token=token) if token is not None else pb.RevokeTokenRequest(jti=jti)
+        response = await self._call(self._stub.RevokeToken, request, authorized=True, retry=True)
+        return RevokedToken(
+            jti=response.jti,
+            revoked_before=response.revoked_before.ToDatetime(tzinfo=UTC),
+            expires_at=_datetime(response, "expires_at"),
+        )
+
+    async def clear_token_revocations(self, jtis: Iterable[str]) -> list[str]:
+        """Removes the revocation of these tokens, by jti (ClearRevocation); answers those that had one. Needs the
+        credential. Retried on UNAVAILABLE, like clear_user_revocations."""
+        request = pb.ClearRevocationRequest(tokens=pb.TokenIds(jtis=_strings(jtis, "jtis")))
+        response = await self._call(self._stub.ClearRevocation, request, authorized=True, retry=True)
+        return list(response.cleared_jtis)
+
     async def clear_user_revocations(self, user_ids: Iterable[str]) -> list[str]:
         """Removes the revocation of these users (ClearRevocation); answers those that had one.
 
@@ -369,6 +423,141 @@ class AuthClient:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+class SyncAuthClient:
+    """AuthClient's blocking twin, for code without an event loop (Django, Flask, scripts, a thread pool): the
+    same arguments, methods, deadlines, retries and AuthsvcClientError, each call returning its answer.
+
+        with SyncAuthClient("localhost:50051", api_key, api_secret) as client:
+            issued = client.issue_token("alice", ttl=timedelta(hours=1))
+            result = client.verify_token(issued.token)   # result.outcome is VerifyOutcome.VALID
+
+    It runs an AuthClient (so every rule lives in one place) on an event loop in a daemon thread of its own,
+    started by the first call; threads may share one client. `close()`, or leaving the `with` block, closes the
+    channel and ends the thread; a later call starts them again. Do not call it from a coroutine: there, use
+    AuthClient and `await`.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        api_key: str,
+        credential: str | None = None,
+        *,
+        timeout: float = 5.0,
+        channel_options: Sequence[tuple[str, Any]] = (),
+        secure: bool = False,
+        credentials: grpc.ChannelCredentials | None = None,
+        retry_attempts: int = 3,
+        retry_backoff: float = 0.1,
+        retry_max_backoff: float = 1.0,
+    ) -> None:
+        self._client = AuthClient(
+            target,
+            api_key,
+            credential,
+            timeout=timeout,
+            channel_options=channel_options,
+            secure=secure,
+            credentials=credentials,
+            retry_attempts=retry_attempts,
+            retry_backoff=retry_backoff,
+            retry_max_backoff=retry_max_backoff,
+        )
+        self.target = target
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return repr(self._client).replace("AuthClient(", "SyncAuthClient(", 1)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the channel (calls in flight are cancelled) and ends the client's thread."""
+        with self._lock:
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._client.close(), loop).result()
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+
+    def issue_token(
+        self,
+        user_id: str,
+        *,
+        ttl: timedelta | None = None,
+        expires_at: datetime | None = None,
+        claims: Mapping[str, Any] | None = None,
+    ) -> IssuedToken:
+        """AuthClient.issue_token: mints a token (IssueToken). Needs the credential; never retried."""
+        return self._run(self._client.issue_token(user_id, ttl=ttl, expires_at=expires_at, claims=claims))
+
+    def verify_token(self, token: str) -> Verification:
+        """AuthClient.verify_token: verifies one token (VerifyToken). Retried on UNAVAILABLE."""
+        return self._run(self._client.verify_token(token))
+
+    def verify_tokens(self, tokens: Iterable[str]) -> list[Verification]:
+        """AuthClient.verify_tokens: verifies 1 to 1,000 tokens in one call (VerifyTokens), in order."""
+        return self._run(self._client.verify_tokens(list(tokens)))
+
+    def revoke_users(self, user_ids: Iterable[str], *, before: datetime | None = None) -> dict[str, datetime]:
+        """AuthClient.revoke_users: revokes the users' tokens issued before `before` (default now)."""
+        return self._run(self._client.revoke_users(list(user_ids), before=before))
+
+    def revoke_app(self, *, before: datetime | None = None) -> datetime:
+        """AuthClient.revoke_app: revokes every token of the app issued before `before` (default now)."""
+        return self._run(self._client.revoke_app(before=before))
+
+    def revoke_token(self, token: str | None = None, *, jti: str | None = None) -> RevokedToken:
+        """AuthClient.revoke_token: revokes one token (one device), by the token or by its `jti`."""
+        return self._run(self._client.revoke_token(token, jti=jti))
+
+    def clear_token_revocations(self, jtis: Iterable[str]) -> list[str]:
+        """AuthClient.clear_token_revocations: removes these tokens' revocations; answers those that had one."""
+        return self._run(self._client.clear_token_revocations(list(jtis)))
+
+    def clear_user_revocations(self, user_ids: Iterable[str]) -> list[str]:
+        """AuthClient.clear_user_revocations: removes these users' revocations; answers those that had one."""
+        return self._run(self._client.clear_user_revocations(list(user_ids)))
+
+    def clear_app_revocation(self) -> bool:
+        """AuthClient.clear_app_revocation: removes the app's revocation; True when there was one."""
+        return self._run(self._client.clear_app_revocation())
+
+    def _started(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="authsvc-client", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def _run(self, call: Coroutine[Any, Any, _T]) -> _T:
+        try:
+            loop = self._started()
+        except BaseException:
+            call.close()
+            raise
+        future = asyncio.run_coroutine_threadsafe(call, loop)
+        try:
+            return future.result()
+        except BaseException:  # KeyboardInterrupt while waiting, for one: the call stops too
+            future.cancel()
+            raise
+
+
 def _strings(values: Iterable[str], name: str) -> list[str]:
     if isinstance(values, str | bytes):
         raise TypeError(f"{name} must be a list of strings, not a single string")
@@ -399,4 +588,21 @@ def _verification(response: pb.VerifyTokenResponse) -> Verification:
         expires_at=_datetime(response, "expires_at"),
         claims=wire.plain_claims(response.claims) if response.HasField("claims") else {},
         dev_token=response.dev_token,
+        revoked_by=_enum(RevocationScope, response.revoked_by),
+        revoked_before=_datetime(response, "revoked_before"),
+        valid_from=_datetime(response, "valid_from"),
+        client_action=_enum(ClientAction, response.client_action),
     )
+
+
+_Enum = TypeVar("_Enum", RevocationScope, ClientAction)
+
+
+def _enum(kind: type[_Enum], value: int) -> _Enum | None:
+    """None for an unset field; UNSPECIFIED for a number this client does not know (added to the proto later)."""
+    if not value:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        return kind.UNSPECIFIED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -203,6 +204,20 @@ class Settings:
     watch_buffer: int = _setting(1024, _positive_int)
     """Messages a WatchState stream may have waiting to be sent; a watcher that lets more pile up is cut off
     (RESOURCE_EXHAUSTED, reason WATCHER_TOO_SLOW) and resumes from its version."""
+    console_port: int | None = _setting(None, _port)
+    """Port of the operator console (authsvc.console); unset: no console. 0 picks a free one."""
+    console_host: str = _setting("127.0.0.1", _text)
+    """Address the operator console listens on; loopback unless TLS (or console_allow_plaintext) is set."""
+    console_tls_cert_file: Path | None = _setting(None, _path)
+    """PEM certificate (chain) of the console; with console_tls_key_file, the console speaks HTTPS."""
+    console_tls_key_file: Path | None = _setting(None, _path)
+    """PEM private key of console_tls_cert_file, unencrypted."""
+    console_allow_plaintext: bool = _setting(False, _bool)
+    """Lets the console listen without TLS on an address that is not loopback (behind a TLS-terminating proxy)."""
+    console_idle_timeout: float = _setting(900.0, _positive_duration)
+    """Seconds a console session may go unused before it ends."""
+    console_login_link: bool = _setting(False, _bool)
+    """Print a one-time login URL at start (`make run` does): it opens one session as operator `local`."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -239,6 +254,7 @@ class Settings:
                 f"AUTHSVC_MAX_STALENESS ({settings.max_staleness:g}s)"
             )
         settings.check_tls()
+        settings.check_console()
         return settings
 
     def check_tls(self) -> None:
@@ -254,9 +270,42 @@ class Settings:
                 "mutual TLS is TLS with client certificates"
             )
 
+    def check_console(self) -> None:
+        """Fails when the console's settings cannot be safe: its port shared with gRPC or /metrics and JWKS (the
+        port client pods reach), half a TLS pair, plaintext or a login link on an address that is not loopback."""
+        if self.console_port is None:
+            return
+        if self.console_port and self.console_port in (self.port, self.http_port):
+            raise ConfigError(
+                f"AUTHSVC_CONSOLE_PORT ({self.console_port}) must differ from the gRPC and HTTP (/metrics, JWKS) ports"
+            )
+        if (self.console_tls_cert_file is None) != (self.console_tls_key_file is None):
+            raise ConfigError("AUTHSVC_CONSOLE_TLS_CERT_FILE and AUTHSVC_CONSOLE_TLS_KEY_FILE go together: set both")
+        if is_loopback(self.console_host):
+            return
+        if self.console_login_link:
+            raise ConfigError(
+                f"AUTHSVC_CONSOLE_LOGIN_LINK is for a console on loopback only, not on {self.console_host}"
+            )
+        if self.console_tls_cert_file is None and not self.console_allow_plaintext:
+            raise ConfigError(
+                f"the console would listen on {self.console_host} without TLS: set AUTHSVC_CONSOLE_TLS_CERT_FILE and "
+                "AUTHSVC_CONSOLE_TLS_KEY_FILE, or AUTHSVC_CONSOLE_ALLOW_PLAINTEXT=true behind a TLS proxy"
+            )
+
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with some settings replaced."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1): reachable from this machine only."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 # Read by authsvc but not settings of its own: the tests' database.

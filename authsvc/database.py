@@ -8,7 +8,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
@@ -79,6 +79,18 @@ def _pgserver_chatter(record: logging.LogRecord) -> bool:
     return True
 
 
+def _pgserver() -> Any:
+    """The pgserver module, needed only without a database URL: the extra `embedded`, never in the image."""
+    try:
+        import pgserver
+    except ImportError:
+        raise ConfigError(
+            "AUTHSVC_DATABASE_URL is not set and the embedded PostgreSQL is not installed: set "
+            "AUTHSVC_DATABASE_URL, or pip install 'authsvc[embedded]' for a development database"
+        ) from None
+    return pgserver
+
+
 @contextmanager
 def database_url(settings: Settings) -> Iterator[str]:
     """Yields the URL of the database to use, starting (and afterwards stopping) an embedded one if needed.
@@ -92,7 +104,7 @@ def database_url(settings: Settings) -> Iterator[str]:
         return
     # pgserver asks platformdirs for XDG_RUNTIME_DIR, which containers rarely set; the fallback is fine.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    import pgserver  # only needed without a database URL
+    pgserver = _pgserver()
 
     logging.getLogger("pgserver").addFilter(_pgserver_chatter)
 
@@ -124,6 +136,7 @@ def keyring_for(settings: Settings, *, warn: bool = True) -> Keyring:
             "no key-encryption key: set AUTHSVC_KEK or AUTHSVC_KEK_FILE (base64 of 32 random bytes; "
             "'authsvc keys new-kek' prints one). API secrets and private keys are sealed with it."
         )
+    _pgserver()  # no key made for an embedded database that cannot start
     keyring, created = generated_keyring(settings.data_dir)
     log.log(
         logging.WARNING if warn or created else logging.INFO,

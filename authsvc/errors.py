@@ -48,6 +48,14 @@ class Unauthenticated(AuthsvcError):
     default_reason = "INVALID_CREDENTIAL"
 
 
+class FailedPrecondition(AuthsvcError):
+    """The request is well-formed but the thing it names cannot be acted on in its present state; the message
+    says what to do instead."""
+
+    status = "FAILED_PRECONDITION"
+    default_reason = "FAILED_PRECONDITION"
+
+
 class PermissionDenied(AuthsvcError):
     """The credential is genuine but belongs to another app, or is a user token."""
 

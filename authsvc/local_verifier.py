@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any, NoReturn, Self
 import grpc
 
 from authsvc import tokens, watch_wire
-from authsvc.client import API_KEY_HEADER, AUTHORIZATION_HEADER, AuthsvcClientError, Verification, VerifyOutcome
+from authsvc.client import (
+    API_KEY_HEADER,
+    AUTHORIZATION_HEADER,
+    AuthsvcClientError,
+    ClientAction,
+    RevocationScope,
+    Verification,
+    VerifyOutcome,
+)
 from authsvc.clock import Clock, Micros, system_clock, to_datetime
 from authsvc.revocations import RevocationSet
 from authsvc.v1 import auth_service_pb2 as pb
@@ -39,14 +47,16 @@ if TYPE_CHECKING:
 class Revoked:
     """A revocation a LocalVerifier just heard of, for `on_revoked` callbacks: close these users' connections.
 
-    `user_ids` names revoked users (as far as the server could tell); `app` is true when the whole app was revoked;
-    `resync` is true when the verifier loaded a fresh snapshot after missing changes, so that any user may have
-    been revoked meanwhile (verify the open connections again).
+    `user_ids` names revoked users (as far as the server could tell); `jtis` names revoked tokens (RevokeToken: one
+    device each); `app` is true when the whole app was revoked; `resync` is true when the verifier loaded a fresh
+    snapshot after missing changes, so that any user may have been revoked meanwhile (verify the open connections
+    again).
     """
 
     user_ids: tuple[str, ...] = ()
     app: bool = False
     resync: bool = False
+    jtis: tuple[str, ...] = ()
 
 
 # Codes after which a first connection will not succeed by trying again: start() raises them.
@@ -60,6 +70,8 @@ _FATAL_AT_START = frozenset(
     }
 )
 _OUTCOMES = {outcome: VerifyOutcome(outcome.value) for outcome in tokens.Outcome}
+_ACTIONS = {outcome: ClientAction(action.value) for outcome, action in tokens.CLIENT_ACTIONS.items()}
+_SCOPES = {scope: RevocationScope(scope.value) for scope in tokens.RevocationScope}
 _VALID = tokens.Outcome.VALID
 # JSON values that a caller cannot change in place: an answer whose claims hold only these may be shared.
 _SCALARS = frozenset((str, int, float, bool, type(None)))
@@ -94,7 +106,19 @@ _EPOCH = to_datetime(0)
 # filling the instance's __dict__ makes the same object, equal and alike in repr, for a third of that. Its fields
 # are checked here, so that a field added to Verification cannot be left out silently.
 _new = object.__new__
-_FIELDS = ("outcome", "valid", "user_id", "issued_at", "expires_at", "claims", "dev_token")
+_FIELDS = (
+    "outcome",
+    "valid",
+    "user_id",
+    "issued_at",
+    "expires_at",
+    "claims",
+    "dev_token",
+    "revoked_by",
+    "revoked_before",
+    "valid_from",
+    "client_action",
+)
 if tuple(field.name for field in fields(Verification)) != _FIELDS:
     raise ImportError("authsvc.local_verifier._answer fills the fields of client.Verification by name: update it")
 
@@ -118,14 +142,24 @@ def _answer(result: tokens.Verification) -> Verification:
     fill["expires_at"] = None if expires_at is None else _EPOCH + timedelta(0, 0, expires_at)
     fill["claims"] = _Claims(claims)
     fill["dev_token"] = result.dev_token
+    revoked_by, revoked_before, valid_from = result.revoked_by, result.revoked_before, result.valid_from
+    fill["revoked_by"] = None if revoked_by is None else _SCOPES[revoked_by]
+    fill["revoked_before"] = None if revoked_before is None else _EPOCH + timedelta(0, 0, revoked_before)
+    fill["valid_from"] = None if valid_from is None else _EPOCH + timedelta(0, 0, valid_from)
+    fill["client_action"] = _ACTIONS.get(outcome)
     return answer
 
 
 _BARE = {
-    outcome: Verification(_OUTCOMES[outcome], False, None, None, None, _Claims(), False)
+    outcome: Verification(
+        _OUTCOMES[outcome], False, None, None, None, _Claims(), False, client_action=_ACTIONS[outcome]
+    )
     for outcome in (tokens.Outcome.MALFORMED, tokens.Outcome.INVALID_SIGNATURE, tokens.Outcome.UNKNOWN_KEY)
 }
-_UNAVAILABLE = Verification(VerifyOutcome.UNAVAILABLE, False, None, None, None, _Claims(), False)
+# Not verified for now: the same token may pass once the stream is current again.
+_UNAVAILABLE = Verification(
+    VerifyOutcome.UNAVAILABLE, False, None, None, None, _Claims(), False, client_action=ClientAction.RETRY_LATER
+)
 
 
 class LocalVerifier:
@@ -189,9 +223,10 @@ class LocalVerifier:
         self._app: tokens.App | None = None
         self._leeway: Micros = 0
         self._revocations = RevocationSet()
+        self._token_revocations: dict[str, Micros] = {}
         self._version = 0
         self._confirmed_at = -float("inf")
-        self._pending: tuple[pb.AppState, bool, array[int], array[int]] | None = None
+        self._pending: tuple[pb.AppState, bool, array[int], array[int], dict[str, Micros]] | None = None
         self.last_error: AuthsvcClientError | None = None
         """Why the stream last failed, or None: for logs and health checks of the caller."""
 
@@ -278,7 +313,12 @@ class LocalVerifier:
             return _UNAVAILABLE
         verifier = self._verifier
         result = verifier.verify(
-            token, app, now=self._clock(), leeway=self._leeway, revoked_before=self._user_revoked_before
+            token,
+            app,
+            now=self._clock(),
+            leeway=self._leeway,
+            revoked_before=self._user_revoked_before,
+            token_revoked_at=self._token_revoked_at if self._token_revocations else None,
         )
         if result.outcome is not _VALID:
             return _answer(result)
@@ -293,6 +333,9 @@ class LocalVerifier:
     def _user_revoked_before(self, app_id: int, user_id: str) -> Micros | None:
         revocations = self._revocations
         return revocations.get_user(user_id) if revocations else None
+
+    def _token_revoked_at(self, app_id: int, jti: str) -> Micros | None:
+        return self._token_revocations.get(jti)
 
     async def _follow(self, stub: AuthServiceAsyncStub) -> None:
         backoff = self._backoff
@@ -329,12 +372,13 @@ class LocalVerifier:
 
     def _snapshot_chunk(self, chunk: pb.SnapshotChunk) -> bool:
         if chunk.HasField("app"):
-            self._pending = (chunk.app, chunk.fresh, array("q"), array("q"))
+            self._pending = (chunk.app, chunk.fresh, array("q"), array("q"), {})
         if self._pending is None:
             raise ValueError("a snapshot chunk without its first")
-        state, fresh, hashes, times = self._pending
+        state, fresh, hashes, times, revoked_tokens = self._pending
         hashes.extend(chunk.user_hashes)
         times.extend(chunk.revoked_before)
+        revoked_tokens.update(zip(chunk.token_revocations.jtis, chunk.token_revocations.revoked_before, strict=True))
         if not chunk.last:
             return False
         self._pending = None
@@ -342,6 +386,7 @@ class LocalVerifier:
         previous = self._app
         self._set_app(state)
         self._revocations = RevocationSet(hashes, times)
+        self._token_revocations = revoked_tokens
         if fresh and had_state:
             self._tell(Revoked(resync=True))
         elif previous is not None:
@@ -364,6 +409,13 @@ class LocalVerifier:
         elif kind == "cleared":
             for user_hash in change.cleared.user_hashes:
                 self._revocations.remove(user_hash)
+        elif kind == "tokens_revoked":
+            revoked_tokens = change.tokens_revoked
+            self._token_revocations.update(zip(revoked_tokens.jtis, revoked_tokens.revoked_before, strict=True))
+            self._tell(Revoked(jtis=tuple(revoked_tokens.jtis)))
+        elif kind == "tokens_cleared":
+            for jti in change.tokens_cleared.jtis:
+                self._token_revocations.pop(jti, None)
 
     def _set_app(self, state: pb.AppState) -> None:
         self._app = watch_wire.app_from_state(state, self._secrets)

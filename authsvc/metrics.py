@@ -15,7 +15,7 @@ from prometheus_client.process_collector import ProcessCollector
 # VerifyToken answers in well under a millisecond; the client library's default buckets start at 5 ms.
 HANDLING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-REVOCATION_KINDS = ("user", "app", "clear")
+REVOCATION_KINDS = ("user", "app", "token", "clear")
 """The `kind` label values of authsvc_revocations_total."""
 
 
@@ -151,7 +151,7 @@ class Metrics:
         return self._outcomes.counts
 
     def count_revocation(self, kind: str, n: int = 1) -> None:
-        """Counts `n` revocations of a kind: `user` (per user), `app`, or `clear` (per revocation lifted)."""
+        """Counts `n` revocations of a kind: `user` (per user), `app`, `token`, or `clear` (per revocation lifted)."""
         child = self._revocation_children.get(kind)
         if child is None:
             raise ValueError(f"revocation kind must be one of {', '.join(REVOCATION_KINDS)}, not {kind!r}")

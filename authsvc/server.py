@@ -9,7 +9,7 @@ import logging
 import signal
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -34,6 +34,9 @@ from authsvc.state import State
 from authsvc.store import Store
 from authsvc.v1 import admin_service_pb2, admin_service_pb2_grpc, auth_service_pb2, auth_service_pb2_grpc
 from authsvc.watch import WatchHub
+
+if TYPE_CHECKING:
+    from authsvc.console.serve import RunningConsole
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +309,7 @@ async def serve_process(
     # With workers, the supervisor has migrated already (or checked, with AUTHSVC_MIGRATE=false).
     pool, store = await open_store(url, settings, keyring, migrate=settings.migrate and workers == 1)
     state = new_state(store, url, settings)
+    console: RunningConsole | None = None
     try:
         await state.start()
         for app in state.apps() if worker == 0 else ():
@@ -321,6 +325,16 @@ async def serve_process(
             # One metrics endpoint per worker (a Prometheus target each): a shared port would mix their counters.
             settings = settings.with_overrides(http_port=settings.http_port + worker)
         running = await start_server(store, state, settings, reuse_port=workers > 1, metrics=metrics)
+        if settings.console_port is not None and worker == 0:
+            from authsvc.console.serve import start_console  # starlette, uvicorn, jinja2: only when it is on
+
+            try:
+                console = await start_console(
+                    store, state, settings, metrics, system_clock, http_port=running.http_port, workers=workers
+                )
+            except BaseException:
+                await running.stop(0)
+                raise
         signals.serving()
         # What start-up made (modules, descriptors, the loaded state) lives as long as the process: out of the
         # collector's full passes, which then scan only what serving creates (the verify cache, mostly).
@@ -338,6 +352,8 @@ async def serve_process(
             log.info("authsvc serving gRPC on %s:%d", settings.host, running.port)
             log.info("authsvc serving HTTP on %s:%d", settings.host, running.http_port)
         await stop.wait()
+        if console is not None:
+            await console.stop()
         log.info(
             "stopping: health NOT_SERVING; serving until the callers go quiet (at most %gs), then calls in flight "
             "get %gs (a second signal stops at once)",
@@ -352,6 +368,8 @@ async def serve_process(
         hurried.cancel()
         await stopping
     finally:
+        if console is not None:
+            await console.stop()
         await state.stop()
         await pool.close()
     log.info("authsvc stopped")

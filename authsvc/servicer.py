@@ -85,7 +85,12 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         if not token:
             raise InvalidArgument("token is empty; send the JWT the client presented", "MISSING_TOKEN")
         result = self._verifier.verify(
-            token, app, now=self._clock(), leeway=self._leeway, revoked_before=self._state.user_revoked_before
+            token,
+            app,
+            now=self._clock(),
+            leeway=self._leeway,
+            revoked_before=self._state.user_revoked_before,
+            token_revoked_at=self._state.token_revoked_at if self._state.token_revocations_held else None,
         )
         self._outcome_counts[_OUTCOME_NAMES[result.outcome]] += 1
         return self._response(token, result)
@@ -99,10 +104,14 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             )
         now = self._clock()
         verify, revoked_before, respond = self._verifier.verify, self._state.user_revoked_before, self._response
+        state, leeway = self._state, self._leeway
+        token_revoked_at = state.token_revoked_at if state.token_revocations_held else None
         responses = []
         outcomes: Counter[str] = Counter()
         for token in request.tokens:
-            result = verify(token, app, now=now, leeway=self._leeway, revoked_before=revoked_before)
+            result = verify(
+                token, app, now=now, leeway=leeway, revoked_before=revoked_before, token_revoked_at=token_revoked_at
+            )
             outcomes[_OUTCOME_NAMES[result.outcome]] += 1
             responses.append(respond(token, result))
         for outcome, n in outcomes.items():
@@ -139,6 +148,27 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         self._count_revocation("app")
         return pb.RevokeAppResponse(revoked_before=wire.timestamp(in_force))
 
+    async def RevokeToken(self, request: pb.RevokeTokenRequest, context: Context) -> pb.RevokeTokenResponse:
+        app, actor = await self._callers.backend(context)
+        target = request.WhichOneof("target")
+        now = self._clock()
+        expires_at: Micros | None = None
+        if target == "token":
+            verdict = self._verifier.verify(
+                request.token, app, now=now, leeway=self._leeway, revoked_before=self._state.user_revoked_before
+            )
+            jti, expires_at = tokens.revocable_jti(verdict)
+        elif target == "jti":
+            jti = tokens.validate_jti(request.jti)
+        else:
+            raise InvalidArgument("say which token to revoke: token or jti", "NO_REVOCATION_TARGET")
+        revoked_at, until, version = await self._store.revoke_token(app.id, jti, now, expires_at, actor=actor)
+        await self._state.catch_up(version)
+        self._count_revocation("token")
+        return pb.RevokeTokenResponse(
+            revoked_before=wire.timestamp(revoked_at), jti=jti, expires_at=wire.timestamp(until)
+        )
+
     async def ClearRevocation(self, request: pb.ClearRevocationRequest, context: Context) -> pb.ClearRevocationResponse:
         app, actor = await self._callers.backend(context)
         target = request.WhichOneof("target")
@@ -153,7 +183,16 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             await self._state.catch_up(version)
             self._count_revocation("clear", int(had))
             return pb.ClearRevocationResponse(app_cleared=had)
-        raise InvalidArgument("say what to clear: users {user_ids: [...]} or app: true", "NO_REVOCATION_TARGET")
+        if target == "tokens":
+            jtis = tokens.validate_jtis(list(request.tokens.jtis))
+            cleared_jtis, version = await self._store.clear_token_revocations(app.id, jtis, actor=actor)
+            await self._state.catch_up(version)
+            self._count_revocation("clear", len(cleared_jtis))
+            had_one = set(cleared_jtis)
+            return pb.ClearRevocationResponse(cleared_jtis=[jti for jti in jtis if jti in had_one])
+        raise InvalidArgument(
+            "say what to clear: users {user_ids: [...]}, tokens {jtis: [...]} or app: true", "NO_REVOCATION_TARGET"
+        )
 
     def _response(self, token: str, result: tokens.Verification) -> pb.VerifyTokenResponse:
         """The answer for a verdict (just reached). A VALID one is the same every time for a token, so a token

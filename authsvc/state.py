@@ -66,6 +66,8 @@ StateListener = Callable[[Change | None], None]
 class _AppEntry:
     app: App
     revocations: RevocationSet = field(default_factory=RevocationSet)
+    tokens: dict[str, Micros] = field(default_factory=dict)
+    """Token revocations (RevokeToken): jti → when the token was revoked."""
 
 
 class State:
@@ -98,6 +100,8 @@ class State:
         self._last_prune = monotonic()
         self._applied_since_trim = 0
         self._listeners: list[StateListener] = []  # watch hook
+        self.token_revocations_held = 0
+        """Token revocations held, over every app: while 0, verification looks none up (the usual case)."""
 
     # -- reading (the hot path: no I/O) --
 
@@ -116,6 +120,19 @@ class State:
         if entry is None or not entry.revocations:  # no hashing for an app without user revocations
             return None
         return entry.revocations.get_user(user_id)
+
+    def token_revoked_at(self, app_id: int, jti: str) -> Micros | None:
+        """When the app's token with this jti was revoked, or None."""
+        entry = self._by_id.get(app_id)
+        if entry is None or not entry.tokens:
+            return None
+        return entry.tokens.get(jti)
+
+    def token_revocations(self, app_id: int) -> dict[str, Micros] | None:
+        """The app's token revocations (watch hook: authsvc.watch copies them into a snapshot; later changes alter
+        this dict), or None for an unknown app."""
+        entry = self._by_id.get(app_id)
+        return None if entry is None else entry.tokens
 
     def staleness(self) -> float:
         """Seconds since the state was last confirmed current against the database."""
@@ -203,9 +220,14 @@ class State:
         snapshot: Snapshot = await self._store.snapshot()
         by_id: dict[int, _AppEntry] = {}
         for app in snapshot.apps:
-            by_id[app.id] = _AppEntry(app, RevocationSet(*snapshot.revocations.get(app.id, ((), ()))))
+            by_id[app.id] = _AppEntry(
+                app,
+                RevocationSet(*snapshot.revocations.get(app.id, ((), ()))),
+                snapshot.token_revocations.get(app.id, {}),
+            )
         self._by_id = by_id
         self._by_key = {entry.app.api_key: entry for entry in by_id.values()}
+        self.token_revocations_held = sum(len(entry.tokens) for entry in by_id.values())
         self.version = snapshot.version
         self._fresh_at = started
         del snapshot, by_id
@@ -219,6 +241,7 @@ class State:
         if change.kind == "app":
             if change.app is None:  # deleted
                 if entry is not None:
+                    self.token_revocations_held -= len(entry.tokens)
                     del self._by_id[change.app_id]
                     self._by_key.pop(entry.app.api_key, None)
             elif entry is None:
@@ -233,7 +256,16 @@ class State:
         elif entry is not None and change.kind == "clear":
             for key in change.user_hashes:
                 entry.revocations.remove(key)
-        self._applied_since_trim += len(change.user_hashes)
+        elif entry is not None and change.kind == "revoke_tokens":
+            held = len(entry.tokens)
+            entry.tokens.update(zip(change.jtis, change.times, strict=True))
+            self.token_revocations_held += len(entry.tokens) - held
+        elif entry is not None and change.kind == "clear_tokens":
+            held = len(entry.tokens)
+            for jti in change.jtis:
+                entry.tokens.pop(jti, None)
+            self.token_revocations_held += len(entry.tokens) - held
+        self._applied_since_trim += len(change.user_hashes) + len(change.jtis)
         self.version = change.version
         for listener in self._listeners:  # watch hook
             listener(change)

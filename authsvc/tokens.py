@@ -15,11 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import jwt
-
 from authsvc import jws, keys
 from authsvc.clock import MICROS_PER_SECOND, Micros, micros_to_seconds, seconds_to_micros
-from authsvc.errors import InvalidArgument
+from authsvc.errors import FailedPrecondition, InvalidArgument
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9@_-]{1,255}")
 """What a user id may be: 1 to 255 letters, digits, `@`, `_` and `-`."""
@@ -50,6 +48,38 @@ class Outcome(enum.Enum):
     NOT_YET_VALID = 6
     WRONG_AUDIENCE = 7
     REVOKED = 8
+
+
+class RevocationScope(enum.Enum):
+    """Which revocation rejected a REVOKED token; the values mirror authsvc.v1.RevocationScope."""
+
+    APP = 1
+    """RevokeApp, or the app's require_iat refusing a token without iat."""
+    USER = 2
+    TOKEN = 3
+
+
+class ClientAction(enum.Enum):
+    """What a chat client should do with a token that was not accepted; the values mirror authsvc.v1.ClientAction."""
+
+    REFRESH = 1
+    """Fetch a new token from the token provider and retry."""
+    LOGOUT = 2
+    """The token will never be accepted: log the user out."""
+    RETRY_LATER = 3
+    """The same token may be accepted later."""
+
+
+CLIENT_ACTIONS: Mapping[Outcome, ClientAction] = {
+    Outcome.EXPIRED: ClientAction.REFRESH,
+    Outcome.NOT_YET_VALID: ClientAction.RETRY_LATER,
+    Outcome.REVOKED: ClientAction.LOGOUT,
+    Outcome.INVALID_SIGNATURE: ClientAction.LOGOUT,
+    Outcome.UNKNOWN_KEY: ClientAction.LOGOUT,
+    Outcome.WRONG_AUDIENCE: ClientAction.LOGOUT,
+    Outcome.MALFORMED: ClientAction.LOGOUT,
+}
+"""The client action of every outcome but VALID: the one place that decides it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,11 +221,22 @@ class Verification:
     expires_at: Micros | None = None
     claims: Mapping[str, Any] = field(default_factory=dict)
     dev_token: bool = False
+    revoked_by: RevocationScope | None = None
+    """For REVOKED: which revocation decided (the app's, then the user's, then the token's, in that order)."""
+    revoked_before: Micros | None = None
+    """For REVOKED: the deciding revocation's time (None for require_iat refusing a token without iat)."""
+    valid_from: Micros | None = None
+    """For NOT_YET_VALID: the later of the token's nbf and iat."""
 
     @property
     def valid(self) -> bool:
         """True exactly when the token is valid."""
         return self.outcome is Outcome.VALID
+
+    @property
+    def client_action(self) -> ClientAction | None:
+        """What the chat client should do (None for VALID)."""
+        return CLIENT_ACTIONS.get(self.outcome)
 
 
 def validate_user_id(user_id: str) -> str:
@@ -255,6 +296,8 @@ def issue(
     if expires_at is not None:
         payload["exp"] = micros_to_seconds(expires_at)
     key_id, signer = app.signer(now)
+    import jwt  # PyJWT is the server's (the extra `server`): the client install verifies, it never mints
+
     token = jwt.encode(payload, signer, algorithm=app.algorithm, headers={"kid": key_id}, json_encoder=_Utf8Json)
     _check_verifiable(token)
     return IssuedToken(token=token, issued_at=now, expires_at=expires_at, key_id=key_id)
@@ -356,6 +399,10 @@ class ClaimFacts(NamedTuple):  # a tuple: a third of the cost of a frozen datacl
     decided: Outcome | None
     """The verdict once the times pass, when the token and the app decide it; None when a user revocation may
     (then `iat` is set and `user_id` is a valid user id)."""
+    app_revoked_before: Micros | None
+    """When `decided` is REVOKED: the app revocation that decided it (None: require_iat)."""
+    jti: str | None
+    """The `jti` claim when it is a string: what a token revocation names."""
 
 
 # NamedTuple's __new__ is a Python function; tuple.__new__ makes the same ClaimFacts without that call.
@@ -372,7 +419,7 @@ def claim_facts(token: jws.CompactJws, app: App) -> ClaimFacts:
     try:
         iat, exp, nbf = read_times(claims)
     except jws.MalformedToken:
-        return _claim_facts(ClaimFacts, (claims, dev_token, "", None, None, None, True, Outcome.MALFORMED))
+        return _claim_facts(ClaimFacts, (claims, dev_token, "", None, None, None, True, Outcome.MALFORMED, None, None))
     # After the times (judge), the first check that fails decides, in the token model's order.
     decided: Outcome | None
     if app.max_token_lifetime_seconds is not None and (
@@ -391,21 +438,68 @@ def claim_facts(token: jws.CompactJws, app: App) -> ClaimFacts:
         decided = Outcome.REVOKED if app.require_iat else Outcome.VALID  # user revocations need an iat
     else:
         decided = None  # the user's revocation decides
-    return _claim_facts(ClaimFacts, (claims, dev_token, user_id, iat, exp, nbf, False, decided))
+    jti = claims.get("jti")
+    app_revoked_before = app.revoked_before if decided is Outcome.REVOKED else None
+    return _claim_facts(
+        ClaimFacts,
+        (
+            claims,
+            dev_token,
+            user_id,
+            iat,
+            exp,
+            nbf,
+            False,
+            decided,
+            app_revoked_before,
+            jti if isinstance(jti, str) else None,
+        ),
+    )
 
 
-def judge(facts: ClaimFacts, *, now: Micros, leeway: Micros, user_revoked_before: Micros | None) -> Verification:
-    """The verdict on a token's facts at `now`: its times first, then what the facts decided, then the user's
-    revocation time (None: not revoked; only consulted when `facts.decided` is None)."""
+# Module constants: the hot path reads a global, not an attribute of the enum class.
+_VALID, _REVOKED = Outcome.VALID, Outcome.REVOKED
+_BY_APP, _BY_USER, _BY_TOKEN = RevocationScope.APP, RevocationScope.USER, RevocationScope.TOKEN
+
+
+def judge(
+    facts: ClaimFacts,
+    *,
+    now: Micros,
+    leeway: Micros,
+    user_revoked_before: Micros | None,
+    token_revoked_at: Micros | None = None,
+) -> Verification:
+    """The verdict on a token's facts at `now`, and what decided it: its times first, then what the facts decided
+    (the app's revocation among them), then the user's revocation time (None: not revoked; only consulted when
+    `facts.decided` is None), then the token's own revocation (`token_revoked_at`: when the token's jti was
+    revoked, None when it was not)."""
     if facts.dates_malformed:
         return Verification(Outcome.MALFORMED, claims=facts.claims, dev_token=facts.dev_token)
     iat = facts.iat
     outcome = time_outcome(iat, facts.exp, facts.nbf, now=now, leeway=leeway)
+    if outcome is not None:
+        valid_from = None
+        if outcome is Outcome.NOT_YET_VALID:
+            valid_from = max(t for t in (facts.nbf, iat) if t is not None)
+        return Verification(
+            outcome, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, None, None, valid_from
+        )  # fmt: skip
+    outcome = facts.decided
     if outcome is None:
-        outcome = facts.decided
-        if outcome is None:
-            revoked = user_revoked_before is not None and iat is not None and iat < user_revoked_before
-            outcome = Outcome.REVOKED if revoked else Outcome.VALID
+        if user_revoked_before is not None and iat is not None and iat < user_revoked_before:
+            return Verification(
+                _REVOKED, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, _BY_USER, user_revoked_before
+            )  # fmt: skip
+        outcome = _VALID
+    elif outcome is _REVOKED:
+        return Verification(
+            outcome, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, _BY_APP, facts.app_revoked_before
+        )  # fmt: skip
+    if token_revoked_at is not None and outcome is _VALID:
+        return Verification(
+            _REVOKED, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token, _BY_TOKEN, token_revoked_at
+        )  # fmt: skip
     return Verification(outcome, facts.user_id, iat, facts.exp, facts.claims, facts.dev_token)
 
 
@@ -416,9 +510,16 @@ def check_claims(
     now: Micros,
     leeway: Micros,
     user_revoked_before: Micros | None,
+    token_revoked_at: Micros | None = None,
 ) -> Verification:
     """Steps 4 to 7, on a token whose signature checked out: times, audience, user, revocations."""
-    return judge(claim_facts(token, app), now=now, leeway=leeway, user_revoked_before=user_revoked_before)
+    return judge(
+        claim_facts(token, app),
+        now=now,
+        leeway=leeway,
+        user_revoked_before=user_revoked_before,
+        token_revoked_at=token_revoked_at,
+    )
 
 
 def read_times(claims: Mapping[str, Any]) -> tuple[Micros | None, Micros | None, Micros | None]:
@@ -471,6 +572,55 @@ MAX_BATCH_TOKENS = 1000
 
 MAX_USER_IDS = 1000
 """The most user ids one revocation request may name."""
+
+MAX_JTI_LENGTH = 255
+"""The longest `jti` a token revocation may name."""
+
+
+def validate_jti(jti: str) -> str:
+    """Returns the jti, or raises InvalidArgument saying what is wrong with it."""
+    if not jti:
+        raise InvalidArgument("jti is empty; give the token's jti claim", "INVALID_JTI")
+    if len(jti) > MAX_JTI_LENGTH:
+        raise InvalidArgument(f"jti is {len(jti)} characters long; at most {MAX_JTI_LENGTH} are allowed", "INVALID_JTI")
+    if not jti.isprintable():
+        raise InvalidArgument("jti may not contain control characters", "INVALID_JTI")
+    return jti
+
+
+def validate_jtis(jtis: list[str]) -> list[str]:
+    """The distinct jtis of a request, in order (1 to 1,000); raises InvalidArgument for a bad list."""
+    distinct = list(dict.fromkeys(jtis))
+    if not distinct:
+        raise InvalidArgument("jtis is empty; give 1 to 1000 token ids", "NO_JTIS")
+    if len(distinct) > MAX_USER_IDS:
+        raise InvalidArgument(
+            f"jtis names {len(distinct)} tokens; at most {MAX_USER_IDS} are allowed per call", "TOO_MANY_JTIS"
+        )
+    for jti in distinct:
+        validate_jti(jti)
+    return distinct
+
+
+def revocable_jti(verification: Verification) -> tuple[str, Micros | None]:
+    """The jti and exp of a token to revoke by itself, from its verdict: it must be a token of the app (its
+    signature and audience checked out; expired, not yet valid or revoked is fine), and carry a jti.
+    Raises InvalidArgument (INVALID_TOKEN) or FailedPrecondition (TOKEN_WITHOUT_JTI) otherwise."""
+    if verification.outcome in (Outcome.MALFORMED, Outcome.INVALID_SIGNATURE, Outcome.UNKNOWN_KEY):
+        raise InvalidArgument(
+            f"token is not a token of this app ({verification.outcome.name}); send a token this app verifies",
+            "INVALID_TOKEN",
+        )
+    if verification.outcome is Outcome.WRONG_AUDIENCE:
+        raise InvalidArgument("token names another app as its audience", "INVALID_TOKEN")
+    jti = verification.claims.get("jti")
+    if not isinstance(jti, str) or not jti:
+        raise FailedPrecondition(
+            "this token has no jti (it was not minted by authsvc), so it cannot be revoked by itself; "
+            "revoke its user with RevokeUser instead",
+            "TOKEN_WITHOUT_JTI",
+        )
+    return validate_jti(jti), verification.expires_at
 
 
 def validate_user_ids(user_ids: list[str]) -> list[str]:

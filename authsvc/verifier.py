@@ -19,6 +19,9 @@ from authsvc.tokens import App, ClaimFacts, KeyPair, Outcome, Secret, Verificati
 RevocationLookup = Callable[[int, str], Micros | None]
 """(app id, user id) → the user's revocation time, or None."""
 
+TokenRevocationLookup = Callable[[int, str], Micros | None]
+"""(app id, jti) → when the token was revoked, or None."""
+
 
 class Verifier:
     """Verifies tokens for apps, remembering up to `cache_size` tokens whose signature checked out."""
@@ -39,9 +42,17 @@ class Verifier:
         self._seen_once: set[int] = set()
 
     def verify(
-        self, token: str, app: App, *, now: Micros, leeway: Micros, revoked_before: RevocationLookup
+        self,
+        token: str,
+        app: App,
+        *,
+        now: Micros,
+        leeway: Micros,
+        revoked_before: RevocationLookup,
+        token_revoked_at: TokenRevocationLookup | None = None,
     ) -> Verification:
-        """The token model's verdict on `token` for `app` at `now`."""
+        """The token model's verdict on `token` for `app` at `now`; `token_revoked_at` is None when no token
+        revocation exists (no look-up at all, the usual case)."""
         hit = self._checked.get(token)
         if hit is not None and hit[0] is app and (hit[1] is None or hit[1].active(now)):
             facts: ClaimFacts = hit[2]
@@ -56,7 +67,16 @@ class Verifier:
             self._remember(token, app, key, facts)
         # Only a token that nothing but a user revocation can fail needs the look-up (its user id is valid).
         user_revoked_before = revoked_before(app.id, facts.user_id) if facts.decided is None else None
-        return tokens.judge(facts, now=now, leeway=leeway, user_revoked_before=user_revoked_before)
+        jti = facts.jti
+        if token_revoked_at is None or jti is None:
+            return tokens.judge(facts, now=now, leeway=leeway, user_revoked_before=user_revoked_before)
+        return tokens.judge(
+            facts,
+            now=now,
+            leeway=leeway,
+            user_revoked_before=user_revoked_before,
+            token_revoked_at=token_revoked_at(app.id, jti),
+        )
 
     def _remember(self, token: str, app: App, key: Secret | KeyPair | None, facts: ClaimFacts) -> None:
         if self._cache_size <= 0:

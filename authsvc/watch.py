@@ -102,7 +102,7 @@ class WatchHub:
         self._history_users = 0
         self._events: asyncio.Queue[Change | _Reload] = asyncio.Queue()
         self._told_all = (state.staleness(), time.monotonic())
-        """The state's staleness when a message last told the watchers all the state knew, and when (monotonic)."""
+        """The state's staleness when the hub had last offered every change the state held, and when (monotonic)."""
         # From here on, synchronously: the version and apps the hub starts from, then every change after them.
         self.version = state.version
         """Every change up to this version has been offered to the watchers."""
@@ -169,6 +169,7 @@ class WatchHub:
                 if change.version > watcher.after:
                     self._offer(watcher, entry.message)
         self.version = change.version
+        self._caught_up()
 
     def _reloaded(self, reload: _Reload) -> None:
         # The state was replaced wholesale (a gap in the change log): what it missed is unknown, so the history
@@ -179,18 +180,24 @@ class WatchHub:
         self._apps = reload.apps
         for watcher in tuple(self._all):
             self._offer(watcher, _RESYNC)
+        self._caught_up()
+
+    def _caught_up(self) -> None:
+        """Notes the state's staleness when every change it holds has just been offered to the watchers."""
+        if self.version >= self._state.version:
+            self._told_all = (self._state.staleness(), time.monotonic())
 
     def _remember(self, entry: _Entry) -> None:
         self._history.append(entry)
-        self._history_users += len(entry.change.user_hashes)
+        self._history_users += len(entry.change.user_hashes) + len(entry.change.jtis)
         while len(self._history) > _HISTORY_CHANGES or self._history_users > _HISTORY_USERS:
             dropped = self._history.popleft()
-            self._history_users -= len(dropped.change.user_hashes)
+            self._history_users -= len(dropped.change.user_hashes) + len(dropped.change.jtis)
             self.floor = dropped.version
 
     async def _encode(self, entry: _Entry) -> pb.WatchStateResponse | _Signal:
         change = entry.change
-        message = pb.WatchStateResponse(version=change.version, staleness=self._staleness(change.version))
+        message = pb.WatchStateResponse(version=change.version)
         if change.kind == "app":
             if change.app is None:
                 return _GONE
@@ -204,8 +211,15 @@ class WatchHub:
             revoked.user_hashes.extend(change.user_hashes)
             revoked.revoked_before.extend(change.times)
             revoked.user_ids.extend(user_ids)
+        elif change.kind == "revoke_tokens":
+            message.change.tokens_revoked.jtis.extend(change.jtis)
+            message.change.tokens_revoked.revoked_before.extend(change.times)
+        elif change.kind == "clear_tokens":
+            message.change.tokens_cleared.jtis.extend(change.jtis)
         else:
             message.change.cleared.user_hashes.extend(change.user_hashes)
+        # After the await: what the message may claim as it goes out, not as it was begun.
+        message.staleness.CopyFrom(self._staleness(change.version))
         return message
 
     def _app_state(self, app: App, retired: tuple[KeyPair, ...] = ()) -> pb.AppState:
@@ -245,13 +259,13 @@ class WatchHub:
                     self._offer(watcher, beat)
 
     def _staleness(self, version: int) -> duration_pb2.Duration:
-        """The staleness a message at `version` may claim. While `version` is the state's own, the state's: the
-        message says all there is. While later changes still wait to be offered (the hub behind the state, say
-        as it catches up after a database outage), what it was when a message last said all there was, grown by
-        the time since: a heartbeat or a change must not vouch for a revocation it does not carry."""
+        """The staleness a message at `version` may claim. At the state's own version, the state's: the message
+        says all there is. Below it (changes still wait to be offered: the hub behind the state, say as it
+        catches up after a database outage), the staleness of the last moment the hub had offered every change,
+        grown by the time since: a heartbeat or a change must not vouch for a revocation it does not carry."""
         if version >= self._state.version:
-            self._told_all = (self._state.staleness(), time.monotonic())
-            return watch_wire.seconds_duration(self._told_all[0])
+            self._caught_up()
+            return watch_wire.seconds_duration(self._state.staleness())
         staleness, told_at = self._told_all
         return watch_wire.seconds_duration(staleness + time.monotonic() - told_at)
 
@@ -260,14 +274,22 @@ class WatchHub:
         as they are sent, or None when the app no longer exists."""
         current = self._state.app(app.api_key)
         revocations = self._state.user_revocations(app.id)
-        if current is None or revocations is None:
+        token_revocations = self._state.token_revocations(app.id)
+        if current is None or revocations is None or token_revocations is None:
             return self._state.version, None
         hashes, times = revocations.arrays()
+        revoked_tokens = list(token_revocations.items())  # a copy: later changes alter the state's dict
         version = self._state.version
         staleness = watch_wire.seconds_duration(self._state.staleness())
         # The arrays are replaced by later changes, never altered: the chunks are cut from them as they go.
         return version, watch_wire.snapshot_chunks(
-            self._app_state(current), hashes, times, version=version, staleness=staleness, fresh=fresh
+            self._app_state(current),
+            hashes,
+            times,
+            version=version,
+            staleness=staleness,
+            fresh=fresh,
+            revoked_tokens=revoked_tokens,
         )
 
     async def watch(self, app: App, from_version: int | None) -> AsyncIterator[pb.WatchStateResponse]:

@@ -127,14 +127,19 @@ def snapshot_chunks(
     version: int,
     staleness: duration_pb2.Duration,
     fresh: bool,
+    revoked_tokens: Sequence[tuple[str, Micros]] = (),
 ) -> Iterator[pb.WatchStateResponse]:
-    """A snapshot as its messages: the app on the first, at most SNAPSHOT_CHUNK revocations on each."""
-    total = len(user_hashes)
+    """A snapshot as its messages: the app on the first, at most SNAPSHOT_CHUNK user revocations and as many token
+    revocations (jti, revoked at) on each."""
+    total = max(len(user_hashes), len(revoked_tokens))
     for start in range(0, max(total, 1), SNAPSHOT_CHUNK):
         end = min(start + SNAPSHOT_CHUNK, total)
         chunk = pb.SnapshotChunk(
             user_hashes=user_hashes[start:end], revoked_before=revoked_before[start:end], last=end >= total
         )
+        for jti, revoked_at in revoked_tokens[start:end]:
+            chunk.token_revocations.jtis.append(jti)
+            chunk.token_revocations.revoked_before.append(revoked_at)
         if start == 0:
             chunk.app.CopyFrom(app)
             chunk.fresh = fresh

@@ -14,7 +14,7 @@ from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 from authsvc import keys
 from authsvc.clock import MICROS_PER_SECOND, Micros
 from authsvc.errors import InvalidArgument
-from authsvc.tokens import HS256, Outcome, Verification
+from authsvc.tokens import CLIENT_ACTIONS, HS256, Outcome, Verification
 from authsvc.v1 import admin_service_pb2 as admin_pb
 from authsvc.v1 import auth_service_pb2 as pb
 
@@ -101,6 +101,7 @@ def plain_claims(claims: struct_pb2.Struct) -> dict[str, Any]:
 # Enum members' .value is a descriptor call; the hot path looks it up in a plain dict.
 _OUTCOME_VALUES = {outcome: outcome.value for outcome in Outcome}
 _VALID = Outcome.VALID
+_CLIENT_ACTION_VALUES = {outcome: action.value for outcome, action in CLIENT_ACTIONS.items()}
 
 
 def verify_response(result: Verification) -> pb.VerifyTokenResponse:
@@ -118,7 +119,21 @@ def verify_response(result: Verification) -> pb.VerifyTokenResponse:
         set_timestamp(response.expires_at, result.expires_at)
     if result.claims:
         fill_struct(response.claims, result.claims)
+    if result.outcome is not _VALID:
+        fill_provenance(response, result)
     return response
+
+
+def fill_provenance(response: pb.VerifyTokenResponse, result: Verification) -> None:
+    """What decided a verdict other than VALID, and what the client should do: revoked_by and revoked_before
+    (REVOKED), valid_from (NOT_YET_VALID), client_action."""
+    response.client_action = _CLIENT_ACTION_VALUES[result.outcome]  # type: ignore[assignment]
+    if result.revoked_by is not None:
+        response.revoked_by = result.revoked_by.value  # type: ignore[assignment]
+    if result.revoked_before is not None:
+        set_timestamp(response.revoked_before, result.revoked_before)
+    if result.valid_from is not None:
+        set_timestamp(response.valid_from, result.valid_from)
 
 
 # AdminService: durations, algorithms and the App message.

@@ -4,7 +4,8 @@
 
 One `authsvc serve` process (one worker) on a fresh database: AUTHSVC_BENCH_DATABASE_URL names a PostgreSQL
 server to make it on (dropped at the end), else an embedded one is started. First the sizes: a snapshot of an app
-with `--revoked` user revocations, a change revoking 1 and 1,000 users, clearing 1,000, a heartbeat. Then the
+with `--revoked` user revocations, a change revoking 1 and 1,000 users, clearing 1,000, revoking and clearing one
+token, a heartbeat, and the snapshot again with 1,000 token revocations. Then the
 idle cost: the server's CPU time (utime + stime, /proc) over `--window` seconds at rest with no watcher, then
 with `--watchers` streams open on another app (spread over one connection per 100 streams, each stream read by
 this process), and its RSS (VmRSS) before and after. Prints a Markdown table and the command.
@@ -152,11 +153,25 @@ async def sizes(stub: AuthServiceAsyncStub, app: dict[str, str], revoked: int) -
     cleared = pb.ClearRevocationRequest(users=pb.UserIds(user_ids=thousand))
     await change(cleared, "change: 1,000 users cleared", "ClearRevocation")
     await change(pb.RevokeAppRequest(), "change: app settings (HS256, one secret)", "RevokeApp")
+    jti = "j" * 22  # the length of the jti authsvc mints (128 random bits, base64url)
+    await change(pb.RevokeTokenRequest(jti=jti), "change: 1 token revoked (a jti of 22 chars)", "RevokeToken")
+    await change(
+        pb.ClearRevocationRequest(tokens=pb.TokenIds(jtis=[jti])), "change: 1 token cleared", "ClearRevocation"
+    )
     async for message in call:
         if message.WhichOneof("event") == "heartbeat":
             rows.append(("heartbeat", f"{message.ByteSize():,} B"))
             break
     call.cancel()
+    # A snapshot again, with 1,000 token revocations besides the users': what each revoked token adds.
+    for n in range(1000):
+        await stub.RevokeToken(pb.RevokeTokenRequest(jti=f"{n:022d}"), metadata=metadata(app))
+    with_tokens = 0
+    async for message in stub.WatchState(pb.WatchStateRequest(), metadata=metadata(app)):
+        with_tokens += message.ByteSize()
+        if message.snapshot.last:
+            break
+    rows.append(("snapshot, the same + 1,000 revoked tokens (jtis of 22 chars)", f"{with_tokens:,} B"))
     return rows
 
 

@@ -18,6 +18,8 @@ LOCK_TOOLS_STAMP := $(TOOLS_VENV)/.lock-$(LOCK_PIP_VERSION)-$(PIP_TOOLS_VERSION)
 # `make image`
 CONTAINER_ENGINE ?= docker
 IMAGE ?= authsvc:dev
+# e.g. IMAGE_BUILD_ARGS='--build-arg PIP_INDEX_URL=https://pypi.corp.example/simple --build-arg CA_BUNDLE="$$(cat ca.pem)"'
+IMAGE_BUILD_ARGS ?=
 
 # `make lock`: run it with the Python the image uses (3.11; PYTHON=python3.11 on a newer machine, then remove
 # .venv-tools if it was made with another), since pip-compile resolves for the running interpreter. It
@@ -25,6 +27,10 @@ IMAGE ?= authsvc:dev
 # (point it at your PyPI mirror if you must); LOCK_ARGS=--upgrade moves every pin to the newest release.
 LOCK_INDEX_URL ?= https://pypi.org/simple
 LOCK_ARGS ?=
+# What pip-compile reads: pyproject.toml's requirements with the extras' references to each other expanded
+# (scripts/lock_inputs.py). requirements.lock is the image's (authsvc[server]); requirements-dev.lock is
+# authsvc[dev], which includes server and embedded, for `make install`.
+LOCK_INPUTS := $(TOOLS_VENV)/lock
 PIP_COMPILE = env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL -u PIP_NO_INDEX \
 	PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock" \
 	$(TOOLS_BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
@@ -40,7 +46,7 @@ K8S_OUT := $(TOOLS_VENV)/k8s
 # Set KUSTOMIZE=/path/to/kustomize to use your own; else deploy/render.py fetches a pinned one.
 KUSTOMIZE ?=
 
-.PHONY: lock image image-check k8s-check deploy-check tools clean-deploy
+.PHONY: lock image image-check pin-base k8s-check deploy-check tools clean-deploy
 
 $(TOOLS_VENV)/bin/python:
 	$(PYTHON) -m venv $(TOOLS_VENV)
@@ -58,9 +64,12 @@ $(LOCK_TOOLS_STAMP): | $(TOOLS_VENV)/bin/python
 
 tools: $(TOOLS_STAMP) $(LOCK_TOOLS_STAMP) ## install the deployment tools into .venv-tools
 
-lock: $(LOCK_TOOLS_STAMP) ## regenerate requirements.lock and requirements-dev.lock (hashed) from pyproject.toml
-	$(PIP_COMPILE) -o requirements.lock pyproject.toml
-	$(PIP_COMPILE) --extra dev -o requirements-dev.lock pyproject.toml
+lock: $(LOCK_TOOLS_STAMP) ## regenerate requirements.lock (the image: authsvc[server]) and requirements-dev.lock
+	mkdir -p $(LOCK_INPUTS)
+	$(TOOLS_BIN)/python scripts/lock_inputs.py server > $(LOCK_INPUTS)/server.in
+	$(TOOLS_BIN)/python scripts/lock_inputs.py dev > $(LOCK_INPUTS)/dev.in
+	$(PIP_COMPILE) -o requirements.lock $(LOCK_INPUTS)/server.in
+	$(PIP_COMPILE) -o requirements-dev.lock $(LOCK_INPUTS)/dev.in
 
 image: ## build the container image authsvc:dev (needs a running Docker engine)
 	@command -v $(CONTAINER_ENGINE) > /dev/null 2>&1 || { \
@@ -69,7 +78,7 @@ image: ## build the container image authsvc:dev (needs a running Docker engine)
 	@$(CONTAINER_ENGINE) info > /dev/null 2>&1 || { \
 	  echo "make image: no container engine answers ('$(CONTAINER_ENGINE) info' failed): start the Docker daemon" \
 	    "or point DOCKER_HOST at one. 'make image-check' runs the checks that need no engine." >&2; exit 1; }
-	$(CONTAINER_ENGINE) build -t $(IMAGE) .
+	$(CONTAINER_ENGINE) build $(IMAGE_BUILD_ARGS) -t $(IMAGE) .
 
 image-check: $(TOOLS_STAMP) ## without an engine: hadolint the Dockerfile, install the image's contents in a fresh venv
 	$(TOOLS_BIN)/hadolint Dockerfile
@@ -81,8 +90,17 @@ image-check: $(TOOLS_STAMP) ## without an engine: hadolint the Dockerfile, insta
 	$(IMAGE_CHECK_DIR)/venv/bin/python -m pip install --quiet --no-deps $(IMAGE_CHECK_DIR)/src
 	$(IMAGE_CHECK_DIR)/venv/bin/python -m pip check
 	$(IMAGE_CHECK_DIR)/venv/bin/authsvc --help > /dev/null
+	@if $(IMAGE_CHECK_DIR)/venv/bin/python -c 'import pgserver' 2> /dev/null; then \
+	  echo "image-check: pgserver is in the image's install (requirements.lock must be authsvc[server] only)" >&2; \
+	  exit 1; fi
+	@grep -Eq '^ARG PYTHON_BASE=[^ ]+@sha256:[0-9a-f]{64}$$' Dockerfile \
+	  || { echo "image-check: the Dockerfile's base is not pinned by digest (make pin-base)" >&2; exit 1; }
 	rm -rf $(IMAGE_CHECK_DIR)
-	@echo "image-check: Dockerfile lint clean; locked dependencies and authsvc install; 'authsvc --help' exits 0"
+	@echo "image-check: Dockerfile lint clean; base pinned by digest; the locked authsvc[server] and authsvc" \
+	  "install (no pgserver); 'authsvc --help' exits 0"
+
+pin-base: ## pin the Dockerfile's base image to its tag's current digest on Docker Hub (review, then commit)
+	$(PYTHON) scripts/pin_base.py $(BASE)
 
 k8s-check: $(TOOLS_STAMP) ## render base and overlays with kustomize, validate every manifest offline (strict)
 	rm -rf $(K8S_OUT)

@@ -45,6 +45,8 @@ VECTORS = Path(__file__).resolve().parent.parent / "conformance" / "vectors.json
 FORMAT = 1
 
 OUTCOME_PREFIX = "VERIFY_OUTCOME_"
+SCOPE_PREFIX = "REVOCATION_SCOPE_"
+ACTION_PREFIX = "CLIENT_ACTION_"
 
 OUTCOMES = tuple(
     name.removeprefix(OUTCOME_PREFIX)
@@ -177,6 +179,10 @@ async def _run_step(server: Server, app: App, step: Mapping[str, Any]) -> None:
         )
     elif action == "clear_app":
         await stub.ClearRevocation(pb.ClearRevocationRequest(app=True), metadata=metadata)
+    elif action == "revoke_token":
+        await stub.RevokeToken(pb.RevokeTokenRequest(jti=step["jti"]), metadata=metadata)
+    elif action == "clear_tokens":
+        await stub.ClearRevocation(pb.ClearRevocationRequest(tokens=pb.TokenIds(jtis=step["jtis"])), metadata=metadata)
     elif action == "update":
         await apps.update_app(server.store, app, **step["changes"], actor=SYSTEM)
     elif action == "rotate_secret":
@@ -203,6 +209,16 @@ def expectation(response: pb.VerifyTokenResponse) -> dict[str, Any]:
         "expires_at": wire.micros(response.expires_at, "expires_at") if response.HasField("expires_at") else None,
         "dev_token": response.dev_token,
         "claims": wire.plain_claims(response.claims) if response.HasField("claims") else None,
+        "revoked_by": pb.RevocationScope.Name(response.revoked_by).removeprefix(SCOPE_PREFIX)
+        if response.revoked_by
+        else None,
+        "revoked_before": wire.micros(response.revoked_before, "revoked_before")
+        if response.HasField("revoked_before")
+        else None,
+        "valid_from": wire.micros(response.valid_from, "valid_from") if response.HasField("valid_from") else None,
+        "client_action": pb.ClientAction.Name(response.client_action).removeprefix(ACTION_PREFIX)
+        if response.client_action
+        else None,
     }
 
 
@@ -215,6 +231,10 @@ def local_verdict(result: Verification) -> dict[str, Any]:
         "expires_at": None if result.expires_at is None else from_datetime(result.expires_at),
         "dev_token": result.dev_token,
         "claims": result.claims or None,
+        "revoked_by": None if result.revoked_by is None else result.revoked_by.name,
+        "revoked_before": None if result.revoked_before is None else from_datetime(result.revoked_before),
+        "valid_from": None if result.valid_from is None else from_datetime(result.valid_from),
+        "client_action": None if result.client_action is None else result.client_action.name,
     }
 
 

@@ -228,6 +228,10 @@ def _revoke_app(at: float, before: float | None = None) -> dict[str, Any]:
     return {"action": "revoke_app", "at": _at(at), "revoke_before": _at(at if before is None else before)}
 
 
+def _revoke_token(at: float, jti: str) -> dict[str, Any]:
+    return {"action": "revoke_token", "at": _at(at), "jti": jti}
+
+
 def _update(at: float, **changes: Any) -> dict[str, Any]:
     return {"action": "update", "at": _at(at), "changes": changes}
 
@@ -297,7 +301,19 @@ def vector_apps() -> dict[str, VectorApp]:
             "es256",
             algorithm="ES256",
             key_pair=(es256_kid, es256_pem),
-            steps=[_add_key_pair(1000, "ES256", "es256 2")],
+            steps=[_add_key_pair(1000, "ES256", "es256 2"), _revoke_token(2000, "es-phone")],
+        ),
+        # Tokens revoked by jti (RevokeToken): phone at 1000 s, tablet at 1100 s and cleared at 1200 s; bob revoked
+        # as a user at 1300 s; the app revoked before 500 s.
+        VectorApp(
+            "token-revoked",
+            steps=[
+                _revoke_token(1000, "phone"),
+                _revoke_token(1100, "tablet"),
+                {"action": "clear_tokens", "at": _at(1200), "jtis": ["tablet"]},
+                _revoke(1300, "bob"),
+                _revoke_app(1400, before=500),
+            ],
         ),
     ]
     return {app.name: app for app in apps}
@@ -381,6 +397,7 @@ async def all_cases(apps: Mapping[str, VectorApp], mint: Mint) -> list[Case]:
         *await _max_lifetime(apps["max-lifetime"], mint),
         *await _eddsa(apps["eddsa"], mint),
         *await _es256(apps["es256"], mint),
+        *_token_revocations(apps["token-revoked"]),
         Case(
             "minted",
             S7 + "another app's token on that app -> VALID",
@@ -602,6 +619,35 @@ async def _revocations(apps: Mapping[str, VectorApp], mint: Mint) -> list[Case]:
     return cases
 
 
+def _token_revocations(app: VectorApp) -> list[Case]:
+    token = Crafter(app, hs256(app.secret), {"alg": "HS256"})
+    before_user_r, before_app_r = secs(_at(1200)), secs(_at(400))
+    return _cases(app, [
+        ("revoked-jti", REVOCATION + "a token whose jti was revoked -> REVOKED", token(jti="phone")),
+        ("revoked-jti-another-user", REVOCATION + "the jti decides, whatever the user -> REVOKED",
+         token("carol", jti="phone")),
+        ("revoked-jti-no-iat", S5 + "a revoked jti, no iat: the app's revocation decides first -> REVOKED",
+         token(jti="phone", iat=None)),
+        ("other-jti", REVOCATION + "another jti of the same user -> VALID", token(jti="laptop")),
+        ("cleared-jti", REVOCATION + "a jti revoked, then cleared -> VALID", token(jti="tablet")),
+        ("no-jti", REVOCATION + "no jti at all -> VALID", token()),
+        ("jti-not-a-string", REVOCATION + "a jti that is no string names no token revocation -> VALID",
+         token(jti=1000)),
+        ("jti-case", REVOCATION + "jtis are case-sensitive -> VALID", token(jti="PHONE")),
+        ("user-before-token", S6 + "the user's revocation decides before the token's -> REVOKED",
+         token("bob", jti="phone", iat=before_user_r)),
+        ("app-before-user", S5 + "the app's revocation decides before the user's -> REVOKED",
+         token("bob", jti="phone", iat=before_app_r)),
+        ("user-only", S6 + "iat before the user's R, another jti -> REVOKED", token("bob", jti="x", iat=before_user_r)),
+        ("expired-and-jti-revoked", S4 + "expired and its jti revoked: exp first -> EXPIRED",
+         token(jti="phone", iat=secs(NOW - 7200 * SECOND), exp=secs(NOW - 3600 * SECOND))),
+        ("not-yet-valid-and-jti-revoked", S4 + "nbf ahead and its jti revoked: the times first -> NOT_YET_VALID",
+         token(jti="phone", nbf=secs(NOW + 600 * SECOND))),
+        ("not-yet-valid-iat-and-nbf", S4 + "iat and nbf both ahead: valid from the later -> NOT_YET_VALID",
+         token(iat=secs(NOW + 300 * SECOND), nbf=secs(NOW + 600 * SECOND))),
+    ])  # fmt: skip
+
+
 def _dev(app: VectorApp) -> list[Case]:
     token = Crafter(app, hs256(app.secret), {"alg": "HS256"})
     return _cases(app, [
@@ -710,6 +756,9 @@ async def _es256(app: VectorApp, mint: Mint) -> list[Case]:
     good = token()
     r, s = es256_rs(pem, signing_input(good))
     der = private_key(pem).sign(signing_input(good), ec.ECDSA(hashes.SHA256()))
+    revoked_jti = token(jti="es-phone")
+    rj_sj = base64.urlsafe_b64decode(revoked_jti.rsplit(".", 1)[1] + "==")
+    rj, sj = int.from_bytes(rj_sj[:32], "big"), int.from_bytes(rj_sj[32:], "big")
     rows: list[Row] = [
         ("valid", S7 + "an ES256 token, r || s -> VALID", good),
         ("second-key", S7 + "signed with the second key pair -> VALID", second()),
@@ -717,6 +766,9 @@ async def _es256(app: VectorApp, mint: Mint) -> list[Case]:
         ("der-signature", S3 + "a DER-encoded signature, not r || s -> INVALID_SIGNATURE", resign(good, der)),
         ("high-s", S3 + "s replaced by n - s (JWS does not ask for low s) -> VALID",
          resign(good, r.to_bytes(32, "big") + (P256_ORDER - s).to_bytes(32, "big"))),
+        ("revoked-jti", REVOCATION + "its jti revoked (RevokeToken) -> REVOKED", revoked_jti),
+        ("revoked-jti-high-s", REVOCATION + "the same token with s replaced by n - s: keyed on jti -> REVOKED",
+         resign(revoked_jti, rj.to_bytes(32, "big") + (P256_ORDER - sj).to_bytes(32, "big"))),
         ("alg-es384", S2 + "alg ES384 on an ES256 app -> INVALID_SIGNATURE",
          token(header={"alg": "ES384", "kid": kid})),
         ("alg-eddsa", S2 + "alg EdDSA on an ES256 app -> INVALID_SIGNATURE",

@@ -11,6 +11,7 @@ import asyncio
 import os
 import re
 import sys
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -20,11 +21,14 @@ from typing import Any
 import grpc
 import jwt
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from authsvc.client import (
     ROUND_ROBIN,
     AuthClient,
     AuthsvcClientError,
+    RevocationScope,
+    SyncAuthClient,
     Verification,
     VerifyOutcome,
 )
@@ -432,6 +436,151 @@ async def test_every_call_has_a_deadline(peer: PeerServer) -> None:
             assert info.value.reason == ""
     assert all(count == 1 for count in servicer.calls.values()), "a deadline is not retried"
     assert len(servicer.calls) == 6
+
+
+# --- SyncAuthClient: the blocking twin ------------------------------------------------------------------------------
+# Called from worker threads (asyncio.to_thread): the test server runs in this test's event loop, which a blocking
+# call made in it would stall.
+
+
+async def test_sync_client_issues_verifies_revokes_and_clears(server: RunningServer, app: App) -> None:
+    client = SyncAuthClient(f"127.0.0.1:{server.port}", app.api_key, app.api_secret)
+
+    def session() -> tuple[Verification, list[Verification], dict[str, datetime], Verification, list[str], bool]:
+        with client:
+            issued = client.issue_token("alice", ttl=timedelta(hours=1), claims={"room": "general"})
+            first = client.verify_token(issued.token)
+            both = client.verify_tokens([issued.token, "a.b.c"])
+            revoked = client.revoke_users(["alice"])
+            after = client.verify_token(issued.token)
+            cleared = client.clear_user_revocations(["alice"])
+            valid_again = client.verify_token(issued.token).valid
+            return first, both, revoked, after, cleared, valid_again
+
+    first, both, revoked, after, cleared, valid_again = await asyncio.to_thread(session)
+    assert (first.outcome, first.user_id, first.claims["room"]) == (VerifyOutcome.VALID, "alice", "general")
+    assert [v.outcome for v in both] == [VerifyOutcome.VALID, VerifyOutcome.MALFORMED]
+    assert list(revoked) == ["alice"] and after.outcome is VerifyOutcome.REVOKED
+    assert cleared == ["alice"] and valid_again
+    assert "authsvc-client" not in {thread.name for thread in threading.enumerate()}, "close() ends its thread"
+    assert app.api_secret not in repr(client) and repr(client).startswith("SyncAuthClient(")
+
+
+async def test_sync_client_logs_out_one_device(server: RunningServer, app: App) -> None:
+    """revoke_token and clear_token_revocations, blocking: one token REVOKED (by TOKEN), another of the same
+    user still VALID, then the revocation cleared."""
+    client = SyncAuthClient(f"127.0.0.1:{server.port}", app.api_key, app.api_secret)
+
+    def session() -> tuple[Verification, Verification, list[str], Verification]:
+        with client:
+            phone, laptop = (client.issue_token("alice").token for _ in range(2))
+            revoked = client.revoke_token(phone)
+            assert revoked.jti
+            after = client.verify_token(phone)
+            other = client.verify_token(laptop)
+            cleared = client.clear_token_revocations([revoked.jti])
+            return after, other, cleared, client.verify_token(phone)
+
+    after, other, cleared, again = await asyncio.to_thread(session)
+    assert after.outcome is VerifyOutcome.REVOKED and after.revoked_by is RevocationScope.TOKEN
+    assert other.outcome is VerifyOutcome.VALID
+    assert len(cleared) == 1 and again.outcome is VerifyOutcome.VALID
+
+
+async def test_sync_client_raises_the_same_errors(server: RunningServer, app: App) -> None:
+    def failures() -> list[BaseException]:
+        caught: list[BaseException] = []
+        with SyncAuthClient(f"127.0.0.1:{server.port}", app.api_key, app.api_secret) as client:
+            for call in (lambda: client.issue_token(""), lambda: client.revoke_users([])):
+                try:
+                    call()
+                except AuthsvcClientError as error:
+                    caught.append(error)
+        with SyncAuthClient(f"127.0.0.1:{server.port}", app.api_key) as client:
+            try:
+                client.revoke_app()
+            except ValueError as error:
+                caught.append(error)
+        return caught
+
+    empty_user, no_users, no_credential = await asyncio.to_thread(failures)
+    assert isinstance(empty_user, AuthsvcClientError) and isinstance(no_users, AuthsvcClientError)
+    assert (empty_user.code, empty_user.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_USER_ID")
+    assert no_users.reason == "NO_USER_IDS"
+    assert isinstance(no_credential, ValueError) and "RevokeApp needs the app's credential" in str(no_credential)
+
+
+async def test_sync_client_is_shared_by_threads_and_reopens_after_close(server: RunningServer, app: App) -> None:
+    client = SyncAuthClient(f"127.0.0.1:{server.port}", app.api_key, app.api_secret)
+    token = (await asyncio.to_thread(client.issue_token, "bob")).token
+    results = await asyncio.gather(*(asyncio.to_thread(client.verify_token, token) for _ in range(16)))
+    assert {(r.outcome, r.user_id) for r in results} == {(VerifyOutcome.VALID, "bob")}
+    await asyncio.to_thread(client.close)
+    assert (await asyncio.to_thread(client.verify_token, token)).outcome is VerifyOutcome.VALID
+    await asyncio.to_thread(client.close)
+    await asyncio.to_thread(client.close)  # closing twice is harmless
+
+
+# --- the rich status, decoded without grpcio-status ---------------------------------------------------------------
+
+
+class Trailing(pb_grpc.AuthServiceServicer):
+    """Answers VerifyToken with a status whose grpc-status-details-bin trailer the test chooses."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, details: bytes) -> None:
+        self.code, self.message, self.details = code, message, details
+
+    async def VerifyToken(self, request: pb.VerifyTokenRequest, context: Any) -> pb.VerifyTokenResponse:
+        context.set_trailing_metadata((("grpc-status-details-bin", self.details),))
+        await context.abort(self.code, self.message)
+        raise AssertionError("abort raises")
+
+
+def rich_status(code: grpc.StatusCode, message: str, *details: tuple[str, bytes]) -> bytes:
+    status = status_pb2.Status(code=code.value[0], message=message)
+    for type_url, value in details:
+        status.details.add(type_url=type_url, value=value)
+    serialized: bytes = status.SerializeToString()
+    return serialized
+
+
+INFO = error_details_pb2.ErrorInfo(reason="SOME_REASON", domain="authsvc", metadata={"k": "v"}).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("details", "expected"),
+    [
+        (rich_status(grpc.StatusCode.NOT_FOUND, "gone", ("type.googleapis.com/google.rpc.ErrorInfo", INFO)),
+         ("SOME_REASON", "authsvc", {"k": "v"})),
+        # The ErrorInfo after another detail is still found.
+        (rich_status(grpc.StatusCode.NOT_FOUND, "gone", ("type.googleapis.com/google.rpc.RetryInfo", b""),
+                     ("type.googleapis.com/google.rpc.ErrorInfo", INFO)), ("SOME_REASON", "authsvc", {"k": "v"})),
+        # A rich status that disagrees with the call's code: the call is trusted, no reason.
+        (rich_status(grpc.StatusCode.INTERNAL, "gone", ("type.googleapis.com/google.rpc.ErrorInfo", INFO)),
+         ("", "", {})),
+        (b"\xff\xffnot a status", ("", "", {})),
+        (rich_status(grpc.StatusCode.NOT_FOUND, "gone", ("type.googleapis.com/google.rpc.ErrorInfo", b"\xff\xff")),
+         ("", "", {})),
+    ],
+    ids=["error-info", "after-another-detail", "disagrees-with-the-call", "not-a-status", "malformed-error-info"],
+)  # fmt: skip
+async def test_the_rich_status_is_decoded_or_safely_ignored(
+    details: bytes, expected: tuple[str, str, dict[str, str]]
+) -> None:
+    server = grpc.aio.server()
+    servicer = Trailing(grpc.StatusCode.NOT_FOUND, "gone", details)  # type: ignore[abstract]  # VerifyToken only
+    pb_grpc.add_AuthServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with AuthClient(f"127.0.0.1:{port}", "key", retry_attempts=1) as client:
+            with pytest.raises(AuthsvcClientError) as info:
+                await client.verify_token("a.b.c")
+    finally:
+        await server.stop(None)
+    error = info.value
+    assert (error.code, error.message) == (grpc.StatusCode.NOT_FOUND, "gone")
+    assert (error.reason, error.domain, error.metadata) == expected
 
 
 # --- the README example -------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from authsvc.config import Settings, unknown_variables
 from authsvc.errors import ConfigError
 
 _FREE_TEXT = {"database_url", "kek", "kek_file", "data_dir", "host", "issuer", "tls_cert_file", "tls_key_file"}
-_FREE_TEXT |= {"tls_client_ca_file"}
+_FREE_TEXT |= {"tls_client_ca_file", "console_host", "console_tls_cert_file", "console_tls_key_file"}
 _CHECKED = [f.name for f in fields(Settings) if f.name not in _FREE_TEXT and f.name != "operator_tokens"]
 
 

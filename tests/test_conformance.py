@@ -99,7 +99,23 @@ def test_the_file_covers_every_outcome_and_every_step_of_the_token_model() -> No
         # The recorded answer is the one the rule calls for: an answer edited by hand, or a rule misread, shows.
         assert conformance.called_for(case["rule"]) == case["expect"]["outcome"], case["name"]
         assert case["app"] in APPS, f"{case['name']}: no app {case['app']!r}"
-        assert set(case["expect"]) == {"outcome", "user_id", "issued_at", "expires_at", "dev_token", "claims"}
+        assert set(case["expect"]) == {
+            "outcome",
+            "user_id",
+            "issued_at",
+            "expires_at",
+            "dev_token",
+            "claims",
+            "revoked_by",
+            "revoked_before",
+            "valid_from",
+            "client_action",
+        }
+        # Every verdict but VALID says what the client should do; a REVOKED one, which revocation decided.
+        assert (case["expect"]["client_action"] is None) == (case["expect"]["outcome"] == "VALID"), case["name"]
+        assert (case["expect"]["revoked_by"] is not None) == (case["expect"]["outcome"] == "REVOKED"), case["name"]
+    scopes = {case["expect"]["revoked_by"] for case in CASES}
+    assert scopes >= {"APP", "USER", "TOKEN"}, f"revocation scopes covered: {scopes}"
     named = {match.group(1) for case in CASES if (match := conformance.RULE_PATTERN.fullmatch(case["rule"]))}
     assert named == set(conformance.RULES), f"not named by any case: {sorted(set(conformance.RULES) - named)}"
     names = [case["name"] for case in CASES]

@@ -449,15 +449,18 @@ async def test_a_local_verifier_fails_closed_through_a_database_outage_and_catch
                 await eventually(outcome_is(verifier, alice, VerifyOutcome.UNAVAILABLE))
                 assert verifier.lag > 5.0
 
-                await asyncio.to_thread(own_postgres.start)
-                # Another writer revokes bob as soon as the database is back, before this server has caught up.
-                other = await create_pool(url, max_size=1)
-                try:
-                    await Store(other, TEST_KEYRING, timeout=5).revoke_users(
-                        app.id, ["bob"], session_clock(), actor=SYSTEM
-                    )
-                finally:
-                    await other.close()
+                # Another writer revokes bob as soon as the database is back, before this server has caught up:
+                # holding the state's lock keeps the server's follower from reading the changes until the
+                # revocation is committed (else it could catch up first, and VALID would then be right).
+                async with state._lock:
+                    await asyncio.to_thread(own_postgres.start)
+                    other = await create_pool(url, max_size=1)
+                    try:
+                        await Store(other, TEST_KEYRING, timeout=5).revoke_users(
+                            app.id, ["bob"], session_clock(), actor=SYSTEM
+                        )
+                    finally:
+                        await other.close()
                 # From the revocation's commit on, bob is never VALID: UNAVAILABLE until the verifier catches up.
                 seen: set[VerifyOutcome] = set()
 
@@ -469,6 +472,51 @@ async def test_a_local_verifier_fails_closed_through_a_database_outage_and_catch
                 await eventually(revoked, within=30)
                 assert seen <= {VerifyOutcome.UNAVAILABLE, VerifyOutcome.REVOKED}, seen
                 assert verifier.verify(alice).outcome is VerifyOutcome.VALID
+        finally:
+            if verifier is not None:
+                await verifier.close()
+
+
+async def test_a_heartbeat_never_vouches_for_a_revocation_still_being_fanned_out(
+    own_postgres: OwnPostgres, settings: Settings, session_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server whose state was stale catches up on a revocation; while its hub still prepares the change for the
+    watchers (naming the users takes a database read, slowed here), its heartbeats go out at the older version.
+    They must not claim the state's new freshness: a LocalVerifier would answer VALID for the revoked user."""
+    heartbeats = settings.with_overrides(watch_heartbeat=0.05)
+    async with outage_server(own_postgres, heartbeats, session_clock) as (store, state, running, monotonic):
+        naming = store.revoked_user_ids
+
+        async def slow_naming(app_id: int, user_hashes: list[int]) -> list[str]:
+            await asyncio.sleep(1.0)
+            return await naming(app_id, user_hashes)
+
+        monkeypatch.setattr(store, "revoked_user_ids", slow_naming)
+        verifier: LocalVerifier | None = None
+        try:
+            app = await apps.create_app(store, "fan-out")
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub: AuthServiceAsyncStub = auth_service_pb2_grpc.AuthServiceStub(channel)
+                bob = (await stub.IssueToken(pb.IssueTokenRequest(user_id="bob"), metadata=backend(app))).token
+                verifier = LocalVerifier(
+                    f"127.0.0.1:{running.port}", app.api_key, app.api_secret, hs256_secret=app.api_secret,
+                    max_lag=5.0, clock=session_clock, metrics=False,
+                )  # fmt: skip
+                await verifier.start()
+                assert verifier.verify(bob).outcome is VerifyOutcome.VALID
+                seen: set[VerifyOutcome] = set()
+                async with state._lock:  # the server cannot catch up: its state goes 10 s stale
+                    monotonic.now += 10
+                    await eventually(outcome_is(verifier, bob, VerifyOutcome.UNAVAILABLE))
+                    await store.revoke_users(app.id, ["bob"], session_clock(), actor=SYSTEM)
+
+                async def revoked() -> bool:
+                    outcome = verifier.verify(bob).outcome
+                    seen.add(outcome)
+                    return outcome is VerifyOutcome.REVOKED
+
+                await eventually(revoked, within=30)
+                assert seen <= {VerifyOutcome.UNAVAILABLE, VerifyOutcome.REVOKED}, seen
         finally:
             if verifier is not None:
                 await verifier.close()

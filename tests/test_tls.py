@@ -433,3 +433,36 @@ async def test_readme_tls_commands_work_as_printed(
         assert code == 0 and '"VERIFY_OUTCOME_VALID"' in output and '"userId": "alice"' in output, output
     code, output = await run(tls_block, mtls_server)  # no client certificate: refused
     assert code != 0 and "UNAVAILABLE" in output, output
+
+
+def operations_tls_exec_probe() -> str:
+    """The Python of the exec probe that docs/operations.md offers for a TLS port."""
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    section = docs.split("\n### TLS\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+    script = block.split("- |\n", 1)[1]
+    return "\n".join(line.removeprefix("        ") for line in script.splitlines())
+
+
+async def test_the_documented_tls_exec_probe_checks_a_tls_port(
+    tls_server: RunningServer, server: RunningServer, pki: Pki
+) -> None:
+    """Run as printed (the paths, port and certificate name of the test's PKI put in): SERVING on the TLS port
+    exits 0; on a plaintext port it fails, as a probe must."""
+    script = operations_tls_exec_probe()
+    for printed in ("/etc/authsvc/tls/ca.crt", "localhost:50051", "authsvc-headless.authsvc.svc.cluster.local"):
+        assert printed in script
+
+    async def probe(port: int) -> int:
+        filled = (
+            script.replace("/etc/authsvc/tls/ca.crt", str(pki.ca_file))
+            .replace("localhost:50051", f"localhost:{port}")
+            .replace("authsvc-headless.authsvc.svc.cluster.local", "localhost")  # the name the test certificate has
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", filled, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        return await asyncio.wait_for(process.wait(), 60)
+
+    assert await probe(tls_server.port) == 0
+    assert await probe(server.port) != 0

@@ -11,6 +11,7 @@ import json
 import re
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
+import jwt
 import pytest
 import uvicorn
 from fastapi import Depends, FastAPI
@@ -315,6 +317,23 @@ async def test_a_token_that_does_not_verify_means_log_out(
     assert_refused(answer, 401, "invalid_token", "logout", outcome)
     assert challenge(answer)["error_description"].startswith(f"{outcome}: ")
     assert bad not in answer.text and bad not in str(answer.headers)
+
+
+async def test_a_token_not_valid_yet_means_retry_later_and_a_revoked_device_logs_out(chat: Chat) -> None:
+    ahead = jwt.encode({"user_id": "alice", "nbf": int(time.time()) + 600}, chat.app.api_secret, "HS256")
+    answer = await chat.http.get("/messages", headers={"authorization": f"Bearer {ahead}"})
+    assert_refused(answer, 401, "invalid_token", "retry_later", "NOT_YET_VALID")
+    assert (
+        challenge(answer)["error_description"]
+        == "NOT_YET_VALID: the token is not valid yet; retry later with the same token"
+    )
+    token = (await chat.client.issue_token("alice")).token
+    await chat.client.revoke_token(token)
+    if isinstance(chat.verifier, LocalVerifier):
+        local = chat.verifier
+        await eventually(lambda: local.verify(token).outcome is VerifyOutcome.REVOKED)
+    answer = await chat.http.get("/messages", headers={"authorization": f"Bearer {token}"})
+    assert_refused(answer, 401, "invalid_token", "logout", "REVOKED")
 
 
 async def test_a_token_of_another_app_means_log_out(chat: Chat, new_app: NewApp, server: RunningServer) -> None:

@@ -38,19 +38,24 @@ class AuditQueries(Queries):
         actor: str | None = None,
         since: Micros | None = None,
         limit: int = 100,
+        before: tuple[Micros, int] | None = None,
     ) -> list[AuditEvent]:
-        """Recorded changes, newest first, filtered by app, action (a prefix such as `users.`), actor, time."""
+        """Recorded changes, newest first, filtered by app, action (a prefix such as `users.`), actor, time;
+        `before` (the `at` and `id` of the last event of a page) starts the next page after that event."""
         async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT id, at, actor, action, api_key, peer, details FROM audit_events"
                 " WHERE ($1::text IS NULL OR api_key = $1) AND ($2::text IS NULL OR starts_with(action, $2))"
                 " AND ($3::text IS NULL OR actor = $3) AND ($4::timestamptz IS NULL OR at >= $4)"
+                " AND ($6::timestamptz IS NULL OR (at, id) < ($6, $7::bigint))"
                 " ORDER BY at DESC, id DESC LIMIT $5",
                 api_key,
                 action,
                 actor,
                 None if since is None else to_datetime(since),
                 limit,
+                None if before is None else to_datetime(before[0]),
+                None if before is None else before[1],
             )
         return [
             AuditEvent(

@@ -76,6 +76,7 @@ async def record(
     kind: str,
     user_hashes: list[int] | None = None,
     times: list[int] | None = None,
+    jtis: list[str] | None = None,
 ) -> int:
     """Logs a change in the caller's transaction and announces it at commit; returns its version.
 
@@ -83,12 +84,13 @@ async def record(
     """
     version: int = await conn.fetchval("UPDATE state_version SET version = version + 1 RETURNING version")
     await conn.execute(
-        "INSERT INTO state_changes (version, app_id, kind, user_hashes, times) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO state_changes (version, app_id, kind, user_hashes, times, jtis) VALUES ($1, $2, $3, $4, $5, $6)",
         version,
         app_id,
         kind,
         user_hashes or [],
         times or [],
+        jtis or [],
     )
     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(version))
     return version

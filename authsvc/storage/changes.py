@@ -7,7 +7,7 @@ import sys
 from array import array
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from authsvc.storage.apps import load_apps
 from authsvc.storage.base import CHANNEL, Queries
@@ -27,6 +27,8 @@ class Change:
     times: array[int]
     app: App | None
     """For kind 'app': the app as it is now (None when it no longer exists)."""
+    jtis: list[str] = field(default_factory=list)
+    """For kinds 'revoke_tokens' (with `times`) and 'clear_tokens': the tokens' jtis."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,8 @@ class Snapshot:
     apps: list[App]
     revocations: dict[int, tuple[array[int], array[int]]]
     """Per app id: user hashes (sorted) and their revocation times, in microseconds, as int64 arrays."""
+    token_revocations: dict[int, dict[str, int]] = field(default_factory=dict)
+    """Per app id: jti → when the token was revoked, in microseconds."""
 
 
 def _int64s(big_endian: bytes) -> array[int]:
@@ -100,10 +104,17 @@ class ChangeQueries(Queries):
                 "  ORDER BY app_id, user_hash) AS r"
                 " GROUP BY app_id"
             )
+            token_rows = await conn.fetch(
+                f"SELECT app_id, jti, {_MICROS.format('revoked_before')} AS revoked_at FROM token_revocations"
+            )
+        token_revocations: dict[int, dict[str, int]] = {}
+        for row in token_rows:
+            token_revocations.setdefault(row["app_id"], {})[row["jti"]] = row["revoked_at"]
         return Snapshot(
             version=version,
             apps=apps,
             revocations={row["app_id"]: (_int64s(row["hashes"]), _int64s(row["times"])) for row in rows},
+            token_revocations=token_revocations,
         )
 
     async def changes_since(self, version: int, limit: int = 100) -> list[Change]:
@@ -116,7 +127,7 @@ class ChangeQueries(Queries):
                 " (SELECT string_agg(int8send(h), ''::bytea ORDER BY i) FROM unnest(user_hashes)"
                 "  WITH ORDINALITY AS u(h, i)) AS user_hashes,"
                 " (SELECT string_agg(int8send(t), ''::bytea ORDER BY i) FROM unnest(times)"
-                "  WITH ORDINALITY AS u(t, i)) AS times"
+                "  WITH ORDINALITY AS u(t, i)) AS times, jtis"
                 " FROM state_changes WHERE version > $1 ORDER BY version LIMIT $2",
                 version,
                 limit,
@@ -135,6 +146,7 @@ class ChangeQueries(Queries):
                 user_hashes=_int64s(row["user_hashes"] or b""),
                 times=_int64s(row["times"] or b""),
                 app=apps.get(row["app_id"]) if row["kind"] == "app" else None,
+                jtis=list(row["jtis"]),
             )
             for row in rows
         ]

@@ -97,6 +97,55 @@ class RevocationQueries(Queries):
             version = await record(conn, app_id, "app")
         return bool(had), version
 
+    async def revoke_token(
+        self, app_id: int, jti: str, revoked_at: Micros, expires_at: Micros | None, *, actor: Actor
+    ) -> tuple[Micros, Micros | None, int]:
+        """Revokes the app's token with this jti, kept until `expires_at` (None: kept until cleared).
+
+        Revoking again keeps the first revocation time, and the later expiry (none being the latest). Returns
+        the revocation time and expiry in force, and the state version of the change.
+        """
+        async with self._connection() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "INSERT INTO token_revocations (app_id, jti, revoked_before, expires_at) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (app_id, jti) DO UPDATE SET expires_at = CASE"
+                "  WHEN token_revocations.expires_at IS NULL OR EXCLUDED.expires_at IS NULL THEN NULL"
+                "  ELSE GREATEST(token_revocations.expires_at, EXCLUDED.expires_at) END"
+                " RETURNING revoked_before, expires_at",
+                app_id,
+                jti,
+                to_datetime(revoked_at),
+                None if expires_at is None else to_datetime(expires_at),
+            )
+            in_force = from_datetime(row["revoked_before"])
+            until = None if row["expires_at"] is None else from_datetime(row["expires_at"])
+            await audit(
+                conn,
+                actor,
+                "token.revoked",
+                app_id,
+                {
+                    "jti": jti,
+                    "revoked_before": row["revoked_before"].isoformat(),
+                    "expires_at": None if row["expires_at"] is None else row["expires_at"].isoformat(),
+                },
+            )
+            version = await record(conn, app_id, "revoke_tokens", times=[in_force], jtis=[jti])
+        return in_force, until, version
+
+    async def clear_token_revocations(self, app_id: int, jtis: Iterable[str], *, actor: Actor) -> tuple[list[str], int]:
+        """Removes the revocations of these tokens; returns the jtis that had one, and the state version."""
+        async with self._connection() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "DELETE FROM token_revocations WHERE app_id = $1 AND jti = ANY($2::text[]) RETURNING jti",
+                app_id,
+                list(jtis),
+            )
+            cleared = [row["jti"] for row in rows]
+            version = await record(conn, app_id, "clear_tokens", jtis=cleared)
+            await audit(conn, actor, "tokens.revocation_cleared", app_id, {"jtis": cleared})
+        return cleared, version
+
     async def revoked_user_ids(self, app_id: int, user_hashes: Iterable[int]) -> list[str]:
         """The ids of the app's users with these hashes that have a revocation now, in order (authsvc.watch names
         them to watchers: the change log holds hashes only)."""
@@ -127,6 +176,8 @@ class RevocationQueries(Queries):
                 if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", PRUNING_LOCK_KEY):
                     return False
             while (version := await self._prune_batch(conn, leeway, batch)) is not None:
+                await applied(version)
+            while (version := await self._prune_token_batch(conn, leeway, batch)) is not None:
                 await applied(version)
             async with self._connection(conn):
                 await conn.execute(
@@ -160,6 +211,31 @@ class RevocationQueries(Queries):
             for app_id, hashes in per_app.items():
                 version = await record(conn, app_id, "clear", hashes)
                 await audit(conn, SYSTEM, "revocations.pruned", app_id, {"users": len(hashes)})
+        return version
+
+    async def _prune_token_batch(self, conn: asyncpg.Connection, leeway: Micros, batch: int) -> int | None:
+        """Deletes up to `batch` token revocations whose tokens have expired (past `exp` plus `leeway`; for an app
+        with a maximum token lifetime, also once revoked longer ago than it plus twice the leeway, since the
+        token's `iat` was at most `leeway` ahead) as one logged change per app; its version, or None when none
+        was left."""
+        async with self._connection(conn), conn.transaction():
+            rows = await conn.fetch(
+                "DELETE FROM token_revocations WHERE (app_id, jti) IN ("
+                " SELECT t.app_id, t.jti FROM token_revocations t JOIN apps a ON a.id = t.app_id"
+                " WHERE t.expires_at < now() - make_interval(secs => $1::float8)"
+                "  OR t.revoked_before < now() - make_interval(secs => a.max_token_lifetime_seconds + 2 * $1::float8)"
+                " LIMIT $2 FOR UPDATE OF t SKIP LOCKED)"
+                " RETURNING app_id, jti",
+                leeway / 1_000_000,
+                batch,
+            )
+            per_app: dict[int, list[str]] = {}
+            for row in rows:
+                per_app.setdefault(row["app_id"], []).append(row["jti"])
+            version = None
+            for app_id, jtis in per_app.items():
+                version = await record(conn, app_id, "clear_tokens", jtis=jtis)
+                await audit(conn, SYSTEM, "token_revocations.pruned", app_id, {"tokens": len(jtis)})
         return version
 
 

@@ -25,6 +25,20 @@ class VerifyOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERIFY_OUTCOME_REVOKED: _ClassVar[VerifyOutcome]
     VERIFY_OUTCOME_UNAVAILABLE: _ClassVar[VerifyOutcome]
 
+class RevocationScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REVOCATION_SCOPE_UNSPECIFIED: _ClassVar[RevocationScope]
+    REVOCATION_SCOPE_APP: _ClassVar[RevocationScope]
+    REVOCATION_SCOPE_USER: _ClassVar[RevocationScope]
+    REVOCATION_SCOPE_TOKEN: _ClassVar[RevocationScope]
+
+class ClientAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CLIENT_ACTION_UNSPECIFIED: _ClassVar[ClientAction]
+    CLIENT_ACTION_REFRESH: _ClassVar[ClientAction]
+    CLIENT_ACTION_LOGOUT: _ClassVar[ClientAction]
+    CLIENT_ACTION_RETRY_LATER: _ClassVar[ClientAction]
+
 class KeyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     KEY_STATE_UNSPECIFIED: _ClassVar[KeyState]
@@ -41,6 +55,14 @@ VERIFY_OUTCOME_NOT_YET_VALID: VerifyOutcome
 VERIFY_OUTCOME_WRONG_AUDIENCE: VerifyOutcome
 VERIFY_OUTCOME_REVOKED: VerifyOutcome
 VERIFY_OUTCOME_UNAVAILABLE: VerifyOutcome
+REVOCATION_SCOPE_UNSPECIFIED: RevocationScope
+REVOCATION_SCOPE_APP: RevocationScope
+REVOCATION_SCOPE_USER: RevocationScope
+REVOCATION_SCOPE_TOKEN: RevocationScope
+CLIENT_ACTION_UNSPECIFIED: ClientAction
+CLIENT_ACTION_REFRESH: ClientAction
+CLIENT_ACTION_LOGOUT: ClientAction
+CLIENT_ACTION_RETRY_LATER: ClientAction
 KEY_STATE_UNSPECIFIED: KeyState
 KEY_STATE_PUBLISHED: KeyState
 KEY_STATE_SIGNING: KeyState
@@ -77,7 +99,7 @@ class VerifyTokenRequest(_message.Message):
     def __init__(self, token: _Optional[str] = ...) -> None: ...
 
 class VerifyTokenResponse(_message.Message):
-    __slots__ = ("valid", "outcome", "user_id", "issued_at", "expires_at", "claims", "dev_token")
+    __slots__ = ("valid", "outcome", "user_id", "issued_at", "expires_at", "claims", "dev_token", "revoked_by", "revoked_before", "valid_from", "client_action")
     VALID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +107,10 @@ class VerifyTokenResponse(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     CLAIMS_FIELD_NUMBER: _ClassVar[int]
     DEV_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_BY_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    VALID_FROM_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ACTION_FIELD_NUMBER: _ClassVar[int]
     valid: bool
     outcome: VerifyOutcome
     user_id: str
@@ -92,7 +118,11 @@ class VerifyTokenResponse(_message.Message):
     expires_at: _timestamp_pb2.Timestamp
     claims: _struct_pb2.Struct
     dev_token: bool
-    def __init__(self, valid: _Optional[bool] = ..., outcome: _Optional[_Union[VerifyOutcome, str]] = ..., user_id: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dev_token: _Optional[bool] = ...) -> None: ...
+    revoked_by: RevocationScope
+    revoked_before: _timestamp_pb2.Timestamp
+    valid_from: _timestamp_pb2.Timestamp
+    client_action: ClientAction
+    def __init__(self, valid: _Optional[bool] = ..., outcome: _Optional[_Union[VerifyOutcome, str]] = ..., user_id: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dev_token: _Optional[bool] = ..., revoked_by: _Optional[_Union[RevocationScope, str]] = ..., revoked_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., client_action: _Optional[_Union[ClientAction, str]] = ...) -> None: ...
 
 class VerifyTokensRequest(_message.Message):
     __slots__ = ("tokens",)
@@ -140,6 +170,24 @@ class RevokeAppResponse(_message.Message):
     revoked_before: _timestamp_pb2.Timestamp
     def __init__(self, revoked_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("token", "jti")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    JTI_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    jti: str
+    def __init__(self, token: _Optional[str] = ..., jti: _Optional[str] = ...) -> None: ...
+
+class RevokeTokenResponse(_message.Message):
+    __slots__ = ("revoked_before", "jti", "expires_at")
+    REVOKED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    JTI_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    revoked_before: _timestamp_pb2.Timestamp
+    jti: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, revoked_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jti: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class UserIds(_message.Message):
     __slots__ = ("user_ids",)
     USER_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -147,20 +195,30 @@ class UserIds(_message.Message):
     def __init__(self, user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClearRevocationRequest(_message.Message):
-    __slots__ = ("users", "app")
+    __slots__ = ("users", "app", "tokens")
     USERS_FIELD_NUMBER: _ClassVar[int]
     APP_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
     users: UserIds
     app: bool
-    def __init__(self, users: _Optional[_Union[UserIds, _Mapping]] = ..., app: _Optional[bool] = ...) -> None: ...
+    tokens: TokenIds
+    def __init__(self, users: _Optional[_Union[UserIds, _Mapping]] = ..., app: _Optional[bool] = ..., tokens: _Optional[_Union[TokenIds, _Mapping]] = ...) -> None: ...
+
+class TokenIds(_message.Message):
+    __slots__ = ("jtis",)
+    JTIS_FIELD_NUMBER: _ClassVar[int]
+    jtis: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, jtis: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClearRevocationResponse(_message.Message):
-    __slots__ = ("cleared_user_ids", "app_cleared")
+    __slots__ = ("cleared_user_ids", "app_cleared", "cleared_jtis")
     CLEARED_USER_IDS_FIELD_NUMBER: _ClassVar[int]
     APP_CLEARED_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_JTIS_FIELD_NUMBER: _ClassVar[int]
     cleared_user_ids: _containers.RepeatedScalarFieldContainer[str]
     app_cleared: bool
-    def __init__(self, cleared_user_ids: _Optional[_Iterable[str]] = ..., app_cleared: _Optional[bool] = ...) -> None: ...
+    cleared_jtis: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cleared_user_ids: _Optional[_Iterable[str]] = ..., app_cleared: _Optional[bool] = ..., cleared_jtis: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetJwksRequest(_message.Message):
     __slots__ = ()
@@ -211,28 +269,42 @@ class WatchStateResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ..., staleness: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotChunk, _Mapping]] = ..., change: _Optional[_Union[StateChange, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
 
 class SnapshotChunk(_message.Message):
-    __slots__ = ("app", "fresh", "user_hashes", "revoked_before", "last")
+    __slots__ = ("app", "fresh", "user_hashes", "revoked_before", "last", "token_revocations")
     APP_FIELD_NUMBER: _ClassVar[int]
     FRESH_FIELD_NUMBER: _ClassVar[int]
     USER_HASHES_FIELD_NUMBER: _ClassVar[int]
     REVOKED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_REVOCATIONS_FIELD_NUMBER: _ClassVar[int]
     app: AppState
     fresh: bool
     user_hashes: _containers.RepeatedScalarFieldContainer[int]
     revoked_before: _containers.RepeatedScalarFieldContainer[int]
     last: bool
-    def __init__(self, app: _Optional[_Union[AppState, _Mapping]] = ..., fresh: _Optional[bool] = ..., user_hashes: _Optional[_Iterable[int]] = ..., revoked_before: _Optional[_Iterable[int]] = ..., last: _Optional[bool] = ...) -> None: ...
+    token_revocations: TokenRevocations
+    def __init__(self, app: _Optional[_Union[AppState, _Mapping]] = ..., fresh: _Optional[bool] = ..., user_hashes: _Optional[_Iterable[int]] = ..., revoked_before: _Optional[_Iterable[int]] = ..., last: _Optional[bool] = ..., token_revocations: _Optional[_Union[TokenRevocations, _Mapping]] = ...) -> None: ...
 
 class StateChange(_message.Message):
-    __slots__ = ("app", "revoked", "cleared")
+    __slots__ = ("app", "revoked", "cleared", "tokens_revoked", "tokens_cleared")
     APP_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
     CLEARED_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_REVOKED_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_CLEARED_FIELD_NUMBER: _ClassVar[int]
     app: AppState
     revoked: UserRevocations
     cleared: UserRevocations
-    def __init__(self, app: _Optional[_Union[AppState, _Mapping]] = ..., revoked: _Optional[_Union[UserRevocations, _Mapping]] = ..., cleared: _Optional[_Union[UserRevocations, _Mapping]] = ...) -> None: ...
+    tokens_revoked: TokenRevocations
+    tokens_cleared: TokenRevocations
+    def __init__(self, app: _Optional[_Union[AppState, _Mapping]] = ..., revoked: _Optional[_Union[UserRevocations, _Mapping]] = ..., cleared: _Optional[_Union[UserRevocations, _Mapping]] = ..., tokens_revoked: _Optional[_Union[TokenRevocations, _Mapping]] = ..., tokens_cleared: _Optional[_Union[TokenRevocations, _Mapping]] = ...) -> None: ...
+
+class TokenRevocations(_message.Message):
+    __slots__ = ("jtis", "revoked_before")
+    JTIS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    jtis: _containers.RepeatedScalarFieldContainer[str]
+    revoked_before: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, jtis: _Optional[_Iterable[str]] = ..., revoked_before: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class UserRevocations(_message.Message):
     __slots__ = ("user_hashes", "revoked_before", "user_ids")

@@ -60,6 +60,11 @@ class AuthServiceStub:
                 request_serializer=authsvc_dot_v1_dot_auth__service__pb2.RevokeAppRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.RevokeAppResponse.FromString,
                 _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/authsvc.v1.AuthService/RevokeToken',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
         self.ClearRevocation = channel.unary_unary(
                 '/authsvc.v1.AuthService/ClearRevocation',
                 request_serializer=authsvc_dot_v1_dot_auth__service__pb2.ClearRevocationRequest.SerializeToString,
@@ -116,8 +121,17 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeToken(self, request, context):
+        """RevokeToken rejects one token (one device) by its `jti`, whatever its encoding, until the token expires.
+        Needs the app's credential. A token without `jti` cannot be revoked by itself: revoke its user instead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ClearRevocation(self, request, context):
-        """ClearRevocation removes the revocation of some users, or of the app itself. Needs the app's credential.
+        """ClearRevocation removes the revocation of some users, of some tokens, or of the app itself. Needs the app's
+        credential.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -169,6 +183,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.RevokeApp,
                     request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.RevokeAppRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_auth__service__pb2.RevokeAppResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.RevokeTokenResponse.SerializeToString,
             ),
             'ClearRevocation': grpc.unary_unary_rpc_method_handler(
                     servicer.ClearRevocation,
@@ -322,6 +341,33 @@ class AuthService:
             '/authsvc.v1.AuthService/RevokeApp',
             authsvc_dot_v1_dot_auth__service__pb2.RevokeAppRequest.SerializeToString,
             authsvc_dot_v1_dot_auth__service__pb2.RevokeAppResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/RevokeToken',
+            authsvc_dot_v1_dot_auth__service__pb2.RevokeTokenRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.RevokeTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,7 +5,7 @@ The token API of authsvc: mint, verify and revoke the user tokens of chat apps.
 
 Every call names its app with the `x-api-key` metadata. IssueToken, RevokeUser, RevokeApp and
 ClearRevocation also need `authorization: Bearer <credential>`, where the credential is the app's API
-secret or a server token (an HS256 JWT `{"server": true}` signed with the API secret).
+secret or a server token (an HS256 JWT `{"server": true}` signed with the API secret). So does RevokeToken.
 
 RPC failures carry a google.rpc.ErrorInfo (domain "authsvc") whose reason is machine-readable.
 A verification that ends in a verdict is not a failure: VerifyToken succeeds and names the outcome.
@@ -51,8 +51,14 @@ class AuthServiceStub:
     """RevokeUser rejects every token of the listed users issued before a time. Needs the app's credential."""
     RevokeApp: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeAppRequest, _auth_service_pb2.RevokeAppResponse]
     """RevokeApp rejects every token of the app issued before a time. Needs the app's credential."""
+    RevokeToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeTokenRequest, _auth_service_pb2.RevokeTokenResponse]
+    """RevokeToken rejects one token (one device) by its `jti`, whatever its encoding, until the token expires.
+    Needs the app's credential. A token without `jti` cannot be revoked by itself: revoke its user instead.
+    """
     ClearRevocation: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ClearRevocationRequest, _auth_service_pb2.ClearRevocationResponse]
-    """ClearRevocation removes the revocation of some users, or of the app itself. Needs the app's credential."""
+    """ClearRevocation removes the revocation of some users, of some tokens, or of the app itself. Needs the app's
+    credential.
+    """
     GetJwks: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.GetJwksRequest, _auth_service_pb2.GetJwksResponse]
     """GetJwks returns the app's public keys (EdDSA and ES256 apps) as a JSON Web Key Set; needs only x-api-key.
     The same document is served over HTTP at /.well-known/jwks/<api key>.json.
@@ -80,8 +86,14 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """RevokeUser rejects every token of the listed users issued before a time. Needs the app's credential."""
     RevokeApp: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeAppRequest, _auth_service_pb2.RevokeAppResponse]  # type: ignore[assignment]
     """RevokeApp rejects every token of the app issued before a time. Needs the app's credential."""
+    RevokeToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeTokenRequest, _auth_service_pb2.RevokeTokenResponse]  # type: ignore[assignment]
+    """RevokeToken rejects one token (one device) by its `jti`, whatever its encoding, until the token expires.
+    Needs the app's credential. A token without `jti` cannot be revoked by itself: revoke its user instead.
+    """
     ClearRevocation: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ClearRevocationRequest, _auth_service_pb2.ClearRevocationResponse]  # type: ignore[assignment]
-    """ClearRevocation removes the revocation of some users, or of the app itself. Needs the app's credential."""
+    """ClearRevocation removes the revocation of some users, of some tokens, or of the app itself. Needs the app's
+    credential.
+    """
     GetJwks: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetJwksRequest, _auth_service_pb2.GetJwksResponse]  # type: ignore[assignment]
     """GetJwks returns the app's public keys (EdDSA and ES256 apps) as a JSON Web Key Set; needs only x-api-key.
     The same document is served over HTTP at /.well-known/jwks/<api key>.json.
@@ -138,12 +150,24 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         """RevokeApp rejects every token of the app issued before a time. Needs the app's credential."""
 
     @_abc_1.abstractmethod
+    def RevokeToken(
+        self,
+        request: _auth_service_pb2.RevokeTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.RevokeTokenResponse, _abc.Awaitable[_auth_service_pb2.RevokeTokenResponse]]:
+        """RevokeToken rejects one token (one device) by its `jti`, whatever its encoding, until the token expires.
+        Needs the app's credential. A token without `jti` cannot be revoked by itself: revoke its user instead.
+        """
+
+    @_abc_1.abstractmethod
     def ClearRevocation(
         self,
         request: _auth_service_pb2.ClearRevocationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.ClearRevocationResponse, _abc.Awaitable[_auth_service_pb2.ClearRevocationResponse]]:
-        """ClearRevocation removes the revocation of some users, or of the app itself. Needs the app's credential."""
+        """ClearRevocation removes the revocation of some users, of some tokens, or of the app itself. Needs the app's
+        credential.
+        """
 
     @_abc_1.abstractmethod
     def GetJwks(

@@ -4,8 +4,9 @@ gives the same ones, word for word.
 
 A refused request gets a JSON body with four fields: `error` (an RFC 6750 code where one applies), a readable
 `error_description`, `outcome` (the VerifyOutcome name, or null when no token was verified) and `action`, what a
-client should do: `refresh` (fetch a fresh token from the token provider, then retry), `logout`, `authenticate`
-(sign in to the backend first), `retry` (later, after Retry-After when given) or `fix_request` (a client bug).
+client should do: `refresh` (fetch a fresh token from the token provider, then retry), `logout`, `retry_later`
+(the same token, later: it is not valid yet), `authenticate` (sign in to the backend first), `retry` (later, after
+Retry-After when given) or `fix_request` (a client bug). A 401's action is the verdict's own `client_action`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from urllib.parse import urlsplit
 
 import grpc
 
-from authsvc.client import AuthsvcClientError, IssuedToken, Verification, VerifyOutcome
+from authsvc.client import AuthsvcClientError, ClientAction, IssuedToken, Verification, VerifyOutcome
 
 logger = logging.getLogger("authsvc.web")
 
@@ -40,7 +41,15 @@ REFRESH: Final = "refresh"
 LOGOUT: Final = "logout"
 AUTHENTICATE: Final = "authenticate"
 RETRY: Final = "retry"
+RETRY_LATER: Final = "retry_later"
 FIX_REQUEST: Final = "fix_request"
+
+# A 401's action: the verdict's client_action (decided by authsvc.tokens); anything else logs out (fail closed).
+_CLIENT_ACTIONS: Final[Mapping[ClientAction, str]] = {
+    ClientAction.REFRESH: REFRESH,
+    ClientAction.LOGOUT: LOGOUT,
+    ClientAction.RETRY_LATER: RETRY_LATER,
+}
 
 # What each verdict other than VALID means for a client. Only EXPIRED is worth a refresh (docs/token-model.md).
 DESCRIPTIONS: Final[Mapping[VerifyOutcome, str]] = {
@@ -49,7 +58,7 @@ DESCRIPTIONS: Final[Mapping[VerifyOutcome, str]] = {
     VerifyOutcome.INVALID_SIGNATURE: "the token signature does not verify; log the user out",
     VerifyOutcome.UNKNOWN_KEY: "the token names a key this app does not have; log the user out",
     VerifyOutcome.MALFORMED: "the token is not a well-formed token of this app; log the user out",
-    VerifyOutcome.NOT_YET_VALID: "the token is not valid yet; log the user out",
+    VerifyOutcome.NOT_YET_VALID: "the token is not valid yet; retry later with the same token",
     VerifyOutcome.WRONG_AUDIENCE: "the token is for another app; log the user out",
 }
 _OTHER_DESCRIPTION: Final = "the token was not accepted; log the user out"
@@ -115,10 +124,12 @@ def invalid_request(realm: str, description: str) -> Answer:
 
 
 def rejected(verification: Verification, realm: str) -> Answer:
-    """401 invalid_token for a verdict other than VALID (and UNAVAILABLE): refresh on EXPIRED, else log out."""
+    """401 invalid_token for a verdict other than VALID (and UNAVAILABLE): the verdict's client action (refresh on
+    EXPIRED, retry_later on NOT_YET_VALID, else log out)."""
     outcome = verification.outcome
     description = f"{outcome.name}: {DESCRIPTIONS.get(outcome, _OTHER_DESCRIPTION)}"
-    action = REFRESH if outcome is VerifyOutcome.EXPIRED else LOGOUT
+    client_action = verification.client_action
+    action = LOGOUT if client_action is None else _CLIENT_ACTIONS.get(client_action, LOGOUT)
     return Answer(
         401,
         _error("invalid_token", description, action, outcome),

@@ -69,6 +69,23 @@ export interface Verification {
   expiresAt: Date | null;
   claims: Record<string, unknown>;
   devToken: boolean;
+  /** For REVOKED: which revocation decided (the app's, then the user's, then the token's, in that order). */
+  revokedBy: "APP" | "USER" | "TOKEN" | "UNSPECIFIED" | null;
+  /** For REVOKED: the deciding revocation's time (null for an app's requireIat refusing a token without iat). */
+  revokedBefore: Date | null;
+  /** For NOT_YET_VALID: from when the token is valid (the later of nbf and iat). */
+  validFrom: Date | null;
+  /** For every outcome but VALID: REFRESH (EXPIRED), RETRY_LATER (NOT_YET_VALID, UNAVAILABLE), else LOGOUT. */
+  clientAction: "REFRESH" | "LOGOUT" | "RETRY_LATER" | "UNSPECIFIED" | null;
+}
+
+/** A token revocation in force (RevokeToken). */
+export interface RevokedToken {
+  jti: string;
+  /** When the token was revoked (the first time, when revoked again). */
+  revokedBefore: Date;
+  /** Kept until then (the token's exp); null: until cleared. */
+  expiresAt: Date | null;
 }
 
 /** A failed call, decoded from the google.rpc.ErrorInfo in the `grpc-status-details-bin` trailer. */
@@ -100,6 +117,10 @@ export declare class AuthClient {
   revokeUsers(userIds: string[], options?: { before?: Date }): Promise<Map<string, Date>>;
   /** RevokeApp; needs the credential. Resolves to the app's revocation in force. */
   revokeApp(options?: { before?: Date }): Promise<Date>;
+  /** RevokeToken: one token (one device), by the token itself or its jti; needs the credential. */
+  revokeToken(target: string | { jti: string }): Promise<RevokedToken>;
+  /** ClearRevocation of tokens, by jti; needs the credential. Resolves to the jtis that had a revocation. */
+  clearTokenRevocations(jtis: string[]): Promise<string[]>;
   /** ClearRevocation of users; needs the credential. Resolves to the users that had a revocation. */
   clearUserRevocations(userIds: string[]): Promise<string[]>;
   /** ClearRevocation of the app; needs the credential. Resolves to true when it had one. */
@@ -140,6 +161,8 @@ export interface Revoked {
   readonly app: boolean;
   /** Changes were missed (a fresh snapshot after a reconnection): verify every open connection again. */
   readonly resync: boolean;
+  /** Tokens just revoked (RevokeToken), by jti: close the connections that presented them. */
+  readonly jtis: readonly string[];
 }
 
 /** Verifies one app's tokens in this process, on a copy of its state that AuthService.WatchState keeps current. */
@@ -169,7 +192,7 @@ export declare class LocalVerifier {
 import type { IncomingMessage, ServerResponse } from "node:http";
 
 /** What a client should do about a refused request. */
-export type WebAction = "refresh" | "logout" | "authenticate" | "retry" | "fix_request";
+export type WebAction = "refresh" | "logout" | "retry_later" | "authenticate" | "retry" | "fix_request";
 
 /** The JSON body of every refusal, from bearerAuth and tokenProvider alike. */
 export interface WebError {

@@ -13,8 +13,8 @@
  * "INVALID_USER_ID") is decoded from the google.rpc.ErrorInfo in the `grpc-status-details-bin` trailer.
  *
  * Retries, through gRPC's own retry policy (a service config on the channel): VerifyToken and VerifyTokens (they
- * only read) and RevokeUser, RevokeApp and ClearRevocation (idempotent: revoking again never moves a revocation
- * backwards, clearing twice is harmless) are retried on UNAVAILABLE, up to `retryAttempts` attempts with
+ * only read) and RevokeUser, RevokeApp, RevokeToken and ClearRevocation (idempotent: revoking again never moves a
+ * revocation backwards, clearing twice is harmless) are retried on UNAVAILABLE, up to `retryAttempts` attempts with
  * exponential backoff. IssueToken is never retried: a retry after a lost answer would mint a second token.
  * Nothing here logs; no secret or token is put in an error message.
  */
@@ -24,16 +24,21 @@ const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
 const protobuf = require("protobufjs");
 
-const PROTO_ROOT = path.resolve(__dirname, "..", "..", "protos");
-const PROTO_FILE = "authsvc/v1/auth_service.proto";
-const RPC_PROTOS = path.resolve(__dirname, "protos");
+const { PROTO_ROOT, PROTO_FILE, RPC_PROTOS } = require("./protos");
 const LOADER_OPTIONS = Object.freeze({ keepCase: true, enums: String, longs: String, defaults: true, oneofs: true });
 const OUTCOME_PREFIX = "VERIFY_OUTCOME_";
 const STATUS_DETAILS_KEY = "grpc-status-details-bin";
 const ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo";
 const SERVICE_NAME = "authsvc.v1.AuthService";
 /** The calls that are safe to repeat; IssueToken is not among them. */
-const RETRIED_METHODS = Object.freeze(["VerifyToken", "VerifyTokens", "RevokeUser", "RevokeApp", "ClearRevocation"]);
+const RETRIED_METHODS = Object.freeze([
+  "VerifyToken",
+  "VerifyTokens",
+  "RevokeUser",
+  "RevokeApp",
+  "RevokeToken",
+  "ClearRevocation",
+]);
 
 /** Channel options for client-side round robin over every address the target resolves to. */
 const ROUND_ROBIN = Object.freeze({
@@ -198,6 +203,32 @@ class AuthClient {
   }
 
   /**
+   * Revokes one token (one device) by its jti, given the token itself or `{ jti }`: every encoding of it is REVOKED
+   * until it expires. Needs the credential. A token without jti is refused (FAILED_PRECONDITION TOKEN_WITHOUT_JTI):
+   * revoke its user instead.
+   * @param {string | {jti: string}} target
+   * @returns {Promise<{jti: string, revokedBefore: Date, expiresAt: Date | null}>}
+   */
+  async revokeToken(target) {
+    let request;
+    if (typeof target === "string") request = { token: target };
+    else if (target && typeof target.jti === "string") request = { jti: target.jti };
+    else throw new TypeError("revokeToken takes a token (a string) or { jti }");
+    const response = await this._call("RevokeToken", request, true);
+    return { jti: response.jti, revokedBefore: toDate(response.revoked_before), expiresAt: toDate(response.expires_at) };
+  }
+
+  /**
+   * Removes the revocation of these tokens, by jti. Needs the credential.
+   * @param {string[]} jtis
+   * @returns {Promise<string[]>} the jtis that had one
+   */
+  async clearTokenRevocations(jtis) {
+    const response = await this._call("ClearRevocation", { tokens: { jtis: list(jtis, "jtis") } }, true);
+    return response.cleared_jtis;
+  }
+
+  /**
    * Removes the revocation of these users. Needs the credential.
    * @param {string[]} userIds
    * @returns {Promise<string[]>} the users that had one
@@ -276,6 +307,10 @@ function withRetryPolicy(channelOptions, attempts) {
  * @property {Date | null} expiresAt
  * @property {Record<string, unknown>} claims
  * @property {boolean} devToken
+ * @property {string | null} revokedBy for REVOKED: "APP", "USER" or "TOKEN" (which revocation decided)
+ * @property {Date | null} revokedBefore for REVOKED: the deciding revocation's time
+ * @property {Date | null} validFrom for NOT_YET_VALID: from when the token is valid
+ * @property {string | null} clientAction for every outcome but VALID: "REFRESH", "LOGOUT" or "RETRY_LATER"
  */
 function verification(response) {
   const outcome = String(response.outcome);
@@ -287,7 +322,18 @@ function verification(response) {
     expiresAt: toDate(response.expires_at),
     claims: response.claims ? fromStruct(response.claims) : {},
     devToken: response.dev_token,
+    revokedBy: unprefixed(response.revoked_by, "REVOCATION_SCOPE_"),
+    revokedBefore: toDate(response.revoked_before),
+    validFrom: toDate(response.valid_from),
+    clientAction: unprefixed(response.client_action, "CLIENT_ACTION_"),
   };
+}
+
+/** An enum's name without its prefix; null when unset; "UNSPECIFIED" for a number this client does not know. */
+function unprefixed(value, prefix) {
+  const name = String(value);
+  if (name === `${prefix}UNSPECIFIED` || value === 0 || value === undefined || value === null) return null;
+  return name.startsWith(prefix) ? name.slice(prefix.length) : "UNSPECIFIED";
 }
 
 function list(values, name) {

@@ -13,7 +13,6 @@
  * against the server by the shared conformance vectors). Nothing here logs; no secret or token is put in an error.
  */
 
-const path = require("node:path");
 const { performance } = require("node:perf_hooks");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
@@ -22,8 +21,7 @@ const tokens = require("./tokens");
 const { Verifier } = require("./verifier");
 const wire = require("./watch_wire");
 
-const PROTO_ROOT = path.resolve(__dirname, "..", "..", "protos");
-const PROTO_FILE = "authsvc/v1/auth_service.proto";
+const { PROTO_ROOT, PROTO_FILE } = require("./protos");
 // As index.js loads it: the messages reach the handler as grpc-js hands them to any client of this package.
 const LOADER_OPTIONS = Object.freeze({ keepCase: true, enums: String, longs: String, defaults: true, oneofs: true });
 const WATCH_STATE = protoLoader.loadSync(PROTO_FILE, { ...LOADER_OPTIONS, includeDirs: [PROTO_ROOT] })[
@@ -66,7 +64,19 @@ function verification(verdict) {
     expiresAt: toDate(verdict.expiresAt),
     claims: verdict.claims,
     devToken: verdict.devToken,
+    revokedBy: verdict.revokedBy,
+    revokedBefore: toDate(verdict.revokedBefore),
+    validFrom: toDate(verdict.validFrom),
+    clientAction: verdict.clientAction,
   };
+}
+
+/** A TokenRevocations message's (jti, revoked at) pairs into `target` (a Map); TypeError for a broken one. */
+function addTokenRevocations(target, revocations) {
+  if (!revocations) return;
+  const { jtis, revoked_before: times } = revocations;
+  if (jtis.length !== times.length) throw new TypeError("a token revocation without its time");
+  for (let i = 0; i < jtis.length; i++) target.set(jtis[i], Number(times[i]));
 }
 
 function positive(value, name) {
@@ -169,6 +179,8 @@ class LocalVerifier {
     this._app = null;
     this._leeway = 0;
     this._revocations = RevocationSet.builder().build();
+    /** @type {Map<string, number>} token revocations (RevokeToken): jti → when revoked, in microseconds */
+    this._tokenRevocations = new Map();
     this._version = 0;
     this._confirmedAt = -Infinity;
     this._pending = null; // a snapshot being received: {state, fresh, builder}
@@ -181,6 +193,7 @@ class LocalVerifier {
     // For a token verified the first time (most of them never again), whose user's answer is not worth keeping.
     this._revokedBeforeOnce = (userId, issuedAt) =>
       issuedAt >= this._revocations.newest ? null : this._revocations.getUser(userId, false);
+    this._tokenRevokedAt = (jti) => this._tokenRevocations.get(jti) ?? null;
   }
 
   /** The state version held: for monitoring only (0 before the first snapshot). */
@@ -194,8 +207,9 @@ class LocalVerifier {
   }
 
   /**
-   * Calls `callback({userIds, app, resync})` for each revocation as it arrives: `userIds` names revoked users (as
-   * far as the server could tell), `app` is true when the whole app was revoked, `resync` when changes were missed
+   * Calls `callback({userIds, app, resync, jtis})` for each revocation as it arrives: `userIds` names revoked users
+   * (as far as the server could tell), `jtis` revoked tokens (RevokeToken: one device each), `app` is true when the
+   * whole app was revoked, `resync` when changes were missed
    * (a fresh snapshot after a reconnection: verify the open connections again). A callback that throws (or
    * rejects) is reported as a process warning; the stream goes on. Returns a function that removes the callback.
    */
@@ -285,7 +299,17 @@ class LocalVerifier {
   _check(token) {
     const app = this._app;
     if (app === null || monotonic() - this._confirmedAt > this._maxLag) return UNAVAILABLE;
-    return this._verifier.verify(token, app, this._clock(), this._leeway, this._revokedBefore, this._revokedBeforeOnce);
+    // The token revocations are asked (one Map look-up by jti) only when the app has some.
+    const tokenRevokedAt = this._tokenRevocations.size === 0 ? null : this._tokenRevokedAt;
+    return this._verifier.verify(
+      token,
+      app,
+      this._clock(),
+      this._leeway,
+      this._revokedBefore,
+      tokenRevokedAt,
+      this._revokedBeforeOnce,
+    );
   }
 
   _connect() {
@@ -352,15 +376,19 @@ class LocalVerifier {
   }
 
   _snapshotChunk(chunk) {
-    if (chunk.app) this._pending = { state: chunk.app, fresh: chunk.fresh, builder: RevocationSet.builder() };
+    if (chunk.app) {
+      this._pending = { state: chunk.app, fresh: chunk.fresh, builder: RevocationSet.builder(), revokedTokens: new Map() };
+    }
     if (this._pending === null) throw new TypeError("a snapshot chunk without its first");
-    const { state, fresh, builder } = this._pending;
+    const { state, fresh, builder, revokedTokens } = this._pending;
     builder.add(chunk.user_hashes, chunk.revoked_before);
+    addTokenRevocations(revokedTokens, chunk.token_revocations);
     if (!chunk.last) return false;
     this._pending = null;
     const previous = this._app;
     this._setApp(state);
     this._revocations = builder.build();
+    this._tokenRevocations = revokedTokens;
     if (fresh && previous !== null) this._tell({ userIds: [], app: false, resync: true });
     else if (previous !== null) this._tellAppRevoked(previous);
     if (this._starting) this._starting.resolve();
@@ -379,6 +407,11 @@ class LocalVerifier {
       this._tell({ userIds: [...userIds], app: false, resync: false });
     } else if (change.change === "cleared") {
       for (const hash of change.cleared.user_hashes) this._revocations.remove(hash);
+    } else if (change.change === "tokens_revoked") {
+      addTokenRevocations(this._tokenRevocations, change.tokens_revoked);
+      this._tell({ userIds: [], app: false, resync: false, jtis: [...change.tokens_revoked.jtis] });
+    } else if (change.change === "tokens_cleared") {
+      for (const jti of change.tokens_cleared.jtis) this._tokenRevocations.delete(jti);
     }
   }
 
@@ -394,6 +427,8 @@ class LocalVerifier {
   }
 
   _tell(event) {
+    if (event.jtis === undefined) event.jtis = [];
+    Object.freeze(event.jtis);
     Object.freeze(event.userIds);
     Object.freeze(event);
     for (const callback of this._listeners) {

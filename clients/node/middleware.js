@@ -28,10 +28,12 @@ const DESCRIPTIONS = Object.freeze({
   INVALID_SIGNATURE: "the token signature does not verify; log the user out",
   UNKNOWN_KEY: "the token names a key this app does not have; log the user out",
   MALFORMED: "the token is not a well-formed token of this app; log the user out",
-  NOT_YET_VALID: "the token is not valid yet; log the user out",
+  NOT_YET_VALID: "the token is not valid yet; retry later with the same token",
   WRONG_AUDIENCE: "the token is for another app; log the user out",
 });
 const OTHER_DESCRIPTION = "the token was not accepted; log the user out";
+// A 401's action: the verdict's clientAction (decided by the token rules); anything else logs out (fail closed).
+const CLIENT_ACTIONS = Object.freeze({ REFRESH: "refresh", LOGOUT: "logout", RETRY_LATER: "retry_later" });
 
 function error(code, description, action, outcome = null) {
   return { error: code, error_description: description, outcome, action };
@@ -58,9 +60,10 @@ function invalidRequest(realm, description) {
   };
 }
 
-function rejected(outcome, realm) {
+function rejected(verification, realm) {
+  const outcome = verification.outcome;
   const description = `${outcome}: ${DESCRIPTIONS[outcome] || OTHER_DESCRIPTION}`;
-  const action = outcome === "EXPIRED" ? "refresh" : "logout";
+  const action = (Object.hasOwn(CLIENT_ACTIONS, verification.clientAction) && CLIENT_ACTIONS[verification.clientAction]) || "logout";
   return {
     status: 401,
     body: error("invalid_token", description, action, outcome),
@@ -142,7 +145,7 @@ function requestPath(req) {
 /**
  * Middleware: every request needs `Authorization: Bearer <token>` with a VALID verdict of `verifier`, except the
  * paths in `exclude` (exact paths, without the query). A VALID verdict goes on as `req.authsvc`; anything else is
- * answered here: 401 (action "refresh" on EXPIRED, "logout" otherwise), 400, or 503 with Retry-After when the
+ * answered here: 401 (action "refresh" on EXPIRED, "retry_later" on NOT_YET_VALID, "logout" otherwise), 400, or 503 with Retry-After when the
  * verifier cannot vouch (fail closed). `onError(error)` hears of each failed RPC (an AuthsvcClientError).
  *
  * @param {object} options
@@ -171,7 +174,7 @@ function bearerAuth({
       return send(res, failedCall(error, retryAfterSeconds, "the backend could not verify the token", onError));
     }
     if (verification.outcome === "UNAVAILABLE") return send(res, unavailable(retryAfterSeconds, "UNAVAILABLE"));
-    if (!verification.valid || verification.outcome !== "VALID") return send(res, rejected(verification.outcome, realm));
+    if (!verification.valid || verification.outcome !== "VALID") return send(res, rejected(verification, realm));
     req.authsvc = verification;
     return next();
   };

@@ -23,6 +23,24 @@ const Outcome = Object.freeze({
   UNAVAILABLE: "UNAVAILABLE",
 });
 
+/** Which revocation rejected a REVOKED token: authsvc.v1.RevocationScope without its prefix. */
+const RevocationScope = Object.freeze({ APP: "APP", USER: "USER", TOKEN: "TOKEN" });
+
+/** What a chat client should do with a refused token: authsvc.v1.ClientAction without its prefix. */
+const ClientAction = Object.freeze({ REFRESH: "REFRESH", LOGOUT: "LOGOUT", RETRY_LATER: "RETRY_LATER" });
+
+/** The client action of every outcome but VALID (authsvc/tokens.py CLIENT_ACTIONS); UNAVAILABLE: retry later. */
+const CLIENT_ACTIONS = Object.freeze({
+  EXPIRED: ClientAction.REFRESH,
+  NOT_YET_VALID: ClientAction.RETRY_LATER,
+  REVOKED: ClientAction.LOGOUT,
+  INVALID_SIGNATURE: ClientAction.LOGOUT,
+  UNKNOWN_KEY: ClientAction.LOGOUT,
+  WRONG_AUDIENCE: ClientAction.LOGOUT,
+  MALFORMED: ClientAction.LOGOUT,
+  UNAVAILABLE: ClientAction.RETRY_LATER,
+});
+
 /** What a user id may be: 1 to 255 letters, digits, `@`, `_` and `-`. */
 const USER_ID_PATTERN = /^[A-Za-z0-9@_-]{1,255}$/;
 const HS256 = "HS256";
@@ -235,20 +253,37 @@ function audienceMatches(aud, apiKey) {
  * @property {number | null} expiresAt
  * @property {Readonly<Record<string, unknown>>} claims
  * @property {boolean} devToken
+ * @property {string | null} revokedBy for REVOKED: which revocation decided, one of RevocationScope
+ * @property {number | null} revokedBefore for REVOKED: the deciding revocation's time (null for requireIat)
+ * @property {number | null} validFrom for NOT_YET_VALID: the later of nbf and iat
+ * @property {string | null} clientAction for every outcome but VALID: one of ClientAction
  */
 
 /** A verdict that says only its outcome (the token did not get as far as its claims). */
 function verdict(outcome) {
-  return { outcome, userId: "", issuedAt: null, expiresAt: null, claims: EMPTY, devToken: false };
+  return {
+    outcome,
+    userId: "",
+    issuedAt: null,
+    expiresAt: null,
+    claims: EMPTY,
+    devToken: false,
+    revokedBy: null,
+    revokedBefore: null,
+    validFrom: null,
+    clientAction: CLIENT_ACTIONS[outcome] ?? null,
+  };
 }
 
 /**
- * Steps 4 to 7, on a token whose signature checked out: times, audience, user, revocations.
+ * Steps 4 to 7, on a token whose signature checked out: times, audience, user, revocations, and what decided.
  * `userRevokedBefore(userId, issuedAt)` gives the user's revocation time (micros) or null, null too when it knows
  * none applies to a token issued at `issuedAt` (micros); it is asked only when needed.
+ * `tokenRevokedAt(jti)` gives when the token's jti was revoked (micros) or null; pass null when the app has no
+ * token revocations (no look-up at all).
  * @returns {Verdict}
  */
-function checkClaims(token, app, now, leeway, userRevokedBefore) {
+function checkClaims(token, app, now, leeway, userRevokedBefore, tokenRevokedAt = null) {
   const devToken = isDevToken(token);
   const claims = token.payload;
   let iat, exp, nbf;
@@ -256,13 +291,27 @@ function checkClaims(token, app, now, leeway, userRevokedBefore) {
     [iat, exp, nbf] = readTimes(claims);
   } catch (error) {
     if (!(error instanceof jws.MalformedToken)) throw error;
-    return { outcome: Outcome.MALFORMED, userId: "", issuedAt: null, expiresAt: null, claims: token.claims, devToken };
+    return {
+      outcome: Outcome.MALFORMED,
+      userId: "",
+      issuedAt: null,
+      expiresAt: null,
+      claims: token.claims,
+      devToken,
+      revokedBy: null,
+      revokedBefore: null,
+      validFrom: null,
+      clientAction: ClientAction.LOGOUT,
+    };
   }
   const userId = typeof claims.user_id === "string" && own(claims, "user_id") ? claims.user_id : "";
   let outcome = timeOutcome(iat, exp, nbf, now, leeway);
+  let revokedBy = null;
+  let revokedBefore = null;
+  let validFrom = null;
   // The first check that fails decides, in the token model's order.
   if (outcome !== null) {
-    // EXPIRED or NOT_YET_VALID
+    if (outcome === Outcome.NOT_YET_VALID) validFrom = nbf === null ? iat : iat === null ? nbf : Math.max(nbf, iat);
   } else if (
     app.maxTokenLifetimeSeconds !== null &&
     (exp === null || (iat !== null && exp - iat > app.maxTokenLifetimeSeconds * MICROS_PER_SECOND))
@@ -276,16 +325,48 @@ function checkClaims(token, app, now, leeway, userRevokedBefore) {
     outcome = Outcome.MALFORMED;
   } else if (app.revokedBefore !== null && (iat === null || iat < app.revokedBefore)) {
     outcome = Outcome.REVOKED; // app revocation: a token without iat predates it
+    revokedBy = RevocationScope.APP;
+    revokedBefore = app.revokedBefore;
   } else if (iat === null) {
     outcome = app.requireIat ? Outcome.REVOKED : Outcome.VALID; // user revocations need an iat
+    if (app.requireIat) revokedBy = RevocationScope.APP;
   } else {
-    const revokedBefore = userRevokedBefore(userId, iat);
-    outcome = revokedBefore !== null && iat < revokedBefore ? Outcome.REVOKED : Outcome.VALID;
+    const userRevoked = userRevokedBefore(userId, iat);
+    if (userRevoked !== null && iat < userRevoked) {
+      outcome = Outcome.REVOKED;
+      revokedBy = RevocationScope.USER;
+      revokedBefore = userRevoked;
+    } else {
+      outcome = Outcome.VALID;
+    }
   }
-  return { outcome, userId, issuedAt: iat, expiresAt: exp, claims: token.claims, devToken };
+  if (outcome === Outcome.VALID && tokenRevokedAt !== null && typeof claims.jti === "string" && own(claims, "jti")) {
+    const revokedAt = tokenRevokedAt(claims.jti);
+    if (revokedAt !== null && revokedAt !== undefined) {
+      outcome = Outcome.REVOKED;
+      revokedBy = RevocationScope.TOKEN;
+      revokedBefore = revokedAt;
+    }
+  }
+  const clientAction = outcome === Outcome.VALID ? null : CLIENT_ACTIONS[outcome];
+  return {
+    outcome,
+    userId,
+    issuedAt: iat,
+    expiresAt: exp,
+    claims: token.claims,
+    devToken,
+    revokedBy,
+    revokedBefore,
+    validFrom,
+    clientAction,
+  };
 }
 
 module.exports = {
+  CLIENT_ACTIONS,
+  ClientAction,
+  RevocationScope,
   HS256,
   MICROS_PER_SECOND,
   Outcome,

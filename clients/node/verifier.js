@@ -49,12 +49,14 @@ class Verifier {
 
   /**
    * The token model's verdict on `token` for `app` at `now` (micros), with the clock `leeway` (micros);
-   * `revokedBefore(userId, issuedAt)` is the user's revocation time or null (tokens.checkClaims).
-   * `revokedBeforeOnce` (default: revokedBefore) is the same look-up, asked for a token not remembered, whose user
-   * is likely asked about once: a look-up that remembers its answers by user can leave those out.
+   * `revokedBefore(userId, issuedAt)` is the user's revocation time or null (tokens.checkClaims);
+   * `tokenRevokedAt(jti)` when the token was revoked or null (pass null when the app has no token revocations).
+   * `revokedBeforeOnce` (default: revokedBefore) is the same look-up as revokedBefore, asked for a token not
+   * remembered, whose user is likely asked about once: a look-up that remembers its answers by user can leave
+   * those out.
    * @returns {import("./tokens").Verdict} (a verdict with no claims may be shared: treat every verdict as read-only)
    */
-  verify(token, app, now, leeway, revokedBefore, revokedBeforeOnce = revokedBefore) {
+  verify(token, app, now, leeway, revokedBefore, tokenRevokedAt = null, revokedBeforeOnce = revokedBefore) {
     // Refused before the look-up, which would hash the whole string.
     if (typeof token !== "string" || token.length > MAX_TOKEN_BYTES) return MALFORMED;
     const hit = this._checked.get(token);
@@ -70,7 +72,7 @@ class Verifier {
       this._remember(token, app, key, parsed);
       lookUp = revokedBeforeOnce;
     }
-    return tokens.checkClaims(parsed, app, now, leeway, lookUp);
+    return tokens.checkClaims(parsed, app, now, leeway, lookUp, tokenRevokedAt);
   }
 
   _remember(token, app, key, parsed) {

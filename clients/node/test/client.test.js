@@ -82,6 +82,47 @@ test.describe("AuthClient against a running authsvc", { skip }, () => {
     assert.equal((await client.verifyToken(token)).outcome, VerifyOutcome.VALID);
   });
 
+  test("revokeToken logs out one device, with provenance; clearTokenRevocations restores it", async () => {
+    const phone = await client.issueToken({ userId, ttlSeconds: 3600 });
+    const laptop = await client.issueToken({ userId });
+    const revoked = await client.revokeToken(phone.token);
+    assert.ok(revoked.jti.length >= 22);
+    assert.ok(revoked.revokedBefore instanceof Date);
+    assert.equal(revoked.expiresAt.getTime(), phone.expiresAt.getTime());
+    const verdict = await client.verifyToken(phone.token);
+    assert.deepEqual(
+      [verdict.outcome, verdict.revokedBy, verdict.revokedBefore.getTime(), verdict.clientAction],
+      [VerifyOutcome.REVOKED, "TOKEN", revoked.revokedBefore.getTime(), "LOGOUT"],
+    );
+    const other = await client.verifyToken(laptop.token);
+    assert.deepEqual([other.outcome, other.revokedBy, other.clientAction], [VerifyOutcome.VALID, null, null]);
+    assert.deepEqual(await client.revokeToken({ jti: revoked.jti }).then((r) => r.jti), revoked.jti);
+    assert.deepEqual(await client.clearTokenRevocations([revoked.jti]), [revoked.jti]);
+    assert.equal((await client.verifyToken(phone.token)).outcome, VerifyOutcome.VALID);
+  });
+
+  test("a user revocation names itself, and malformed tokens say LOGOUT", async () => {
+    const { token } = await client.issueToken({ userId });
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const at = (await client.revokeUsers([userId])).get(userId);
+    const verdict = await client.verifyToken(token);
+    assert.deepEqual([verdict.revokedBy, verdict.revokedBefore.getTime()], ["USER", at.getTime()]);
+    await client.clearUserRevocations([userId]);
+    const malformed = await client.verifyToken("not-a-jwt");
+    assert.deepEqual([malformed.outcome, malformed.clientAction, malformed.revokedBy], ["MALFORMED", "LOGOUT", null]);
+  });
+
+  test("a token without jti cannot be revoked by itself: FAILED_PRECONDITION TOKEN_WITHOUT_JTI", async () => {
+    const crypto = require("node:crypto");
+    const encode = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+    const input = `${encode({ alg: "HS256", typ: "JWT" })}.${encode({ user_id: userId })}`;
+    const signature = crypto.createHmac("sha256", apiSecret).update(input).digest("base64url");
+    await rejectsWith(client.revokeToken(`${input}.${signature}`), {
+      code: status.FAILED_PRECONDITION,
+      reason: "TOKEN_WITHOUT_JTI",
+    });
+  });
+
   test("an empty user id is INVALID_ARGUMENT with reason INVALID_USER_ID", async () => {
     await assert.rejects(client.issueToken({ userId: "" }), (error) => {
       assert.ok(error instanceof AuthsvcClientError);
@@ -207,11 +248,20 @@ test.describe("AuthClient against a small grpc-js server of this file", () => {
       await client.revokeUsers(["alice"]);
       await client.revokeApp();
       await client.clearUserRevocations(["alice"]);
+      await client.revokeToken({ jti: "a-jti" });
       await rejectsWith(client.issueToken({ userId: "alice" }), { code: status.UNAVAILABLE, reason: "" });
     } finally {
       client.close();
     }
-    assert.deepEqual(calls, { VerifyToken: 3, VerifyTokens: 3, RevokeUser: 3, RevokeApp: 3, ClearRevocation: 3, IssueToken: 1 });
+    assert.deepEqual(calls, {
+      VerifyToken: 3,
+      VerifyTokens: 3,
+      RevokeUser: 3,
+      RevokeApp: 3,
+      ClearRevocation: 3,
+      RevokeToken: 3,
+      IssueToken: 1,
+    });
   });
 
   test("retryAttempts: 1 turns retries off", async () => {

@@ -13,7 +13,18 @@ const protoLoader = require("@grpc/proto-loader");
 const { LocalVerifier } = require("..");
 
 const VECTORS = process.env.AUTHSVC_CONFORMANCE_VECTORS || path.resolve(__dirname, "..", "..", "..", "conformance", "vectors.json");
-const FIELDS = ["outcome", "user_id", "issued_at", "expires_at", "dev_token", "claims"];
+const FIELDS = [
+  "outcome",
+  "user_id",
+  "issued_at",
+  "expires_at",
+  "dev_token",
+  "claims",
+  "revoked_by",
+  "revoked_before",
+  "valid_from",
+  "client_action",
+];
 
 // proto-loader's own deserializer, with the options index.js loads the protos with (keepCase, longs and enums as
 // String, defaults, oneofs): the very function grpc-js runs on each message of the stream.
@@ -42,6 +53,10 @@ function answered(verdict) {
     expires_at: verdict.expiresAt,
     dev_token: verdict.devToken,
     claims: Object.keys(verdict.claims).length > 0 ? verdict.claims : null,
+    revoked_by: verdict.revokedBy,
+    revoked_before: verdict.revokedBefore,
+    valid_from: verdict.validFrom,
+    client_action: verdict.clientAction,
   };
 }
 

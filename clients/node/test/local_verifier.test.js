@@ -205,7 +205,7 @@ test.describe("LocalVerifier against a running authsvc", () => {
 
       await client.revokeUsers(["bob"]);
       await eventually(() => events.length > 0, "onRevoked is called");
-      assert.deepEqual(events[0], { userIds: ["bob"], app: false, resync: false });
+      assert.deepEqual(events[0], { userIds: ["bob"], app: false, resync: false, jtis: [] });
       assert.equal(verifier.verify(token).outcome, "REVOKED");
       assert.equal(verifier.verify(other).outcome, "VALID");
       assert.deepStrictEqual(verifier.verify(token), await client.verifyToken(token));
@@ -215,7 +215,7 @@ test.describe("LocalVerifier against a running authsvc", () => {
 
       await client.revokeApp();
       await eventually(() => events.some((event) => event.app), "onRevoked hears of the app's revocation");
-      assert.deepEqual(events.at(-1), { userIds: [], app: true, resync: false });
+      assert.deepEqual(events.at(-1), { userIds: [], app: true, resync: false, jtis: [] });
       assert.equal(verifier.verify(other).outcome, "REVOKED");
       assert.deepStrictEqual(verifier.verify(other), await client.verifyToken(other));
       const after = (await client.issueToken({ userId: "carol" })).token;
@@ -413,7 +413,7 @@ test.describe("LocalVerifier against a running authsvc", () => {
       await client.revokeUsers(["heidi"]); // through the session's server: the doomed one follows the database
       await eventually(() => verifier.verify(token).outcome === "REVOKED", "the revocation arrives after reconnecting");
       assert.ok(verifier.version > before);
-      assert.deepEqual(events, [{ userIds: ["heidi"], app: false, resync: false }], "resumed: changes, no resync");
+      assert.deepEqual(events, [{ userIds: ["heidi"], app: false, resync: false, jtis: [] }], "resumed: changes, no resync");
     } finally {
       await verifier.close();
       client.close();
@@ -439,6 +439,10 @@ test.describe("LocalVerifier against a running authsvc", () => {
         expiresAt: null,
         claims: {},
         devToken: false,
+        revokedBy: null,
+        revokedBefore: null,
+        validFrom: null,
+        clientAction: "RETRY_LATER",
       });
       assert.ok(verifier.lag > 1.5);
       assert.equal(verifier.lastError.code, status.UNAVAILABLE);

@@ -82,6 +82,47 @@ test("a snapshot in chunks is applied at its last chunk, as one replacement", ()
   assert.deepEqual(events, [], "a first snapshot is no revocation event");
 });
 
+test("token revocations: by jti in the snapshot and in changes, for every encoding; cleared lifts them", () => {
+  const events = [];
+  const local = verifier(events);
+  const phone = token({ user_id: "alice", iat: NOW - 60, jti: "phone" });
+  const laptop = token({ user_id: "alice", iat: NOW - 60, jti: "laptop" });
+  const noJti = token({ user_id: "alice", iat: NOW - 60 });
+  const at = String((NOW - 10) * 1e6);
+  local._receive(message({ version: 1, snapshot: { app: appState(), token_revocations: { jtis: ["phone"], revoked_before: [at] }, last: true } }));
+  const verdict = local.verify(phone);
+  assert.deepEqual(
+    [verdict.outcome, verdict.revokedBy, verdict.revokedBefore.getTime(), verdict.clientAction],
+    ["REVOKED", "TOKEN", (NOW - 10) * 1000, "LOGOUT"],
+  );
+  assert.equal(local.verify(laptop).outcome, "VALID");
+  assert.equal(local.verify(noJti).outcome, "VALID");
+  local._receive(message({ version: 2, change: { tokens_revoked: { jtis: ["laptop"], revoked_before: [at] } } }));
+  assert.equal(local.verify(laptop).revokedBy, "TOKEN");
+  assert.deepEqual(events.at(-1), { userIds: [], app: false, resync: false, jtis: ["laptop"] });
+  local._receive(message({ version: 3, change: { tokens_cleared: { jtis: ["phone", "laptop"] } } }));
+  assert.equal(local.verify(phone).outcome, "VALID");
+  assert.equal(local.verify(laptop).outcome, "VALID");
+  assert.throws(
+    () => local._receive(message({ version: 4, change: { tokens_revoked: { jtis: ["x", "y"], revoked_before: [at] } } })),
+    /without its time/,
+  );
+});
+
+test("provenance: the user's revocation and its time; not yet valid says from when, and retry later", () => {
+  const local = verifier([]);
+  const alice = token({ user_id: "alice", iat: NOW - 60 });
+  const early = token({ user_id: "alice", iat: NOW - 60, nbf: NOW + 600 });
+  local._receive(message({ version: 1, snapshot: { app: appState(), user_hashes: [hashOf("alice")], revoked_before: [String((NOW - 30) * 1e6)], last: true } }));
+  const revoked = local.verify(alice);
+  assert.deepEqual([revoked.revokedBy, revoked.revokedBefore.getTime()], ["USER", (NOW - 30) * 1000]);
+  const notYet = local.verify(early);
+  assert.deepEqual(
+    [notYet.outcome, notYet.validFrom.getTime(), notYet.clientAction, notYet.revokedBy],
+    ["NOT_YET_VALID", (NOW + 600) * 1000, "RETRY_LATER", null],
+  );
+});
+
 test("changes: revoked names the users; cleared lifts them; an app revocation and a resync are events", () => {
   const events = [];
   const local = verifier(events);
@@ -91,7 +132,7 @@ test("changes: revoked names the users; cleared lifts them; an app revocation an
 
   local._receive(message({ version: 2, change: { revoked: { user_hashes: [hashOf("alice")], revoked_before: [String((NOW - 1) * 1e6)], user_ids: ["alice"] } } }));
   assert.equal(local.verify(alice).outcome, "REVOKED");
-  assert.deepEqual(events.at(-1), { userIds: ["alice"], app: false, resync: false });
+  assert.deepEqual(events.at(-1), { userIds: ["alice"], app: false, resync: false, jtis: [] });
 
   local._receive(message({ version: 3, change: { cleared: { user_hashes: [hashOf("alice")] } } }));
   assert.equal(local.verify(alice).outcome, "VALID");
@@ -99,12 +140,12 @@ test("changes: revoked names the users; cleared lifts them; an app revocation an
 
   local._receive(message({ version: 4, change: { app: appState({ revoked_before: { seconds: NOW - 1 } }) } }));
   assert.equal(local.verify(alice).outcome, "REVOKED");
-  assert.deepEqual(events.at(-1), { userIds: [], app: true, resync: false });
+  assert.deepEqual(events.at(-1), { userIds: [], app: true, resync: false, jtis: [] });
 
   // A fresh snapshot (the server could not resume from our version): anything may have been revoked meanwhile.
   local._receive(message({ version: 9, snapshot: { app: appState(), fresh: true, last: true } }));
   assert.equal(local.verify(alice).outcome, "VALID", "the fresh snapshot replaced everything");
-  assert.deepEqual(events.at(-1), { userIds: [], app: false, resync: true });
+  assert.deepEqual(events.at(-1), { userIds: [], app: false, resync: true, jtis: [] });
   assert.equal(local.version, 9);
 });
 

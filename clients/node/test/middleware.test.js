@@ -226,6 +226,19 @@ test.describe("bearerAuth and tokenProvider in an Express app, against a running
     }
   });
 
+  test("a token not valid yet means retry later with the same token, and a revoked device logs out", async () => {
+    const encode = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+    const input = `${encode({ alg: "HS256", typ: "JWT" })}.${encode({ user_id: alice, nbf: Math.floor(Date.now() / 1000) + 600 })}`;
+    const early = `${input}.${crypto.createHmac("sha256", apiSecret).update(input).digest("base64url")}`;
+    const refused = await fetch(`${server.url}/messages`, { headers: { authorization: `Bearer ${early}` } });
+    const body = await assertRefused(refused, 401, "invalid_token", "retry_later", "NOT_YET_VALID");
+    assert.equal(body.error_description, `NOT_YET_VALID: ${DESCRIPTIONS.NOT_YET_VALID}`);
+    const { token } = await client.issueToken({ userId: alice });
+    await client.revokeToken(token);
+    const gone = await fetch(`${server.url}/messages`, { headers: { authorization: `Bearer ${token}` } });
+    await assertRefused(gone, 401, "invalid_token", "logout", "REVOKED");
+  });
+
   test("no bearer token: 401 without an error code", async () => {
     for (const headers of [{}, { authorization: "Basic YWxpY2U6c2VjcmV0" }]) {
       const refused = await fetch(`${server.url}/messages`, { headers });

@@ -91,7 +91,7 @@ test("a remembered token still gets the time and revocation checks, with the loo
     return null;
   };
   const check = (revokedBefore, revokedBeforeOnce, now = NOW) =>
-    verifier.verify(alice, app, now * 1e6, 0, revokedBefore, revokedBeforeOnce).outcome;
+    verifier.verify(alice, app, now * 1e6, 0, revokedBefore, null, revokedBeforeOnce).outcome;
   assert.equal(check(remembered, once), "VALID");
   assert.equal(check(remembered, once), "VALID");
   assert.deepEqual(asked, [["once", "alice"], ["once", "alice"]], "not remembered yet: the look-up for tokens seen once");
