@@ -161,11 +161,11 @@ function main() {
   const opts = options(process.argv.slice(2));
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "fresh-ab-"));
   try {
-    // The client and the protos it loads (../../protos), as they are at a commit.
+    // The client and the protos it loads (../../protos, found beside pyproject.toml), as they are at a commit.
     const top = execFileSync("git", ["rev-parse", "--show-toplevel"], { cwd: CLIENT, encoding: "utf8" }).trim();
     const prefix = path.relative(top, CLIENT);
     const checkout = (ref, name) => {
-      const archive = execFileSync("git", ["archive", ref, prefix, "protos"], { cwd: top, maxBuffer: 1 << 28 });
+      const archive = execFileSync("git", ["archive", ref, prefix, "protos", "pyproject.toml"], { cwd: top, maxBuffer: 1 << 28 });
       fs.mkdirSync(path.join(tmp, name));
       execFileSync("tar", ["-x", "-C", path.join(tmp, name)], { input: archive });
       const dir = path.join(tmp, name, prefix);
