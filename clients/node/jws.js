@@ -62,6 +62,8 @@ const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const HEADER_CACHE_SIZE = 256;
 const MAX_CACHED_HEADER_SEGMENT = 512;
 const headerCache = new Map();
+let lastHeaderSegment = null;
+let lastHeader = null;
 
 function checkCanonical(segment, name) {
   const rem = segment.length % 4;
@@ -72,16 +74,23 @@ function checkCanonical(segment, name) {
   }
 }
 
-// Segments are decoded into this buffer (a token's are shorter), then read out as text: no Buffer a segment.
-const scratch = Buffer.alloc(MAX_TOKEN_BYTES);
+// Segments are decoded into this buffer (a token's are shorter, with room for three more bytes), then read out as
+// text: no Buffer a segment. Its words view the same bytes, to look for non-ASCII four bytes at a time.
+const scratchWords = new Uint32Array((MAX_TOKEN_BYTES >> 2) + 1);
+const scratch = Buffer.from(scratchWords.buffer);
 
 /** A header or payload segment decoded, as text (UTF-8); MalformedToken when it is not canonical or not UTF-8. */
 function segmentText(segment, name) {
   checkCanonical(segment, name);
   // The alphabet was checked by COMPACT_RE and the trailing bits by checkCanonical: this decoding is exact.
   const length = scratch.write(segment, 0, "base64url");
-  for (let i = 0; i < length; i++) {
-    if (scratch[i] > 0x7f) {
+  // Zeros after the text, so that its last word holds none of an earlier segment's bytes.
+  scratch[length] = 0;
+  scratch[length + 1] = 0;
+  scratch[length + 2] = 0;
+  const words = (length + 3) >> 2;
+  for (let i = 0; i < words; i++) {
+    if ((scratchWords[i] & 0x80808080) !== 0) {
       try {
         return UTF8.decode(scratch.subarray(0, length));
       } catch {
@@ -419,6 +428,8 @@ function parseHeader(segment) {
 }
 
 function header(segment) {
+  // An app's tokens mostly share one header: comparing with the last costs less than the look-up's hashing.
+  if (segment === lastHeaderSegment) return lastHeader;
   if (segment.length > MAX_CACHED_HEADER_SEGMENT) return parseHeader(segment);
   let parsed = headerCache.get(segment);
   if (parsed === undefined) {
@@ -426,6 +437,8 @@ function header(segment) {
     if (headerCache.size >= HEADER_CACHE_SIZE) headerCache.clear();
     headerCache.set(segment, parsed);
   }
+  lastHeaderSegment = segment;
+  lastHeader = parsed;
   return parsed;
 }
 

@@ -187,7 +187,13 @@ class LocalVerifier {
     this._pending = null; // a snapshot being received: {state, fresh, builder}
     /** Why the stream last failed (an AuthsvcClientError), or null: for logs and health checks. */
     this.lastError = null;
-    this._revokedBefore = (userId) => this._revocations.getUser(userId);
+    // A user's revocation time, or null when it does not apply to a token issued at `issuedAt`: none does when every
+    // revocation held is older (so a token verified as soon as it is issued costs no look-up).
+    this._revokedBefore = (userId, issuedAt) =>
+      issuedAt >= this._revocations.newest ? null : this._revocations.getUser(userId);
+    // For a token verified the first time (most of them never again), whose user's answer is not worth keeping.
+    this._revokedBeforeOnce = (userId, issuedAt) =>
+      issuedAt >= this._revocations.newest ? null : this._revocations.getUser(userId, false);
     this._tokenRevokedAt = (jti) => this._tokenRevocations.get(jti) ?? null;
   }
 
@@ -296,7 +302,15 @@ class LocalVerifier {
     if (app === null || monotonic() - this._confirmedAt > this._maxLag) return UNAVAILABLE;
     // The token revocations are asked (one Map look-up by jti) only when the app has some.
     const tokenRevokedAt = this._tokenRevocations.size === 0 ? null : this._tokenRevokedAt;
-    return this._verifier.verify(token, app, this._clock(), this._leeway, this._revokedBefore, tokenRevokedAt);
+    return this._verifier.verify(
+      token,
+      app,
+      this._clock(),
+      this._leeway,
+      this._revokedBefore,
+      tokenRevokedAt,
+      this._revokedBeforeOnce,
+    );
   }
 
   _connect() {

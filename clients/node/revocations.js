@@ -51,6 +51,15 @@ class RevocationSet {
     return new RevocationSetBuilder();
   }
 
+  /**
+   * No user's revocation time is later than this (micros; -Infinity when none is held): a token issued at or after
+   * it is revoked by none of them, so that no user need be looked up. Tokens verified as soon as they are issued
+   * (a login, a connection) mostly are.
+   */
+  get newest() {
+    return this._newest;
+  }
+
   /** The number of revoked users. */
   get size() {
     this._merge();
@@ -64,23 +73,33 @@ class RevocationSet {
     return this._get(key, hi, lo);
   }
 
-  /** The revocation time of a user (micros), or null; remembered for the last few thousand users asked about. */
-  getUser(userId) {
+  /**
+   * The revocation time of a user (micros), or null. With `remember` (the default), the answer is remembered for
+   * the last few thousand users asked about so; without, it is neither looked for nor kept there: for a user not
+   * likely to be asked about again, the memo would cost more than it saves.
+   */
+  getUser(userId, remember = true) {
     if (this._hi.length === 0 && this._recent.size === 0) return null; // no revocation: no hash to compute
     const answers = this._answers;
-    const known = answers.get(userId);
-    if (known !== undefined) return known;
+    if (remember) {
+      const known = answers.get(userId);
+      if (known !== undefined) return known;
+    }
     const { hi, lo } = userHash(userId);
     const answer = this._get(this._recent.size > 0 ? (BigInt(hi) << 32n) | BigInt(lo) : null, hi, lo);
-    if (answers.size >= MEMO_SIZE) answers.clear();
-    answers.set(userId, answer);
+    if (remember) {
+      if (answers.size >= MEMO_SIZE) answers.clear();
+      answers.set(userId, answer);
+    }
     return answer;
   }
 
   /** Records a user's revocation time (as the server has it in force). */
   set(hash, revokedBefore) {
     this._answers.clear();
-    this._recent.set(hashOf(hash), timeOf(revokedBefore));
+    const time = timeOf(revokedBefore);
+    this._recent.set(hashOf(hash), time);
+    if (time > this._newest) this._newest = time;
     this._maybeMerge();
   }
 
@@ -156,7 +175,14 @@ class RevocationSet {
     this._lo = mergedLo.slice(0, n);
     this._times = mergedTimes.slice(0, n);
     this._recent = new Map();
+    this._newest = newestOf(this._times); // a removal may have taken the newest
   }
+}
+
+function newestOf(times) {
+  let newest = -Infinity;
+  for (let i = 0; i < times.length; i++) if (times[i] > newest) newest = times[i];
+  return newest;
 }
 
 /** Gathers the revocations of a snapshot, chunk by chunk; `build()` makes the set. */
@@ -218,6 +244,7 @@ class RevocationSetBuilder {
     set._hi = hi;
     set._lo = lo;
     set._times = times;
+    set._newest = newestOf(times);
     /** @type {Map<bigint, number | null>} */
     set._recent = new Map();
     /** @type {Map<string, number | null>} */

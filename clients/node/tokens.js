@@ -88,6 +88,15 @@ function hmacSha256(keyBytes) {
     outer[i] ^= key[i];
   }
   // Digests as strings: a "buffer" output costs a Buffer object, as much as the hash itself.
+  if (inner.subarray(0, SHA256_BLOCK).every((byte) => byte < 0x80)) {
+    // An ASCII key (most API secrets) pads to ASCII: the padded key and the message, one string, hash as their
+    // UTF-8, the very bytes, with no copy into a buffer and no view of it to make.
+    const innerPad = inner.latin1Slice(0, SHA256_BLOCK);
+    return (message) => {
+      outer.latin1Write(crypto.hash("sha256", innerPad + message, "latin1"), SHA256_BLOCK);
+      return crypto.hash("sha256", outer, "base64url");
+    };
+  }
   return (message) => {
     const length = inner.latin1Write(message, SHA256_BLOCK);
     outer.latin1Write(crypto.hash("sha256", inner.subarray(0, SHA256_BLOCK + length), "latin1"), SHA256_BLOCK);
@@ -301,7 +310,8 @@ function anonymous(app) {
 
 /**
  * Steps 4 to 7, on a token whose signature checked out: times, audience, user, revocations, and what decided.
- * `userRevokedBefore(userId)` gives the user's revocation time (micros) or null; it is asked only when needed.
+ * `userRevokedBefore(userId, issuedAt)` gives the user's revocation time (micros) or null, null too when it knows
+ * none applies to a token issued at `issuedAt` (micros); it is asked only when needed.
  * `tokenRevokedAt(jti)` gives when the token's jti was revoked (micros) or null; pass null when the app has no
  * token revocations (no look-up at all).
  * @returns {Verdict}
@@ -363,7 +373,7 @@ function checkClaims(token, app, now, leeway, userRevokedBefore, tokenRevokedAt 
     outcome = app.requireIat ? Outcome.REVOKED : Outcome.VALID; // user revocations need an iat
     if (app.requireIat) revokedBy = RevocationScope.APP;
   } else {
-    const userRevoked = userRevokedBefore(userId);
+    const userRevoked = userRevokedBefore(userId, iat);
     if (userRevoked !== null && iat < userRevoked) {
       outcome = Outcome.REVOKED;
       revokedBy = RevocationScope.USER;

@@ -16,6 +16,21 @@ const FAILED = Object.freeze(
   Object.fromEntries(Object.values(tokens.Outcome).map((outcome) => [outcome, tokens.verdict(outcome)])),
 );
 
+/**
+ * What the doorkeeper holds of a token that checked out: a small integer from the last characters of its signature
+ * (an HMAC or a signature: as good as a hash), as Python's holds hash(token); a Set of them costs a fraction of one of
+ * the tokens themselves, which it would compare by their text. A developer token's signature is always the same:
+ * its whole text, then.
+ */
+function fingerprint(token, parsed) {
+  if (tokens.isDevToken(parsed)) return token;
+  const signature = parsed.signatureSegment;
+  const end = signature.length - 1; // the last character carries fewer bits in a canonical segment
+  let hash = 0;
+  for (let i = end - 6; i < end; i++) hash = Math.imul(hash ^ signature.charCodeAt(i), 0x01000193);
+  return hash >> 2; // a small integer (Smi): no number object to make or follow
+}
+
 /** Verifies tokens, remembering up to `cacheSize` tokens whose signature checked out. */
 class Verifier {
   constructor(cacheSize = 10_000) {
@@ -25,23 +40,28 @@ class Verifier {
     // one no longer matches; only an API secret rotated out expires by itself (asked on every hit).
     /** @type {Map<string, {app: object, secret: object | null, parsed: object}>} */
     this._checked = new Map();
-    // A doorkeeper: tokens that checked out once. A token enters the cache on its second good check, so tokens
-    // presented once (most of a stream of fresh logins) do not push out tokens in real use.
-    /** @type {Set<string>} */
+    // A doorkeeper: the fingerprints of tokens that checked out once. A token enters the cache on its second good
+    // check, so tokens presented once (most of a stream of fresh logins) do not push out tokens in real use. A
+    // fingerprint collision only admits a token early: the cache itself is keyed by the whole token.
+    /** @type {Set<number | string>} */
     this._seenOnce = new Set();
   }
 
   /**
    * The token model's verdict on `token` for `app` at `now` (micros), with the clock `leeway` (micros);
-   * `revokedBefore(userId)` is the user's revocation time or null; `tokenRevokedAt(jti)` when the token was revoked
-   * or null (pass null when the app has no token revocations).
+   * `revokedBefore(userId, issuedAt)` is the user's revocation time or null (tokens.checkClaims);
+   * `tokenRevokedAt(jti)` when the token was revoked or null (pass null when the app has no token revocations).
+   * `revokedBeforeOnce` (default: revokedBefore) is the same look-up as revokedBefore, asked for a token not
+   * remembered, whose user is likely asked about once: a look-up that remembers its answers by user can leave
+   * those out.
    * @returns {import("./tokens").Verdict} (a verdict with no claims may be shared: treat every verdict as read-only)
    */
-  verify(token, app, now, leeway, revokedBefore, tokenRevokedAt = null) {
+  verify(token, app, now, leeway, revokedBefore, tokenRevokedAt = null, revokedBeforeOnce = revokedBefore) {
     // Refused before the look-up, which would hash the whole string.
     if (typeof token !== "string" || token.length > MAX_TOKEN_BYTES) return MALFORMED;
     const hit = this._checked.get(token);
     let parsed;
+    let lookUp = revokedBefore;
     if (hit !== undefined && hit.app === app && (hit.secret === null || tokens.secretActive(hit.secret, now))) {
       parsed = hit.parsed;
     } else {
@@ -51,19 +71,21 @@ class Verifier {
       const { failed, key } = tokens.checkSignature(parsed, app, now);
       if (failed !== null) return FAILED[failed];
       this._remember(token, app, key, parsed);
+      lookUp = revokedBeforeOnce;
     }
-    return tokens.checkClaims(parsed, app, now, leeway, revokedBefore, tokenRevokedAt);
+    return tokens.checkClaims(parsed, app, now, leeway, lookUp, tokenRevokedAt);
   }
 
   _remember(token, app, key, parsed) {
     if (this._cacheSize <= 0) return;
     const seenOnce = this._seenOnce;
-    if (!seenOnce.has(token)) {
+    const mark = fingerprint(token, parsed);
+    if (!seenOnce.has(mark)) {
       if (seenOnce.size >= this._cacheSize) seenOnce.clear(); // bounded; a token marked before just takes one more check
-      seenOnce.add(token);
+      seenOnce.add(mark);
       return;
     }
-    seenOnce.delete(token);
+    seenOnce.delete(mark);
     const checked = this._checked;
     if (checked.size >= this._cacheSize) checked.delete(checked.keys().next().value); // the oldest entry
     checked.set(token, { app, secret: key !== null && key.hmac ? key : null, parsed });

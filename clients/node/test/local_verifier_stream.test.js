@@ -172,3 +172,25 @@ test("a key that does not load is an error of the handler, and the state held st
   assert.equal(local.version, 1);
   assert.equal(local.verify(alice).outcome, "VALID");
 });
+
+test("a token issued at or after every revocation held is not revoked; one issued before a user's is", () => {
+  const local = verifier([]);
+  const at = (seconds) => String(seconds * 1e6);
+  const sorted = [hashOf("alice"), hashOf("bob")].sort((a, b) => (BigInt(a) < BigInt(b) ? -1 : 1));
+  const times = { [hashOf("alice")]: at(NOW - 100), [hashOf("bob")]: at(NOW - 50) };
+  local._receive(message({ version: 1, snapshot: { app: appState(), user_hashes: sorted, revoked_before: sorted.map((h) => times[h]), last: true } }));
+  // alice's revocation is older than the newest (bob's): her tokens between the two are looked up, and valid.
+  assert.equal(local.verify(token({ user_id: "alice", iat: NOW - 101 })).outcome, "REVOKED");
+  assert.equal(local.verify(token({ user_id: "alice", iat: NOW - 100 })).outcome, "VALID");
+  assert.equal(local.verify(token({ user_id: "alice", iat: NOW - 70 })).outcome, "VALID");
+  assert.equal(local.verify(token({ user_id: "bob", iat: NOW - 51 })).outcome, "REVOKED");
+  assert.equal(local.verify(token({ user_id: "bob", iat: NOW - 50 })).outcome, "VALID", "issued at the revocation");
+  assert.equal(local.verify(token({ user_id: "carol", iat: NOW - 60 })).outcome, "VALID");
+  // A change newer than everything: a token issued before it, of that user, is revoked, over and over.
+  local._receive(message({ version: 2, change: { revoked: { user_hashes: [hashOf("carol")], revoked_before: [at(NOW - 10)], user_ids: ["carol"] } } }));
+  const carol = token({ user_id: "carol", iat: NOW - 20 });
+  for (let i = 0; i < 4; i++) assert.equal(local.verify(carol).outcome, "REVOKED", `carol, check ${i + 1}`);
+  assert.equal(local.verify(token({ user_id: "carol", iat: NOW - 10 })).outcome, "VALID");
+  local._receive(message({ version: 3, change: { cleared: { user_hashes: [hashOf("carol")] } } }));
+  for (let i = 0; i < 2; i++) assert.equal(local.verify(carol).outcome, "VALID", `carol cleared, check ${i + 1}`);
+});

@@ -35,7 +35,12 @@ test("snapshot, revocations and clears answer as a Map of the same changes, acro
     snapshot.map(([, time]) => String(time)),
   );
   const check = () => {
-    for (const userId of users) assert.equal(set.getUser(userId), model.get(hashOf(userId)) ?? null, userId);
+    for (const userId of users) {
+      const expected = model.get(hashOf(userId)) ?? null;
+      assert.equal(set.getUser(userId), expected, userId);
+      assert.equal(set.getUser(userId, false), expected, `${userId}, not remembered`);
+    }
+    for (const time of model.values()) assert.ok(time <= set.newest, "no time held is newer than newest");
   };
   check();
   // Enough changes to merge several times (past 1,024 pending), with clears of absent users and revokes again.
@@ -54,6 +59,10 @@ test("snapshot, revocations and clears answer as a Map of the same changes, acro
   }
   check();
   assert.equal(set.size, model.size);
+  assert.equal(set.newest, Math.max(...model.values()), "once merged, newest is the newest time held");
+  for (const hash of model.keys()) set.remove(String(hash));
+  assert.equal(set.size, 0);
+  assert.equal(set.newest, -Infinity, "none held");
 });
 
 test("a snapshot out of order is sorted; hashes at the ends of the 64-bit range work", () => {
