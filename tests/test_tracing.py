@@ -88,7 +88,7 @@ async def test_a_traced_call_joins_the_callers_trace_and_its_access_line_names_i
             token = (await stub.IssueToken(pb.IssueTokenRequest(user_id="alice"), metadata=backend(app))).token
             await stub.VerifyToken(pb.VerifyTokenRequest(token=token), metadata=(*api_key_only(app), TRACEPARENT))
             with pytest.raises(grpc.aio.AioRpcError):
-                await stub.VerifyToken(pb.VerifyTokenRequest(token=""), metadata=(*api_key_only(app), TRACEPARENT))
+                await stub.VerifyTokens(pb.VerifyTokensRequest(tokens=[]), metadata=(*api_key_only(app), TRACEPARENT))
             await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     finally:
         access.removeHandler(lines)
@@ -99,7 +99,7 @@ async def test_a_traced_call_joins_the_callers_trace_and_its_access_line_names_i
     assert names == [
         "/authsvc.v1.AuthService/IssueToken",
         "/authsvc.v1.AuthService/VerifyToken",
-        "/authsvc.v1.AuthService/VerifyToken",
+        "/authsvc.v1.AuthService/VerifyTokens",
     ], "one span per call; health checks are not traced"
     issue, verify, failed = spans
     assert issue.context is not None and verify.context is not None and failed.context is not None
@@ -112,7 +112,7 @@ async def test_a_traced_call_joins_the_callers_trace_and_its_access_line_names_i
     assert by_method == [
         ("authsvc.v1.AuthService/IssueToken", format(issue.context.trace_id, "032x")),
         ("authsvc.v1.AuthService/VerifyToken", TRACE_ID),
-        ("authsvc.v1.AuthService/VerifyToken", TRACE_ID),
+        ("authsvc.v1.AuthService/VerifyTokens", TRACE_ID),
         ("grpc.health.v1.Health/Check", None),
     ]
 
