@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from authsvc import migrations
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
-from tests.processes import authsvc, clean_env, serve, served_ports
+from tests.processes import AUTHSVC, authsvc, clean_env, serve, served_ports
 
 
 def test_apps_create_list_show(database_url: str) -> None:
@@ -95,6 +96,25 @@ def test_bad_flags_and_settings_give_one_line_and_nonzero_exit(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_reader_that_goes_away_gets_no_traceback() -> None:
+    """`authsvc ... | head`: when the pipe's reader has gone, the command ends (exit 1) without a traceback."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        result = subprocess.run(
+            [*AUTHSVC, "keys", "new-kek"],
+            env=clean_env(),
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(writer)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
 
 
 def test_database_errors_name_the_server_and_never_the_password(server_url: str) -> None:
