@@ -21,8 +21,9 @@ import grpc
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from authsvc import operators
@@ -134,8 +135,19 @@ def submit(browser: webdriver.Chrome, selector: str) -> None:
     """Clicks a button that submits a form (or a link), and waits until the next page has replaced this one."""
     page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, selector).click()
-    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(page))
+    WebDriverWait(browser, 30).until(lambda _: _gone(page))
     WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.readyState") == "complete")
+
+
+def _gone(element: WebElement) -> bool:
+    """True once `element` no longer belongs to the page shown. Chromium answers a query of an element of a page
+    it has left with a stale-element error, or (some builds) an inspector error ("Node with given id does not
+    belong to the document"), which expected_conditions.staleness_of does not take for staleness."""
+    try:
+        element.is_enabled()
+    except WebDriverException:  # StaleElementReferenceException among them
+        return True
+    return False
 
 
 def text(browser: webdriver.Chrome, element_id: str) -> str:
