@@ -297,7 +297,7 @@ async def _tokens_command(args: argparse.Namespace, store: Store, settings: Sett
         app,
         now=now,
         leeway=round(settings.clock_leeway * MICROS_PER_SECOND),
-        revoked_before=lambda _app, _user: revoked,
+        revoked_before=lambda _app, _user, _iat: revoked,
         token_revoked_at=lambda _app, _jti: token_revoked,
     )
     action = result.client_action

@@ -339,9 +339,8 @@ class LocalVerifier:
                 verifier.keep_answer(token, answer)
         return answer
 
-    def _user_revoked_before(self, app_id: int, user_id: str) -> Micros | None:
-        revocations = self._revocations
-        return revocations.get_user(user_id) if revocations else None
+    def _user_revoked_before(self, app_id: int, user_id: str, issued_at: Micros) -> Micros | None:
+        return self._revocations.revoking(user_id, issued_at)
 
     def _token_revoked_at(self, app_id: int, jti: str) -> Micros | None:
         return self._token_revocations.get(jti)

@@ -15,6 +15,7 @@ from authsvc.tokens import user_hash
 
 _ABSENT = object()
 _MEMO_SIZE = 4096
+_NONE_HELD = float("-inf")
 
 
 class RevocationSet:
@@ -26,7 +27,7 @@ class RevocationSet:
     user id and a binary search through megabytes cost a chat's active users more than a dict look-up.
     """
 
-    __slots__ = ("_keys", "_times", "_recent", "_answers")
+    __slots__ = ("_keys", "_times", "_recent", "_answers", "_newest")
 
     def __init__(self, keys: Iterable[int] = (), times: Iterable[int] = ()) -> None:
         # int64 arrays (a snapshot's) are taken over, not copied: 16 MB a million revocations.
@@ -39,6 +40,7 @@ class RevocationSet:
             pairs = sorted(zip(self._keys, self._times, strict=True))
             self._keys = array("q", (k for k, _ in pairs))
             self._times = array("q", (t for _, t in pairs))
+        self._newest: float = max(self._times, default=_NONE_HELD)
 
     def get(self, key: int) -> Micros | None:
         """The revocation time of a user hash, or None."""
@@ -50,6 +52,20 @@ class RevocationSet:
         if i < len(keys) and keys[i] == key:
             return self._times[i]
         return None
+
+    @property
+    def newest(self) -> float:
+        """No user's revocation time is later than this (micros; -inf when none is held): a token issued at or after
+        it is revoked by none of them, so that no user need be looked up. It may stay above the newest after a
+        removal, until the next merge: an upper bound is all it promises."""
+        return self._newest
+
+    def revoking(self, user_id: str, issued_at: Micros) -> Micros | None:
+        """The user's revocation time when it may revoke a token issued at `issued_at`, else None. A token issued
+        after every revocation held (most tokens, verified soon after they are issued) costs no look-up at all."""
+        if issued_at >= self._newest:
+            return None
+        return self.get_user(user_id)
 
     def get_user(self, user_id: str) -> Micros | None:
         """The revocation time of a user, or None (remembered for the last few thousand users asked about)."""
@@ -67,6 +83,8 @@ class RevocationSet:
         """Records a user's revocation time (as the database has it in force)."""
         self._answers.clear()
         self._recent[key] = revoked_before
+        if revoked_before > self._newest:
+            self._newest = revoked_before
         self._maybe_merge()
 
     def remove(self, key: int) -> None:
@@ -115,3 +133,4 @@ class RevocationSet:
         merged_keys.extend(keys[start:])
         merged_times.extend(times[start:])
         self._keys, self._times, self._recent = merged_keys, merged_times, {}
+        self._newest = max(merged_times, default=_NONE_HELD)  # a removal may have taken the newest

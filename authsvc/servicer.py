@@ -124,7 +124,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             app,
             now=self._clock(),
             leeway=self._leeway,
-            revoked_before=self._state.user_revoked_before,
+            revoked_before=self._state.revoking,
             token_revoked_at=self._state.token_revoked_at if self._state.token_revocations_held else None,
         )
         self._outcome_counts[_OUTCOME_NAMES[result.outcome]] += 1
@@ -138,7 +138,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
                 f"tokens has {len(request.tokens)} entries; send 1 to {tokens.MAX_BATCH_TOKENS}", "INVALID_BATCH_SIZE"
             )
         now = self._clock()
-        verify, revoked_before, respond = self._verifier.verify, self._state.user_revoked_before, self._response
+        verify, revoked_before, respond = self._verifier.verify, self._state.revoking, self._response
         state, leeway = self._state, self._leeway
         token_revoked_at = state.token_revoked_at if state.token_revocations_held else None
         responses = []
@@ -190,7 +190,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         expires_at: Micros | None = None
         if target == "token":
             verdict = self._verifier.verify(
-                request.token, app, now=now, leeway=self._leeway, revoked_before=self._state.user_revoked_before
+                request.token, app, now=now, leeway=self._leeway, revoked_before=self._state.revoking
             )
             jti, expires_at = tokens.revocable_jti(verdict)
         elif target == "jti":

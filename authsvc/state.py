@@ -121,6 +121,12 @@ class State:
             return None
         return entry.revocations.get_user(user_id)
 
+    def revoking(self, app_id: int, user_id: str, issued_at: Micros) -> Micros | None:
+        """The user's revocation time when it may revoke a token issued at `issued_at`, else None: the verifier's
+        look-up (verifier.RevocationLookup), which skips the user for a token newer than every revocation."""
+        entry = self._by_id.get(app_id)
+        return None if entry is None else entry.revocations.revoking(user_id, issued_at)
+
     def token_revoked_at(self, app_id: int, jti: str) -> Micros | None:
         """When the app's token with this jti was revoked, or None."""
         entry = self._by_id.get(app_id)

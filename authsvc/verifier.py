@@ -16,8 +16,9 @@ from authsvc import tokens
 from authsvc.clock import Micros
 from authsvc.tokens import App, ClaimFacts, KeyPair, Outcome, Secret, Verification
 
-RevocationLookup = Callable[[int, str], Micros | None]
-"""(app id, user id) → the user's revocation time, or None."""
+RevocationLookup = Callable[[int, str, Micros], Micros | None]
+"""(app id, user id, the token's iat) → the user's revocation time, or None: the user is not revoked, or not after
+that iat (a look-up may skip the user for a token issued after every revocation it holds, RevocationSet.revoking)."""
 
 TokenRevocationLookup = Callable[[int, str], Micros | None]
 """(app id, jti) → when the token was revoked, or None."""
@@ -67,7 +68,10 @@ class Verifier:
             facts = tokens.claim_facts(parsed, app)
             self._remember(token, app, key, facts)
         # Only a token that nothing but a user revocation can fail needs the look-up (its user id is valid).
-        user_revoked_before = revoked_before(app.id, facts.user_id) if facts.decided is None else None
+        iat = facts.iat  # set whenever `decided` is None (ClaimFacts); the test is for the type checker
+        user_revoked_before = (
+            revoked_before(app.id, facts.user_id, iat) if facts.decided is None and iat is not None else None
+        )
         jti = facts.jti
         if token_revoked_at is None or jti is None:
             return tokens.judge(facts, now=now, leeway=leeway, user_revoked_before=user_revoked_before)

@@ -29,7 +29,7 @@ def main(count: int = 3000, rounds: int = 5) -> None:
         for i in range(count)
     ]
 
-    def no_revocation(_app_id: int, _user_id: str) -> Micros | None:
+    def no_revocation(_app_id: int, _user_id: str, _issued_at: Micros) -> Micros | None:
         return None
 
     sodium = keys._sodium_open

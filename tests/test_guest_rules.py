@@ -24,7 +24,7 @@ GUESTS = replace(APP, guest_access=True, guest_token_ttl_seconds=3600)
 
 def check(token: str, app: App = APP, now: int = NOW, user_revoked_before: int | None = None) -> tokens.Verification:
     return Verifier(cache_size=0).verify(
-        token, app, now=now, leeway=LEEWAY, revoked_before=lambda app_id, user_id: user_revoked_before
+        token, app, now=now, leeway=LEEWAY, revoked_before=lambda app_id, user_id, issued_at: user_revoked_before
     )
 
 
@@ -138,7 +138,7 @@ class TestAnonymous:
         verifier = Verifier(cache_size=10)
         allowed = replace(APP, anonymous_access=True)
         for app, outcome in ((allowed, Outcome.VALID), (APP, Outcome.ANONYMOUS_DISABLED)) * 2:
-            result = verifier.verify("", app, now=NOW, leeway=LEEWAY, revoked_before=lambda a, u: None)
+            result = verifier.verify("", app, now=NOW, leeway=LEEWAY, revoked_before=lambda a, u, i: None)
             assert result.outcome is outcome
         assert "" not in verifier
 

@@ -59,3 +59,35 @@ def test_remembered_answers_by_user_follow_every_change() -> None:
 def test_revocation_set_sorts_unsorted_input() -> None:
     revocations = RevocationSet([5, -3, 9], [50, -30, 90])
     assert [revocations.get(k) for k in (9, 5, -3, 4)] == [90, 50, -30, None]
+
+
+def test_revoking_answers_what_judging_a_token_needs_under_random_changes() -> None:
+    """`revoking(user, iat)` may skip the look-up for a token issued after every revocation held, never one that a
+    revocation in force (from the snapshot, set since, or left after removals and merges) still revokes."""
+    rng = random.Random(13)
+    users = [f"user-{i}" for i in range(2000)]
+    initial = {u: rng.randrange(0, 1000) for u in users[:1500]}
+    pairs = sorted((user_hash(u), at) for u, at in initial.items())
+    revocations = RevocationSet([k for k, _ in pairs], [t for _, t in pairs])
+    model = dict(initial)
+    assert revocations.newest == max(initial.values())
+    for step in range(6000):
+        user = rng.choice(users)
+        if rng.random() < 0.4:  # removals take the newest away now and then; merges happen along the way
+            revocations.remove(user_hash(user))
+            model.pop(user, None)
+        else:
+            at = rng.randrange(0, 1000 + step // 4)
+            revocations.set(user_hash(user), at)
+            model[user] = at
+        assert revocations.newest >= max(model.values(), default=float("-inf"))
+        for probe in rng.sample(users, 5):
+            iat = rng.randrange(0, 1000 + step // 4 + 2)
+            answer = revocations.revoking(probe, iat)
+            revoked = probe in model and iat < model[probe]
+            assert (answer is not None and iat < answer) == revoked
+            if answer is not None:
+                assert answer == model[probe]
+    assert len(revocations) == len(model)  # merges what is pending
+    assert revocations.newest == max(model.values())  # merged: the bound is exact again
+    assert RevocationSet().revoking("anyone", -(2**62)) is None

@@ -33,7 +33,7 @@ def vendor_token(payload: dict[str, Any], secret: str = SECRET, **headers: Any) 
 def check(token: str, app: App = APP, now: int = NOW, user_revoked_before: int | None = None) -> tokens.Verification:
     """The production pipeline (authsvc.verifier), without its cache: every call runs every step."""
     return Verifier(cache_size=0).verify(
-        token, app, now=now, leeway=LEEWAY, revoked_before=lambda app_id, user_id: user_revoked_before
+        token, app, now=now, leeway=LEEWAY, revoked_before=lambda app_id, user_id, issued_at: user_revoked_before
     )
 
 

@@ -27,7 +27,7 @@ def token(payload: dict[str, object], secret: str = SECRET) -> str:
 def test_cached_tokens_still_expire() -> None:
     verifier = Verifier()
     t = token({"user_id": "alice", "exp": NOW // S + 60})
-    no_revocations = lambda app_id, user_id: None  # noqa: E731
+    no_revocations = lambda app_id, user_id, issued_at: None  # noqa: E731
     for _ in range(2):  # a token enters the cache on its second good check
         assert verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=no_revocations).valid
     assert t in verifier
@@ -38,11 +38,11 @@ def test_cached_tokens_still_expire() -> None:
 def test_cached_tokens_still_see_revocations() -> None:
     verifier = Verifier()
     t = token({"user_id": "alice", "iat": NOW // S})
-    assert verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: None).valid
-    revoked = verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: NOW + 1)
+    assert verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u, i: None).valid
+    revoked = verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u, i: NOW + 1)
     assert revoked.outcome is Outcome.REVOKED
     app_revoked = dataclasses.replace(APP, revoked_before=NOW + 1)
-    assert verifier.verify(t, app_revoked, now=NOW, leeway=0, revoked_before=lambda a, u: None).outcome is (
+    assert verifier.verify(t, app_revoked, now=NOW, leeway=0, revoked_before=lambda a, u, i: None).outcome is (
         Outcome.REVOKED
     )
 
@@ -50,18 +50,18 @@ def test_cached_tokens_still_see_revocations() -> None:
 def test_a_token_checked_for_one_app_is_checked_again_for_another() -> None:
     verifier = Verifier()
     t = token({"user_id": "alice"})
-    assert verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: None).valid
+    assert verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u, i: None).valid
     other = App(id=2, api_key="other", name="o", secrets=(Secret("k1", "x" * 43),))
-    result = verifier.verify(t, other, now=NOW, leeway=0, revoked_before=lambda a, u: None)
+    result = verifier.verify(t, other, now=NOW, leeway=0, revoked_before=lambda a, u, i: None)
     assert result.outcome is Outcome.INVALID_SIGNATURE
 
 
 def test_a_new_secret_invalidates_what_the_old_one_checked() -> None:
     verifier = Verifier()
     t = token({"user_id": "alice"})
-    assert verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: None).valid
+    assert verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u, i: None).valid
     rotated = dataclasses.replace(APP, secrets=(Secret("k1", "n" * 43),))
-    assert verifier.verify(t, rotated, now=NOW, leeway=0, revoked_before=lambda a, u: None).outcome is (
+    assert verifier.verify(t, rotated, now=NOW, leeway=0, revoked_before=lambda a, u, i: None).outcome is (
         Outcome.INVALID_SIGNATURE
     )
 
@@ -74,10 +74,10 @@ def test_a_cached_token_of_a_rotated_out_secret_fails_when_its_overlap_ends() ->
         id=1, api_key="appkey123", name="chat", secrets=(Secret("k2", SECRET), Secret("k1", "o" * 43, NOW + 60 * S))
     )
     for _ in range(2):  # a token enters the cache on its second good check
-        assert verifier.verify(t, overlapping, now=NOW, leeway=0, revoked_before=lambda a, u: None).valid
+        assert verifier.verify(t, overlapping, now=NOW, leeway=0, revoked_before=lambda a, u, i: None).valid
     assert t in verifier
-    assert verifier.verify(t, overlapping, now=NOW + 59 * S, leeway=0, revoked_before=lambda a, u: None).valid
-    after = verifier.verify(t, overlapping, now=NOW + 60 * S, leeway=0, revoked_before=lambda a, u: None)
+    assert verifier.verify(t, overlapping, now=NOW + 59 * S, leeway=0, revoked_before=lambda a, u, i: None).valid
+    after = verifier.verify(t, overlapping, now=NOW + 60 * S, leeway=0, revoked_before=lambda a, u, i: None)
     assert after.outcome is Outcome.INVALID_SIGNATURE
 
 
@@ -86,8 +86,8 @@ def test_dev_tokens_are_not_accepted_from_cache_once_auth_checks_are_back_on() -
     dev_app = dataclasses.replace(APP, auth_checks_disabled=True)
     header, payload, _ = token({"user_id": "alice"}).split(".")
     dev = f"{header}.{payload}.devtoken"
-    assert verifier.verify(dev, dev_app, now=NOW, leeway=0, revoked_before=lambda a, u: None).dev_token
-    assert verifier.verify(dev, APP, now=NOW, leeway=0, revoked_before=lambda a, u: None).outcome is (
+    assert verifier.verify(dev, dev_app, now=NOW, leeway=0, revoked_before=lambda a, u, i: None).dev_token
+    assert verifier.verify(dev, APP, now=NOW, leeway=0, revoked_before=lambda a, u, i: None).outcome is (
         Outcome.INVALID_SIGNATURE
     )
 
@@ -96,9 +96,9 @@ def test_invalid_tokens_are_not_remembered_and_the_cache_is_bounded() -> None:
     verifier = Verifier(cache_size=3)
     for i in range(10):
         for _ in range(2):
-            verifier.verify(token({"user_id": f"u{i}"}), APP, now=NOW, leeway=0, revoked_before=lambda a, u: None)
+            verifier.verify(token({"user_id": f"u{i}"}), APP, now=NOW, leeway=0, revoked_before=lambda a, u, i: None)
     for _ in range(2):
-        verifier.verify(token({"user_id": "x"}, "y" * 43), APP, now=NOW, leeway=0, revoked_before=lambda a, u: None)
+        verifier.verify(token({"user_id": "x"}, "y" * 43), APP, now=NOW, leeway=0, revoked_before=lambda a, u, i: None)
     assert len(verifier) == 3
     assert token({"user_id": "u9"}) in verifier and token({"user_id": "u6"}) not in verifier  # oldest out
 
@@ -109,11 +109,11 @@ def test_an_answer_is_kept_only_with_its_cached_token_and_leaves_with_it() -> No
     verifier.keep_answer(first, "answer")  # not cached yet: nothing is kept
     assert verifier.answer(first) is None
     for _ in range(2):
-        verifier.verify(first, APP, now=NOW, leeway=0, revoked_before=lambda a, u: None)
+        verifier.verify(first, APP, now=NOW, leeway=0, revoked_before=lambda a, u, i: None)
     verifier.keep_answer(first, "answer")
     assert verifier.answer(first) == "answer"
     for _ in range(2):  # pushes `first` out of the one-entry cache
-        verifier.verify(second, APP, now=NOW, leeway=0, revoked_before=lambda a, u: None)
+        verifier.verify(second, APP, now=NOW, leeway=0, revoked_before=lambda a, u, i: None)
     assert verifier.answer(first) is None and verifier.answer(second) is None
 
 
@@ -122,10 +122,10 @@ def test_a_token_enters_the_cache_on_its_second_good_check() -> None:
     verifier = Verifier(cache_size=2)
     in_use = [token({"user_id": "alice"}), token({"user_id": "bob"})]
     for t in in_use * 2:
-        verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: None)
+        verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u, i: None)
     assert all(t in verifier for t in in_use)
     for i in range(100):  # each presented once
-        verifier.verify(token({"user_id": f"once{i}"}), APP, now=NOW, leeway=0, revoked_before=lambda a, u: None)
+        verifier.verify(token({"user_id": f"once{i}"}), APP, now=NOW, leeway=0, revoked_before=lambda a, u, i: None)
     assert all(t in verifier for t in in_use)
     assert len(verifier) == 2
 
@@ -141,8 +141,8 @@ def test_same_verdicts_as_the_uncached_rules() -> None:
         "not-a-token",
     ]
     for t in cases * 3:  # the third round is served from the cache where it can be
-        cached = verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: NOW)
-        plain = Verifier(cache_size=0).verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u: NOW)
+        cached = verifier.verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u, i: NOW)
+        plain = Verifier(cache_size=0).verify(t, APP, now=NOW, leeway=0, revoked_before=lambda a, u, i: NOW)
         assert cached == plain
 
 

@@ -443,9 +443,7 @@ def build_app(console: Console) -> ASGIApp:
         token = _text(form, "token")
         if not token.strip():
             raise InvalidArgument("paste a token", "MISSING_TOKEN")
-        result = inspect(
-            token, app, now=console.clock(), leeway=console.leeway, revoked_before=console.state.user_revoked_before
-        )
+        result = inspect(token, app, now=console.clock(), leeway=console.leeway, revoked_before=console.state.revoking)
         listed = sorted(console.state.apps(), key=lambda a: a.name.lower())
         return render(request, "inspect.html", session, apps=listed, result=result, chosen=app.api_key)
 

@@ -58,7 +58,11 @@ def inspect(token: str, app: App, *, now: Micros, leeway: Micros, revoked_before
         elif parsed.header.get("alg") != app.algorithm:
             why.append(f"Its alg is {parsed.header.get('alg')!r}; the app signs with {app.algorithm}.")
     if verdict.outcome is Outcome.REVOKED:
-        user_revoked = revoked_before(app.id, verdict.user_id) if verdict.user_id else None
+        user_revoked = (
+            revoked_before(app.id, verdict.user_id, verdict.issued_at)
+            if verdict.user_id and verdict.issued_at is not None
+            else None
+        )
         issued = _iso(verdict.issued_at) or "without iat"
         if app.revoked_before is not None and (verdict.issued_at is None or verdict.issued_at < app.revoked_before):
             why.append(f"Issued {issued}; the app's tokens issued before {_iso(app.revoked_before)} are revoked.")

