@@ -229,8 +229,10 @@ def render(bench: Bench, extra: dict[str, Any], command: str, started: datetime.
             _placement_text(opts),
             extra.get("defaults_failure"),
         )
-    lines += propagation.section(extra.get("propagation"))
-    lines += revocations.section(extra.get("million"), bench.opts.revocations)
+    if opts.selected("g"):
+        lines += propagation.section(extra.get("propagation"))
+    if opts.selected("h"):
+        lines += revocations.section(extra.get("million"), bench.opts.revocations)
     if bench.opts.selected("m"):
         lines += memory.section(extra.get("memory"))
     lines += local.section(extra.get("local"))
