@@ -16,6 +16,7 @@ from authsvc.config import Settings
 from authsvc.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from authsvc.metrics import Metrics
 from authsvc.ratelimit import GuestLimits
+from authsvc.revoking import Revocations
 from authsvc.state import State
 from authsvc.store import Store
 from authsvc.v1 import auth_service_pb2 as pb
@@ -45,13 +46,13 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         self._state = state
         self._verifier = Verifier(settings.verify_cache_size)
         self._outcome_counts = metrics.outcome_counts
-        self._count_revocation = metrics.count_revocation
         self._count_guest_token = metrics.count_guest_token
         self._guest_limits = GuestLimits(settings.guest_rate_per_app, settings.guest_rate_per_address)
         self._settings = settings
         self._clock = clock
         self._leeway = round(settings.clock_leeway * MICROS_PER_SECOND)
         self._callers = Callers(state, clock, self._leeway, settings.operator_tokens)
+        self._revocations = Revocations(store, state, clock, self._leeway, metrics.count_revocation)
 
     async def IssueToken(self, request: pb.IssueTokenRequest, context: Context) -> pb.IssueTokenResponse:
         self._state.check_fresh()  # a stale state may still hold a retired key or a rotated-out secret
@@ -156,14 +157,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     async def RevokeUser(self, request: pb.RevokeUserRequest, context: Context) -> pb.RevokeUserResponse:
         app, actor = await self._callers.backend(context)
         user_ids = tokens.validate_user_ids(list(request.user_ids))
-        revoke_before = tokens.revocation_time(
-            wire.micros(request.revoke_before, "revoke_before") if request.HasField("revoke_before") else None,
-            now=self._clock(),
-            leeway=self._leeway,
-        )
-        in_force, version = await self._store.revoke_users(app.id, user_ids, revoke_before, actor=actor)
-        await self._state.catch_up(version)
-        self._count_revocation("user", len(user_ids))
+        in_force = await self._revocations.revoke_users(app.id, user_ids, _revoke_before(request), actor=actor)
         return pb.RevokeUserResponse(
             revocations=[
                 pb.UserRevocation(user_id=user_id, revoked_before=wire.timestamp(in_force[user_id]))
@@ -173,33 +167,23 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
 
     async def RevokeApp(self, request: pb.RevokeAppRequest, context: Context) -> pb.RevokeAppResponse:
         app, actor = await self._callers.backend(context)
-        revoke_before = tokens.revocation_time(
-            wire.micros(request.revoke_before, "revoke_before") if request.HasField("revoke_before") else None,
-            now=self._clock(),
-            leeway=self._leeway,
-        )
-        in_force, version = await self._store.revoke_app(app.id, revoke_before, actor=actor)
-        await self._state.catch_up(version)
-        self._count_revocation("app")
+        in_force = await self._revocations.revoke_app(app.id, _revoke_before(request), actor=actor)
         return pb.RevokeAppResponse(revoked_before=wire.timestamp(in_force))
 
     async def RevokeToken(self, request: pb.RevokeTokenRequest, context: Context) -> pb.RevokeTokenResponse:
         app, actor = await self._callers.backend(context)
         target = request.WhichOneof("target")
-        now = self._clock()
         expires_at: Micros | None = None
         if target == "token":
             verdict = self._verifier.verify(
-                request.token, app, now=now, leeway=self._leeway, revoked_before=self._state.revoking
+                request.token, app, now=self._clock(), leeway=self._leeway, revoked_before=self._state.revoking
             )
             jti, expires_at = tokens.revocable_jti(verdict)
         elif target == "jti":
             jti = tokens.validate_jti(request.jti)
         else:
             raise InvalidArgument("say which token to revoke: token or jti", "NO_REVOCATION_TARGET")
-        revoked_at, until, version = await self._store.revoke_token(app.id, jti, now, expires_at, actor=actor)
-        await self._state.catch_up(version)
-        self._count_revocation("token")
+        revoked_at, until = await self._revocations.revoke_token(app.id, jti, expires_at, actor=actor)
         return pb.RevokeTokenResponse(
             revoked_before=wire.timestamp(revoked_at), jti=jti, expires_at=wire.timestamp(until)
         )
@@ -209,22 +193,15 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         target = request.WhichOneof("target")
         if target == "users":
             user_ids = tokens.validate_user_ids(list(request.users.user_ids))
-            cleared, version = await self._store.clear_user_revocations(app.id, user_ids, actor=actor)
-            await self._state.catch_up(version)
-            self._count_revocation("clear", len(cleared))
-            return pb.ClearRevocationResponse(cleared_user_ids=[u for u in user_ids if u in set(cleared)])
+            cleared = await self._revocations.clear_users(app.id, user_ids, actor=actor)
+            return pb.ClearRevocationResponse(cleared_user_ids=cleared)
         if target == "app" and request.app:
-            had, version = await self._store.clear_app_revocation(app.id, actor=actor)
-            await self._state.catch_up(version)
-            self._count_revocation("clear", int(had))
+            had = await self._revocations.clear_app(app.id, actor=actor)
             return pb.ClearRevocationResponse(app_cleared=had)
         if target == "tokens":
             jtis = tokens.validate_jtis(list(request.tokens.jtis))
-            cleared_jtis, version = await self._store.clear_token_revocations(app.id, jtis, actor=actor)
-            await self._state.catch_up(version)
-            self._count_revocation("clear", len(cleared_jtis))
-            had_one = set(cleared_jtis)
-            return pb.ClearRevocationResponse(cleared_jtis=[jti for jti in jtis if jti in had_one])
+            cleared_jtis = await self._revocations.clear_tokens(app.id, jtis, actor=actor)
+            return pb.ClearRevocationResponse(cleared_jtis=cleared_jtis)
         raise InvalidArgument(
             "say what to clear: users {user_ids: [...]}, tokens {jtis: [...]} or app: true", "NO_REVOCATION_TARGET"
         )
@@ -257,3 +234,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             )
         async for message in self._watch.watch(app, from_version):
             yield message
+
+
+def _revoke_before(request: pb.RevokeUserRequest | pb.RevokeAppRequest) -> Micros | None:
+    """The time a revocation request asks for, None when it asks for none (now)."""
+    return wire.micros(request.revoke_before, "revoke_before") if request.HasField("revoke_before") else None

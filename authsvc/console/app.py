@@ -36,6 +36,7 @@ from authsvc.console.inspector import inspect
 from authsvc.console.sessions import LINK_OPERATOR, LoginLimiter, LoginLink, Session, Sessions, same_secret
 from authsvc.errors import AuthsvcError, ConfigError, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from authsvc.keys import ASYMMETRIC_ALGORITHMS
+from authsvc.revoking import Revocations
 from authsvc.state import State
 from authsvc.store import Store
 from authsvc.tokens import HS256, App
@@ -73,7 +74,7 @@ class Console:
     leeway: Micros
     key_rotation_delay: float
     secret_overlap: float
-    count_revocation: Callable[[str, int], None]
+    revocations: Revocations
     sessions: Sessions
     figures: Figures
     secure: bool
@@ -394,39 +395,26 @@ def build_app(console: Console) -> ASGIApp:
             request, "revocations.html", session, app=apps.view(app, console.clock()), tab="revocations", lookup=lookup
         )
 
-    def revocation_time() -> Micros:
-        return tokens.revocation_time(None, now=console.clock(), leeway=console.leeway)
-
     async def revoke_users(request: Request, session: Session, form: FormData) -> str:
         app = await existing(request.path_params["api_key"])
         user_ids = _user_ids(form)
-        in_force, version = await console.store.revoke_users(
-            app.id, user_ids, revocation_time(), actor=actor(request, session)
-        )
-        await console.state.catch_up(version)
-        console.count_revocation("user", len(user_ids))
+        in_force = await console.revocations.revoke_users(app.id, user_ids, None, actor=actor(request, session))
         return f"Revoked the tokens of {', '.join(user_ids)} issued before {_iso(max(in_force.values()))}."
 
     async def revoke_app(request: Request, session: Session, form: FormData) -> str:
         app = await existing(request.path_params["api_key"])
-        in_force, version = await console.store.revoke_app(app.id, revocation_time(), actor=actor(request, session))
-        await console.state.catch_up(version)
-        console.count_revocation("app", 1)
+        in_force = await console.revocations.revoke_app(app.id, None, actor=actor(request, session))
         return f"Revoked every token of the app issued before {_iso(in_force)}."
 
     async def clear_users(request: Request, session: Session, form: FormData) -> str:
         app = await existing(request.path_params["api_key"])
         user_ids = _user_ids(form)
-        cleared, version = await console.store.clear_user_revocations(app.id, user_ids, actor=actor(request, session))
-        await console.state.catch_up(version)
-        console.count_revocation("clear", len(cleared))
+        cleared = await console.revocations.clear_users(app.id, user_ids, actor=actor(request, session))
         return f"Cleared the revocation of {', '.join(cleared)}." if cleared else "None of them was revoked."
 
     async def clear_app(request: Request, session: Session, form: FormData) -> str:
         app = await existing(request.path_params["api_key"])
-        had, version = await console.store.clear_app_revocation(app.id, actor=actor(request, session))
-        await console.state.catch_up(version)
-        console.count_revocation("clear", int(had))
+        had = await console.revocations.clear_app(app.id, actor=actor(request, session))
         return "Cleared the app's revocation." if had else "The app was not revoked."
 
     # -- inspector, audit, figures --

@@ -22,6 +22,7 @@ from authsvc.console.figures import Figures, local_source
 from authsvc.console.sessions import LoginLink, Sessions
 from authsvc.errors import ConfigError
 from authsvc.metrics import Metrics
+from authsvc.revoking import Revocations
 from authsvc.state import State
 from authsvc.store import Store
 
@@ -87,7 +88,9 @@ async def start_console(
         leeway=round(settings.clock_leeway * MICROS_PER_SECOND),
         key_rotation_delay=settings.key_rotation_delay,
         secret_overlap=settings.secret_overlap,
-        count_revocation=metrics.count_revocation,
+        revocations=Revocations(
+            store, state, clock, round(settings.clock_leeway * MICROS_PER_SECOND), metrics.count_revocation
+        ),
         sessions=Sessions(settings.console_idle_timeout),
         figures=figures,
         secure=secure,
