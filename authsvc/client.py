@@ -216,7 +216,8 @@ class AuthsvcClientError(Exception):
     """A failed call: the gRPC status code, the ErrorInfo reason (e.g. INVALID_USER_ID) and the message.
 
     `reason` is empty when the status carried no authsvc ErrorInfo, as for a deadline or a connection failure
-    that never reached authsvc.
+    that never reached authsvc. `retry_after` is the seconds to wait before trying again when the server said so
+    (a google.rpc.RetryInfo: a rate limit, RESOURCE_EXHAUSTED GUEST_RATE_LIMITED), else None.
     """
 
     def __init__(
@@ -227,6 +228,7 @@ class AuthsvcClientError(Exception):
         *,
         domain: str = "",
         metadata: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(f"{code.name} {reason or '(no reason)'}: {message}")
         self.code = code
@@ -234,6 +236,7 @@ class AuthsvcClientError(Exception):
         self.message = message
         self.domain = domain
         self.metadata: dict[str, str] = dict(metadata or {})
+        self.retry_after = retry_after
 
     @classmethod
     def from_rpc_error(cls, error: grpc.aio.AioRpcError) -> AuthsvcClientError:
@@ -243,7 +246,14 @@ class AuthsvcClientError(Exception):
         details = status_details.decode(error.trailing_metadata(), code.value[0], message)
         if details is None:  # no rich status, or one that disagrees with the call's code or message: trust the call
             return cls(code, "", message)
-        return cls(code, details.reason, details.message, domain=details.domain, metadata=details.metadata)
+        return cls(
+            code,
+            details.reason,
+            details.message,
+            domain=details.domain,
+            metadata=details.metadata,
+            retry_after=details.retry_after,
+        )
 
 
 class AuthClient:

@@ -1,8 +1,9 @@
-"""The google.rpc.Status of a failed call and its google.rpc.ErrorInfo, decoded with protobuf alone.
+"""The google.rpc.Status of a failed call, its google.rpc.ErrorInfo and RetryInfo, decoded with protobuf alone.
 
-authsvc's error statuses carry a google.rpc.ErrorInfo (the reason) in a google.rpc.Status sent as the
-`grpc-status-details-bin` trailer. The client decodes it with these two messages, declared here with the field
-numbers of google/rpc/status.proto and google/rpc/error_details.proto in a descriptor pool of their own: so
+authsvc's error statuses carry a google.rpc.ErrorInfo (the reason), and a rate limit's a google.rpc.RetryInfo (when
+to try again), in a google.rpc.Status sent as the `grpc-status-details-bin` trailer. The client decodes it with
+these messages, declared here with the field numbers of google/rpc/status.proto and google/rpc/error_details.proto
+in a descriptor pool of their own: so
 `pip install authsvc` (the client) needs neither grpcio-status nor googleapis-common-protos, which the server
 uses to send them, and nothing here clashes with those when both are installed.
 """
@@ -12,20 +13,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, duration_pb2, message_factory
 
 STATUS_DETAILS_KEY: Final = "grpc-status-details-bin"
 ERROR_INFO_TYPE: Final = "google.rpc.ErrorInfo"
+RETRY_INFO_TYPE: Final = "google.rpc.RetryInfo"
 
 
-def _messages() -> tuple[Any, Any]:
-    """The Status and ErrorInfo message classes, in a private pool (the default pool may hold the real ones)."""
+def _messages() -> tuple[Any, Any, Any]:
+    """The Status, ErrorInfo and RetryInfo message classes, in a private pool (the default pool may hold the real
+    ones)."""
     fd = descriptor_pb2.FieldDescriptorProto
     file = descriptor_pb2.FileDescriptorProto(
         name="authsvc/client/google_rpc_status.proto",
         package="google.rpc",
         syntax="proto3",
-        dependency=["google/protobuf/any.proto"],
+        dependency=["google/protobuf/any.proto", "google/protobuf/duration.proto"],
     )
     status = file.message_type.add(name="Status")
     status.field.add(name="code", number=1, type=fd.TYPE_INT32, label=fd.LABEL_OPTIONAL)
@@ -47,26 +50,38 @@ def _messages() -> tuple[Any, Any]:
         label=fd.LABEL_REPEATED,
         type_name=".google.rpc.ErrorInfo.MetadataEntry",
     )
+    retry = file.message_type.add(name="RetryInfo")
+    retry.field.add(
+        name="retry_delay",
+        number=1,
+        type=fd.TYPE_MESSAGE,
+        label=fd.LABEL_OPTIONAL,
+        type_name=".google.protobuf.Duration",
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(any_pb2.DESCRIPTOR.serialized_pb)
+    pool.AddSerializedFile(duration_pb2.DESCRIPTOR.serialized_pb)
     pool.Add(file)
     return (
         message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.Status")),
         message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.ErrorInfo")),
+        message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.RetryInfo")),
     )
 
 
-_Status, _ErrorInfo = _messages()
+_Status, _ErrorInfo, _RetryInfo = _messages()
 
 
 @dataclass(frozen=True)
 class StatusDetails:
-    """What a failed call's rich status said: its message and, when it carried one, the first ErrorInfo."""
+    """What a failed call's rich status said: its message, the first ErrorInfo and the first RetryInfo it carried."""
 
     message: str
     reason: str = ""
     domain: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    retry_after: float | None = None
+    """Seconds to wait before a retry may succeed (RetryInfo.retry_delay), None when the status gave none."""
 
 
 def decode(trailers: Any, code: int, message: str) -> StatusDetails | None:
@@ -81,12 +96,21 @@ def decode(trailers: Any, code: int, message: str) -> StatusDetails | None:
         return None
     if status.code != code or status.message != message:
         return None
+    info: Any = None
+    retry_after: float | None = None
     for detail in status.details:
-        if detail.type_url.rpartition("/")[2] != ERROR_INFO_TYPE:
-            continue
+        kind = detail.type_url.rpartition("/")[2]
         try:
-            info = _ErrorInfo.FromString(detail.value)
-        except Exception:  # a malformed ErrorInfo: no reason rather than a crash
+            if kind == ERROR_INFO_TYPE and info is None:
+                info = _ErrorInfo.FromString(detail.value)
+            elif kind == RETRY_INFO_TYPE and retry_after is None:
+                retry = _RetryInfo.FromString(detail.value)
+                delay = retry.retry_delay
+                # Without a delay, or with a negative one, it says nothing usable.
+                if retry.HasField("retry_delay") and delay.seconds >= 0 and delay.nanos >= 0:
+                    retry_after = delay.seconds + delay.nanos / 1e9
+        except Exception:  # a malformed detail: left out rather than a crash
             continue
-        return StatusDetails(status.message, info.reason, info.domain, dict(info.metadata))
-    return StatusDetails(status.message)
+    if info is None:
+        return StatusDetails(status.message, retry_after=retry_after)
+    return StatusDetails(status.message, info.reason, info.domain, dict(info.metadata), retry_after)

@@ -567,6 +567,42 @@ INFO = error_details_pb2.ErrorInfo(reason="SOME_REASON", domain="authsvc", metad
 async def test_the_rich_status_is_decoded_or_safely_ignored(
     details: bytes, expected: tuple[str, str, dict[str, str]]
 ) -> None:
+    error = await failed_with(details)
+    assert (error.code, error.message) == (grpc.StatusCode.NOT_FOUND, "gone")
+    assert (error.reason, error.domain, error.metadata) == expected
+
+
+def retry_info(seconds: int, nanos: int = 0) -> bytes:
+    info = error_details_pb2.RetryInfo()
+    info.retry_delay.seconds, info.retry_delay.nanos = seconds, nanos
+    serialized: bytes = info.SerializeToString()
+    return serialized
+
+
+RETRY = "type.googleapis.com/google.rpc.RetryInfo"
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+
+
+@pytest.mark.parametrize(
+    ("details", "expected"),
+    [
+        (rich_status(grpc.StatusCode.NOT_FOUND, "gone", (ERROR_INFO, INFO), (RETRY, retry_info(2, 500_000_000))), 2.5),
+        (rich_status(grpc.StatusCode.NOT_FOUND, "gone", (RETRY, retry_info(15)), (ERROR_INFO, INFO)), 15.0),
+        (rich_status(grpc.StatusCode.NOT_FOUND, "gone", (ERROR_INFO, INFO)), None),
+        (rich_status(grpc.StatusCode.NOT_FOUND, "gone", (RETRY, b""), (ERROR_INFO, INFO)), None),  # no delay in it
+        (rich_status(grpc.StatusCode.NOT_FOUND, "gone", (RETRY, retry_info(-1)), (ERROR_INFO, INFO)), None),
+        (rich_status(grpc.StatusCode.NOT_FOUND, "gone", (RETRY, b"\xff\xff"), (ERROR_INFO, INFO)), None),
+    ],
+    ids=["after-error-info", "before-error-info", "none", "empty", "negative", "malformed"],
+)  # fmt: skip
+async def test_a_retry_delay_is_decoded_or_safely_ignored(details: bytes, expected: float | None) -> None:
+    error = await failed_with(details)
+    assert error.retry_after == expected
+    assert error.reason == "SOME_REASON"  # whatever the RetryInfo, the ErrorInfo beside it is read
+
+
+async def failed_with(details: bytes) -> AuthsvcClientError:
+    """The client's error for a VerifyToken answered NOT_FOUND "gone" with this grpc-status-details-bin trailer."""
     server = grpc.aio.server()
     servicer = Trailing(grpc.StatusCode.NOT_FOUND, "gone", details)  # type: ignore[abstract]  # VerifyToken only
     pb_grpc.add_AuthServiceServicer_to_server(servicer, server)
@@ -578,9 +614,7 @@ async def test_the_rich_status_is_decoded_or_safely_ignored(
                 await client.verify_token("a.b.c")
     finally:
         await server.stop(None)
-    error = info.value
-    assert (error.code, error.message) == (grpc.StatusCode.NOT_FOUND, "gone")
-    assert (error.reason, error.domain, error.metadata) == expected
+    return info.value
 
 
 # --- the README example -------------------------------------------------------------------------------------------

@@ -142,6 +142,17 @@ async def admin_server(
 
 
 @pytest.fixture
+async def limited_server(
+    store: Store, state: State, settings: Settings, session_clock: FakeClock
+) -> AsyncIterator[RunningServer]:
+    """A server of the session's state whose guest rate limit is small enough to reach: 2 a minute per address."""
+    configured = dataclasses.replace(settings, guest_rate_per_address=2, guest_rate_per_app=0)
+    running = await start_server(store, state, configured, session_clock)
+    yield running
+    await running.stop(None)
+
+
+@pytest.fixture
 async def doomed_server(database_url: str) -> AsyncIterator[Served]:
     """`authsvc serve` in a process of its own on the session's database, with frequent heartbeats, that closes
     each connection after a second; a Node test kills it."""
@@ -168,6 +179,7 @@ def closed_port() -> int:
 async def test_node_client_tests_pass(
     server: RunningServer,
     admin_server: RunningServer,
+    limited_server: RunningServer,
     doomed_server: Served,
     new_app: NewApp,
     node_modules: Path,
@@ -184,6 +196,7 @@ async def test_node_client_tests_pass(
         AUTHSVC_API_SECRET=app.api_secret,
         AUTHSVC_LOCAL_APPS=json.dumps(local_apps),
         AUTHSVC_ADMIN_TARGET=f"127.0.0.1:{admin_server.port}",
+        AUTHSVC_LIMITED_TARGET=f"127.0.0.1:{limited_server.port}",
         AUTHSVC_OPERATOR_TOKEN=OPERATOR_TOKEN,
         AUTHSVC_DOOMED_TARGET=doomed_server.target,
         AUTHSVC_DOOMED_PID=str(doomed_server.process.pid),

@@ -19,7 +19,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from authsvc import migrations
-from authsvc.client import AuthClient, LocalVerifier, Role, VerifyOutcome
+from authsvc.client import AuthClient, AuthsvcClientError, LocalVerifier, Role, VerifyOutcome
 from authsvc.clock import MICROS_PER_SECOND as S
 from authsvc.config import Settings
 from authsvc.operators import hash_token
@@ -295,6 +295,30 @@ async def test_guest_tokens_are_rate_limited_per_address_with_a_retry_hint(
     assert guest_count(first, "rate_limited") == limited_before + 1
     clock.advance(15 * S)
     await guest(first, app)  # one more passes once its time came
+
+
+async def test_the_clients_say_when_a_rate_limited_guest_may_try_again(
+    limited: Replica, new_app: NewApp, clock: FakeClock
+) -> None:
+    app = await new_app("impatient guests", guest_access=True)
+    clock.freeze()
+    async with AuthClient(f"127.0.0.1:{limited.server.port}", app.api_key) as client:
+        for _ in range(4):
+            await client.issue_guest_token()
+        with pytest.raises(AuthsvcClientError) as info:
+            await client.issue_guest_token()
+        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and info.value.reason == "GUEST_RATE_LIMITED"
+        assert info.value.retry_after == 15.0  # 4 a minute per address: the next one in 15 s
+        clock.advance(15 * S)
+        await client.issue_guest_token()  # the hint was right: one passes once it is due
+        with pytest.raises(AuthsvcClientError) as again:
+            await client.issue_guest_token()
+        assert again.value.retry_after == 15.0
+    closed = await new_app("no guests here")
+    async with AuthClient(f"127.0.0.1:{limited.server.port}", closed.api_key) as client:
+        with pytest.raises(AuthsvcClientError) as refused:  # a refusal that is no rate limit says nothing of retrying
+            await client.issue_guest_token()
+        assert refused.value.reason == "GUEST_ACCESS_DISABLED" and refused.value.retry_after is None
 
 
 async def test_the_address_limit_holds_over_apps(limited: Replica, new_app: NewApp, clock: FakeClock) -> None:

@@ -120,6 +120,11 @@ export declare class AuthsvcClientError extends Error {
   readonly metadata: Record<string, string>;
   /** The status message, meant for people. */
   readonly details: string;
+  /**
+   * Milliseconds to wait before a retry may succeed, when the server said so (a google.rpc.RetryInfo: a rate limit,
+   * RESOURCE_EXHAUSTED GUEST_RATE_LIMITED); null otherwise.
+   */
+  readonly retryAfterMs: number | null;
 }
 
 export declare class AuthClient {

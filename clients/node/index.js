@@ -29,6 +29,7 @@ const LOADER_OPTIONS = Object.freeze({ keepCase: true, enums: String, longs: Str
 const OUTCOME_PREFIX = "VERIFY_OUTCOME_";
 const STATUS_DETAILS_KEY = "grpc-status-details-bin";
 const ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo";
+const RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo";
 const SERVICE_NAME = "authsvc.v1.AuthService";
 /** The calls that are safe to repeat; IssueToken is not among them. */
 const RETRIED_METHODS = Object.freeze([
@@ -53,6 +54,7 @@ rpcRoot.resolvePath = (origin, target) => path.resolve(RPC_PROTOS, target);
 rpcRoot.loadSync(["google/rpc/status.proto", "google/rpc/error_details.proto"], { keepCase: true });
 const StatusMessage = rpcRoot.lookupType("google.rpc.Status");
 const ErrorInfoMessage = rpcRoot.lookupType("google.rpc.ErrorInfo");
+const RetryInfoMessage = rpcRoot.lookupType("google.rpc.RetryInfo");
 
 /** The outcomes of a verification: authsvc.v1.VerifyOutcome without the `VERIFY_OUTCOME_` prefix. */
 const VerifyOutcome = Object.freeze(
@@ -73,9 +75,12 @@ const Role = Object.freeze(
 
 const STATUS_NAMES = Object.fromEntries(Object.entries(grpc.status).map(([name, code]) => [code, name]));
 
-/** A failed call: the gRPC status code (number and name), the ErrorInfo reason and domain, and the message. */
+/**
+ * A failed call: the gRPC status code (number and name), the ErrorInfo reason and domain, the message, and for a rate
+ * limit the milliseconds to wait before trying again (a google.rpc.RetryInfo).
+ */
 class AuthsvcClientError extends Error {
-  constructor({ code, reason, message, domain = "", metadata = {} }) {
+  constructor({ code, reason, message, domain = "", metadata = {}, retryAfterMs = null }) {
     super(`${STATUS_NAMES[code] || code} ${reason || "(no reason)"}: ${message}`);
     this.name = "AuthsvcClientError";
     /** @type {number} the gRPC status code, as in grpc.status */
@@ -90,6 +95,11 @@ class AuthsvcClientError extends Error {
     this.metadata = metadata;
     /** @type {string} the status message, meant for people */
     this.details = message;
+    /**
+     * @type {number | null} milliseconds to wait before a retry may succeed, when the server said so (a rate limit:
+     * RESOURCE_EXHAUSTED GUEST_RATE_LIMITED); null otherwise
+     */
+    this.retryAfterMs = retryAfterMs;
   }
 
   /** Decodes a grpc-js ServiceError, reading the google.rpc.Status from the `grpc-status-details-bin` trailer. */
@@ -103,20 +113,42 @@ class AuthsvcClientError extends Error {
       } catch {
         continue;
       }
+      let info = null;
+      let retryAfterMs = null;
       for (const detail of status.details || []) {
-        if (detail.type_url !== ERROR_INFO_TYPE) continue;
-        const info = ErrorInfoMessage.decode(detail.value);
+        try {
+          if (detail.type_url === ERROR_INFO_TYPE && info === null) info = ErrorInfoMessage.decode(detail.value);
+          else if (detail.type_url === RETRY_INFO_TYPE && retryAfterMs === null) {
+            retryAfterMs = retryDelayMs(RetryInfoMessage.decode(detail.value));
+          }
+        } catch {
+          // a malformed detail: left out rather than a crash
+        }
+      }
+      if (info !== null) {
         return new AuthsvcClientError({
           code: error.code,
           reason: info.reason,
           message: status.message || message,
           domain: info.domain,
           metadata: { ...info.metadata },
+          retryAfterMs,
         });
       }
+      if (retryAfterMs !== null) return new AuthsvcClientError({ code: error.code, reason: "", message, retryAfterMs });
     }
     return new AuthsvcClientError({ code: error.code, reason: "", message });
   }
+}
+
+/** A RetryInfo's delay in milliseconds, or null when it has none (or a negative one, which says nothing usable). */
+function retryDelayMs(retryInfo) {
+  const delay = RetryInfoMessage.toObject(retryInfo, { longs: Number }).retry_delay;
+  if (!delay) return null;
+  const seconds = Number(delay.seconds || 0);
+  const nanos = Number(delay.nanos || 0);
+  if (!(seconds >= 0 && nanos >= 0)) return null;
+  return seconds * 1000 + nanos / 1e6;
 }
 
 class AuthClient {

@@ -154,6 +154,44 @@ test.describe("AuthClient against a running authsvc", { skip }, () => {
   });
 });
 
+const { AUTHSVC_LIMITED_TARGET: limitedTarget, AUTHSVC_LOCAL_APPS: localApps } = process.env;
+
+test.describe("AuthClient against an authsvc with a guest rate limit", {
+  skip: limitedTarget && localApps ? false : "set AUTHSVC_LIMITED_TARGET and AUTHSVC_LOCAL_APPS (with a guests app)",
+}, () => {
+  test("a rate-limited guest is told when to try again (RetryInfo → retryAfterMs)", async () => {
+    const guests = JSON.parse(localApps).guests;
+    const client = new AuthClient({ target: limitedTarget, apiKey: guests.api_key });
+    try {
+      let refused = null;
+      for (let i = 0; i < 3 && refused === null; i++) {
+        try {
+          await client.issueGuestToken();
+        } catch (error) {
+          refused = error;
+        }
+      }
+      assert.ok(refused instanceof AuthsvcClientError, `no refusal in 3 calls at 2 a minute: ${refused}`);
+      assert.equal(refused.code, status.RESOURCE_EXHAUSTED);
+      assert.equal(refused.reason, "GUEST_RATE_LIMITED");
+      // 2 a minute per address: the next call is due within 30 s.
+      assert.ok(refused.retryAfterMs > 0 && refused.retryAfterMs <= 30000, `retryAfterMs ${refused.retryAfterMs}`);
+    } finally {
+      client.close();
+    }
+    const other = new AuthClient({ target: limitedTarget, apiKey: "no-such-key" });
+    try {
+      await assert.rejects(other.verifyToken("a.b.c"), (error) => {
+        assert.equal(error.reason, "APP_NOT_FOUND");
+        assert.equal(error.retryAfterMs, null); // no rate limit, no hint
+        return true;
+      });
+    } finally {
+      other.close();
+    }
+  });
+});
+
 test.describe("AuthClient against a small grpc-js server of this file", () => {
   let server;
   let port;
