@@ -27,6 +27,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from authsvc import operators
+from authsvc.console.protocol import REQUEST_SECONDS
 from authsvc.console.sessions import LoginLink, Sessions
 from authsvc.v1 import admin_service_pb2 as admin_pb
 from authsvc.v1 import admin_service_pb2_grpc, auth_service_pb2_grpc
@@ -356,6 +357,38 @@ async def test_pages_are_refused_without_a_session(console: Console) -> None:
             for path in ("/apps", "/apps/x/settings", "/apps/x/revocations/revoke-app", "/inspect", "/logout"):
                 answer = await anonymous.post(path, data={"csrf": "x", "name": "x"})
                 assert answer.status_code == 403 and "not logged in" in answer.text, path
+
+
+async def test_a_request_that_never_arrives_whole_is_cut_off_and_grpc_still_answers(console: Console) -> None:
+    """A client trickling one header line a second (slowloris) loses its connection at the console's request
+    deadline (authsvc.console.protocol: uvicorn alone would hold it for ever), and gRPC answers meanwhile."""
+    host, port = console.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    writer.write(b"GET /login HTTP/1.1\r\nHost: x\r\n")
+    closed_after: float | None = None
+    async with grpc.aio.insecure_channel(console.served.target) as channel:
+        auth, _ = console.stubs(channel)
+        try:
+            for _ in range(int(REQUEST_SECONDS) + 5):
+                try:
+                    async with asyncio.timeout(1):
+                        if not await reader.read(1024):
+                            closed_after = loop.time() - started
+                            break
+                except TimeoutError:
+                    writer.write(b"X-Slow: y\r\n")
+                    await writer.drain()
+                # The process's gRPC port answers meanwhile (an unknown app: NOT_FOUND, an answer all the same).
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await auth.VerifyToken(pb.VerifyTokenRequest(token="x"), metadata=(("x-api-key", "none"),))
+                assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        except ConnectionError:
+            closed_after = loop.time() - started
+        finally:
+            writer.close()
+    assert closed_after is not None and closed_after <= REQUEST_SECONDS + 2
 
 
 async def test_login_sets_a_strict_session_cookie_and_pages_a_strict_policy(console: Console) -> None:

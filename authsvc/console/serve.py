@@ -19,6 +19,7 @@ from authsvc.clock import MICROS_PER_SECOND, Clock
 from authsvc.config import Settings
 from authsvc.console.app import Console, build_app
 from authsvc.console.figures import Figures, local_source
+from authsvc.console.protocol import BoundedH11Protocol
 from authsvc.console.sessions import LoginLink, Sessions
 from authsvc.errors import ConfigError
 from authsvc.metrics import Metrics
@@ -106,6 +107,7 @@ async def start_console(
         ssl_certfile=settings.console_tls_cert_file,
         ssl_keyfile=settings.console_tls_key_file,
         timeout_graceful_shutdown=1,
+        http=BoundedH11Protocol,  # a deadline on each request's arrival and a cap on connections (protocol.py)
     )
     try:
         config.load()
