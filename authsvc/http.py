@@ -26,6 +26,9 @@ from authsvc.tokens import App
 log = logging.getLogger(__name__)
 
 _READ_TIMEOUT = 10.0
+# Connections held at once; more are closed on arrival, so that slow clients (each held up to _READ_TIMEOUT, then
+# drained) cannot take the file descriptors of the process that serves gRPC. Prometheus and probes need a few.
+_MAX_CONNECTIONS = 256
 _MAX_LINE = 8192  # the request line, and each header line (StreamReader's limit: readuntil stops there)
 _MAX_HEADERS = 100
 _MAX_HEADER_BYTES = 32768
@@ -197,6 +200,9 @@ class HttpServer:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._connections) >= _MAX_CONNECTIONS:
+            writer.close()
+            return
         self._connections.add(task)
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (close()) that races a result.

@@ -23,6 +23,7 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 
+from authsvc import http as authsvc_http
 from authsvc import jws, keys, tokens
 from authsvc.server import RunningServer
 from authsvc.v1 import admin_service_pb2, admin_service_pb2_grpc, auth_service_pb2, auth_service_pb2_grpc
@@ -409,3 +410,25 @@ async def test_the_http_port_answers_an_oversize_request_with_its_status(
     assert answered == status, body[:200]
     if status != 200:
         assert body.endswith(b"too long\n") or body.endswith(b"too large\n")
+
+
+async def test_the_http_port_closes_connections_beyond_its_cap(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(authsvc_http, "_MAX_CONNECTIONS", 3)
+    held = [await asyncio.open_connection("127.0.0.1", server.http_port) for _ in range(3)]
+    try:
+        for _, writer in held:
+            writer.write(b"GET /metrics HTTP/1.1\r\n")  # a request that never ends: each holds its place
+            await writer.drain()
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.http_port)
+        async with asyncio.timeout(2):
+            assert await reader.read() == b""  # closed at once, long before the read timeout
+        writer.close()
+    finally:
+        for _, writer in held:
+            writer.close()
+    await asyncio.sleep(0.1)
+    answered, _ = await asyncio.to_thread(_http_get, server.http_port, "/metrics", [])
+    assert answered == 200  # room again once they are gone
