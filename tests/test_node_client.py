@@ -127,6 +127,7 @@ LOCAL_APPS: dict[str, dict[str, object]] = {
     "rotation_es256": {"algorithm": "ES256"},
     "doomed": {},
     "guests": {"guest_access": True},
+    "anonymous": {"anonymous_access": True},
 }
 
 

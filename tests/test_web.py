@@ -70,14 +70,20 @@ def room_claims(request: Any, user_id: str) -> dict[str, Any]:
     return {"room": "general", "name": user_id.upper()}
 
 
-def fastapi_backend(verifier: TokenVerifier, client: AuthClient, sessions: Sessions) -> FastAPI:
+def fastapi_backend(
+    verifier: TokenVerifier, client: AuthClient, sessions: Sessions, *, allow_anonymous: bool = False
+) -> FastAPI:
     app = FastAPI()
     use_authsvc_errors(app)
-    user = BearerAuth(verifier, realm=REALM)
+    user = BearerAuth(verifier, realm=REALM, allow_anonymous=allow_anonymous)
 
     @app.get("/messages")
     async def messages(auth: Annotated[Verification, Depends(user)]) -> dict[str, Any]:
         return {"user": auth.user_id, "room": auth.claims.get("room")}
+
+    @app.get("/whoami")
+    async def whoami(auth: Annotated[Verification, Depends(user)]) -> dict[str, Any]:
+        return {"user": auth.user_id, "role": auth.role.name, "outcome": auth.outcome.name}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -89,7 +95,9 @@ def fastapi_backend(verifier: TokenVerifier, client: AuthClient, sessions: Sessi
     return app
 
 
-def asgi_backend(verifier: TokenVerifier, client: AuthClient, sessions: Sessions) -> asgi.ASGIApp:
+def asgi_backend(
+    verifier: TokenVerifier, client: AuthClient, sessions: Sessions, *, allow_anonymous: bool = False
+) -> asgi.ASGIApp:
     provider = TokenProvider(client, sessions.identify, ttl=timedelta(minutes=1), claims=room_claims)
 
     async def app(scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
@@ -98,6 +106,9 @@ def asgi_backend(verifier: TokenVerifier, client: AuthClient, sessions: Sessions
             return
         if scope["path"] == "/healthz":
             body: dict[str, Any] = {"status": "ok"}
+        elif scope["path"] == "/whoami":
+            who: Verification = scope["state"]["authsvc"]
+            body = {"user": who.user_id, "role": who.role.name, "outcome": who.outcome.name}
         else:
             auth: Verification = scope["state"]["authsvc"]
             body = {"user": auth.user_id, "room": auth.claims.get("room")}
@@ -105,10 +116,12 @@ def asgi_backend(verifier: TokenVerifier, client: AuthClient, sessions: Sessions
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": encoded})
 
-    return BearerAuthMiddleware(app, verifier=verifier, realm=REALM, exclude={"/healthz", TOKEN_PATH})
+    return BearerAuthMiddleware(
+        app, verifier=verifier, realm=REALM, exclude={"/healthz", TOKEN_PATH}, allow_anonymous=allow_anonymous
+    )
 
 
-Backend = Callable[[TokenVerifier, AuthClient, Sessions], Any]
+Backend = Callable[..., Any]
 BACKENDS: dict[str, Backend] = {"fastapi": fastapi_backend, "asgi": asgi_backend}
 
 
@@ -141,9 +154,32 @@ def closed_port() -> int:
     return port
 
 
+class CountingLocal:
+    """The backend's LocalVerifier, counting its verify calls (True for the empty token); it keeps no token."""
+
+    def __init__(self, verifier: LocalVerifier, calls: list[bool]) -> None:
+        self.verifier, self.calls = verifier, calls
+
+    def verify(self, token: str) -> Verification:
+        self.calls.append(token == "")
+        return self.verifier.verify(token)
+
+
+class CountingClient:
+    """The backend's AuthClient, counting its VerifyToken calls (True for the empty token); it keeps no token."""
+
+    def __init__(self, client: AuthClient, calls: list[bool]) -> None:
+        self.client, self.calls = client, calls
+
+    async def verify_token(self, token: str) -> Verification:
+        self.calls.append(token == "")
+        return await self.client.verify_token(token)
+
+
 @dataclass
 class Chat:
-    """A running backend and what a test needs around it."""
+    """A running backend and what a test needs around it; `verify_calls` has one entry per verification the
+    backend asked of its verifier (True when it verified the empty token)."""
 
     url: str
     app: App
@@ -151,11 +187,19 @@ class Chat:
     client: AuthClient
     verifier: TokenVerifier
     http: httpx.AsyncClient
+    verify_calls: list[bool] = field(default_factory=list)
 
 
 @asynccontextmanager
 async def running_backend(
-    kind: str, verifier_kind: str, server: RunningServer, app: App, clock: FakeClock, **verifier_options: Any
+    kind: str,
+    verifier_kind: str,
+    server: RunningServer,
+    app: App,
+    clock: FakeClock,
+    *,
+    allow_anonymous: bool = False,
+    **verifier_options: Any,
 ) -> AsyncIterator[Chat]:
     target = f"127.0.0.1:{server.port}"
     sessions = Sessions({"s-alice": "alice", "s-bob": "bob", "s-broken": "not a user id!"})
@@ -170,9 +214,12 @@ async def running_backend(
         verifier = local
     else:
         verifier = client
+    calls: list[bool] = []
+    counting = CountingLocal(verifier, calls) if isinstance(verifier, LocalVerifier) else CountingClient(client, calls)
+    backend = BACKENDS[kind](counting, client, sessions, allow_anonymous=allow_anonymous)
     try:
-        async with serve(BACKENDS[kind](verifier, client, sessions)) as url, httpx.AsyncClient(base_url=url) as http:
-            yield Chat(url, app, sessions, client, verifier, http)
+        async with serve(backend) as url, httpx.AsyncClient(base_url=url) as http:
+            yield Chat(url, app, sessions, client, verifier, http, calls)
     finally:
         if isinstance(verifier, LocalVerifier):
             await verifier.close()
@@ -353,6 +400,111 @@ async def test_no_bearer_token_is_a_401_without_an_error_code(chat: Chat) -> Non
         answer = await chat.http.get("/messages", headers=headers)
         assert_refused(answer, 401, "missing_token", "authenticate")
         assert answer.headers["www-authenticate"] == f'Bearer realm="{REALM}"'
+
+
+async def test_without_allow_anonymous_no_bearer_token_calls_no_verifier(chat: Chat) -> None:
+    for headers in ({}, {"authorization": "Basic YWxpY2U6c2VjcmV0"}):
+        assert_refused(await chat.http.get("/whoami", headers=headers), 401, "missing_token", "authenticate")
+    assert chat.verify_calls == [], "no VerifyToken (nor local verify) for a request without a bearer token"
+
+
+# Anonymous users (allow_anonymous): a request without bearer credentials is verified as the empty token.
+
+VERIFIERS = [("fastapi", "local"), ("fastapi", "rpc"), ("asgi", "local"), ("asgi", "rpc")]
+
+
+@pytest.mark.parametrize(("kind", "verifier_kind"), VERIFIERS, ids=["-".join(kinds) for kinds in VERIFIERS])
+async def test_allow_anonymous_admits_anonymous_users_of_an_app_that_allows_them(
+    kind: str, verifier_kind: str, server: RunningServer, new_app: NewApp, clock: FakeClock
+) -> None:
+    app = await new_app("web-anonymous", anonymous_access=True)
+    async with running_backend(kind, verifier_kind, server, app, clock, allow_anonymous=True) as chat:
+        for headers in ({}, {"authorization": "Basic YWxpY2U6c2VjcmV0"}):
+            answer = await chat.http.get("/whoami", headers=headers)
+            assert answer.status_code == 200, answer.text
+            assert answer.json() == {"user": None, "role": "ANONYMOUS", "outcome": "VALID"}
+        assert chat.verify_calls == [True, True], "each verified as the empty token"
+
+        # A user's token still names its user; a token that fails is refused for itself, never made anonymous.
+        token = (await chat.client.issue_token("alice")).token
+        answer = await chat.http.get("/whoami", headers={"authorization": f"Bearer {token}"})
+        assert answer.json() == {"user": "alice", "role": "USER", "outcome": "VALID"}
+        answer = await chat.http.get("/whoami", headers={"authorization": "Bearer not-a-jwt"})
+        assert_refused(answer, 401, "invalid_token", "logout", "MALFORMED")
+        clock.freeze()
+        short = (await chat.client.issue_token("alice", ttl=timedelta(minutes=1))).token
+        clock.advance(2 * 60 * 1_000_000)
+        answer = await chat.http.get("/whoami", headers={"authorization": f"Bearer {short}"})
+        assert_refused(answer, 401, "invalid_token", "refresh", "EXPIRED")
+        # A malformed header is still the client's bug.
+        for value in ("Bearer", "Bearer one two"):
+            answer = await chat.http.get("/whoami", headers={"authorization": value})
+            assert_refused(answer, 400, "invalid_request", "fix_request")
+        answer = await chat.http.get("/whoami", headers=[("authorization", "Bearer a"), ("authorization", "Bearer b")])
+        assert_refused(answer, 400, "invalid_request", "fix_request")
+        assert chat.verify_calls == [True, True, False, False, False], "the 400s verify nothing"
+
+
+@pytest.mark.parametrize(("kind", "verifier_kind"), VERIFIERS, ids=["-".join(kinds) for kinds in VERIFIERS])
+async def test_allow_anonymous_for_an_app_without_anonymous_access_is_the_usual_401(
+    kind: str, verifier_kind: str, server: RunningServer, new_app: NewApp, clock: FakeClock
+) -> None:
+    app = await new_app("web-anonymous-off")
+    async with running_backend(kind, verifier_kind, server, app, clock, allow_anonymous=True) as chat:
+        for headers in ({}, {"authorization": "Basic YWxpY2U6c2VjcmV0"}):
+            answer = await chat.http.get("/whoami", headers=headers)
+            assert_refused(answer, 401, "missing_token", "authenticate")
+            assert answer.headers["www-authenticate"] == f'Bearer realm="{REALM}"'
+        assert chat.verify_calls == [True, True], "asked, and authsvc said ANONYMOUS_DISABLED"
+
+
+@pytest.mark.parametrize(("kind", "verifier_kind"), VERIFIERS, ids=["-".join(kinds) for kinds in VERIFIERS])
+async def test_without_allow_anonymous_an_app_allowing_anonymous_users_still_needs_a_token(
+    kind: str, verifier_kind: str, server: RunningServer, new_app: NewApp, clock: FakeClock
+) -> None:
+    app = await new_app("web-anonymous-opt-out", anonymous_access=True)
+    async with running_backend(kind, verifier_kind, server, app, clock) as chat:
+        answer = await chat.http.get("/whoami")
+        assert_refused(answer, 401, "missing_token", "authenticate")
+        assert answer.headers["www-authenticate"] == f'Bearer realm="{REALM}"'
+        assert chat.verify_calls == []
+
+
+async def test_allow_anonymous_fails_closed_when_authsvc_cannot_answer(
+    backend_kind: str, server: RunningServer, new_app: NewApp
+) -> None:
+    app = await new_app("web-anonymous-down", anonymous_access=True)
+    sessions = Sessions()
+    down = AuthClient(f"127.0.0.1:{closed_port()}", app.api_key, app.api_secret, timeout=1.0, retry_backoff=0.01)
+    backend = BACKENDS[backend_kind](down, down, sessions, allow_anonymous=True)
+    async with down, serve(backend) as url, httpx.AsyncClient() as http:
+        answer = await http.get(f"{url}/whoami")
+        assert_refused(answer, 503, "temporarily_unavailable", "retry")
+        assert answer.headers["retry-after"] == str(contract.DEFAULT_RETRY_AFTER)
+
+    wrong = AuthClient(f"127.0.0.1:{server.port}", "no-such-api-key", app.api_secret)
+    backend = BACKENDS[backend_kind](wrong, wrong, sessions, allow_anonymous=True)
+    async with wrong, serve(backend) as url, httpx.AsyncClient() as http:
+        assert_refused(await http.get(f"{url}/whoami"), 500, "server_error", "retry")
+
+
+async def test_allow_anonymous_with_a_local_verifier_past_its_max_lag_answers_503(
+    backend_kind: str, store: Store, state: State, settings: Settings, clock: FakeClock, new_app: NewApp
+) -> None:
+    app = await new_app("web-anonymous-lag", anonymous_access=True)
+    own = await start_server(store, state, settings.with_overrides(watch_heartbeat=0.1), clock)
+    try:
+        async with running_backend(backend_kind, "local", own, app, clock, allow_anonymous=True, max_lag=0.5) as chat:
+            assert (await chat.http.get("/whoami")).json()["role"] == "ANONYMOUS"
+            await own.stop(None)
+            local = chat.verifier
+            assert isinstance(local, LocalVerifier)
+            await eventually(lambda: local.lag > 0.5)
+            answer = await chat.http.get("/whoami")
+            assert_refused(answer, 503, "temporarily_unavailable", "retry", "UNAVAILABLE")
+            assert answer.headers["retry-after"] == str(contract.DEFAULT_RETRY_AFTER)
+    finally:
+        await own.stop(None)
 
 
 @pytest.mark.parametrize(

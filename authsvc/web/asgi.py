@@ -3,6 +3,7 @@
     # verifier: a started LocalVerifier or an AuthClient, or a function answering one (for one made at start-up)
     app = BearerAuthMiddleware(app, verifier=verifier, exclude={"/healthz", "/auth/token"})
     # a handler finds the VALID Verification in scope["state"]["authsvc"] (Starlette: request.state.authsvc)
+    # allow_anonymous=True: no bearer credentials -> role ANONYMOUS when the app admits anonymous users
 
     provider = TokenProvider(client, identify=session_user)  # POST -> {"token": ..., "expires_at": ...}
 
@@ -67,6 +68,10 @@ class BearerAuthMiddleware:
     e.g. a health check and the token provider). A VALID verdict goes on in scope["state"]["authsvc"]; anything
     else is answered here, as docs/web.md says: 401 (refresh on EXPIRED, log out otherwise), 400, or 503 with
     Retry-After (`retry_after` seconds) when the verifier cannot vouch. The token is never logged nor echoed.
+
+    With `allow_anonymous` (default off), a request without bearer credentials is verified as the empty token: for
+    an app with anonymous_access on, it goes on with a VALID Verification of role ANONYMOUS (user_id None) in the
+    same place; else it gets the same 401 missing_token as without the option.
     """
 
     def __init__(
@@ -77,12 +82,14 @@ class BearerAuthMiddleware:
         realm: str = contract.DEFAULT_REALM,
         exclude: Collection[str] = (),
         retry_after: int = contract.DEFAULT_RETRY_AFTER,
+        allow_anonymous: bool = False,
     ) -> None:
         self.app = app
         self.verifier = contract.check_verifier(verifier)
         self.realm = contract.check_realm(realm)
         self.exclude = frozenset(exclude)
         self.retry_after = retry_after
+        self.allow_anonymous = allow_anonymous
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"] in self.exclude:
@@ -93,6 +100,7 @@ class BearerAuthMiddleware:
             header_values(scope, b"authorization"),
             realm=self.realm,
             retry_after=self.retry_after,
+            allow_anonymous=self.allow_anonymous,
         )
         if isinstance(verdict, Answer):
             if scope["type"] == "websocket":

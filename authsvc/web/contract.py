@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import grpc
 
-from authsvc.client import AuthsvcClientError, ClientAction, IssuedToken, Verification, VerifyOutcome
+from authsvc.client import AuthsvcClientError, ClientAction, IssuedToken, Role, Verification, VerifyOutcome
 
 logger = logging.getLogger("authsvc.web")
 
@@ -152,13 +152,20 @@ def server_error(description: str = "the backend could not verify the token") ->
 
 def bearer_token(values: Sequence[str], realm: str) -> str | Answer:
     """The bearer token of a request whose Authorization header(s) are `values`, or the answer that refuses it."""
+    token = _bearer_credentials(values, realm)
+    return missing_token(realm) if token is None else token
+
+
+def _bearer_credentials(values: Sequence[str], realm: str) -> str | Answer | None:
+    """The bearer token of a request whose Authorization header(s) are `values`; None when the request carries no
+    bearer credentials at all (no header, or another scheme); the 400 answer for a malformed header."""
     if not values:
-        return missing_token(realm)
+        return None
     if len(values) > 1:
         return invalid_request(realm, "send one Authorization header, not several")
     match = _BEARER.fullmatch(values[0].strip(" \t"))
     if match is None:
-        return missing_token(realm)  # another scheme (Basic, ...): no bearer credentials at all
+        return None  # another scheme (Basic, ...): no bearer credentials at all
     token = match.group(1)
     if not token:
         return invalid_request(realm, "the Authorization header has no token after Bearer")
@@ -242,27 +249,44 @@ def resolve_issuer(client: IssuerRef) -> TokenIssuer:
 
 
 async def authenticate(
-    verifier: VerifierRef, authorization: Sequence[str], *, realm: str, retry_after: int
+    verifier: VerifierRef,
+    authorization: Sequence[str],
+    *,
+    realm: str,
+    retry_after: int,
+    allow_anonymous: bool = False,
 ) -> Verification | Answer:
     """The VALID verdict on the request's bearer token, or the answer that refuses the request. Fails closed: a
-    verifier that cannot vouch (UNAVAILABLE, or the RPC failing) never lets the request through."""
-    token = bearer_token(authorization, realm)
+    verifier that cannot vouch (UNAVAILABLE, or the RPC failing) never lets the request through.
+
+    A request without bearer credentials (no Authorization header, or another scheme) gets 401 missing_token, with
+    no verifier call; with `allow_anonymous`, it is verified as the empty token instead: an app that admits
+    anonymous users answers VALID with role ANONYMOUS (no user id), which passes; ANONYMOUS_DISABLED is the same
+    401 missing_token. A malformed header (400) or a token that does not verify (401) is never anonymous.
+    """
+    token = _bearer_credentials(authorization, realm)
     if isinstance(token, Answer):
         return token
-    checker = resolve_verifier(verifier)
+    if token is None and not allow_anonymous:
+        return missing_token(realm)
     try:
-        if isinstance(checker, LocalTokenVerifier):
-            verdict = checker.verify(token)
-            verification = await verdict if inspect.isawaitable(verdict) else verdict
-        else:
-            verification = await checker.verify_token(token)
+        verification = await _verify(resolve_verifier(verifier), token or "")
     except AuthsvcClientError as error:
         return _failed_call("VerifyToken", error, retry_after, "the backend could not verify the token")
     if verification.outcome is VerifyOutcome.UNAVAILABLE:
         return unavailable(retry_after, VerifyOutcome.UNAVAILABLE)
-    if not verification.valid or verification.outcome is not VerifyOutcome.VALID:
-        return rejected(verification, realm)
-    return verification
+    valid = verification.valid and verification.outcome is VerifyOutcome.VALID
+    if token is None:
+        # The empty token: only an anonymous user passes; ANONYMOUS_DISABLED (or anything else) asks to sign in.
+        return verification if valid and verification.role is Role.ANONYMOUS else missing_token(realm)
+    return verification if valid else rejected(verification, realm)
+
+
+async def _verify(checker: TokenVerifier, token: str) -> Verification:
+    if isinstance(checker, LocalTokenVerifier):
+        verdict = checker.verify(token)
+        return await verdict if inspect.isawaitable(verdict) else verdict
+    return await checker.verify_token(token)
 
 
 def _failed_call(rpc: str, error: AuthsvcClientError, retry_after: int, description: str) -> Answer:

@@ -53,7 +53,9 @@ def use_authsvc_errors(app: FastAPI) -> None:
 class BearerAuth:
     """A FastAPI dependency: the VALID Verification of the request's bearer token, else BearerAuthError with the
     contract's answer (401, 400, 503 or 500). Behind authsvc.web.asgi.BearerAuthMiddleware it takes the verdict
-    the middleware put on the request instead of verifying twice."""
+    the middleware put on the request instead of verifying twice. With `allow_anonymous` (default off), a request
+    without bearer credentials is verified as the empty token: VALID with role ANONYMOUS (user_id None) for an app
+    that admits anonymous users, else the same 401 missing_token."""
 
     def __init__(
         self,
@@ -61,10 +63,12 @@ class BearerAuth:
         *,
         realm: str = contract.DEFAULT_REALM,
         retry_after: int = contract.DEFAULT_RETRY_AFTER,
+        allow_anonymous: bool = False,
     ) -> None:
         self.verifier = contract.check_verifier(verifier)
         self.realm = contract.check_realm(realm)
         self.retry_after = retry_after
+        self.allow_anonymous = allow_anonymous
 
     async def __call__(self, request: Request) -> Verification:
         verified = request.scope.get("state", {}).get(asgi.STATE_KEY)
@@ -75,6 +79,7 @@ class BearerAuth:
             asgi.header_values(request.scope, b"authorization"),
             realm=self.realm,
             retry_after=self.retry_after,
+            allow_anonymous=self.allow_anonymous,
         )
         if isinstance(verdict, Answer):
             raise BearerAuthError(verdict)

@@ -253,6 +253,12 @@ export interface BearerAuthOptions {
   retryAfterSeconds?: number;
   /** Hears of each failed RPC (never of a token). */
   onError?: (error: AuthsvcClientError) => void;
+  /**
+   * Default false. When true, a request without bearer credentials (no Authorization header, or another scheme)
+   * is verified as the empty token: for an app with anonymous access on it passes with `req.authsvc` of role
+   * "ANONYMOUS" (userId null); otherwise (ANONYMOUS_DISABLED) it gets the usual 401 missing_token.
+   */
+  allowAnonymous?: boolean;
 }
 
 /** Checks `Authorization: Bearer <token>`; a VALID verdict goes on as `req.authsvc`, anything else is answered. */
@@ -285,7 +291,7 @@ export declare const DESCRIPTIONS: Readonly<Record<string, string>>;
 
 declare module "node:http" {
   interface IncomingMessage {
-    /** The VALID Verification, set by bearerAuth. */
+    /** The VALID Verification, set by bearerAuth (role "ANONYMOUS", userId null, for an anonymous user). */
     authsvc?: Verification;
   }
 }

@@ -108,18 +108,49 @@ function authorizationValues(req) {
   return value === undefined ? [] : [value];
 }
 
-/** The bearer token of a request whose Authorization header(s) are `values`, or the answer that refuses it. */
-function bearerToken(values, realm) {
-  if (values.length === 0) return { answer: missingToken(realm) };
+/**
+ * The bearer token of a request whose Authorization header(s) are `values` ({ token }), the 400 answer for a
+ * malformed header ({ answer }), or {} when the request carries no bearer credentials at all (no header, or
+ * another scheme such as Basic).
+ */
+function bearerCredentials(values, realm) {
+  if (values.length === 0) return {};
   if (values.length > 1) return { answer: invalidRequest(realm, "send one Authorization header, not several") };
   const match = BEARER.exec(values[0].replace(/^[ \t]+|[ \t]+$/g, ""));
-  if (match === null) return { answer: missingToken(realm) }; // another scheme (Basic, ...): no bearer credentials
+  if (match === null) return {}; // another scheme (Basic, ...): no bearer credentials
   const token = match[1];
   if (!token) return { answer: invalidRequest(realm, "the Authorization header has no token after Bearer") };
   if (!B64TOKEN.test(token)) {
     return { answer: invalidRequest(realm, "the Authorization header must hold exactly one token after Bearer") };
   }
   return { token };
+}
+
+/**
+ * The VALID verdict on the request's bearer token ({ verification }) or the answer refusing it ({ answer }); a
+ * verifier's own error (not an AuthsvcClientError) is thrown. Fails closed. Without bearer credentials: 401
+ * missing_token with no verifier call, or, with `allowAnonymous`, the verdict on the empty token: VALID with role
+ * ANONYMOUS passes, anything else (ANONYMOUS_DISABLED) is the same 401 missing_token. The twin of
+ * authsvc.web.contract.authenticate.
+ */
+async function authenticate(verify, values, { realm, retryAfterSeconds, allowAnonymous, onError }) {
+  const { token, answer } = bearerCredentials(values, realm);
+  if (answer) return { answer };
+  if (token === undefined && !allowAnonymous) return { answer: missingToken(realm) };
+  let verification;
+  try {
+    verification = await verify(token ?? "");
+  } catch (error) {
+    if (!isClientError(error)) throw error;
+    return { answer: failedCall(error, retryAfterSeconds, "the backend could not verify the token", onError) };
+  }
+  if (verification.outcome === "UNAVAILABLE") return { answer: unavailable(retryAfterSeconds, "UNAVAILABLE") };
+  const valid = Boolean(verification.valid) && verification.outcome === "VALID";
+  if (token === undefined) {
+    // The empty token: only an anonymous user passes; ANONYMOUS_DISABLED (or anything else) asks to sign in.
+    return valid && verification.role === "ANONYMOUS" ? { verification } : { answer: missingToken(realm) };
+  }
+  return valid ? { verification } : { answer: rejected(verification, realm) };
 }
 
 function isClientError(error) {
@@ -147,6 +178,9 @@ function requestPath(req) {
  * paths in `exclude` (exact paths, without the query). A VALID verdict goes on as `req.authsvc`; anything else is
  * answered here: 401 (action "refresh" on EXPIRED, "retry_later" on NOT_YET_VALID, "logout" otherwise), 400, or 503 with Retry-After when the
  * verifier cannot vouch (fail closed). `onError(error)` hears of each failed RPC (an AuthsvcClientError).
+ * With `allowAnonymous` (default false), a request without bearer credentials is verified as the empty token: for
+ * an app with anonymous access on it goes on with `req.authsvc` of role "ANONYMOUS" (userId null); else it gets
+ * the same 401 missing_token as without the option.
  *
  * @param {object} options
  * @param {{verify(token: string): any} | {verifyToken(token: string): Promise<any>}} options.verifier
@@ -158,24 +192,23 @@ function bearerAuth({
   exclude = [],
   retryAfterSeconds = DEFAULT_RETRY_AFTER,
   onError,
+  allowAnonymous = false,
 } = {}) {
   const verify = verifierOf(verifier);
   checkRealm(realm);
+  if (typeof allowAnonymous !== "boolean") throw new TypeError("allowAnonymous must be true or false");
   const excluded = new Set(exclude);
+  const options = { realm, retryAfterSeconds, allowAnonymous, onError };
   return async function authsvcBearerAuth(req, res, next) {
     if (excluded.has(requestPath(req))) return next();
-    const { token, answer } = bearerToken(authorizationValues(req), realm);
-    if (answer) return send(res, answer);
-    let verification;
+    let verdict;
     try {
-      verification = await verify(token);
+      verdict = await authenticate(verify, authorizationValues(req), options);
     } catch (error) {
-      if (!isClientError(error)) return next(error); // the verifier's own bug: the app's error handling
-      return send(res, failedCall(error, retryAfterSeconds, "the backend could not verify the token", onError));
+      return next(error); // the verifier's own bug: the app's error handling
     }
-    if (verification.outcome === "UNAVAILABLE") return send(res, unavailable(retryAfterSeconds, "UNAVAILABLE"));
-    if (!verification.valid || verification.outcome !== "VALID") return send(res, rejected(verification, realm));
-    req.authsvc = verification;
+    if (verdict.answer) return send(res, verdict.answer);
+    req.authsvc = verdict.verification;
     return next();
   };
 }

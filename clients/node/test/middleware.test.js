@@ -12,7 +12,7 @@ const http = require("node:http");
 const net = require("node:net");
 const path = require("node:path");
 const express = require("express");
-const { AuthClient, AuthsvcClientError, bearerAuth, tokenProvider, DESCRIPTIONS } = require("..");
+const { AuthClient, AuthsvcClientError, LocalVerifier, bearerAuth, tokenProvider, DESCRIPTIONS } = require("..");
 
 const { AUTHSVC_TARGET: target, AUTHSVC_API_KEY: apiKey, AUTHSVC_API_SECRET: apiSecret } = process.env;
 const skip =
@@ -376,6 +376,136 @@ test.describe("bearerAuth and tokenProvider in an Express app, against a running
   });
 });
 
+// allowAnonymous: the app "anonymous" of AUTHSVC_LOCAL_APPS has anonymous_access on; the main app has it off.
+const localApps = process.env.AUTHSVC_LOCAL_APPS;
+const skipAnonymous = skip || (localApps ? false : "set AUTHSVC_LOCAL_APPS (with an anonymous app)");
+
+/** A verifier of `kind` ("rpc": AuthClient, "local": a started LocalVerifier) for an app, counting its calls in
+ *  `calls` (true for the empty token; no token is kept). */
+async function countingVerifier(kind, found, calls) {
+  const client = new AuthClient({ target, apiKey: found.apiKey, credential: found.apiSecret, timeoutMs: 10000 });
+  if (kind === "rpc") {
+    const verifier = { verifyToken: (token) => (calls.push(token === ""), client.verifyToken(token)) };
+    return { verifier, client, close: async () => client.close() };
+  }
+  const local = new LocalVerifier({ target, apiKey: found.apiKey, credential: found.apiSecret, hs256Secret: found.apiSecret });
+  await local.start();
+  const verifier = { verify: (token) => (calls.push(token === ""), local.verify(token)) };
+  return { verifier, client, close: async () => (await local.close(), client.close()) };
+}
+
+function whoamiServer(verifier, options = {}) {
+  const app = express();
+  app.use(bearerAuth({ verifier, realm: REALM, ...options }));
+  app.get("/whoami", (req, res) => res.json({ user: req.authsvc.userId, role: req.authsvc.role, outcome: req.authsvc.outcome }));
+  return listen(app);
+}
+
+test.describe("bearerAuth with allowAnonymous, against a running authsvc", { skip: skipAnonymous }, () => {
+  const open = () => {
+    const found = JSON.parse(localApps).anonymous;
+    assert.ok(found, "AUTHSVC_LOCAL_APPS has no app anonymous");
+    return { apiKey: found.api_key, apiSecret: found.api_secret };
+  };
+  const basic = { authorization: "Basic YWxpY2U6c2VjcmV0" };
+
+  for (const kind of ["rpc", "local"]) {
+    test(`${kind}: an app that allows anonymous users lets a request without a token through as ANONYMOUS`, async () => {
+      const calls = [];
+      const { verifier, client, close } = await countingVerifier(kind, open(), calls);
+      const server = await whoamiServer(verifier, { allowAnonymous: true });
+      try {
+        for (const headers of [{}, basic]) {
+          const response = await fetch(`${server.url}/whoami`, { headers });
+          assert.equal(response.status, 200);
+          assert.deepEqual(await response.json(), { user: null, role: "ANONYMOUS", outcome: "VALID" });
+        }
+        assert.deepEqual(calls, [true, true], "each verified as the empty token");
+
+        // A user's token still names its user; a token that fails is refused for itself, never made anonymous.
+        const { token } = await client.issueToken({ userId: `anon-${run}` });
+        const user = await fetch(`${server.url}/whoami`, { headers: { authorization: `Bearer ${token}` } });
+        assert.deepEqual(await user.json(), { user: `anon-${run}`, role: "USER", outcome: "VALID" });
+        const bad = await fetch(`${server.url}/whoami`, { headers: { authorization: "Bearer not-a-jwt" } });
+        await assertRefused(bad, 401, "invalid_token", "logout", "MALFORMED");
+        const now = Math.floor(Date.now() / 1000);
+        const input = `${Buffer.from(JSON.stringify({ alg: "HS256", typ: "JWT" })).toString("base64url")}.${Buffer.from(
+          JSON.stringify({ user_id: "alice", iat: now - 7200, exp: now - 3600 }),
+        ).toString("base64url")}`;
+        const expired = `${input}.${crypto.createHmac("sha256", open().apiSecret).update(input).digest("base64url")}`;
+        const old = await fetch(`${server.url}/whoami`, { headers: { authorization: `Bearer ${expired}` } });
+        await assertRefused(old, 401, "invalid_token", "refresh", "EXPIRED");
+        for (const value of ["Bearer", "Bearer one two"]) {
+          const refused = await fetch(`${server.url}/whoami`, { headers: { authorization: value } });
+          await assertRefused(refused, 400, "invalid_request", "fix_request");
+        }
+        const twice = await rawGet(server.url, "/whoami", ["Authorization: Bearer a", "Authorization: Bearer b"]);
+        assert.equal(twice.status, 400);
+        assert.deepEqual(calls, [true, true, false, false, false], "the 400s verify nothing");
+      } finally {
+        await server.close();
+        await close();
+      }
+    });
+
+    test(`${kind}: without allowAnonymous, no token is the usual 401 and nothing is verified`, async () => {
+      const calls = [];
+      const { verifier, close } = await countingVerifier(kind, open(), calls);
+      const server = await whoamiServer(verifier);
+      try {
+        for (const headers of [{}, basic]) {
+          const refused = await fetch(`${server.url}/whoami`, { headers });
+          await assertRefused(refused, 401, "missing_token", "authenticate");
+          assert.equal(refused.headers.get("www-authenticate"), `Bearer realm="${REALM}"`);
+        }
+        assert.deepEqual(calls, [], "no VerifyToken (nor local verify) without a bearer token");
+      } finally {
+        await server.close();
+        await close();
+      }
+    });
+
+    test(`${kind}: allowAnonymous for an app without anonymous access is the usual 401 missing_token`, async () => {
+      const calls = [];
+      const { verifier, close } = await countingVerifier(kind, { apiKey, apiSecret }, calls);
+      const server = await whoamiServer(verifier, { allowAnonymous: true });
+      try {
+        for (const headers of [{}, basic]) {
+          const refused = await fetch(`${server.url}/whoami`, { headers });
+          await assertRefused(refused, 401, "missing_token", "authenticate");
+          assert.equal(refused.headers.get("www-authenticate"), `Bearer realm="${REALM}"`);
+        }
+        assert.deepEqual(calls, [true, true], "asked, and authsvc said ANONYMOUS_DISABLED");
+      } finally {
+        await server.close();
+        await close();
+      }
+    });
+  }
+
+  test("allowAnonymous fails closed: authsvc out of reach is a 503, a wrong configuration a 500", async () => {
+    const { apiKey: openKey, apiSecret: openSecret } = open();
+    const down = new AuthClient({ target: `127.0.0.1:${await closedPort()}`, apiKey: openKey, credential: openSecret, timeoutMs: 1000, retryAttempts: 1 });
+    const downServer = await whoamiServer(down, { allowAnonymous: true });
+    try {
+      const refused = await fetch(`${downServer.url}/whoami`);
+      await assertRefused(refused, 503, "temporarily_unavailable", "retry");
+      assert.equal(refused.headers.get("retry-after"), "2");
+    } finally {
+      await downServer.close();
+      down.close();
+    }
+    const wrong = new AuthClient({ target, apiKey: "no-such-api-key", credential: openSecret });
+    const wrongServer = await whoamiServer(wrong, { allowAnonymous: true });
+    try {
+      await assertRefused(await fetch(`${wrongServer.url}/whoami`), 500, "server_error", "retry");
+    } finally {
+      await wrongServer.close();
+      wrong.close();
+    }
+  });
+});
+
 test("the descriptions are those docs/web.md prints, as in the Python package", () => {
   const doc = fs.readFileSync(path.resolve(__dirname, "..", "..", "..", "docs", "web.md"), "utf8");
   const documented = Object.fromEntries(
@@ -390,6 +520,7 @@ test("the descriptions are those docs/web.md prints, as in the Python package", 
 test("set-up mistakes fail at once", () => {
   assert.throws(() => bearerAuth({ verifier: {} }), /LocalVerifier or an AuthClient/);
   assert.throws(() => bearerAuth({ verifier: { verify() {} }, realm: 'a"b' }), /realm/);
+  assert.throws(() => bearerAuth({ verifier: { verify() {} }, allowAnonymous: "yes" }), /allowAnonymous/);
   assert.throws(() => tokenProvider({ client: {}, identify() {} }), /AuthClient/);
   assert.throws(() => tokenProvider({ client: { issueToken() {} } }), /identify/);
 });
