@@ -53,6 +53,13 @@ def micros(stamp: timestamp_pb2.Timestamp, field: str) -> Micros:
     return stamp.seconds * MICROS_PER_SECOND + stamp.nanos // 1000
 
 
+# Module constants: CPython folds no power above 128 bits at compile time, so `2**1023` in an expression is worked
+# out again on every evaluation (18 multiplications of big integers, about 10k instructions: callgrind put it at
+# 9 % of what a fresh token adds to a VerifyToken call).
+_DOUBLE_RANGE = 2**1023
+_EXACT_IN_A_DOUBLE = 2**53
+
+
 def fill_struct(target: struct_pb2.Struct, claims: Mapping[str, Any]) -> None:
     """Puts `claims` into a Struct field in place."""
     # Field by field for the usual scalar claims: about 2.5 times faster than Struct.update (hot path).
@@ -63,7 +70,7 @@ def fill_struct(target: struct_pb2.Struct, claims: Mapping[str, Any]) -> None:
             fields[key].string_value = value
         elif isinstance(value, bool):
             fields[key].bool_value = value
-        elif isinstance(value, float) or (isinstance(value, int) and abs(value) < 2**1023):
+        elif isinstance(value, float) or (isinstance(value, int) and abs(value) < _DOUBLE_RANGE):
             fields[key].number_value = value
         elif isinstance(value, int):  # beyond a double's range: kept exact, as text
             fields[key].string_value = str(value)
@@ -79,7 +86,7 @@ def struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_IN_A_DOUBLE:
         return int(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
