@@ -46,7 +46,15 @@ MAX_GUEST_NAME_LENGTH = 255
 """The longest display name a guest token carries (claim `name`)."""
 
 
-class Outcome(enum.Enum):
+class _Enum(enum.Enum):
+    """An Enum whose members hash by identity, in C, rather than by name through a Python call (Enum.__hash__, about
+    0.3 µs): the verdict's enums are dict keys on the path of every verification. Members are singletons that
+    compare by identity, so equal members still hash alike."""
+
+    __hash__ = object.__hash__
+
+
+class Outcome(_Enum):
     """The verdict of a verification; the values mirror authsvc.v1.VerifyOutcome."""
 
     VALID = 1
@@ -61,7 +69,7 @@ class Outcome(enum.Enum):
     """An empty token (an anonymous user) for an app whose `anonymous_access` is off."""
 
 
-class Role(enum.Enum):
+class Role(_Enum):
     """Who a verified token speaks for; the values mirror authsvc.v1.Role."""
 
     UNSPECIFIED = 0
@@ -80,7 +88,7 @@ def role_of(user_id: str) -> Role:
     return Role.GUEST if user_id.startswith(GUEST_PREFIX) else Role.USER
 
 
-class RevocationScope(enum.Enum):
+class RevocationScope(_Enum):
     """Which revocation rejected a REVOKED token; the values mirror authsvc.v1.RevocationScope."""
 
     APP = 1
@@ -89,7 +97,7 @@ class RevocationScope(enum.Enum):
     TOKEN = 3
 
 
-class ClientAction(enum.Enum):
+class ClientAction(_Enum):
     """What a chat client should do with a token that was not accepted; the values mirror authsvc.v1.ClientAction."""
 
     REFRESH = 1
