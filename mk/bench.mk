@@ -14,16 +14,22 @@
 #   make bench BENCH_ARGS='--rounds 9'          more interleaved rounds for the target ratios (default 5)
 #   make bench BENCH_ARGS=--no-pin              server and generators share every core (default: the server
 #                                               alone on the first CPU while a window is measured)
+#   make bench-instructions                     instructions per call of Health/Check, VerifyToken repeated and
+#                                               fresh, counted by callgrind (bench/instructions.py): steady
+#                                               whatever else runs on the machine
 #
 # AUTHSVC_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres runs on that PostgreSQL server (in a
 # fresh database the bench creates and drops); unset, the bench starts an embedded one.
 
 BENCH_ARGS ?=
 
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick bench-instructions
 
 bench: $(STAMP) ## run the benchmarks and write docs/performance.md (BENCH_ARGS=--quick for a smoke run)
 	BENCH_COMMAND="make bench$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 bench-quick: $(STAMP) ## smoke-run every benchmark scenario (~1 s each); prints the report only
 	BENCH_COMMAND="make bench-quick" $(BIN)/python -m bench.run --quick $(BENCH_ARGS)
+
+bench-instructions: $(STAMP) ## instructions per call under callgrind (needs valgrind): steady on a shared machine
+	$(BIN)/python -m bench.instructions
