@@ -1,4 +1,4 @@
-"""What a call costs the server in instructions, counted by callgrind: a figure other jobs on the machine cannot move.
+"""What a call costs the server in instructions, counted by callgrind: steadier than CPU seconds on a shared machine.
 
     .venv/bin/python -m bench.instructions [CALLS]
 
@@ -8,7 +8,10 @@ database (AUTHSVC_BENCH_DATABASE_URL's server, else an embedded PostgreSQL). Aft
 of bench (a)), VerifyToken of 100 HS256 tokens repeated, and VerifyToken of a fresh HS256 token every call, made as
 bench (b) makes them (PyJWT, `{"user_id", "iat"}`). It prints the instructions per call of each, all threads of the
 process included, and their ratios to the ceiling: bench (b)'s CPU targets, in instructions rather than seconds.
-Instructions say nothing of cache misses or of time spent waiting; `make bench` measures seconds.
+Instructions say nothing of cache misses or of time spent waiting; `make bench` measures seconds. They are not
+fixed either: how many calls one turn of the event loop serves depends on timing, so runs differ by a few percent
+(Health/Check once 7 % apart between two runs of the same tree while other jobs ran); compare trees run by run,
+alternating, and look at the differences rather than at one run.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@
 #   make bench BENCH_ARGS=--no-pin              server and generators share every core (default: the server
 #                                               alone on the first CPU while a window is measured)
 #   make bench-instructions                     instructions per call of Health/Check, VerifyToken repeated and
-#                                               fresh, counted by callgrind (bench/instructions.py): steady
-#                                               whatever else runs on the machine
+#                                               fresh, counted by callgrind (bench/instructions.py): steadier
+#                                               than seconds on a shared machine (runs differ by a few %)
 #
 # AUTHSVC_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres runs on that PostgreSQL server (in a
 # fresh database the bench creates and drops); unset, the bench starts an embedded one.
@@ -31,5 +31,5 @@ bench: $(STAMP) ## run the benchmarks and write docs/performance.md (BENCH_ARGS=
 bench-quick: $(STAMP) ## smoke-run every benchmark scenario (~1 s each); prints the report only
 	BENCH_COMMAND="make bench-quick" $(BIN)/python -m bench.run --quick $(BENCH_ARGS)
 
-bench-instructions: $(STAMP) ## instructions per call under callgrind (needs valgrind): steady on a shared machine
+bench-instructions: $(STAMP) ## instructions per call under callgrind (needs valgrind): steadier than seconds
 	$(BIN)/python -m bench.instructions
