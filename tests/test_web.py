@@ -26,7 +26,7 @@ import uvicorn
 from fastapi import Depends, FastAPI
 from starlette.requests import Request as StarletteRequest
 
-from authsvc.client import AuthClient, LocalVerifier, Verification, VerifyOutcome
+from authsvc.client import AuthClient, LocalVerifier, Role, Verification, VerifyOutcome
 from authsvc.config import Settings
 from authsvc.server import RunningServer, start_server
 from authsvc.state import State
@@ -727,6 +727,41 @@ async def test_the_middleware_refuses_a_websocket_handshake_without_a_valid_toke
     assert await handshake([(b"authorization", f"Bearer {token}".encode())], {}) == [{"type": "websocket.accept"}]
     assert reached == ["alice"]
     await client.close()
+
+
+async def test_allow_anonymous_admits_an_anonymous_websocket_handshake_only_where_the_app_allows_it(
+    server: RunningServer, new_app: NewApp
+) -> None:
+    # A chat's public room: a watcher without a token opens the socket when the app admits anonymous users.
+    reached: list[tuple[str | None, Role]] = []
+
+    async def ws_app(scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        verification = scope["state"]["authsvc"]
+        reached.append((verification.user_id, verification.role))
+        await send({"type": "websocket.accept"})
+
+    async def handshake(middleware: BearerAuthMiddleware, headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "websocket.connect"}
+
+        async def send(message: asgi.Message) -> None:
+            sent.append(dict(message))
+
+        await middleware({"type": "websocket", "path": "/ws", "headers": headers, "extensions": {}}, receive, send)
+        return sent
+
+    open_app, closed_app = await new_app("ws-open", anonymous_access=True), await new_app("ws-closed")
+    for app, admitted in ((open_app, True), (closed_app, False)):
+        async with AuthClient(f"127.0.0.1:{server.port}", app.api_key, app.api_secret) as client:
+            middleware = BearerAuthMiddleware(ws_app, verifier=client, realm=REALM, allow_anonymous=True)
+            expected = {"type": "websocket.accept"} if admitted else {"type": "websocket.close", "code": 1008}
+            assert await handshake(middleware, []) == [expected]
+            # A token that fails is refused, never let in as anonymous.
+            bad = await handshake(middleware, [(b"authorization", b"Bearer not.a.token")])
+            assert bad == [{"type": "websocket.close", "code": 1008}]
+    assert reached == [(None, Role.ANONYMOUS)]
 
 
 # The contract's words, as docs/web.md prints them (clients/node/middleware.js is checked against the same table).
