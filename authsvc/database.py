@@ -81,6 +81,9 @@ def _pgserver_chatter(record: logging.LogRecord) -> bool:
 
 def _pgserver() -> Any:
     """The pgserver module, needed only without a database URL: the extra `embedded`, never in the image."""
+    # Importing it asks platformdirs for XDG_RUNTIME_DIR, which containers and CI rarely set; the fallback is fine.
+    # (Set here, where every path to pgserver passes: keyring_for imports it before database_url runs.)
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     try:
         import pgserver
     except ImportError:
@@ -102,8 +105,6 @@ def database_url(settings: Settings) -> Iterator[str]:
         log.info("using PostgreSQL at %s", describe(settings.database_url))
         yield settings.database_url
         return
-    # pgserver asks platformdirs for XDG_RUNTIME_DIR, which containers rarely set; the fallback is fine.
-    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     pgserver = _pgserver()
 
     logging.getLogger("pgserver").addFilter(_pgserver_chatter)

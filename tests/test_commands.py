@@ -193,6 +193,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 async def test_serve_with_embedded_postgresql_keeps_data_and_stops_cleanly(workdir: Path) -> None:
     env = clean_env()
+    # As `make run` starts it on a fresh machine: no key-encryption key (one is made in the data dir) and no
+    # XDG_RUNTIME_DIR, which pgserver's import asks platformdirs for (a warning that must not reach the log).
+    env.pop("AUTHSVC_KEK")
+    env.pop("XDG_RUNTIME_DIR", None)
     pgdata = workdir / ".authsvc" / "pgdata"
     async with serve(env, workdir) as served:
         assert any("embedded PostgreSQL" in message for message in served.messages())
@@ -211,6 +215,7 @@ async def test_serve_with_embedded_postgresql_keeps_data_and_stops_cleanly(workd
         assert _postmaster_running(pgdata)
     assert served.process.returncode == 0, "".join(served.log)
     assert "Traceback" not in "".join(served.log)
+    assert "XDG_RUNTIME_DIR" not in "".join(served.log)
     assert not _postmaster_running(pgdata), "the embedded PostgreSQL must stop with the server"
 
     async with serve(env, workdir) as served:
