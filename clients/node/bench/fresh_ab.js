@@ -27,6 +27,7 @@ const path = require("node:path");
 const { performance } = require("node:perf_hooks");
 
 const CLIENT = path.resolve(__dirname, "..");
+const { watchMessages } = require(path.join(CLIENT, "test", "watch_messages"));
 const API_KEY = "ak_bench_fresh_ab_0123456789";
 const SECRET = "bench-secret-of-this-script-only-0123456789abcdef";
 const KID = "sk_bench_kid_01";
@@ -69,22 +70,11 @@ function mint(count, nowMicros) {
 
 /** A snapshot of the app with `revoked` users revoked at `revokedAt`, as grpc-js hands the message to the handler. */
 function snapshot(dir, revoked, revokedAt) {
-  const protoLoader = require(path.join(dir, "node_modules", "@grpc", "proto-loader"));
-  const protobuf = require(path.join(dir, "node_modules", "protobufjs"));
+  const message = watchMessages({
+    protoLoader: require(path.join(dir, "node_modules", "@grpc", "proto-loader")),
+    protobuf: require(path.join(dir, "node_modules", "protobufjs")),
+  });
   const { secretFingerprint } = require(path.join(dir, "watch_wire"));
-  const protos = path.resolve(CLIENT, "..", "..", "protos");
-  const method = protoLoader.loadSync("authsvc/v1/auth_service.proto", {
-    keepCase: true,
-    longs: String,
-    enums: String,
-    defaults: true,
-    oneofs: true,
-    includeDirs: [protos],
-  })["authsvc.v1.AuthService"].WatchState;
-  const root = new protobuf.Root();
-  root.resolvePath = (origin, target) => (target.startsWith("google/protobuf/") ? target : path.resolve(protos, target));
-  root.loadSync("authsvc/v1/auth_service.proto", { keepCase: true });
-  const Response = root.lookupType("authsvc.v1.WatchStateResponse");
   const hashes = [];
   for (let i = 0; i < revoked; i++) {
     hashes.push(crypto.createHash("sha256").update(`prop-${i}`).digest().readBigInt64BE(0));
@@ -104,7 +94,7 @@ function snapshot(dir, revoked, revokedAt) {
       last: true,
     },
   };
-  return method.responseDeserialize(Buffer.from(Response.encode(Response.fromObject(fields)).finish()));
+  return message(fields);
 }
 
 function cpuSeconds(since) {

@@ -6,34 +6,15 @@
 const test = require("node:test");
 const assert = require("node:assert/strict");
 const crypto = require("node:crypto");
-const path = require("node:path");
-const protobuf = require("protobufjs");
-const protoLoader = require("@grpc/proto-loader");
 const { LocalVerifier } = require("..");
 const { secretFingerprint } = require("../watch_wire");
+const { watchMessages } = require("./watch_messages");
 
-const PROTOS = path.resolve(__dirname, "..", "..", "..", "protos");
-const method = protoLoader.loadSync("authsvc/v1/auth_service.proto", {
-  keepCase: true,
-  longs: String,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-  includeDirs: [PROTOS],
-})["authsvc.v1.AuthService"].WatchState;
-const root = new protobuf.Root();
-root.resolvePath = (origin, target) => (target.startsWith("google/protobuf/") ? target : path.resolve(PROTOS, target));
-root.loadSync("authsvc/v1/auth_service.proto", { keepCase: true });
-const Response = root.lookupType("authsvc.v1.WatchStateResponse");
+const message = watchMessages(); // a message as grpc-js would deliver it
 
 const API_KEY = "stream-test-app";
 const SECRET = "a-secret-of-this-test-only-0123456789";
 const NOW = 1_790_000_000; // seconds
-
-/** A message as grpc-js would deliver it. */
-function message(fields) {
-  return method.responseDeserialize(Buffer.from(Response.encode(Response.fromObject(fields)).finish()));
-}
 
 function appState(extra = {}) {
   return {
