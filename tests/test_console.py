@@ -438,6 +438,37 @@ async def test_the_inspector_never_writes_the_token_to_the_log(console: Console,
         assert issued.token.split(".")[1] not in console.served.output
 
 
+async def test_the_inspector_says_which_revocation_decided(console: Console, client: httpx.AsyncClient) -> None:
+    """The inspector's verdict is VerifyToken's, per-token revocations included, and it names what revoked."""
+    async with grpc.aio.insecure_channel(console.served.target) as channel:
+        auth, admin = console.stubs(channel)
+        created = await admin.CreateApp(
+            admin_pb.CreateAppRequest(name="revocations told"), metadata=operator_metadata()
+        )
+        backend = (("x-api-key", created.app.api_key), ("authorization", f"Bearer {created.api_secret}"))
+        phone = (await auth.IssueToken(pb.IssueTokenRequest(user_id="erin"), metadata=backend)).token
+        laptop = (await auth.IssueToken(pb.IssueTokenRequest(user_id="frank"), metadata=backend)).token
+        await auth.RevokeToken(pb.RevokeTokenRequest(token=phone), metadata=backend)
+        await auth.RevokeUser(pb.RevokeUserRequest(user_ids=["frank"]), metadata=backend)
+        csrf = CSRF.search((await client.get("/inspect")).text)
+        assert csrf is not None
+
+        async def inspected(token: str) -> str:
+            form = {"csrf": csrf.group(1), "api_key": created.app.api_key, "token": token}
+            answer = await client.post("/inspect", data=form)
+            assert answer.status_code == 200
+            return answer.text
+
+        for token, told in ((phone, "This very token (its jti) was revoked"), (laptop, "frank&#39;s tokens issued")):
+            assert (await auth.VerifyToken(pb.VerifyTokenRequest(token=token), metadata=backend[:1])).outcome == (
+                pb.VERIFY_OUTCOME_REVOKED
+            )
+            page = await inspected(token)
+            assert 'id="outcome">REVOKED<' in page and told in page, page
+        await auth.RevokeApp(pb.RevokeAppRequest(), metadata=backend)
+        assert "the app&#39;s tokens issued before" in await inspected(phone)  # the app's revocation is judged first
+
+
 async def test_the_one_time_login_link_works_once_and_is_never_logged(linked: Console) -> None:
     lines = [line for line in linked.served.log if "/login/link?code=" in line]
     assert len(lines) == 1 and lines[0].startswith("authsvc console: open http://127.0.0.1:")

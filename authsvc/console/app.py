@@ -431,7 +431,15 @@ def build_app(console: Console) -> ASGIApp:
         token = _text(form, "token")
         if not token.strip():
             raise InvalidArgument("paste a token", "MISSING_TOKEN")
-        result = inspect(token, app, now=console.clock(), leeway=console.leeway, revoked_before=console.state.revoking)
+        state = console.state
+        result = inspect(
+            token,
+            app,
+            now=console.clock(),
+            leeway=console.leeway,
+            revoked_before=state.revoking,
+            token_revoked_at=state.token_revoked_at if state.token_revocations_held else None,
+        )
         listed = sorted(console.state.apps(), key=lambda a: a.name.lower())
         return render(request, "inspect.html", session, apps=listed, result=result, chosen=app.api_key)
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from authsvc import tokens
 from authsvc.clock import Micros, to_datetime
-from authsvc.tokens import App, Outcome
-from authsvc.verifier import RevocationLookup, Verifier
+from authsvc.tokens import App, Outcome, RevocationScope
+from authsvc.verifier import RevocationLookup, TokenRevocationLookup, Verifier
 
 WHY = {
     Outcome.VALID: "The signature checks out, the token is within its lifetime and nothing revokes it.",
@@ -21,7 +21,8 @@ WHY = {
     Outcome.EXPIRED: "The token's exp has passed (beyond the clock leeway): the client fetches a fresh token.",
     Outcome.NOT_YET_VALID: "The token's nbf or iat lies in the future (beyond the clock leeway).",
     Outcome.WRONG_AUDIENCE: "The token is not for this app (its aud names another), or it has no user_id.",
-    Outcome.REVOKED: "The token was issued before a revocation of its user or of the app: the client logs out.",
+    Outcome.REVOKED: "The token was revoked (by its user's, its own or the app's revocation): the client logs out.",
+    Outcome.ANONYMOUS_DISABLED: "No token: an anonymous user, and the app admits none (its anonymous_access is off).",
 }
 """What each outcome means, as the inspector says it."""
 
@@ -40,9 +41,19 @@ class Inspection:
     claims: dict[str, Any] = field(default_factory=dict)
 
 
-def inspect(token: str, app: App, *, now: Micros, leeway: Micros, revoked_before: RevocationLookup) -> Inspection:
+def inspect(
+    token: str,
+    app: App,
+    *,
+    now: Micros,
+    leeway: Micros,
+    revoked_before: RevocationLookup,
+    token_revoked_at: TokenRevocationLookup | None,
+) -> Inspection:
     """The verdict on `token` for `app` at `now`, as VerifyToken would answer it, with the reasons."""
-    verdict = Verifier(cache_size=0).verify(token.strip(), app, now=now, leeway=leeway, revoked_before=revoked_before)
+    verdict = Verifier(cache_size=0).verify(
+        token.strip(), app, now=now, leeway=leeway, revoked_before=revoked_before, token_revoked_at=token_revoked_at
+    )
     why = [WHY[verdict.outcome]]
     parsed = tokens.parse(token.strip())
     header: dict[str, Any] = {}
@@ -58,17 +69,15 @@ def inspect(token: str, app: App, *, now: Micros, leeway: Micros, revoked_before
         elif parsed.header.get("alg") != app.algorithm:
             why.append(f"Its alg is {parsed.header.get('alg')!r}; the app signs with {app.algorithm}.")
     if verdict.outcome is Outcome.REVOKED:
-        user_revoked = (
-            revoked_before(app.id, verdict.user_id, verdict.issued_at)
-            if verdict.user_id and verdict.issued_at is not None
-            else None
-        )
-        issued = _iso(verdict.issued_at) or "without iat"
-        if app.revoked_before is not None and (verdict.issued_at is None or verdict.issued_at < app.revoked_before):
-            why.append(f"Issued {issued}; the app's tokens issued before {_iso(app.revoked_before)} are revoked.")
-        if user_revoked is not None:
-            why.append(f"Issued {issued}; {verdict.user_id}'s tokens issued before {_iso(user_revoked)} are revoked.")
-        if app.require_iat and verdict.issued_at is None:
+        # What decided it is the verdict's own provenance (tokens.judge), not worked out again here.
+        issued, before = _iso(verdict.issued_at) or "without iat", _iso(verdict.revoked_before)
+        if verdict.revoked_by is RevocationScope.TOKEN:
+            why.append(f"This very token (its jti) was revoked at {before}: one device logged out.")
+        elif verdict.revoked_by is RevocationScope.USER:
+            why.append(f"Issued {issued}; {verdict.user_id}'s tokens issued before {before} are revoked.")
+        elif before is not None:
+            why.append(f"Issued {issued}; the app's tokens issued before {before} are revoked.")
+        else:
             why.append("The app requires iat, and the token has none.")
     if verdict.outcome is Outcome.EXPIRED:
         why.append(f"It expired at {_iso(verdict.expires_at) or _iso_claim(claims, 'exp')}; now is {_iso(now)}.")
