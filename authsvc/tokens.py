@@ -736,7 +736,9 @@ def validate_jtis(jtis: list[str]) -> list[str]:
 def revocable_jti(verification: Verification) -> tuple[str, Micros | None]:
     """The jti and exp of a token to revoke by itself, from its verdict: it must be a token of the app (its
     signature and audience checked out; expired, not yet valid or revoked is fine), and carry a jti.
-    Raises InvalidArgument (INVALID_TOKEN) or FailedPrecondition (TOKEN_WITHOUT_JTI) otherwise."""
+    Raises InvalidArgument (MISSING_TOKEN, INVALID_TOKEN) or FailedPrecondition (TOKEN_WITHOUT_JTI) otherwise."""
+    if verification.outcome is Outcome.ANONYMOUS_DISABLED or verification.role is Role.ANONYMOUS:
+        raise InvalidArgument("token is empty; send the token to revoke, or its jti", "MISSING_TOKEN")
     if verification.outcome in (Outcome.MALFORMED, Outcome.INVALID_SIGNATURE, Outcome.UNKNOWN_KEY):
         raise InvalidArgument(
             f"token is not a token of this app ({verification.outcome.name}); send a token this app verifies",

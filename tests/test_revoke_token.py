@@ -163,6 +163,7 @@ async def test_a_token_without_jti_cannot_be_revoked_by_itself(stub: AuthService
     ("request_fields", "reason"),
     [
         ({"token": "not.a.token"}, "INVALID_TOKEN"),
+        ({"token": ""}, "MISSING_TOKEN"),
         ({"jti": ""}, "INVALID_JTI"),
         ({"jti": "x" * 256}, "INVALID_JTI"),
         ({"jti": "a\nb"}, "INVALID_JTI"),
@@ -175,6 +176,15 @@ async def test_bad_revoke_token_requests_are_refused(
     app = await new_app()
     failed = await expect_failure(stub.RevokeToken(pb.RevokeTokenRequest(**request_fields), metadata=backend(app)))
     assert (failed.code, failed.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
+
+
+async def test_an_empty_token_is_missing_even_where_anonymous_users_are_valid(
+    stub: AuthServiceAsyncStub, new_app: NewApp
+) -> None:
+    app = await new_app(anonymous_access=True)
+    assert (await verify(stub, app, "")).role == pb.ROLE_ANONYMOUS
+    failed = await expect_failure(stub.RevokeToken(pb.RevokeTokenRequest(token=""), metadata=backend(app)))
+    assert (failed.code, failed.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MISSING_TOKEN")
 
 
 @pytest.mark.parametrize(
