@@ -338,6 +338,10 @@ async def test_the_audit_log_filters_and_pages(console: Console, client: httpx.A
     assert numbers == sorted(numbers, reverse=True) and set(numbers) == set(range(60)), "newest first, none twice"
     assert 'id="older"' not in second.text
     assert "No recorded change matches" in (await client.get("/audit", params={"actor": "operator:nobody"})).text
+    # A cursor that is not one of the console's own is a 400 with its reason, never a 500.
+    for cursor in ("x.1", "1", "99999999999999999999999.1", "1.99999999999999999999", "\u00b2.1", "1.\u0663"):
+        refused = await client.get("/audit", params={"before": cursor})
+        assert refused.status_code == 400 and "INVALID_CURSOR" in refused.text, cursor
 
 
 async def test_no_link_puts_words_on_a_page(client: httpx.AsyncClient) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -60,7 +61,17 @@ SECURITY_HEADERS = {
 }
 """On every answer: no script at all, nothing from elsewhere, never framed, never cached (a secret shown once)."""
 
-_STATUS = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404}
+_STATUS = {
+    "INVALID_ARGUMENT": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "FAILED_PRECONDITION": 409,
+    "RESOURCE_EXHAUSTED": 429,
+}
+"""The HTTP status of a domain error's gRPC status; anything else (UNAVAILABLE: the database) is 503."""
+_CURSOR = re.compile(r"[0-9]{1,18}\.[0-9]{1,18}")
+"""An audit page cursor, `<at>.<id>`: two numbers that fit PostgreSQL's bigint."""
 
 
 @dataclass
@@ -459,9 +470,10 @@ def build_app(console: Console) -> ASGIApp:
             since = int(parsed.timestamp() * MICROS_PER_SECOND)
         before: tuple[Micros, int] | None = None
         if cursor := query.get("before", ""):
-            at, _, event_id = cursor.partition(".")
-            if not (at.isdigit() and event_id.isdigit()):
+            # ASCII digits only (str.isdigit takes '²', which int() refuses), and few enough for PostgreSQL's bigint.
+            if _CURSOR.fullmatch(cursor) is None:
                 raise InvalidArgument("before is not a page cursor of this console", "INVALID_CURSOR")
+            at, _, event_id = cursor.partition(".")
             before = (int(at), int(event_id))
         events = await console.store.audit_events(
             api_key=filters["app"] or None,
