@@ -734,7 +734,7 @@ def validate_jtis(jtis: list[str]) -> list[str]:
 
 
 def revocable_jti(verification: Verification) -> tuple[str, Micros | None]:
-    """The jti and exp of a token to revoke by itself, from its verdict: it must be a token of the app (its
+    """The jti and `exp` claim of a token to revoke by itself, from its verdict: it must be a token of the app (its
     signature and audience checked out; expired, not yet valid or revoked is fine), and carry a jti.
     Raises InvalidArgument (MISSING_TOKEN, INVALID_TOKEN) or FailedPrecondition (TOKEN_WITHOUT_JTI) otherwise."""
     if verification.outcome is Outcome.ANONYMOUS_DISABLED or verification.role is Role.ANONYMOUS:
@@ -753,7 +753,10 @@ def revocable_jti(verification: Verification) -> tuple[str, Micros | None]:
             "revoke its user with RevokeUser instead",
             "TOKEN_WITHOUT_JTI",
         )
-    return validate_jti(jti), verification.expires_at
+    # Kept until the token's own exp: a guest's verdict carries the exp cut to the guest lifetime in force now, which
+    # a longer lifetime set later would lift again, after such a revocation had been pruned.
+    _, exp, _ = read_times(verification.claims)
+    return validate_jti(jti), exp
 
 
 def validate_user_ids(user_ids: list[str]) -> list[str]:

@@ -237,6 +237,23 @@ async def test_bad_guest_requests_are_typed_errors(
     assert (failed.code, failed.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
 
 
+async def test_a_revoked_guest_token_stays_revoked_when_the_guest_lifetime_grows_again(
+    replicas: tuple[Replica, Replica], new_app: NewApp, clock: FakeClock
+) -> None:
+    first, _ = replicas
+    app = await new_app("devices of guests", guest_access=True, guest_token_ttl_seconds=3600)
+    now = clock.freeze()
+    issued = await guest(first, app)
+    await update(first, app, guest_token_ttl={"seconds": 60})  # the token's verdict now says it expires at +60 s
+    revoked = await first.auth.RevokeToken(pb.RevokeTokenRequest(token=issued.token), metadata=backend(app))
+    # Kept until the token's own exp, not the shorter one of the lifetime in force: pruned at +60 s, it would be
+    # gone when the lifetime is raised again and the token, still unexpired by its own claim, would verify.
+    assert revoked.expires_at.ToMicroseconds() == issued.expires_at.ToMicroseconds() == now + 3600 * S
+    await update(first, app, guest_token_ttl={"seconds": 3600})
+    clock.set(now + 600 * S)
+    assert (await verify(first, app, issued.token)).outcome == pb.VERIFY_OUTCOME_REVOKED
+
+
 async def test_a_guest_token_never_outlives_the_guest_token_ttl(
     replicas: tuple[Replica, Replica], new_app: NewApp, clock: FakeClock
 ) -> None:
