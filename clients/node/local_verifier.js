@@ -189,11 +189,9 @@ class LocalVerifier {
     this.lastError = null;
     // A user's revocation time, or null when it does not apply to a token issued at `issuedAt`: none does when every
     // revocation held is older (so a token verified as soon as it is issued costs no look-up).
-    this._revokedBefore = (userId, issuedAt) =>
-      issuedAt >= this._revocations.newest ? null : this._revocations.getUser(userId);
+    this._revokedBefore = (userId, issuedAt) => this._revocations.revoking(userId, issuedAt);
     // For a token verified the first time (most of them never again), whose user's answer is not worth keeping.
-    this._revokedBeforeOnce = (userId, issuedAt) =>
-      issuedAt >= this._revocations.newest ? null : this._revocations.getUser(userId, false);
+    this._revokedBeforeOnce = (userId, issuedAt) => this._revocations.revoking(userId, issuedAt, false);
     this._tokenRevokedAt = (jti) => this._tokenRevocations.get(jti) ?? null;
   }
 

@@ -39,6 +39,13 @@ test("snapshot, revocations and clears answer as a Map of the same changes, acro
       const expected = model.get(hashOf(userId)) ?? null;
       assert.equal(set.getUser(userId), expected, userId);
       assert.equal(set.getUser(userId, false), expected, `${userId}, not remembered`);
+      // revoking(): the answer a verdict needs for a token issued then; no look-up for one newer than newest.
+      for (const issuedAt of [expected === null ? 0 : expected - 1, expected ?? 1, set.newest, set.newest - 1]) {
+        const answer = set.revoking(userId, issuedAt, Math.random() < 0.5);
+        const revoked = expected !== null && issuedAt < expected;
+        assert.equal(answer !== null && issuedAt < answer, revoked, `${userId} issued at ${issuedAt}`);
+        if (answer !== null) assert.equal(answer, expected, userId);
+      }
     }
     for (const time of model.values()) assert.ok(time <= set.newest, "no time held is newer than newest");
   };
