@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 
 from authsvc import keys
 from authsvc.audit import SYSTEM, Actor
-from authsvc.clock import MICROS_PER_SECOND, Micros, system_clock, to_datetime
+from authsvc.clock import MICROS_PER_SECOND, Micros, iso, system_clock
 from authsvc.errors import InvalidArgument, NotFound
 from authsvc.store import Store
 from authsvc.tokens import DEFAULT_GUEST_TOKEN_TTL_SECONDS, HS256, App
@@ -261,10 +261,6 @@ async def retire_key(store: Store, app: App, key_id: str, *, now: Micros, actor:
     return version
 
 
-def _iso(micros: Micros | None) -> str | None:
-    return None if micros is None else to_datetime(micros).isoformat()
-
-
 @dataclass(frozen=True, slots=True)
 class KeyView:
     """One live key of an app, as operators see it: never the secret or the private key."""
@@ -342,9 +338,9 @@ def describe(app: App, *, with_secret: bool = False, now: Micros | None = None) 
         "algorithm": shown.algorithm,
         "key_id": shown.key_id,
         "keys": [
-            {"key_id": k.key_id, "kind": k.kind, "expires_at": _iso(k.expires_at)}
+            {"key_id": k.key_id, "kind": k.kind, "expires_at": iso(k.expires_at)}
             if k.kind == "api_secret"
-            else {"key_id": k.key_id, "kind": k.kind, "algorithm": k.algorithm, "signs_from": _iso(k.signs_from)}
+            else {"key_id": k.key_id, "kind": k.kind, "algorithm": k.algorithm, "signs_from": iso(k.signs_from)}
             for k in shown.keys
         ],
         "token_ttl_seconds": shown.token_ttl_seconds,
@@ -354,8 +350,8 @@ def describe(app: App, *, with_secret: bool = False, now: Micros | None = None) 
         "guest_access": shown.guest_access,
         "guest_token_ttl_seconds": shown.guest_token_ttl_seconds,
         "anonymous_access": shown.anonymous_access,
-        "revoked_before": _iso(shown.revoked_before),
-        "created_at": _iso(shown.created_at),
+        "revoked_before": iso(shown.revoked_before),
+        "created_at": iso(shown.created_at),
     }
     if shown.public_key is not None:
         result["public_key"] = shown.public_key

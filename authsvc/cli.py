@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from authsvc import apps, operators, tokens
 from authsvc.audit import cli_actor
-from authsvc.clock import MICROS_PER_SECOND, Micros, from_datetime, system_clock, to_datetime
+from authsvc.clock import MICROS_PER_SECOND, Micros, from_datetime, iso, system_clock
 from authsvc.config import Settings, parse_duration, unknown_variables
 from authsvc.database import apply_migrations, database_url, keyring_for, open_store
 from authsvc.errors import AuthsvcError, ConfigError, NotFound
@@ -233,10 +233,6 @@ async def _existing(store: Store, api_key: str) -> App:
     return app
 
 
-def _iso(micros: Micros | None) -> str | None:
-    return None if micros is None else to_datetime(micros).isoformat()
-
-
 async def _store_command(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     if args.command == "apps":
         return await _apps_command(args, store, settings)
@@ -251,7 +247,7 @@ async def _store_command(args: argparse.Namespace, store: Store, settings: Setti
         [
             {
                 "id": event.id,
-                "at": _iso(event.at),
+                "at": iso(event.at),
                 "actor": event.actor,
                 "action": event.action,
                 "api_key": event.api_key,
@@ -283,7 +279,7 @@ async def _tokens_command(args: argparse.Namespace, store: Store, settings: Sett
             actor,
             "token.issued",
             app.id,
-            {"user_id": args.user_id, "jti": jti, "key_id": issued.key_id, "expires_at": _iso(issued.expires_at)},
+            {"user_id": args.user_id, "jti": jti, "key_id": issued.key_id, "expires_at": iso(issued.expires_at)},
         )
         print(issued.token)
         return 0
@@ -307,13 +303,13 @@ async def _tokens_command(args: argparse.Namespace, store: Store, settings: Sett
             "outcome": result.outcome.name,
             "role": result.role.name,
             "user_id": result.user_id or None,
-            "issued_at": _iso(result.issued_at),
-            "expires_at": _iso(result.expires_at),
+            "issued_at": iso(result.issued_at),
+            "expires_at": iso(result.expires_at),
             "claims": dict(result.claims),
             "dev_token": result.dev_token,
             "revoked_by": None if result.revoked_by is None else result.revoked_by.name,
-            "revoked_before": _iso(result.revoked_before),
-            "valid_from": _iso(result.valid_from),
+            "revoked_before": iso(result.revoked_before),
+            "valid_from": iso(result.valid_from),
             "client_action": None if action is None else action.name,
         }
     )
@@ -330,7 +326,7 @@ async def _keys_command(args: argparse.Namespace, store: Store, settings: Settin
         key_id, signs_from, _ = await apps.rotate_key(
             store, app, delay_seconds=delay, now=system_clock(), actor=cli_actor()
         )
-        _print_json({"api_key": app.api_key, "key_id": key_id, "signs_from": _iso(signs_from)})
+        _print_json({"api_key": app.api_key, "key_id": key_id, "signs_from": iso(signs_from)})
     else:
         await apps.retire_key(store, app, args.key_id, now=system_clock(), actor=cli_actor())
         _print_json(apps.describe(await _existing(store, app.api_key)))
@@ -392,7 +388,7 @@ async def _apps_command(args: argparse.Namespace, store: Store, settings: Settin
                 "api_key": app.api_key,
                 "key_id": key_id,
                 "api_secret": secret,
-                "old_secrets_expire_at": _iso(max(expiries, default=None)),
+                "old_secrets_expire_at": iso(max(expiries, default=None)),
             }
         )
     else:

@@ -27,6 +27,11 @@ def to_datetime(micros: Micros) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
+def iso(micros: Micros | None, timespec: str = "auto") -> str | None:
+    """A point in time as ISO 8601 text in UTC (None for None), as the CLI, the audit log and the console show it."""
+    return None if micros is None else to_datetime(micros).isoformat(timespec=timespec)
+
+
 def from_datetime(value: datetime) -> Micros:
     """The point in time of an aware datetime, exact to the microsecond."""
     return (value - _EPOCH) // _ONE_MICRO

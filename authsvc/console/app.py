@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from authsvc import apps, operators, tokens
 from authsvc.audit import Actor
-from authsvc.clock import MICROS_PER_SECOND, Clock, Micros, to_datetime
+from authsvc.clock import MICROS_PER_SECOND, Clock, Micros, iso
 from authsvc.config import parse_duration
 from authsvc.console.figures import Figures
 from authsvc.console.inspector import inspect
@@ -118,7 +118,7 @@ class _SecurityHeaders:
 
 
 def _iso(micros: Micros | None) -> str:
-    return "" if micros is None else to_datetime(micros).isoformat(timespec="milliseconds")
+    return iso(micros, "milliseconds") or ""
 
 
 def _lifetime(seconds: int | float | None) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authsvc import tokens
-from authsvc.clock import Micros, to_datetime
+from authsvc.clock import Micros, iso
 from authsvc.tokens import App, Outcome, RevocationScope
 from authsvc.verifier import RevocationLookup, TokenRevocationLookup, Verifier
 
@@ -28,7 +28,7 @@ WHY = {
 
 
 def _iso(micros: Micros | None) -> str | None:
-    return None if micros is None else to_datetime(micros).isoformat(timespec="milliseconds")
+    return iso(micros, "milliseconds")
 
 
 @dataclass(frozen=True)
